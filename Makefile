@@ -1,0 +1,92 @@
+# bild - Big Little Decoder.  `make` builds the CPU version into build/.
+#
+#   make                 build/bild and the library
+#   make test            build and run every test (tests/run.sh)
+#   make bench           build and run the benchmarks (bench/)
+#   make models          fetch stories15M into models/ (scripts/get-models.sh)
+#   make deps            install the Debian packages the build needs (idempotent)
+#   make SANITIZE=address,undefined test
+#   make debug           -O0 build
+#   make clean
+#
+# CI adds WERROR=1.
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(OPT) -g \
+           -fno-math-errno -I. -MMD -MP $(EXTRA_CFLAGS)
+LDLIBS  := -lcjson -lpthread -lm
+LDFLAGS :=
+
+ifeq ($(WERROR),1)
+CFLAGS += -Werror
+endif
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+BUILD   := build/san
+endif
+
+# Per-ISA kernel files are compiled with their own flags and chosen at run time.
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
+AVX2_FLAGS   := -mavx2 -mfma
+
+LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c) \
+            $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all test bench models deps debug clean info
+all: info $(BUILD)/bild $(TEST_BIN) $(BENCH_BIN)
+
+info:
+	@echo "bild: CPU build into $(BUILD)/ (CUDA=1 not supported yet)$(if $(SANITIZE), with -fsanitize=$(SANITIZE),)"
+
+$(BUILD)/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX512_FLAGS) -c $< -o $@
+
+$(BUILD)/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(AVX2_FLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libbild.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bild: $(BUILD)/coordinator/main.o $(BUILD)/libbild.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libbild.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libbild.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+test: all
+	BUILD=$(BUILD) sh tests/run.sh
+
+bench: all models
+	$(BUILD)/bench/decode
+
+models:
+	sh scripts/get-models.sh
+
+deps:
+	sh scripts/install-deps.sh
+
+debug:
+	$(MAKE) OPT=-O0 BUILD=build/debug
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,295 @@
+/* cpu.c - the CPU backend: implements kernels/ops.h with a persistent thread
+ * pool and SIMD inner kernels chosen at run time (simd.h).
+ *
+ * Work split: matrix products are split by output rows (each thread streams
+ * its own slice of the weights once, for all T tokens of the block);
+ * attention is split by (token, head) pairs; the cheap element-wise ops
+ * (embedding copy, RMSNorm, RoPE) run on the calling thread, where a
+ * dispatch would cost more than the work.
+ */
+#include "kernels/cpu/cpu.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels/check.h"
+#include "kernels/cpu/simd.h"
+#include "kernels/cpu/threadpool.h"
+
+#define ATT_CHUNK 256 /* positions scored at once; softmax is merged across chunks */
+
+typedef struct {
+    threadpool_t *pool;
+    const simd_kernels_t *k;
+    float *scratch;      /* (T, hid) second half of SwiGLU; grown on demand */
+    size_t scratch_n;
+} cpu_t;
+
+static const float *F(tensor_t t) {
+    CHECK(t.device == DEVICE_CPU && t.dtype == DTYPE_F32 && t.data);
+    return (const float *)t.data;
+}
+static float *FW(tensor_t t) { return (float *)F(t); }
+
+static tensor_t cpu_alloc(backend_t *be, int64_t n) {
+    tensor_t t = {NULL, DTYPE_F32, DEVICE_CPU, n};
+    size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
+    t.data = aligned_alloc(64, bytes);
+    if (t.data) memset(t.data, 0, bytes);
+    return t;
+}
+
+static void cpu_free(backend_t *be, tensor_t *t) {
+    if (t->data) free(t->data);
+    t->data = NULL;
+}
+
+static tensor_t cpu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t n) {
+    return (tensor_t){host, dtype, DEVICE_CPU, n};
+}
+
+static void cpu_to_host(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n) {
+    CHECK(off >= 0 && off + n <= src.ne);
+    memcpy(dst, F(src) + off, (size_t)n * sizeof(float));
+}
+
+static void cpu_embed(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d) {
+    float *o = FW(out);
+    const float *tb = F(table);
+    for (int t = 0; t < T; t++) {
+        CHECK((int64_t)(tokens[t] + 1) * d <= table.ne && tokens[t] >= 0);
+        memcpy(o + (size_t)t * d, tb + (size_t)tokens[t] * d, sizeof(float) * d);
+    }
+}
+
+static void cpu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int T, int d, float eps) {
+    const float *xp = F(x), *wp = F(w);
+    float *op = FW(out);
+    for (int t = 0; t < T; t++) {
+        const float *xt = xp + (size_t)t * d;
+        float ss = 0;
+        for (int j = 0; j < d; j++) ss += xt[j] * xt[j];
+        float inv = 1.0f / sqrtf(ss / d + eps);
+        for (int j = 0; j < d; j++) op[(size_t)t * d + j] = xt[j] * inv * wp[j];
+    }
+}
+
+/* Splits [0, n) into nth slices whose starts are multiples of 4 rows (the
+ * kernels' row tile), so that only the last slice has a ragged end. */
+static void row_slice(int n, int ith, int nth, int *r0, int *r1) {
+    int per = ((n + nth - 1) / nth + 3) & ~3;
+    *r0 = ith * per < n ? ith * per : n;
+    *r1 = *r0 + per < n ? *r0 + per : n;
+}
+
+typedef struct {
+    const simd_kernels_t *k;
+    const float *x;
+    int T, d, total, accumulate;
+    const matmul_job_t *jobs;
+    int n_jobs;
+} matmul_task_t;
+
+static void matmul_worker(void *p, int ith, int nth) {
+    const matmul_task_t *mt = p;
+    int r0, r1;
+    row_slice(mt->total, ith, nth, &r0, &r1);
+    /* The jobs' rows are concatenated: job j owns [base, base + n_j). */
+    for (int j = 0, base = 0; j < mt->n_jobs && base < r1; base += mt->jobs[j].n, j++) {
+        const matmul_job_t *jb = &mt->jobs[j];
+        int lo = r0 > base ? r0 - base : 0, hi = r1 - base < jb->n ? r1 - base : jb->n;
+        if (lo >= hi) continue;
+        mt->k->matmul_rows(FW(jb->out) + jb->out_off, jb->n, mt->x, mt->d, F(jb->w), mt->d, mt->T,
+                           mt->d, lo, hi, mt->accumulate);
+    }
+}
+
+static void cpu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_t *jobs, int n_jobs,
+                       int accumulate) {
+    cpu_t *c = be->impl;
+    matmul_task_t mt = {c->k, F(x), T, d, 0, accumulate, jobs, n_jobs};
+    CHECK(x.ne >= (int64_t)T * d);
+    for (int j = 0; j < n_jobs; j++) {
+        CHECK(jobs[j].w.ne == (int64_t)jobs[j].n * d);
+        CHECK(jobs[j].out_off + (int64_t)T * jobs[j].n <= jobs[j].out.ne);
+        mt.total += jobs[j].n;
+    }
+    threadpool_run(c->pool, matmul_worker, &mt);
+}
+
+typedef struct {
+    const simd_kernels_t *k;
+    float *out, *gate;
+    const float *x, *w1, *w3;
+    int T, d, hid;
+} swiglu_task_t;
+
+static void swiglu_worker(void *p, int ith, int nth) {
+    const swiglu_task_t *s = p;
+    int r0, r1;
+    row_slice(s->hid, ith, nth, &r0, &r1);
+    if (r0 >= r1) return;
+    s->k->matmul_rows(s->out, s->hid, s->x, s->d, s->w1, s->d, s->T, s->d, r0, r1, 0);
+    s->k->matmul_rows(s->gate, s->hid, s->x, s->d, s->w3, s->d, s->T, s->d, r0, r1, 0);
+    for (int t = 0; t < s->T; t++)
+        for (int i = r0; i < r1; i++) {
+            float *o = &s->out[(size_t)t * s->hid + i];
+            float a = *o;
+            *o = a / (1.0f + expf(-a)) * s->gate[(size_t)t * s->hid + i];
+        }
+}
+
+static void cpu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tensor_t w3, int T, int d,
+                       int hid) {
+    cpu_t *c = be->impl;
+    size_t need = (size_t)T * hid;
+    if (need > c->scratch_n) { /* grows to the largest block once, then stays */
+        free(c->scratch);
+        c->scratch = aligned_alloc(64, (need * sizeof(float) + 63) & ~(size_t)63);
+        CHECK(c->scratch != NULL);
+        c->scratch_n = need;
+    }
+    CHECK(w1.ne == (int64_t)hid * d && w3.ne == (int64_t)hid * d && out.ne >= (int64_t)need);
+    swiglu_task_t s = {c->k, FW(out), c->scratch, F(x), F(w1), F(w3), T, d, hid};
+    threadpool_run(c->pool, swiglu_worker, &s);
+}
+
+static void cpu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd,
+                     int pos0, float theta, rope_style_t style) {
+    CHECK(hd % 2 == 0 && hd <= 1024);
+    CHECK(off + (int64_t)(T - 1) * row_stride + (int64_t)n_heads * hd <= x.ne);
+    float *xp = FW(x) + off;
+    float cs[512], sn[512];
+    for (int t = 0; t < T; t++) {
+        for (int i = 0; i < hd / 2; i++) {
+            /* angle of pair i: pos * theta^(-2i/hd), computed in double */
+            double ang = (double)(pos0 + t) * pow((double)theta, -2.0 * i / hd);
+            cs[i] = (float)cos(ang);
+            sn[i] = (float)sin(ang);
+        }
+        for (int h = 0; h < n_heads; h++) {
+            float *v = xp + (size_t)t * row_stride + (size_t)h * hd;
+            for (int i = 0; i < hd / 2; i++) {
+                int a = style == ROPE_INTERLEAVED ? 2 * i : i;
+                int b = style == ROPE_INTERLEAVED ? 2 * i + 1 : i + hd / 2;
+                float x0 = v[a], x1 = v[b];
+                v[a] = x0 * cs[i] - x1 * sn[i];
+                v[b] = x0 * sn[i] + x1 * cs[i];
+            }
+        }
+    }
+}
+
+typedef struct {
+    const simd_kernels_t *k;
+    float *out;
+    const float *q, *kc, *vc;
+    int T, pos0, nh, nkv, hd;
+} att_task_t;
+
+/* One query head at one position: scores over the causal prefix in chunks of
+ * ATT_CHUNK positions, merged with a running max (online softmax), so no
+ * buffer proportional to the context length is needed. */
+static void att_one(const att_task_t *a, int t, int h) {
+    int kvd = a->nkv * a->hd, g = h / (a->nh / a->nkv), n = a->pos0 + t + 1;
+    const float *qh = a->q + (size_t)t * a->nh * a->hd + (size_t)h * a->hd;
+    float *oh = a->out + (size_t)t * a->nh * a->hd + (size_t)h * a->hd;
+    float sc[ATT_CHUNK], scale = 1.0f / sqrtf((float)a->hd), mx = -INFINITY, sum = 0;
+    memset(oh, 0, sizeof(float) * a->hd);
+    for (int s0 = 0; s0 < n; s0 += ATT_CHUNK) {
+        int m = n - s0 < ATT_CHUNK ? n - s0 : ATT_CHUNK;
+        /* scores = K[s0:s0+m, g] . q: a (m x hd) matrix times one vector */
+        a->k->matmul_rows(sc, m, qh, a->hd, a->kc + (size_t)s0 * kvd + (size_t)g * a->hd, kvd, 1, a->hd,
+                          0, m, 0);
+        float cmx = mx;
+        for (int s = 0; s < m; s++) {
+            sc[s] *= scale;
+            if (sc[s] > cmx) cmx = sc[s];
+        }
+        if (cmx > mx) { /* rescale what was accumulated under the old max */
+            float f = expf(mx - cmx);
+            sum *= f;
+            for (int j = 0; j < a->hd; j++) oh[j] *= f;
+            mx = cmx;
+        }
+        for (int s = 0; s < m; s++) {
+            float e = expf(sc[s] - mx);
+            sum += e;
+            a->k->axpy(oh, e, a->vc + (size_t)(s0 + s) * kvd + (size_t)g * a->hd, a->hd);
+        }
+    }
+    for (int j = 0; j < a->hd; j++) oh[j] /= sum;
+}
+
+static void att_worker(void *p, int ith, int nth) {
+    const att_task_t *a = p;
+    int total = a->T * a->nh;
+    for (int i = ith; i < total; i += nth) att_one(a, i / a->nh, i % a->nh);
+}
+
+static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T,
+                          int pos0, int n_heads, int n_kv, int hd) {
+    cpu_t *c = be->impl;
+    CHECK(n_kv > 0 && n_heads % n_kv == 0);
+    CHECK((int64_t)(pos0 + T) * n_kv * hd <= kc.ne && kc.ne == vc.ne);
+    CHECK(q.ne >= (int64_t)T * n_heads * hd && out.ne >= (int64_t)T * n_heads * hd);
+    att_task_t a = {c->k, FW(out), F(q), F(kc), F(vc), T, pos0, n_heads, n_kv, hd};
+    threadpool_run(c->pool, att_worker, &a);
+}
+
+static void cpu_destroy(backend_t *be) {
+    cpu_t *c = be->impl;
+    threadpool_destroy(&c->pool);
+    free(c->scratch);
+    free(c);
+    free(be);
+}
+
+int cpu_isa_supported(const char *isa) {
+    __builtin_cpu_init();
+    if (!strcmp(isa, "scalar")) return 1;
+    if (!strcmp(isa, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strcmp(isa, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    return 0;
+}
+
+backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
+    const simd_kernels_t *k = NULL;
+    if (!isa || !strcmp(isa, "auto")) isa = getenv("BILD_ISA");
+    if (!isa || !strcmp(isa, "auto"))
+        isa = cpu_isa_supported("avx512") ? "avx512" : cpu_isa_supported("avx2") ? "avx2" : "scalar";
+    if (!cpu_isa_supported(isa)) return NULL;
+    k = !strcmp(isa, "avx512") ? &simd_avx512 : !strcmp(isa, "avx2") ? &simd_avx2 : &simd_scalar;
+    if (n_threads <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = nc > 0 ? (int)nc : 1;
+    }
+    backend_t *be = calloc(1, sizeof(*be));
+    cpu_t *c = calloc(1, sizeof(*c));
+    if (!be || !c || !(c->pool = threadpool_new(n_threads))) {
+        free(be);
+        free(c);
+        return NULL;
+    }
+    c->k = k;
+    *be = (backend_t){
+        .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
+        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .to_host = cpu_to_host,
+        .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
+        .rope = cpu_rope, .attention = cpu_attention, .destroy = cpu_destroy, .impl = c,
+    };
+    return be;
+}
+
+backend_t *backend_cpu_new(int n_threads) { return backend_cpu_new_isa(n_threads, NULL); }
+
+void backend_destroy(backend_t **pbe) {
+    if (!pbe || !*pbe) return;
+    (*pbe)->destroy(*pbe);
+    *pbe = NULL;
+}

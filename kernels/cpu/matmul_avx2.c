@@ -1,0 +1,86 @@
+/* matmul_avx2.c - AVX2 + FMA inner kernels (compiled with -mavx2 -mfma).
+ *
+ * Same scheme as matmul_avx512.c with 8-float vectors and a 4 rows x 2 tokens
+ * tile (8 accumulators + 6 operands fit the 16 ymm registers). The tail of d
+ * (d % 8) uses masked loads.
+ */
+#include <immintrin.h>
+
+#include "kernels/cpu/simd.h"
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m256 ld(const float *p, int j, int dv, __m256i m) {
+    return j < dv ? _mm256_loadu_ps(p + j) : _mm256_maskload_ps(p + j, m);
+}
+
+static inline void put(float *o, float v, int accumulate) { *o = accumulate ? *o + v : v; }
+
+static void matmul_rows_avx2(float *out, int ldo, const float *x, int ldx, const float *w, int ldw,
+                             int T, int d, int r0, int r1, int accumulate) {
+    const int dv = d & ~7, rem = d - dv;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const int dend = rem ? dv + 8 : dv;
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const float *w0 = w + (size_t)r * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        int t = 0;
+        for (; t + 2 <= T; t += 2) {
+            const float *x0 = x + (size_t)t * ldx, *x1 = x0 + ldx;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,
+                   a30 = a00, a31 = a00;
+            for (int j = 0; j < dend; j += 8) {
+                __m256 xa = ld(x0, j, dv, m), xb = ld(x1, j, dv, m), wv;
+                wv = ld(w0, j, dv, m); a00 = _mm256_fmadd_ps(wv, xa, a00); a01 = _mm256_fmadd_ps(wv, xb, a01);
+                wv = ld(w1, j, dv, m); a10 = _mm256_fmadd_ps(wv, xa, a10); a11 = _mm256_fmadd_ps(wv, xb, a11);
+                wv = ld(w2, j, dv, m); a20 = _mm256_fmadd_ps(wv, xa, a20); a21 = _mm256_fmadd_ps(wv, xb, a21);
+                wv = ld(w3, j, dv, m); a30 = _mm256_fmadd_ps(wv, xa, a30); a31 = _mm256_fmadd_ps(wv, xb, a31);
+            }
+            float *o0 = out + (size_t)t * ldo + r, *o1 = o0 + ldo;
+            put(o0 + 0, hsum(a00), accumulate); put(o1 + 0, hsum(a01), accumulate);
+            put(o0 + 1, hsum(a10), accumulate); put(o1 + 1, hsum(a11), accumulate);
+            put(o0 + 2, hsum(a20), accumulate); put(o1 + 2, hsum(a21), accumulate);
+            put(o0 + 3, hsum(a30), accumulate); put(o1 + 3, hsum(a31), accumulate);
+        }
+        for (; t < T; t++) {
+            const float *xt = x + (size_t)t * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int j = 0; j < dend; j += 8) {
+                __m256 xv = ld(xt, j, dv, m);
+                a0 = _mm256_fmadd_ps(ld(w0, j, dv, m), xv, a0);
+                a1 = _mm256_fmadd_ps(ld(w1, j, dv, m), xv, a1);
+                a2 = _mm256_fmadd_ps(ld(w2, j, dv, m), xv, a2);
+                a3 = _mm256_fmadd_ps(ld(w3, j, dv, m), xv, a3);
+            }
+            float *o = out + (size_t)t * ldo + r;
+            put(o + 0, hsum(a0), accumulate);
+            put(o + 1, hsum(a1), accumulate);
+            put(o + 2, hsum(a2), accumulate);
+            put(o + 3, hsum(a3), accumulate);
+        }
+    }
+    for (; r < r1; r++) {
+        const float *wr = w + (size_t)r * ldw;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * ldx;
+            __m256 a0 = _mm256_setzero_ps();
+            for (int j = 0; j < dend; j += 8) a0 = _mm256_fmadd_ps(ld(wr, j, dv, m), ld(xt, j, dv, m), a0);
+            put(&out[(size_t)t * ldo + r], hsum(a0), accumulate);
+        }
+    }
+}
+
+static void axpy_avx2(float *y, float a, const float *x, int n) {
+    __m256 av = _mm256_set1_ps(a);
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+    for (; j < n; j++) y[j] += a * x[j];
+}
+
+const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, axpy_avx2};

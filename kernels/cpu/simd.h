@@ -1,0 +1,29 @@
+/* simd.h - the per-ISA inner kernels of the CPU backend (internal header).
+ *
+ * Each instruction set (AVX-512, AVX2+FMA, plain C) provides the same small
+ * table; cpu.c picks one at run time with __builtin_cpu_supports and builds
+ * every operator (threading, tiling over rows) on top of it. Files named
+ * *_avx512.c / *_avx2.c are compiled with matching -m flags (see Makefile),
+ * and nothing in them runs unless the CPU has those instructions.
+ */
+#ifndef BILD_CPU_SIMD_H
+#define BILD_CPU_SIMD_H
+
+#include <stddef.h>
+
+typedef struct {
+    const char *name;
+    /* out[t*ldo + i] (+)= sum_j x[t*ldx + j] * w[i*ldw + j]
+     * for rows i in [r0, r1) and tokens t in [0, T).
+     * out (T, ldo), x (T, ldx), w (rows, ldw); d = reduction length. */
+    void (*matmul_rows)(float *out, int ldo, const float *x, int ldx, const float *w, int ldw, int T,
+                        int d, int r0, int r1, int accumulate);
+    /* y[j] += a * x[j] for j < n */
+    void (*axpy)(float *y, float a, const float *x, int n);
+} simd_kernels_t;
+
+extern const simd_kernels_t simd_scalar;
+extern const simd_kernels_t simd_avx2;
+extern const simd_kernels_t simd_avx512;
+
+#endif

@@ -1,0 +1,111 @@
+/* ops.h - the backend-neutral operator API of the engine.
+ *
+ * The model code (model/transformer.c) computes a forward pass only through
+ * this table of function pointers; it never dereferences tensor memory. A
+ * backend owns its memory (host RAM for the CPU backend, device memory for a
+ * later CUDA backend) and its threads. Tensors are plain views that record
+ * which device their bytes live on, so a backend can refuse a tensor that is
+ * not its own (a programmer error, CHECKed).
+ *
+ * Conventions shared by every op:
+ * - Row-major storage. A weight matrix W of shape (n, d) holds n rows of d
+ *   elements; "x W^T" maps a (T, d) activation to (T, n), as in llama2.c and
+ *   PyTorch's nn.Linear.
+ * - T is the number of token positions processed together (a block).
+ * - Activations are f32. Weights may be f32 (all this backend supports for
+ *   now; other dtypes are refused with a CHECK until they are implemented).
+ *
+ * Left out on purpose: a graph/scheduler. Ops run eagerly in call order;
+ * fusion is expressed by the few fused ops below (QKV projection as one
+ * multi-matmul, gate/up + SwiGLU, residual accumulation in matmul).
+ */
+#ifndef BILD_OPS_H
+#define BILD_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } device_t;
+typedef enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2 } dtype_t;
+
+/* A view of memory owned elsewhere (an mmapped file, a backend buffer). */
+typedef struct {
+    void *data;      /* device pointer; only the owning backend reads it */
+    dtype_t dtype;
+    device_t device;
+    int64_t ne;      /* number of elements */
+} tensor_t;
+
+/* How RoPE pairs the dimensions of a head.
+ * ROPE_INTERLEAVED: pairs (2i, 2i+1), as llama2.c checkpoints expect.
+ * ROPE_HALVES:      pairs (i, i + hd/2), as Hugging Face Llama checkpoints expect. */
+typedef enum { ROPE_INTERLEAVED = 0, ROPE_HALVES = 1 } rope_style_t;
+
+/* One (weight, output) pair of a multi-matmul that shares its input. */
+typedef struct {
+    tensor_t w;      /* (n, d) */
+    tensor_t out;    /* (T, n) written at element offset out_off, row stride n */
+    int64_t out_off; /* element offset into out (lets K/V land inside a KV cache) */
+    int n;
+} matmul_job_t;
+
+typedef struct backend backend_t;
+
+struct backend {
+    const char *name;        /* "cpu" */
+    device_t device;
+    int n_threads;
+    const char *isa;         /* kernel flavour picked at run time: "avx512", "avx2", "scalar" */
+
+    /* Memory. alloc returns a zeroed tensor of n f32 elements, or one with
+     * data == NULL on failure. free accepts a NULL-data tensor. */
+    tensor_t (*alloc)(backend_t *be, int64_t n);
+    void (*free)(backend_t *be, tensor_t *t);
+    /* Wraps host memory the backend can read directly (mmapped weights).
+     * Returns a tensor with data == NULL if the backend cannot (a GPU
+     * backend uploads instead). */
+    tensor_t (*wrap_host)(backend_t *be, void *host, dtype_t dtype, int64_t n);
+    /* Copies n f32 elements from element offset off of src to host memory. */
+    void (*to_host)(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n);
+
+    /* out[t, :] = table[tokens[t], :] for t < T.  out (T, d), table (V, d).
+     * tokens are host ints, already range-checked by the caller. */
+    void (*embed)(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d);
+
+    /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w.  out, x (T, d); w (d). out may equal x. */
+    void (*rmsnorm)(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int T, int d, float eps);
+
+    /* For each job j: out_j[t, :] (+)= x[t, :] W_j^T.  x (T, d); W_j (n_j, d).
+     * accumulate != 0 adds to out (residual connection), else overwrites. */
+    void (*matmul)(backend_t *be, tensor_t x, int T, int d, const matmul_job_t *jobs, int n_jobs,
+                   int accumulate);
+
+    /* out = silu(x W1^T) * (x W3^T).  x (T, d); W1, W3 (hid, d); out (T, hid). */
+    void (*swiglu)(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tensor_t w3, int T, int d,
+                   int hid);
+
+    /* Rotates heads in place. x holds T rows of row_stride elements starting
+     * at element offset off; each row holds n_heads heads of hd elements.
+     * Row t is at position pos0 + t. */
+    void (*rope)(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd,
+                 int pos0, float theta, rope_style_t style);
+
+    /* Causal grouped-query attention for T queries at positions pos0..pos0+T-1.
+     * q (T, n_heads*hd); kc, vc (S, n_kv*hd) hold keys/values for positions
+     * 0..pos0+T-1; out (T, n_heads*hd). Query head h reads kv head
+     * h / (n_heads / n_kv). Scores are scaled by 1/sqrt(hd). */
+    void (*attention)(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T,
+                      int pos0, int n_heads, int n_kv, int hd);
+
+    void (*destroy)(backend_t *be);
+    void *impl;              /* backend-private state */
+};
+
+/* Creates the CPU backend with n_threads threads (0 = one per online core).
+ * Returns NULL on failure. Caller owns; release with backend_destroy. */
+backend_t *backend_cpu_new(int n_threads);
+
+/* Destroys a backend; accepts NULL and sets *pbe = NULL. */
+void backend_destroy(backend_t **pbe);
+
+#endif

@@ -1,0 +1,41 @@
+/* sampler.h - next-token selection from logits, and the per-position
+ * statistics BiLD's policy needs.
+ *
+ * Sampling order: temperature scaling, softmax, then top-k (keep the k most
+ * probable), then top-p (keep the smallest most-probable set whose mass is
+ * >= p), renormalise, draw with a seeded RNG. temperature == 0 is greedy
+ * (argmax, lowest id on ties). The RNG is xorshift64*, so a seed gives the
+ * same tokens on every machine.
+ */
+#ifndef BILD_SAMPLER_H
+#define BILD_SAMPLER_H
+
+#include <stdint.h>
+
+typedef struct sampler sampler_t;
+
+/* temperature >= 0; top_p in (0, 1] (1 disables); top_k >= 0 (0 disables).
+ * Returns NULL on bad arguments or allocation failure. Caller owns. */
+sampler_t *sampler_new(int vocab_size, float temperature, float top_p, int top_k, uint64_t seed);
+void sampler_destroy(sampler_t **ps);
+
+/* Picks the next token from logits (vocab_size floats). logits is not
+ * modified. */
+int sampler_sample(sampler_t *s, const float *logits);
+
+/* A uniform float in [0, 1) from the sampler's RNG (for callers such as
+ * speculative decoding's accept test that must share the stream). */
+float sampler_uniform(sampler_t *s);
+
+/* Index of the largest value; the lowest index on ties. */
+int argmax_f32(const float *x, int n);
+
+/* From raw logits (temperature 1): the largest probability max_i p_i, and
+ * -log p(token) in nats (token may be -1 to skip it; *nll is then 0).
+ * Computed with log-sum-exp in double, so it is exact to float precision. */
+void logits_stats(const float *logits, int n, int token, float *max_prob, float *nll);
+
+/* In place: x = softmax(x / temperature) over n values (temperature > 0). */
+void softmax_f32(float *x, int n, float temperature);
+
+#endif

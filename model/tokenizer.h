@@ -1,0 +1,70 @@
+/* tokenizer.h - SentencePiece-style BPE tokenizer (llama2.c tokenizer.bin).
+ *
+ * File format (little-endian), as written by llama2.c's tokenizer export:
+ *   int32 max_token_length
+ *   vocab_size times: float32 score, int32 len, len bytes of the piece
+ * The vocabulary size is not stored in the file: it comes from the model, and
+ * a file with fewer or more entries than the model's vocabulary is refused.
+ *
+ * Encoding mirrors SentencePiece BPE with byte fallback: a dummy-prefix space
+ * is added to non-empty text, the text is split into UTF-8 code points, each
+ * looked up as a piece (a code point with no piece becomes its bytes, token
+ * id byte + 3, i.e. the "<0xXX>" pieces), then the adjacent pair whose merged
+ * piece has the highest score is merged, repeatedly, until no merge applies.
+ *
+ * Left out on purpose: SentencePiece's unigram model and normalization rules
+ * (the llama2.c vocabularies don't use them).
+ */
+#ifndef BILD_TOKENIZER_H
+#define BILD_TOKENIZER_H
+
+#include <stddef.h>
+
+typedef struct tokenizer tokenizer_t;
+
+/* Loads a tokenizer.bin that must hold exactly vocab_size pieces.
+ * Returns NULL on failure with a one-line reason (naming the file) in err.
+ * Caller owns the result. */
+tokenizer_t *tokenizer_load_llama2c(const char *path, int vocab_size, char *err, size_t errlen);
+
+/* Accepts NULL; sets *pt = NULL. */
+void tokenizer_destroy(tokenizer_t **pt);
+
+int tokenizer_vocab_size(const tokenizer_t *t);
+int tokenizer_bos(const tokenizer_t *t); /* 1 for llama2.c vocabularies */
+int tokenizer_eos(const tokenizer_t *t); /* 2 for llama2.c vocabularies */
+
+/* Encodes UTF-8 text (NUL-terminated; invalid UTF-8 bytes are byte-fallback
+ * encoded), prepending BOS if add_bos. Writes at most cap ids to out.
+ * Returns the number of ids the full encoding has (which may exceed cap:
+ * the caller then knows the text does not fit), or -1 on allocation failure. */
+int tokenizer_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap);
+
+/* The bytes token id stands for when it follows token prev: "<0xXX>" pieces
+ * become the single raw byte, and the leading space of the piece right after
+ * BOS is dropped (SentencePiece's dummy prefix). Returns a pointer borrowed
+ * from the tokenizer (or a static byte table) and its length in *len. */
+const char *tokenizer_decode(const tokenizer_t *t, int prev, int id, size_t *len);
+
+/* The raw piece string of id, as stored in the file. Borrowed. */
+const char *tokenizer_piece(const tokenizer_t *t, int id);
+
+/* Streaming UTF-8 sanitizer: token pieces may split a multi-byte character
+ * (byte-fallback tokens), so bytes are held until a character is complete.
+ * Invalid sequences are replaced with U+FFFD, so the output is always valid
+ * UTF-8. */
+typedef struct {
+    unsigned char pend[4];
+    int n;    /* bytes pending */
+    int need; /* total length of the pending sequence */
+} utf8_stream_t;
+
+/* Feeds n bytes; writes valid UTF-8 to out, which must hold 3*n + 8 bytes.
+ * Returns the number of bytes written. */
+size_t utf8_stream_feed(utf8_stream_t *s, const char *in, size_t n, char *out);
+
+/* Ends the stream: an incomplete pending sequence becomes U+FFFD. out must
+ * hold 8 bytes. Returns bytes written. */
+size_t utf8_stream_flush(utf8_stream_t *s, char *out);
+
+#endif
