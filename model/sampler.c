@@ -28,7 +28,7 @@ struct sampler {
     int *cand;     /* (vocab_size) candidate ids */
 };
 
-static void die_programmer_error(const char *what, const char *file, int line) {
+static _Noreturn void die_programmer_error(const char *what, const char *file, int line) {
     fprintf(stderr, "%s:%d: CHECK failed: %s\n", file, line, what);
     abort();
 }
@@ -88,6 +88,7 @@ float sampler_uniform(sampler_t *s) {
 }
 
 int argmax_f32(const float *x, int n) {
+    SAMPLER_CHECK(n > 0);
     /* Eight running maxima keep the loop free of a serial dependency (and
      * let the compiler vectorize it); a second scan finds the first index
      * holding the maximum, which gives the lowest index on ties. */
@@ -175,9 +176,7 @@ void softmax_f32(float *x, int n, float temperature) {
 
 void logits_stats(const float *logits, int n, int token, float *max_prob, float *nll) {
     SAMPLER_CHECK(n > 0 && token >= -1 && token < n);
-    double mx = logits[0];
-    for (int i = 1; i < n; i++)
-        if (logits[i] > mx) mx = logits[i];
+    const double mx = logits[argmax_f32(logits, n)];
     double sum = 0.0;
     for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
     /* log Z = mx + log(sum); sum >= 1 because the max term is exp(0). */
@@ -295,8 +294,8 @@ int sampler_sample(sampler_t *s, const float *logits) {
     float *w = s->w;
     const float mx = logits[best];
     double mass = weights(logits, w, V, mx, 1.0f / s->temperature);
-    /* The best weight is 1, so a smaller or non-finite mass means NaN or
-     * infinite logits: nothing sensible to draw from. */
+    /* The best weight is 1 and NaN logits weigh 0, so a mass below 1 means
+     * an infinite or NaN maximum: nothing sensible to draw from. */
     if (!(mass >= 1.0) || !isfinite(mass)) return best;
 
     int *cand = s->cand;

@@ -291,6 +291,39 @@ static void test_truncation_large(void) {
     free(p);
 }
 
+/* -inf logits (masked tokens) are never drawn, whatever the truncation;
+ * NaN logits do not crash the sampler. */
+static void test_masked(void) {
+    const float l[] = {0.0f, -INFINITY, 0.5f, -INFINITY, -100.0f};
+    const struct {
+        float temp, top_p;
+        int top_k;
+    } cfg[] = {{1.0f, 1.0f, 0}, {1.0f, 0.999f, 0}, {1.0f, 1.0f, 4}, {3.0f, 1.0f, 0}};
+    for (size_t c = 0; c < sizeof cfg / sizeof *cfg; c++) {
+        sampler_t *s = sampler_new(5, cfg[c].temp, cfg[c].top_p, cfg[c].top_k, 5 + c);
+        int masked = 0, seen0 = 0, seen2 = 0;
+        for (int i = 0; i < 20000; i++) {
+            int t = sampler_sample(s, l);
+            masked += t == 1 || t == 3 || t < 0 || t > 4;
+            seen0 += t == 0;
+            seen2 += t == 2;
+        }
+        EXPECT_EQ_INT(masked, 0);
+        EXPECT(seen0 > 0 && seen2 > 0);
+        sampler_destroy(&s);
+    }
+    const float with_nan[] = {1.0f, NAN, 2.0f, 0.5f};
+    const float nan_first[] = {NAN, 1.0f, 2.0f, 0.5f};
+    sampler_t *s = sampler_new(4, 1.0f, 0.9f, 0, 1);
+    for (int i = 0; i < 1000; i++) {
+        int t = sampler_sample(s, with_nan);
+        EXPECT(t >= 0 && t < 4 && t != 1);
+        t = sampler_sample(s, nan_first);
+        EXPECT(t >= 0 && t < 4);
+    }
+    sampler_destroy(&s);
+}
+
 static void test_logits_stats(void) {
     enum { V = 32000 };
     uint64_t r = 3;
@@ -374,6 +407,7 @@ int main(void) {
     test_determinism();
     test_distributions();
     test_truncation_large();
+    test_masked();
     test_logits_stats();
     test_softmax();
     return TEST_DONE("test_sampler");

@@ -1,0 +1,175 @@
+/* transformer.c - Llama-family forward pass written against kernels/ops.h.
+ *
+ * Per layer, for a block x (T, dim):
+ *   xb = rmsnorm(x) ; q, k, v = xb Wq^T, xb Wk^T, xb Wv^T  (k, v written
+ *   straight into the cache rows pos..pos+T) ; rope(q), rope(k) ;
+ *   x += attention(q, K[0:pos+T], V[0:pos+T]) Wo^T ;
+ *   x += swiglu(rmsnorm(x)) W2^T
+ * then logits = rmsnorm(x) Wcls^T. Mirrors the Llama architecture as in
+ * llama2.c's model definition; the RoPE convention comes from the config.
+ *
+ * The code never touches tensor memory: every op goes through the backend,
+ * so a GPU backend runs the same function unchanged.
+ */
+#include "model/transformer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/check.h"
+
+struct transformer {
+    backend_t *be;
+    model_config_t cfg;
+    int max_block;
+    int cached; /* positions held in the KV cache */
+    /* weights wrapped for the backend; per-layer arrays of n_layers */
+    tensor_t tok_emb, rms_final, wcls;
+    tensor_t *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3;
+    /* KV cache: per layer (seq_len, n_kv_heads * head_dim) */
+    tensor_t *kc, *vc;
+    /* activations for a block of up to max_block tokens */
+    tensor_t x;      /* (B, dim) residual stream */
+    tensor_t xb;     /* (B, dim) normalised input of a sub-layer */
+    tensor_t q;      /* (B, n_heads * head_dim) */
+    tensor_t att;    /* (B, n_heads * head_dim) attention output */
+    tensor_t hb;     /* (B, hidden_dim) */
+    tensor_t logits; /* (B, vocab) */
+    float *logits_host; /* NULL when the backend's logits are host memory */
+};
+
+static int wrap(transformer_t *tf, tensor_t *t, const void *p, int64_t n) {
+    *t = tf->be->wrap_host(tf->be, (void *)p, DTYPE_F32, n);
+    return t->data != NULL;
+}
+
+transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const model_weights_t *w,
+                               int max_block, char *err, size_t errlen) {
+    if (w->dtype != DTYPE_F32) {
+        snprintf(err, errlen, "only f32 weights are supported by this build");
+        return NULL;
+    }
+    transformer_t *tf = calloc(1, sizeof(*tf));
+    if (!tf) goto oom;
+    tf->be = be;
+    tf->cfg = *cfg;
+    tf->max_block = max_block > 0 ? max_block : 64;
+    if (tf->max_block > cfg->seq_len) tf->max_block = cfg->seq_len;
+    const model_config_t *c = cfg;
+    int L = c->n_layers, B = tf->max_block;
+    int64_t d = c->dim, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim,
+            hid = c->hidden_dim, V = c->vocab_size;
+    tensor_t *arr = calloc((size_t)L * 11, sizeof(tensor_t));
+    if (!arr) goto oom;
+    tf->rms_att = arr, tf->wq = arr + L, tf->wk = arr + 2 * L, tf->wv = arr + 3 * L, tf->wo = arr + 4 * L;
+    tf->rms_ffn = arr + 5 * L, tf->w1 = arr + 6 * L, tf->w2 = arr + 7 * L, tf->w3 = arr + 8 * L;
+    tf->kc = arr + 9 * L, tf->vc = arr + 10 * L;
+    int ok = wrap(tf, &tf->tok_emb, w->tok_emb, V * d) && wrap(tf, &tf->rms_final, w->rms_final, d) &&
+             wrap(tf, &tf->wcls, w->wcls, V * d);
+    for (int l = 0; l < L && ok; l++)
+        ok = wrap(tf, &tf->rms_att[l], w->rms_att[l], d) && wrap(tf, &tf->wq[l], w->wq[l], qd * d) &&
+             wrap(tf, &tf->wk[l], w->wk[l], kvd * d) && wrap(tf, &tf->wv[l], w->wv[l], kvd * d) &&
+             wrap(tf, &tf->wo[l], w->wo[l], d * qd) && wrap(tf, &tf->rms_ffn[l], w->rms_ffn[l], d) &&
+             wrap(tf, &tf->w1[l], w->w1[l], hid * d) && wrap(tf, &tf->w2[l], w->w2[l], d * hid) &&
+             wrap(tf, &tf->w3[l], w->w3[l], hid * d);
+    if (!ok) {
+        snprintf(err, errlen, "backend %s cannot use host weights", be->name);
+        transformer_destroy(&tf);
+        return NULL;
+    }
+    for (int l = 0; l < L; l++) {
+        tf->kc[l] = be->alloc(be, (int64_t)c->seq_len * kvd);
+        tf->vc[l] = be->alloc(be, (int64_t)c->seq_len * kvd);
+        if (!tf->kc[l].data || !tf->vc[l].data) goto oom;
+    }
+    tf->x = be->alloc(be, B * d), tf->xb = be->alloc(be, B * d), tf->q = be->alloc(be, B * qd);
+    tf->att = be->alloc(be, B * qd), tf->hb = be->alloc(be, B * hid), tf->logits = be->alloc(be, B * V);
+    if (!tf->x.data || !tf->xb.data || !tf->q.data || !tf->att.data || !tf->hb.data || !tf->logits.data) goto oom;
+    if (be->device != DEVICE_CPU && !(tf->logits_host = malloc(sizeof(float) * (size_t)(B * V)))) goto oom;
+    return tf;
+oom:
+    snprintf(err, errlen, "out of memory allocating activations and KV cache");
+    transformer_destroy(&tf);
+    return NULL;
+}
+
+void transformer_destroy(transformer_t **ptf) {
+    if (!ptf || !*ptf) return;
+    transformer_t *tf = *ptf;
+    backend_t *be = tf->be;
+    if (tf->rms_att) {
+        for (int l = 0; l < tf->cfg.n_layers; l++) be->free(be, &tf->kc[l]), be->free(be, &tf->vc[l]);
+        free(tf->rms_att); /* the per-layer arrays share one allocation */
+    }
+    be->free(be, &tf->x), be->free(be, &tf->xb), be->free(be, &tf->q);
+    be->free(be, &tf->att), be->free(be, &tf->hb), be->free(be, &tf->logits);
+    free(tf->logits_host);
+    free(tf);
+    *ptf = NULL;
+}
+
+/* One block of T <= max_block tokens at pos; want_logits: 0 none, 1 last row, 2 all rows. */
+static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, int want_logits) {
+    backend_t *be = tf->be;
+    const model_config_t *c = &tf->cfg;
+    int d = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    be->embed(be, tf->x, tf->tok_emb, tokens, T, d);
+    for (int l = 0; l < c->n_layers; l++) {
+        be->rmsnorm(be, tf->xb, tf->x, tf->rms_att[l], T, d, c->norm_eps);
+        /* q into the scratch buffer; k and v straight into cache rows pos.. */
+        matmul_job_t qkv[3] = {{tf->wq[l], tf->q, 0, qd},
+                               {tf->wk[l], tf->kc[l], (int64_t)pos * kvd, kvd},
+                               {tf->wv[l], tf->vc[l], (int64_t)pos * kvd, kvd}};
+        be->matmul(be, tf->xb, T, d, qkv, 3, 0);
+        be->rope(be, tf->q, 0, qd, T, c->n_heads, hd, pos, c->rope_theta, c->rope_style);
+        be->rope(be, tf->kc[l], (int64_t)pos * kvd, kvd, T, c->n_kv_heads, hd, pos, c->rope_theta, c->rope_style);
+        be->attention(be, tf->att, tf->q, tf->kc[l], tf->vc[l], T, pos, c->n_heads, c->n_kv_heads, hd);
+        matmul_job_t o = {tf->wo[l], tf->x, 0, d};
+        be->matmul(be, tf->att, T, qd, &o, 1, 1); /* x += att Wo^T */
+        be->rmsnorm(be, tf->xb, tf->x, tf->rms_ffn[l], T, d, c->norm_eps);
+        be->swiglu(be, tf->hb, tf->xb, tf->w1[l], tf->w3[l], T, d, c->hidden_dim);
+        matmul_job_t down = {tf->w2[l], tf->x, 0, d};
+        be->matmul(be, tf->hb, T, c->hidden_dim, &down, 1, 1); /* x += hb W2^T */
+    }
+    if (!want_logits) return;
+    /* LOGITS_LAST: normalise and classify only the last row (an offset view) */
+    int first = want_logits == 1 ? T - 1 : 0, n = T - first;
+    tensor_t xl = tf->x, xbl = tf->xb;
+    if (first) {
+        /* rmsnorm works row by row, so shift by viewing from row `first` */
+        xl.data = (float *)xl.data + (size_t)first * d, xl.ne -= (int64_t)first * d;
+    }
+    be->rmsnorm(be, xbl, xl, tf->rms_final, n, d, c->norm_eps);
+    matmul_job_t cls = {tf->wcls, tf->logits, 0, c->vocab_size};
+    be->matmul(be, xbl, n, d, &cls, 1, 0);
+}
+
+const float *transformer_forward(transformer_t *tf, const int *tokens, int T, int pos, logits_mode_t mode) {
+    const model_config_t *c = &tf->cfg;
+    if (T < 1 || pos < 0 || pos > tf->cached || pos + T > c->seq_len) return NULL;
+    if (mode == LOGITS_ALL && T > tf->max_block) return NULL;
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return NULL;
+    tf->cached = pos; /* rollback: positions >= pos are overwritten */
+    for (int done = 0; done < T;) {
+        int n = T - done < tf->max_block ? T - done : tf->max_block;
+        int last = done + n == T;
+        forward_block(tf, tokens + done, n, pos + done, last ? (mode == LOGITS_ALL ? 2 : 1) : 0);
+        done += n;
+        tf->cached = pos + done;
+    }
+    int rows = mode == LOGITS_ALL ? T : 1;
+    if (!tf->logits_host) return tf->logits.data;
+    tf->be->to_host(tf->be, tf->logits_host, tf->logits, 0, (int64_t)rows * c->vocab_size);
+    return tf->logits_host;
+}
+
+int transformer_cached(const transformer_t *tf) { return tf->cached; }
+
+void transformer_truncate(transformer_t *tf, int len) {
+    if (len >= 0 && len < tf->cached) tf->cached = len;
+}
+
+const model_config_t *transformer_config(const transformer_t *tf) { return &tf->cfg; }
+int transformer_max_block(const transformer_t *tf) { return tf->max_block; }

@@ -1,0 +1,50 @@
+/* transformer.h - the Llama-family forward pass on a backend, with a KV
+ * cache that can be cut back to any length.
+ *
+ * One call runs a block of T tokens at positions [pos, pos + T) with causal
+ * masking: T = 1 is a decoding step, a large T is prompt processing, and a
+ * block of draft tokens is BiLD's verification pass. The cache then holds
+ * positions [0, pos + T). Running at pos < current length first truncates
+ * the cache to pos (rollback); pos > length is an error.
+ *
+ * All buffers are allocated at creation from the configuration and
+ * max_block; nothing is allocated per call.
+ */
+#ifndef BILD_TRANSFORMER_H
+#define BILD_TRANSFORMER_H
+
+#include "kernels/ops.h"
+#include "model/model.h"
+
+typedef struct transformer transformer_t;
+
+/* Wraps the weights for backend be (borrowed; must outlive the transformer)
+ * and allocates activations for blocks of up to max_block tokens (0: 64) and a
+ * KV cache of cfg->seq_len positions. Returns NULL with a message in err on
+ * failure. Caller owns. */
+transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const model_weights_t *w,
+                               int max_block, char *err, size_t errlen);
+void transformer_destroy(transformer_t **ptf);
+
+typedef enum {
+    LOGITS_LAST = 0, /* only the last position's logits (prompt processing) */
+    LOGITS_ALL = 1,  /* all T rows (verification); needs T <= max_block */
+} logits_mode_t;
+
+/* Runs tokens[0..T) at positions [pos, pos+T). Blocks longer than max_block
+ * are processed in pieces (only with LOGITS_LAST).
+ * Returns a host pointer to the logits, (T, vocab) for LOGITS_ALL or
+ * (1, vocab) for LOGITS_LAST, borrowed until the next call; or NULL if the
+ * request is invalid (pos > cached length, pos + T > seq_len, T < 1, a
+ * token outside the vocabulary, LOGITS_ALL with T > max_block), in which
+ * case the cache is unchanged. */
+const float *transformer_forward(transformer_t *tf, const int *tokens, int T, int pos, logits_mode_t mode);
+
+/* Number of cached positions. */
+int transformer_cached(const transformer_t *tf);
+/* Forgets positions >= len (len <= cached length; larger values are ignored). */
+void transformer_truncate(transformer_t *tf, int len);
+const model_config_t *transformer_config(const transformer_t *tf);
+int transformer_max_block(const transformer_t *tf);
+
+#endif
