@@ -1,7 +1,8 @@
 # bild - Big Little Decoder.  `make` builds the CPU version into build/.
 #
 #   make                 build/bild and the library
-#   make test            build and run every test (tests/run.sh)
+#   make demo            install deps, build, fetch stories15M, generate a story
+#   make test            install deps, build and run every test (tests/run.sh)
 #   make bench           build and run the benchmarks (bench/)
 #   make models          fetch stories15M into models/ (scripts/get-models.sh)
 #   make deps            install the Debian packages the build needs (idempotent)
@@ -40,7 +41,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test bench models deps debug clean info
+.PHONY: all test bench demo models deps debug clean info
 all: info $(BUILD)/bild $(TEST_BIN) $(BENCH_BIN)
 
 info:
@@ -71,8 +72,15 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libbild.a
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libbild.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-test: all
+test: deps
+	$(MAKE) all
 	BUILD=$(BUILD) sh tests/run.sh
+
+# The README's first command: install, build, fetch stories15M, generate a story.
+demo: deps
+	$(MAKE) all
+	sh scripts/get-models.sh
+	$(BUILD)/bild run -m models/stories15M/stories15M.bin -p "Once upon a time" -n 256
 
 bench: all models
 	$(BUILD)/bench/decode

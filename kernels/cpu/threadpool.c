@@ -13,6 +13,7 @@
 #include "kernels/cpu/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -61,6 +62,7 @@ static void *worker_main(void *p) {
             g = atomic_load_explicit(&tp->generation, memory_order_acquire);
             if (g != seen || atomic_load_explicit(&tp->quit, memory_order_relaxed)) break;
             CPU_RELAX();
+            if ((k & 1023) == 1023) sched_yield(); /* let a thread that shares our core run */
             if ((k & 255) == 255 && now_ns() - t0 > SPIN_NS) {
                 pthread_mutex_lock(&tp->mu);
                 atomic_fetch_add(&tp->sleepers, 1);
@@ -118,7 +120,12 @@ void threadpool_run(threadpool_t *tp, threadpool_fn fn, void *arg) {
         pthread_mutex_unlock(&tp->mu);
     }
     fn(arg, 0, tp->n);
-    while (atomic_load_explicit(&tp->done, memory_order_acquire) != tp->n - 1) CPU_RELAX();
+    for (int k = 1; atomic_load_explicit(&tp->done, memory_order_acquire) != tp->n - 1; k++) {
+        CPU_RELAX();
+        /* A worker may be descheduled (more runnable threads than cores):
+         * yielding now and then lets it run instead of burning our slice. */
+        if ((k & 1023) == 0) sched_yield();
+    }
 }
 
 int threadpool_size(const threadpool_t *tp) { return tp->n; }

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian packages the build and tests need, if any is missing.
+# Idempotent and quick when everything is there (dpkg query only).
+#   build:  gcc make libcjson-dev
+#   tests:  (none beyond the build)
+# The golden generators in tools/ref need python3-torch and python3-numpy;
+# pass --ref to install those as well.
+set -eu
+PKGS="gcc make libc6-dev libcjson-dev"
+[ "${1:-}" = "--ref" ] && PKGS="$PKGS python3-torch python3-numpy"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && { echo "deps: all present ($PKGS)"; exit 0; }
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "deps: installing$missing"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
