@@ -250,6 +250,30 @@ static void test_distributions(void) {
     check_distribution(flat, 6, 1.0f, 0.5f, 0, 23, 20000, "flat top_p=0.5");
 }
 
+/* The nucleus boundary to 1e-5: top_p just below p0 + p1 keeps tokens 0
+ * and 1 only, just above it keeps 2 as well. This needs the sampler's
+ * weights right to well under 1e-5 relative, which the frequency checks
+ * cannot see. */
+static void test_top_p_boundary(void) {
+    const float l[] = {0.0f, -0.3f, -1.7f, -2.2f, -4.9f};
+    double p[5];
+    ref_softmax(l, 5, 1.0, p);
+    const double edge = p[0] + p[1];
+    for (int side = 0; side < 2; side++) {
+        float top_p = (float)(edge * (side ? 1.0 + 1e-5 : 1.0 - 1e-5));
+        sampler_t *s = sampler_new(5, 1.0f, top_p, 0, 31 + side);
+        int seen[5] = {0};
+        for (int i = 0; i < 5000; i++) {
+            int t = sampler_sample(s, l);
+            if (t >= 0 && t < 5) seen[t]++;
+        }
+        EXPECT(seen[0] > 0 && seen[1] > 0);
+        EXPECT_EQ_INT(seen[2] > 0, side);
+        EXPECT_EQ_INT(seen[3] + seen[4], 0);
+        sampler_destroy(&s);
+    }
+}
+
 /* On a real-sized vocabulary: every token drawn is in the truncated set the
  * reference computes by a full sort, and a few hundred draws reach more than
  * one token. */
@@ -408,6 +432,7 @@ int main(void) {
     test_distributions();
     test_truncation_large();
     test_masked();
+    test_top_p_boundary();
     test_logits_stats();
     test_softmax();
     return TEST_DONE("test_sampler");

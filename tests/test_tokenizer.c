@@ -514,6 +514,32 @@ static int compare_with_reference(const tokenizer_t *t, const char *tok_path, co
     return lines;
 }
 
+/* Runs of one character, where the same merge applies at several places at
+ * once and only the leftmost-first rule decides. */
+static void compare_ties_with_reference(const tokenizer_t *t, const char *tok_path, const char *name) {
+    static const char *const runs[] = {"aaaaaaa", "eeeee", "ooooo", "lll", "sssss", "=======",
+                                       "...........", "!!!!!!", "1111111", "0000", "----------",
+                                       "the the the", "ththth", "ananana", "    x", "\t\t\tx",
+                                       "        deep", "hmmmmmmm", "zzzzz zzzzz", "abababab"};
+    ref_bpe_t r;
+    ref_init(&r, t);
+    float *scores = ref_scores(tok_path, tokenizer_vocab_size(t));
+    int a[256], b[256], mismatches = 0;
+    for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
+        int na = tokenizer_encode(t, runs[k], 1, a, 256);
+        int nb = ref_encode(&r, scores, runs[k], b);
+        int same = na == nb;
+        for (int i = 0; same && i < na; i++) same = a[i] == b[i];
+        if (!same) {
+            fprintf(stderr, "  %s: \"%s\" differs from the reference\n", name, runs[k]);
+            mismatches++;
+        }
+    }
+    EXPECT_EQ_INT(mismatches, 0);
+    free(scores);
+    free(r.table);
+}
+
 /* A long input in one call (tens of thousands of tokens) round-trips. */
 static void test_long_text(const tokenizer_t *t, const char *text_path) {
     size_t n;
@@ -670,6 +696,8 @@ int main(void) {
         compare_with_reference(t512, tok512_path, stories, 400, "tok512.bin / tinystories");
         compare_with_reference(t15m, tok15m_path, wmt_de, 300, "tokenizer.bin / wmt14 de");
         compare_with_reference(t512, tok512_path, wmt_de, 300, "tok512.bin / wmt14 de");
+        compare_ties_with_reference(t15m, tok15m_path, "tokenizer.bin");
+        compare_ties_with_reference(t512, tok512_path, "tok512.bin");
         test_long_text(t15m, stories);
         test_long_text(t512, stories);
     }

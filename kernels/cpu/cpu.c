@@ -85,6 +85,13 @@ static void row_slice(int n, int ith, int nth, int *r0, int *r1) {
     *r1 = *r0 + per < n ? *r0 + per : n;
 }
 
+/* Chunks for n rows: about four per thread (so a descheduled thread's share
+ * can be taken over in pieces), never fewer than 4 rows each. */
+static int row_chunks(const cpu_t *c, int n) {
+    int want = 4 * threadpool_size(c->pool), most = (n + 3) / 4;
+    return threadpool_size(c->pool) == 1 ? 1 : want < most ? want : most;
+}
+
 typedef struct {
     const simd_kernels_t *k;
     const float *x;
@@ -117,7 +124,7 @@ static void cpu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job
         CHECK(jobs[j].out_off + (int64_t)T * jobs[j].n <= jobs[j].out.ne);
         mt.total += jobs[j].n;
     }
-    threadpool_run(c->pool, matmul_worker, &mt);
+    threadpool_run(c->pool, matmul_worker, &mt, row_chunks(c, mt.total));
 }
 
 typedef struct {
@@ -154,7 +161,7 @@ static void cpu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, ten
     }
     CHECK(w1.ne == (int64_t)hid * d && w3.ne == (int64_t)hid * d && out.ne >= (int64_t)need);
     swiglu_task_t s = {c->k, FW(out), c->scratch, F(x), F(w1), F(w3), T, d, hid};
-    threadpool_run(c->pool, swiglu_worker, &s);
+    threadpool_run(c->pool, swiglu_worker, &s, row_chunks(c, hid));
 }
 
 static void cpu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd,
@@ -224,10 +231,9 @@ static void att_one(const att_task_t *a, int t, int h) {
     for (int j = 0; j < a->hd; j++) oh[j] /= sum;
 }
 
-static void att_worker(void *p, int ith, int nth) {
-    const att_task_t *a = p;
-    int total = a->T * a->nh;
-    for (int i = ith; i < total; i += nth) att_one(a, i / a->nh, i % a->nh);
+static void att_worker(void *p, int i, int n) {
+    const att_task_t *a = p; /* one chunk per (token, head) pair */
+    att_one(a, i / a->nh, i % a->nh);
 }
 
 static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T,
@@ -237,7 +243,7 @@ static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, 
     CHECK((int64_t)(pos0 + T) * n_kv * hd <= kc.ne && kc.ne == vc.ne);
     CHECK(q.ne >= (int64_t)T * n_heads * hd && out.ne >= (int64_t)T * n_heads * hd);
     att_task_t a = {c->k, FW(out), F(q), F(kc), F(vc), T, pos0, n_heads, n_kv, hd};
-    threadpool_run(c->pool, att_worker, &a);
+    threadpool_run(c->pool, att_worker, &a, T * n_heads);
 }
 
 static void cpu_destroy(backend_t *be) {

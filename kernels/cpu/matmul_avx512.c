@@ -28,28 +28,62 @@ static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, con
         int t = 0;
         for (; t + 4 <= T; t += 4) {
             const float *x0 = x + (size_t)t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
-            __m512 a[4][4];
-            for (int i = 0; i < 4; i++)
-                for (int k = 0; k < 4; k++) a[i][k] = _mm512_setzero_ps();
-            for (int j = 0; j < dend; j += 16) {
-                __m512 wv[4] = {ld(w0, j, dv, m), ld(w1, j, dv, m), ld(w2, j, dv, m), ld(w3, j, dv, m)};
-                __m512 xv[4] = {ld(x0, j, dv, m), ld(x1, j, dv, m), ld(x2, j, dv, m), ld(x3, j, dv, m)};
-                for (int i = 0; i < 4; i++)
-                    for (int k = 0; k < 4; k++) a[i][k] = _mm512_fmadd_ps(wv[i], xv[k], a[i][k]);
-            }
-            for (int k = 0; k < 4; k++)
-                for (int i = 0; i < 4; i++)
-                    put(&out[(size_t)(t + k) * ldo + r + i], _mm512_reduce_add_ps(a[i][k]), accumulate);
+            /* 16 named accumulators: a<row><token>. Arrays of vectors tend to
+             * be spilled to the stack by the compiler; named ones stay in zmm. */
+            __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00,
+                   a12 = a00, a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00,
+                   a32 = a00, a33 = a00;
+#define STEP(LOAD)                                                                                   \
+    do {                                                                                             \
+        __m512 v0 = LOAD(x0), v1 = LOAD(x1), v2 = LOAD(x2), v3 = LOAD(x3), wv;                       \
+        wv = LOAD(w0);                                                                               \
+        a00 = _mm512_fmadd_ps(wv, v0, a00), a01 = _mm512_fmadd_ps(wv, v1, a01);                      \
+        a02 = _mm512_fmadd_ps(wv, v2, a02), a03 = _mm512_fmadd_ps(wv, v3, a03);                      \
+        wv = LOAD(w1);                                                                               \
+        a10 = _mm512_fmadd_ps(wv, v0, a10), a11 = _mm512_fmadd_ps(wv, v1, a11);                      \
+        a12 = _mm512_fmadd_ps(wv, v2, a12), a13 = _mm512_fmadd_ps(wv, v3, a13);                      \
+        wv = LOAD(w2);                                                                               \
+        a20 = _mm512_fmadd_ps(wv, v0, a20), a21 = _mm512_fmadd_ps(wv, v1, a21);                      \
+        a22 = _mm512_fmadd_ps(wv, v2, a22), a23 = _mm512_fmadd_ps(wv, v3, a23);                      \
+        wv = LOAD(w3);                                                                               \
+        a30 = _mm512_fmadd_ps(wv, v0, a30), a31 = _mm512_fmadd_ps(wv, v1, a31);                      \
+        a32 = _mm512_fmadd_ps(wv, v2, a32), a33 = _mm512_fmadd_ps(wv, v3, a33);                      \
+    } while (0)
+#define FULL(p) _mm512_loadu_ps((p) + j)
+#define TAIL(p) _mm512_maskz_loadu_ps(m, (p) + j)
+            int j = 0;
+            for (; j < dv; j += 16) STEP(FULL);
+            if (j < d) STEP(TAIL);
+#undef STEP
+#undef FULL
+#undef TAIL
+            float *o0 = out + (size_t)t * ldo + r, *o1 = o0 + ldo, *o2 = o1 + ldo, *o3 = o2 + ldo;
+            put(o0 + 0, _mm512_reduce_add_ps(a00), accumulate), put(o1 + 0, _mm512_reduce_add_ps(a01), accumulate);
+            put(o2 + 0, _mm512_reduce_add_ps(a02), accumulate), put(o3 + 0, _mm512_reduce_add_ps(a03), accumulate);
+            put(o0 + 1, _mm512_reduce_add_ps(a10), accumulate), put(o1 + 1, _mm512_reduce_add_ps(a11), accumulate);
+            put(o2 + 1, _mm512_reduce_add_ps(a12), accumulate), put(o3 + 1, _mm512_reduce_add_ps(a13), accumulate);
+            put(o0 + 2, _mm512_reduce_add_ps(a20), accumulate), put(o1 + 2, _mm512_reduce_add_ps(a21), accumulate);
+            put(o2 + 2, _mm512_reduce_add_ps(a22), accumulate), put(o3 + 2, _mm512_reduce_add_ps(a23), accumulate);
+            put(o0 + 3, _mm512_reduce_add_ps(a30), accumulate), put(o1 + 3, _mm512_reduce_add_ps(a31), accumulate);
+            put(o2 + 3, _mm512_reduce_add_ps(a32), accumulate), put(o3 + 3, _mm512_reduce_add_ps(a33), accumulate);
         }
         for (; t < T; t++) {
             const float *xt = x + (size_t)t * ldx;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int j = 0; j < dend; j += 16) {
-                __m512 xv = ld(xt, j, dv, m);
-                a0 = _mm512_fmadd_ps(ld(w0, j, dv, m), xv, a0);
-                a1 = _mm512_fmadd_ps(ld(w1, j, dv, m), xv, a1);
-                a2 = _mm512_fmadd_ps(ld(w2, j, dv, m), xv, a2);
-                a3 = _mm512_fmadd_ps(ld(w3, j, dv, m), xv, a3);
+            int j = 0;
+            for (; j < dv; j += 16) {
+                __m512 xv = _mm512_loadu_ps(xt + j);
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j), xv, a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j), xv, a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w2 + j), xv, a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w3 + j), xv, a3);
+            }
+            if (j < d) {
+                __m512 xv = _mm512_maskz_loadu_ps(m, xt + j);
+                a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w0 + j), xv, a0);
+                a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w1 + j), xv, a1);
+                a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + j), xv, a2);
+                a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + j), xv, a3);
             }
             float *o = out + (size_t)t * ldo + r;
             put(o + 0, _mm512_reduce_add_ps(a0), accumulate);

@@ -1,20 +1,27 @@
 /* threadpool.c - see threadpool.h.
  *
- * Protocol: the caller publishes (fn, arg) and bumps `generation`; workers
- * that see a new generation run their share and increment `done`; the caller
- * runs share 0 and spins until done == n - 1. A worker that has waited
- * longer than SPIN_NS without a new generation sleeps: it increments
- * `sleepers` and re-checks the generation under the mutex before waiting,
- * and the caller, after bumping the generation, broadcasts if sleepers > 0.
- * Both sides use sequentially consistent atomics for that pair of accesses,
- * so either the worker sees the new generation or the caller sees the
- * sleeper (no lost wake-up).
+ * Protocol. One 64-bit atomic word `claim` holds (generation << 32 | next
+ * chunk). To post a job the caller stores fn, arg and n_chunks, resets
+ * `done`, then stores claim = (g << 32 | 0). Every thread claims chunk i by a
+ * compare-and-swap of (g, i) -> (g, i + 1), runs it, and increments `done`;
+ * the caller returns when done == n_chunks. A thread reads fn/arg/n after
+ * loading claim and before its CAS: if the CAS succeeds, job g was not yet
+ * complete, so the caller had not posted g + 1, so what it read belonged to
+ * job g. A thread that finds no chunk left waits for the generation to
+ * change.
+ *
+ * Sleeping: after SPIN_NS without a new generation a worker increments
+ * `sleepers` and re-checks the generation under the mutex before waiting;
+ * the caller, after posting, broadcasts if sleepers > 0. Both use sequentially
+ * consistent atomics for that pair of accesses, so either the worker sees the
+ * new job or the caller sees the sleeper (no lost wake-up).
  */
 #include "kernels/cpu/threadpool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
@@ -29,9 +36,11 @@
 struct threadpool {
     int n;
     pthread_t *threads;
-    threadpool_fn fn;
-    void *arg;
-    atomic_uint generation;
+    uint32_t gen; /* caller-side count of posted jobs */
+    _Atomic(threadpool_fn) fn;
+    _Atomic(void *) arg;
+    atomic_int n_chunks;
+    _Atomic uint64_t claim;
     atomic_int done;
     atomic_int sleepers;
     atomic_int quit;
@@ -41,7 +50,6 @@ struct threadpool {
 
 typedef struct {
     threadpool_t *tp;
-    int ith;
 } worker_arg_t;
 
 static long long now_ns(void) {
@@ -50,23 +58,39 @@ static long long now_ns(void) {
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Claims and runs chunks of the current job until none is left. Returns the
+ * generation it found exhausted. */
+static uint32_t work(threadpool_t *tp) {
+    for (;;) {
+        uint64_t c = atomic_load_explicit(&tp->claim, memory_order_acquire);
+        threadpool_fn fn = atomic_load_explicit(&tp->fn, memory_order_relaxed);
+        void *arg = atomic_load_explicit(&tp->arg, memory_order_relaxed);
+        int n = atomic_load_explicit(&tp->n_chunks, memory_order_relaxed);
+        uint32_t i = (uint32_t)c;
+        if (i >= (uint32_t)n) return (uint32_t)(c >> 32);
+        if (atomic_compare_exchange_weak_explicit(&tp->claim, &c, c + 1, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            fn(arg, (int)i, n);
+            atomic_fetch_add_explicit(&tp->done, 1, memory_order_release);
+        }
+    }
+}
+
 static void *worker_main(void *p) {
-    worker_arg_t wa = *(worker_arg_t *)p;
+    threadpool_t *tp = ((worker_arg_t *)p)->tp;
     free(p);
-    threadpool_t *tp = wa.tp;
-    unsigned seen = 0; /* generation starts at 0; a job may be posted before we get here */
+    uint32_t seen = 0; /* generations start at 1; a job may be posted before we get here */
     for (;;) {
         long long t0 = now_ns();
-        unsigned g;
-        for (int k = 0;; k++) {
-            g = atomic_load_explicit(&tp->generation, memory_order_acquire);
+        for (int k = 1;; k++) {
+            uint32_t g = (uint32_t)(atomic_load_explicit(&tp->claim, memory_order_acquire) >> 32);
             if (g != seen || atomic_load_explicit(&tp->quit, memory_order_relaxed)) break;
             CPU_RELAX();
-            if ((k & 1023) == 1023) sched_yield(); /* let a thread that shares our core run */
-            if ((k & 255) == 255 && now_ns() - t0 > SPIN_NS) {
+            if ((k & 1023) == 0) sched_yield(); /* let a thread that shares our core run */
+            if ((k & 255) == 0 && now_ns() - t0 > SPIN_NS) {
                 pthread_mutex_lock(&tp->mu);
                 atomic_fetch_add(&tp->sleepers, 1);
-                while (atomic_load(&tp->generation) == seen && !atomic_load(&tp->quit))
+                while ((uint32_t)(atomic_load(&tp->claim) >> 32) == seen && !atomic_load(&tp->quit))
                     pthread_cond_wait(&tp->cv, &tp->mu);
                 atomic_fetch_sub(&tp->sleepers, 1);
                 pthread_mutex_unlock(&tp->mu);
@@ -74,9 +98,7 @@ static void *worker_main(void *p) {
             }
         }
         if (atomic_load(&tp->quit)) return NULL;
-        seen = g;
-        tp->fn(tp->arg, wa.ith, tp->n);
-        atomic_fetch_add_explicit(&tp->done, 1, memory_order_release);
+        seen = work(tp);
     }
 }
 
@@ -94,7 +116,7 @@ threadpool_t *threadpool_new(int n) {
     }
     for (int i = 1; i < n; i++) {
         worker_arg_t *wa = malloc(sizeof(*wa));
-        if (wa) *wa = (worker_arg_t){tp, i};
+        if (wa) wa->tp = tp;
         if (!wa || pthread_create(&tp->threads[i], NULL, worker_main, wa) != 0) {
             free(wa);
             tp->n = i; /* join only the workers that started */
@@ -105,25 +127,25 @@ threadpool_t *threadpool_new(int n) {
     return tp;
 }
 
-void threadpool_run(threadpool_t *tp, threadpool_fn fn, void *arg) {
-    if (tp->n == 1) {
-        fn(arg, 0, 1);
+void threadpool_run(threadpool_t *tp, threadpool_fn fn, void *arg, int n_chunks) {
+    if (n_chunks <= 0) return;
+    if (tp->n == 1 || n_chunks == 1) {
+        for (int i = 0; i < n_chunks; i++) fn(arg, i, n_chunks);
         return;
     }
-    tp->fn = fn;
-    tp->arg = arg;
+    atomic_store_explicit(&tp->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&tp->arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&tp->n_chunks, n_chunks, memory_order_relaxed);
     atomic_store_explicit(&tp->done, 0, memory_order_relaxed);
-    atomic_fetch_add(&tp->generation, 1); /* seq_cst: publishes fn/arg, pairs with sleepers */
+    atomic_store(&tp->claim, (uint64_t)++tp->gen << 32); /* seq_cst: publishes the job */
     if (atomic_load(&tp->sleepers) > 0) {
         pthread_mutex_lock(&tp->mu);
         pthread_cond_broadcast(&tp->cv);
         pthread_mutex_unlock(&tp->mu);
     }
-    fn(arg, 0, tp->n);
-    for (int k = 1; atomic_load_explicit(&tp->done, memory_order_acquire) != tp->n - 1; k++) {
-        CPU_RELAX();
-        /* A worker may be descheduled (more runnable threads than cores):
-         * yielding now and then lets it run instead of burning our slice. */
+    work(tp);
+    for (int k = 1; atomic_load_explicit(&tp->done, memory_order_acquire) != n_chunks; k++) {
+        CPU_RELAX(); /* a worker is finishing a chunk it claimed */
         if ((k & 1023) == 0) sched_yield();
     }
 }
