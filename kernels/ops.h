@@ -67,6 +67,8 @@ struct backend {
     tensor_t (*wrap_host)(backend_t *be, void *host, dtype_t dtype, int64_t n);
     /* Copies n f32 elements from element offset off of src to host memory. */
     void (*to_host)(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n);
+    /* Copies n f32 elements from host memory to element offset off of dst. */
+    void (*from_host)(backend_t *be, tensor_t dst, int64_t off, const float *src, int64_t n);
 
     /* out[t, :] = table[tokens[t], :] for t < T.  out (T, d), table (V, d).
      * tokens are host ints, already range-checked by the caller. */
@@ -86,9 +88,11 @@ struct backend {
 
     /* Rotates heads in place. x holds T rows of row_stride elements starting
      * at element offset off; each row holds n_heads heads of hd elements.
-     * Row t is at position pos0 + t. */
+     * Row t is at position pos0 + t. cs (seq_len, hd/2, 2) holds cos and sin
+     * of every pair's angle at every position (the model computes it once,
+     * with its frequencies and scaling). */
     void (*rope)(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd,
-                 int pos0, float theta, rope_style_t style);
+                 int pos0, tensor_t cs, rope_style_t style);
 
     /* Causal grouped-query attention for T queries at positions pos0..pos0+T-1.
      * q (T, n_heads*hd); kc, vc (S, n_kv*hd) hold keys/values for positions

@@ -14,9 +14,10 @@
 #include "model/sampler.h"
 
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels/check.h"
 
 struct sampler {
     int vocab_size;
@@ -27,12 +28,6 @@ struct sampler {
     float *w;      /* (vocab_size) unnormalised probabilities of the last call */
     int *cand;     /* (vocab_size) candidate ids */
 };
-
-static _Noreturn void die_programmer_error(const char *what, const char *file, int line) {
-    fprintf(stderr, "%s:%d: CHECK failed: %s\n", file, line, what);
-    abort();
-}
-#define SAMPLER_CHECK(c) ((c) ? (void)0 : die_programmer_error(#c, __FILE__, __LINE__))
 
 /* splitmix64 finaliser: spreads any seed (0 included) over the 64 bits. */
 static uint64_t splitmix64(uint64_t x) {
@@ -88,7 +83,7 @@ float sampler_uniform(sampler_t *s) {
 }
 
 int argmax_f32(const float *x, int n) {
-    SAMPLER_CHECK(n > 0);
+    CHECK(n > 0);
     /* Eight running maxima keep the loop free of a serial dependency (and
      * let the compiler vectorize it); a second scan finds the first index
      * holding the maximum, which gives the lowest index on ties. */
@@ -107,7 +102,9 @@ int argmax_f32(const float *x, int n) {
 
 /* e^x for x <= 0, in plain IEEE float operations: the same bits on every
  * machine (unlike libm's expf, which may differ between C libraries), so a
- * seed draws the same tokens everywhere; and branch-free, so the loop over
+ * seed draws the same tokens everywhere, as long as the compiler does not
+ * fuse a*b+c into FMAs (GCC with -std=c11 does not; neither does any
+ * compiler without -mfma or -march=native); and branch-free, so the loop over
  * the vocabulary vectorizes. x = n ln2 + r with |r| <= ln2/2 (ln2 split in
  * two so that n ln2 is exact), e^r by its degree-7 Taylor polynomial, times
  * 2^n built in the exponent bits: within 1e-7 relative of e^x (measured
@@ -163,7 +160,7 @@ static double weights(const float *restrict logits, float *restrict w, int n, fl
 }
 
 void softmax_f32(float *x, int n, float temperature) {
-    SAMPLER_CHECK(n > 0 && temperature > 0.0f);
+    CHECK(n > 0 && temperature > 0.0f);
     float mx = x[argmax_f32(x, n)];
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
@@ -175,7 +172,7 @@ void softmax_f32(float *x, int n, float temperature) {
 }
 
 void logits_stats(const float *logits, int n, int token, float *max_prob, float *nll) {
-    SAMPLER_CHECK(n > 0 && token >= -1 && token < n);
+    CHECK(n > 0 && token >= -1 && token < n);
     const double mx = logits[argmax_f32(logits, n)];
     double sum = 0.0;
     for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);

@@ -10,7 +10,12 @@
  * is added to non-empty text, the text is split into UTF-8 code points, each
  * looked up as a piece (a code point with no piece becomes its bytes, token
  * id byte + 3, i.e. the "<0xXX>" pieces), then the adjacent pair whose merged
- * piece has the highest score is merged, repeatedly, until no merge applies.
+ * piece has the highest score is merged (the leftmost pair on equal scores),
+ * repeatedly, until no merge applies. Pieces are matched against the text
+ * they cover, as SentencePiece does, so <unk>, BOS, EOS and the "<0xXX>"
+ * pieces are never produced from text that happens to spell them. A
+ * vocabulary without the 256 byte pieces at ids 3..258 encodes an unknown
+ * code point as <unk> (id 0) instead.
  *
  * Left out on purpose: SentencePiece's unigram model and normalization rules
  * (the llama2.c vocabularies don't use them).
@@ -22,9 +27,12 @@
 
 typedef struct tokenizer tokenizer_t;
 
-/* Loads a tokenizer.bin that must hold exactly vocab_size pieces.
- * Returns NULL on failure with a one-line reason (naming the file) in err.
- * Caller owns the result. */
+/* Loads a tokenizer.bin that must hold exactly vocab_size pieces (>= 3).
+ * Checked: the file is readable, 0 < max_token_length <= 65536, each piece
+ * length is in [0, max_token_length] and inside the file, each score is
+ * finite, and the file ends right after the last piece.
+ * Returns NULL on failure with a one-line reason (naming the file) in err
+ * (err may be NULL). Caller owns the result. */
 tokenizer_t *tokenizer_load_llama2c(const char *path, int vocab_size, char *err, size_t errlen);
 
 /* Accepts NULL; sets *pt = NULL. */
@@ -35,24 +43,32 @@ int tokenizer_bos(const tokenizer_t *t); /* 1 for llama2.c vocabularies */
 int tokenizer_eos(const tokenizer_t *t); /* 2 for llama2.c vocabularies */
 
 /* Encodes UTF-8 text (NUL-terminated; invalid UTF-8 bytes are byte-fallback
- * encoded), prepending BOS if add_bos. Writes at most cap ids to out.
+ * encoded), prepending BOS if add_bos. Empty text gives BOS alone (no dummy
+ * space). Writes at most cap ids to out (out may be NULL when cap is 0).
  * Returns the number of ids the full encoding has (which may exceed cap:
- * the caller then knows the text does not fit), or -1 on allocation failure. */
+ * the caller then knows the text does not fit), or -1 on allocation failure
+ * or for text longer than INT_MAX / 8 bytes. O(n log n) in the text length;
+ * allocates scratch memory per call. */
 int tokenizer_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap);
 
 /* The bytes token id stands for when it follows token prev: "<0xXX>" pieces
  * become the single raw byte, and the leading space of the piece right after
- * BOS is dropped (SentencePiece's dummy prefix). Returns a pointer borrowed
- * from the tokenizer (or a static byte table) and its length in *len. */
+ * BOS is dropped (SentencePiece's dummy prefix). BOS, EOS and ids out of
+ * range stand for no bytes (*len = 0); <unk> gives its piece. Returns a
+ * pointer borrowed from the tokenizer (not NUL-terminated for byte pieces)
+ * and its length in *len. */
 const char *tokenizer_decode(const tokenizer_t *t, int prev, int id, size_t *len);
 
-/* The raw piece string of id, as stored in the file. Borrowed. */
+/* The raw piece string of id, as stored in the file (NUL-terminated; "" for
+ * an id out of range). Borrowed. */
 const char *tokenizer_piece(const tokenizer_t *t, int id);
 
 /* Streaming UTF-8 sanitizer: token pieces may split a multi-byte character
  * (byte-fallback tokens), so bytes are held until a character is complete.
- * Invalid sequences are replaced with U+FFFD, so the output is always valid
- * UTF-8. */
+ * Invalid sequences (stray continuation bytes, overlongs, surrogates, code
+ * points above U+10FFFF, truncated characters) are replaced with U+FFFD
+ * (EF BF BD), one per maximal invalid subpart as Unicode recommends, so the
+ * output is always valid UTF-8. Zero-initialise before the first feed. */
 typedef struct {
     unsigned char pend[4];
     int n;    /* bytes pending */

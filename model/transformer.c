@@ -13,6 +13,7 @@
  */
 #include "model/transformer.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ struct transformer {
     tensor_t att;    /* (B, n_heads * head_dim) attention output */
     tensor_t hb;     /* (B, hidden_dim) */
     tensor_t logits; /* (B, vocab) */
+    tensor_t rope_cs; /* (seq_len, head_dim/2, 2): cos and sin of each pair's angle */
     float *logits_host; /* NULL when the backend's logits are host memory */
 };
 
@@ -86,6 +88,24 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
     tf->x = be->alloc(be, B * d), tf->xb = be->alloc(be, B * d), tf->q = be->alloc(be, B * qd);
     tf->att = be->alloc(be, B * qd), tf->hb = be->alloc(be, B * hid), tf->logits = be->alloc(be, B * V);
     if (!tf->x.data || !tf->xb.data || !tf->q.data || !tf->att.data || !tf->hb.data || !tf->logits.data) goto oom;
+    /* RoPE angles: pair i of a head turns by pos * theta^(-2i/head_dim) in
+     * both conventions (they differ in which dimensions form the pair).
+     * Computed once here in double, instead of per layer and per call. */
+    int half = c->head_dim / 2;
+    tf->rope_cs = be->alloc(be, (int64_t)c->seq_len * c->head_dim);
+    float *cs = malloc(sizeof(float) * (size_t)c->seq_len * c->head_dim);
+    if (!tf->rope_cs.data || !cs) {
+        free(cs);
+        goto oom;
+    }
+    for (int p = 0; p < c->seq_len; p++)
+        for (int i = 0; i < half; i++) {
+            double ang = p * pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+            cs[(size_t)p * c->head_dim + 2 * i] = (float)cos(ang);
+            cs[(size_t)p * c->head_dim + 2 * i + 1] = (float)sin(ang);
+        }
+    be->from_host(be, tf->rope_cs, 0, cs, (int64_t)c->seq_len * c->head_dim);
+    free(cs);
     if (be->device != DEVICE_CPU && !(tf->logits_host = malloc(sizeof(float) * (size_t)(B * V)))) goto oom;
     return tf;
 oom:
@@ -103,7 +123,7 @@ void transformer_destroy(transformer_t **ptf) {
         free(tf->rms_att); /* the per-layer arrays share one allocation */
     }
     be->free(be, &tf->x), be->free(be, &tf->xb), be->free(be, &tf->q);
-    be->free(be, &tf->att), be->free(be, &tf->hb), be->free(be, &tf->logits);
+    be->free(be, &tf->att), be->free(be, &tf->hb), be->free(be, &tf->logits), be->free(be, &tf->rope_cs);
     free(tf->logits_host);
     free(tf);
     *ptf = NULL;
@@ -122,8 +142,8 @@ static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, 
                                {tf->wk[l], tf->kc[l], (int64_t)pos * kvd, kvd},
                                {tf->wv[l], tf->vc[l], (int64_t)pos * kvd, kvd}};
         be->matmul(be, tf->xb, T, d, qkv, 3, 0);
-        be->rope(be, tf->q, 0, qd, T, c->n_heads, hd, pos, c->rope_theta, c->rope_style);
-        be->rope(be, tf->kc[l], (int64_t)pos * kvd, kvd, T, c->n_kv_heads, hd, pos, c->rope_theta, c->rope_style);
+        be->rope(be, tf->q, 0, qd, T, c->n_heads, hd, pos, tf->rope_cs, c->rope_style);
+        be->rope(be, tf->kc[l], (int64_t)pos * kvd, kvd, T, c->n_kv_heads, hd, pos, tf->rope_cs, c->rope_style);
         be->attention(be, tf->att, tf->q, tf->kc[l], tf->vc[l], T, pos, c->n_heads, c->n_kv_heads, hd);
         matmul_job_t o = {tf->wo[l], tf->x, 0, d};
         be->matmul(be, tf->att, T, qd, &o, 1, 1); /* x += att Wo^T */

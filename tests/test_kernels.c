@@ -94,7 +94,16 @@ static void test_rope(backend_t *be, int T, int nh, int hd, int pos0, rope_style
     float *x = malloc(sizeof(float) * n), *r = malloc(sizeof(float) * n);
     fill(x, n, 1);
     memcpy(r, x, sizeof(float) * n);
-    be->rope(be, T_(be, x, (int64_t)n), 3, stride, T, nh, hd, pos0, 10000.0f, st);
+    /* the angle table the model builds: (positions, hd/2, 2) cos, sin */
+    int P = pos0 + T;
+    float *cs = malloc(sizeof(float) * P * hd);
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < hd / 2; i++) {
+            double ang = p * pow(10000.0, -2.0 * i / hd);
+            cs[p * hd + 2 * i] = (float)cos(ang), cs[p * hd + 2 * i + 1] = (float)sin(ang);
+        }
+    be->rope(be, T_(be, x, (int64_t)n), 3, stride, T, nh, hd, pos0, T_(be, cs, (int64_t)P * hd), st);
+    free(cs);
     rope_ref(r + 3, stride, T, nh, hd, pos0, 10000.0f, st);
     /* angles reach pos*1 rad; float cos/sin of a double angle are exact to ~1 ulp */
     compare(st == ROPE_INTERLEAVED ? "rope interleaved" : "rope halves", x, r, n, 2e-6, 1e-5);

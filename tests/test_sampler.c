@@ -300,7 +300,10 @@ static void test_truncation_large(void) {
         for (int d = 0; d < DRAWS; d++) {
             int t = sampler_sample(s, l);
             if (t < 0 || t >= V || p[t] == 0.0) outside++;
-            else if (!seen[t]) seen[t] = 1, distinct++;
+            else if (!seen[t]) {
+                seen[t] = 1;
+                distinct++;
+            }
         }
         if (outside)
             fprintf(stderr, "  top_p %g top_k %d: %d draws outside the %d allowed tokens\n",

@@ -56,6 +56,11 @@ static void cpu_to_host(backend_t *be, float *dst, tensor_t src, int64_t off, in
     memcpy(dst, F(src) + off, (size_t)n * sizeof(float));
 }
 
+static void cpu_from_host(backend_t *be, tensor_t dst, int64_t off, const float *src, int64_t n) {
+    CHECK(off >= 0 && off + n <= dst.ne);
+    memcpy(FW(dst) + off, src, (size_t)n * sizeof(float));
+}
+
 static void cpu_embed(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d) {
     float *o = FW(out);
     const float *tb = F(table);
@@ -165,27 +170,29 @@ static void cpu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, ten
 }
 
 static void cpu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd,
-                     int pos0, float theta, rope_style_t style) {
-    CHECK(hd % 2 == 0 && hd <= 1024);
+                     int pos0, tensor_t cs, rope_style_t style) {
+    CHECK(hd % 2 == 0);
     CHECK(off + (int64_t)(T - 1) * row_stride + (int64_t)n_heads * hd <= x.ne);
+    CHECK((int64_t)(pos0 + T) * hd <= cs.ne);
     float *xp = FW(x) + off;
-    float cs[512], sn[512];
+    const float *tab = F(cs);
+    int half = hd / 2;
     for (int t = 0; t < T; t++) {
-        for (int i = 0; i < hd / 2; i++) {
-            /* angle of pair i: pos * theta^(-2i/hd), computed in double */
-            double ang = (double)(pos0 + t) * pow((double)theta, -2.0 * i / hd);
-            cs[i] = (float)cos(ang);
-            sn[i] = (float)sin(ang);
-        }
+        const float *c = tab + (size_t)(pos0 + t) * hd; /* (hd/2, 2): cos, sin of pair i */
         for (int h = 0; h < n_heads; h++) {
             float *v = xp + (size_t)t * row_stride + (size_t)h * hd;
-            for (int i = 0; i < hd / 2; i++) {
-                int a = style == ROPE_INTERLEAVED ? 2 * i : i;
-                int b = style == ROPE_INTERLEAVED ? 2 * i + 1 : i + hd / 2;
-                float x0 = v[a], x1 = v[b];
-                v[a] = x0 * cs[i] - x1 * sn[i];
-                v[b] = x0 * sn[i] + x1 * cs[i];
-            }
+            if (style == ROPE_INTERLEAVED)
+                for (int i = 0; i < half; i++) {
+                    float x0 = v[2 * i], x1 = v[2 * i + 1];
+                    v[2 * i] = x0 * c[2 * i] - x1 * c[2 * i + 1];
+                    v[2 * i + 1] = x0 * c[2 * i + 1] + x1 * c[2 * i];
+                }
+            else
+                for (int i = 0; i < half; i++) {
+                    float x0 = v[i], x1 = v[i + half];
+                    v[i] = x0 * c[2 * i] - x1 * c[2 * i + 1];
+                    v[i + half] = x0 * c[2 * i + 1] + x1 * c[2 * i];
+                }
         }
     }
 }
@@ -285,7 +292,7 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
     c->k = k;
     *be = (backend_t){
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
-        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .to_host = cpu_to_host,
+        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
         .rope = cpu_rope, .attention = cpu_attention, .destroy = cpu_destroy, .impl = c,
     };

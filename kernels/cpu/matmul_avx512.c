@@ -17,6 +17,27 @@ static inline __m512 ld(const float *p, int j, int dv, __mmask16 m) {
 
 static inline void put(float *o, float v, int accumulate) { *o = accumulate ? *o + v : v; }
 
+/* [sum(a), sum(b), sum(c), sum(d)]: four horizontal sums sharing their
+ * shuffles (about 13 instructions instead of 4 separate reductions of ~8).
+ * Every path below reduces a row's accumulator with this function, so a
+ * row's result does not depend on how many tokens were tiled with it. */
+static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d */
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    /* per lane: [a, b, c, d] partial sums of that lane's four elements */
+    __m512 s = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(ab), _mm512_castps_pd(cd))));
+    /* add the four 128-bit lanes */
+    s = _mm512_add_ps(s, _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm512_add_ps(s, _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm512_castps512_ps128(s);
+}
+
+static inline void put4(float *o, __m128 v, int accumulate) {
+    _mm_storeu_ps(o, accumulate ? _mm_add_ps(_mm_loadu_ps(o), v) : v);
+}
+
 static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, const float *w, int ldw,
                                int T, int d, int r0, int r1, int accumulate) {
     const int dv = d & ~15;
@@ -57,15 +78,11 @@ static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, con
 #undef STEP
 #undef FULL
 #undef TAIL
-            float *o0 = out + (size_t)t * ldo + r, *o1 = o0 + ldo, *o2 = o1 + ldo, *o3 = o2 + ldo;
-            put(o0 + 0, _mm512_reduce_add_ps(a00), accumulate), put(o1 + 0, _mm512_reduce_add_ps(a01), accumulate);
-            put(o2 + 0, _mm512_reduce_add_ps(a02), accumulate), put(o3 + 0, _mm512_reduce_add_ps(a03), accumulate);
-            put(o0 + 1, _mm512_reduce_add_ps(a10), accumulate), put(o1 + 1, _mm512_reduce_add_ps(a11), accumulate);
-            put(o2 + 1, _mm512_reduce_add_ps(a12), accumulate), put(o3 + 1, _mm512_reduce_add_ps(a13), accumulate);
-            put(o0 + 2, _mm512_reduce_add_ps(a20), accumulate), put(o1 + 2, _mm512_reduce_add_ps(a21), accumulate);
-            put(o2 + 2, _mm512_reduce_add_ps(a22), accumulate), put(o3 + 2, _mm512_reduce_add_ps(a23), accumulate);
-            put(o0 + 3, _mm512_reduce_add_ps(a30), accumulate), put(o1 + 3, _mm512_reduce_add_ps(a31), accumulate);
-            put(o2 + 3, _mm512_reduce_add_ps(a32), accumulate), put(o3 + 3, _mm512_reduce_add_ps(a33), accumulate);
+            float *o0 = out + (size_t)t * ldo + r;
+            put4(o0, hsum4(a00, a10, a20, a30), accumulate);
+            put4(o0 + ldo, hsum4(a01, a11, a21, a31), accumulate);
+            put4(o0 + 2 * (size_t)ldo, hsum4(a02, a12, a22, a32), accumulate);
+            put4(o0 + 3 * (size_t)ldo, hsum4(a03, a13, a23, a33), accumulate);
         }
         for (; t < T; t++) {
             const float *xt = x + (size_t)t * ldx;
@@ -85,11 +102,7 @@ static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, con
                 a2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w2 + j), xv, a2);
                 a3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w3 + j), xv, a3);
             }
-            float *o = out + (size_t)t * ldo + r;
-            put(o + 0, _mm512_reduce_add_ps(a0), accumulate);
-            put(o + 1, _mm512_reduce_add_ps(a1), accumulate);
-            put(o + 2, _mm512_reduce_add_ps(a2), accumulate);
-            put(o + 3, _mm512_reduce_add_ps(a3), accumulate);
+            put4(out + (size_t)t * ldo + r, hsum4(a0, a1, a2, a3), accumulate);
         }
     }
     for (; r < r1; r++) { /* leftover rows (n % 4), one at a time */
