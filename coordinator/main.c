@@ -1,6 +1,7 @@
 /* main.c - the `bild` command line: parses arguments and wires the engine
  * together. Subcommands:
- *   bild run   generate text with one model (llama2.c checkpoint)
+ *   bild run        generate text with one model (llama2.c checkpoint)
+ *   bild generate   BiLD with a small and a large model, or a baseline
  * The logic lives in the library (model/, kernels/); this file only checks
  * arguments, opens files, prints, and maps failures to exit codes.
  */
@@ -17,7 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "coordinator/cli.h"
+#include "coordinator/policy.h"
+#include "coordinator/session.h"
 #include "kernels/cpu/cpu.h"
+#include "large_worker/verifier.h"
+#include "small_worker/drafter.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -60,317 +66,203 @@ static const char *RUN_HELP =
     "exit status: 0 ok, 1 runtime failure, 2 bad command line, 3 unreadable or\n"
     "invalid input file, 4 prompt longer than the model's context.\n";
 
+static const char *GEN_HELP =
+    "usage: bild generate --small PATH --large PATH (--prompt TEXT | --prompt-file FILE) [options]\n"
+    "\n"
+    "Big Little Decoder: the small model writes tokens while it is confident;\n"
+    "when it is not (fallback) the large model checks the small model's recent\n"
+    "tokens in one pass and corrects the first bad one (rollback). Baselines run\n"
+    "through the same driver. The text (prompt echoed first) goes to stdout,\n"
+    "statistics to stderr. Algorithm: docs/algorithm.md.\n"
+    "\n"
+    "  -S, --small PATH        small model (llama2.c checkpoint)\n"
+    "  -L, --large PATH        large model of the same vocabulary\n"
+    "  -z, --tokenizer PATH    tokenizer for both (default: next to the large model;\n"
+    "                          the small model's own, if it has one, must match)\n"
+    "  -p, --prompt TEXT       prompt text\n"
+    "  -f, --prompt-file FILE  read the prompt from FILE\n"
+    "  -n, --max-tokens N      tokens to generate at most (default 256)\n"
+    "      --mode M            bild (default), large (large model alone), small\n"
+    "                          (small model alone), spec (speculative decoding)\n"
+    "      --fallback A        fallback threshold on the small model's max\n"
+    "                          probability, in [0, 1] (default 0.6); in spec mode an\n"
+    "                          optional confidence stop (default 0 = off)\n"
+    "      --rollback B        rollback threshold, -log p_large in nats (default 5)\n"
+    "      --max-small N       most small tokens in a row (default 10)\n"
+    "      --gamma G           spec mode: draft length (default 5)\n"
+    "      --faithful          reproduce the official BiLD loop exactly (first\n"
+    "                          position above the threshold only; unchecked tail)\n"
+    "  -t, --temperature T     0 = greedy (default 0)\n"
+    "      --top-p P           nucleus mass in (0, 1] (default 1 = off)\n"
+    "  -s, --seed S            RNG seed (default: from the clock, printed)\n"
+    "  -j, --threads N         CPU threads (default: all online cores)\n"
+    "      --json              print one JSON object instead of streaming text\n"
+    "  -q, --quiet             no statistics on stderr\n"
+    "  -h, --help              this help\n"
+    "\n"
+    "exit status: 0 ok, 1 runtime failure, 2 bad command line, 3 unreadable or\n"
+    "invalid input file (including a small/large vocabulary mismatch), 4 prompt\n"
+    "longer than a model's context.\n";
+
 static const char *MAIN_HELP =
     "usage: bild COMMAND [options]\n"
     "\n"
-    "bild runs language models on the CPU, and (in later versions) the Big Little\n"
-    "Decoder: a small model drafts, a large one checks.\n"
+    "bild runs language models on the CPU, and the Big Little Decoder: a small\n"
+    "model drafts, a large one checks.\n"
     "\n"
     "commands:\n"
     "  run        generate text with one model (bild run --help)\n"
+    "  generate   BiLD with a small and a large model (bild generate --help)\n"
     "\n"
     "  bild --version   print the version\n";
 
+/* A model file with its tokenizer, as the commands open them. */
 typedef struct {
-    const char *model, *tokenizer, *prompt, *prompt_file;
-    int max_new, top_k, threads, json, quiet, seed_given;
-    float temperature, top_p;
-    uint64_t seed;
-} run_args_t;
+    model_file_t *m;
+    tokenizer_t *tok;
+} loaded_t;
 
-/* Reports a command-line error on one line and returns EXIT_USAGE. */
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "bild run: %s (see bild run --help)\n", msg);
-    return EXIT_USAGE;
+static void loaded_free(loaded_t *l) {
+    tokenizer_destroy(&l->tok);
+    model_close(&l->m);
 }
 
-static int parse_long(const char *opt, const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno) return usage_error("%s: '%s' is not an integer", opt, s), -1;
-    if (v < lo || v > hi) return usage_error("%s: %ld is out of range %ld..%ld", opt, v, lo, hi), -1;
-    *out = v;
+/* Opens a model and its tokenizer (tokpath, or the default beside the
+ * model; if `optional`, a missing default is not an error). Prints a
+ * one-line message and returns -1 on failure. */
+static int load_model(const char *cmd, const char *path, const char *tokpath, int optional, loaded_t *l) {
+    char err[1024], found[4096], tried[8200];
+    *l = (loaded_t){0};
+    if (!(l->m = model_open(path, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        return -1;
+    }
+    int V = model_config(l->m)->vocab_size;
+    if (tokpath) snprintf(found, sizeof found, "%s", tokpath);
+    else if (cli_default_tokenizer(path, V, found, sizeof found, tried, sizeof tried)) {
+        if (optional) return 0;
+        fprintf(stderr, "bild %s: no --tokenizer given and none found next to the model (tried %s); "
+                        "pass --tokenizer PATH\n", cmd, tried);
+        loaded_free(l);
+        return -1;
+    }
+    if (!(l->tok = tokenizer_load_llama2c(found, V, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        loaded_free(l);
+        return -1;
+    }
     return 0;
 }
 
-static int parse_float(const char *opt, const char *s, double lo, double hi, int lo_open, float *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (!*s || *end || errno || !isfinite(v)) return usage_error("%s: '%s' is not a number", opt, s), -1;
-    if (v < lo || v > hi || (lo_open && v == lo))
-        return usage_error("%s: %g is out of range %s%g, %g]", opt, v, lo_open ? "(" : "[", lo, hi), -1;
-    *out = (float)v;
+/* Encodes the prompt (text or file) with BOS. Returns the ids (caller frees)
+ * and their count, or NULL after printing a message; *rc gets the exit code. */
+static int *encode_prompt(const char *cmd, const tokenizer_t *tok, const char *text, const char *file, int *n,
+                          int *rc) {
+    char err[1024];
+    char *buf = NULL;
+    *rc = EXIT_INPUT;
+    if (file && !(text = buf = cli_read_prompt_file(file, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        return NULL;
+    }
+    *rc = EXIT_RUNTIME;
+    int count = tokenizer_encode(tok, text, 1, NULL, 0);
+    int *ids = count > 0 ? malloc(sizeof(int) * (size_t)count) : NULL;
+    if (!ids) fprintf(stderr, "bild %s: out of memory encoding the prompt\n", cmd);
+    else tokenizer_encode(tok, text, 1, ids, count);
+    free(buf);
+    *n = count;
+    return ids;
+}
+
+static int prompt_fits(const char *cmd, int n_ids, const model_config_t *c, const char *which) {
+    if (n_ids <= c->seq_len) return 1;
+    fprintf(stderr, "bild %s: the prompt is %d tokens but the %smodel's context is %d tokens (seq_len); "
+                    "shorten the prompt\n", cmd, n_ids, which, c->seq_len);
     return 0;
 }
 
-/* Parses `bild run` arguments. Returns -1 on a usage error (already
- * reported), 1 if --help was printed, 0 otherwise. */
-static int parse_run_args(int argc, char **argv, run_args_t *a) {
-    *a = (run_args_t){.max_new = 256, .temperature = 1.0f, .top_p = 0.9f};
-    for (int i = 0; i < argc; i++) {
-        const char *arg = argv[i], *val = NULL;
-        char name[64];
-        /* --opt=value form */
-        const char *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
-        if (eq && (size_t)(eq - arg) < sizeof name) {
-            memcpy(name, arg, (size_t)(eq - arg));
-            name[eq - arg] = 0;
-            val = eq + 1;
-            arg = name;
-        }
-#define IS(s, l) (!strcmp(arg, s) || !strcmp(arg, l))
-        int flag = IS("-h", "--help") || IS("--json", "--json") || IS("-q", "--quiet");
-        if (flag) {
-            if (val) return usage_error("%s takes no value", arg), -1;
-            if (IS("-h", "--help")) return fputs(RUN_HELP, stdout), 1;
-            if (IS("--json", "--json")) a->json = 1;
-            else a->quiet = 1;
-            continue;
-        }
-        static const char *with_value[] = {"-m", "--model", "-z", "--tokenizer", "-p", "--prompt", "-f",
-                                           "--prompt-file", "-n", "--max-tokens", "-t", "--temperature",
-                                           "--top-p", "--top-k", "-s", "--seed", "-j", "--threads"};
-        int known = 0;
-        for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(arg, with_value[k]);
-        if (!known) {
-            if (arg[0] == '-' && arg[1]) return usage_error("unknown option '%s'", arg), -1;
-            return usage_error("unexpected argument '%s'", arg), -1;
-        }
-        if (!val) {
-            if (i + 1 >= argc) {
-                return usage_error("%s needs a value", arg), -1;
-            }
-            val = argv[++i];
-        }
-        long lv;
-        if (IS("-m", "--model")) a->model = val;
-        else if (IS("-z", "--tokenizer")) a->tokenizer = val;
-        else if (IS("-p", "--prompt")) a->prompt = val;
-        else if (IS("-f", "--prompt-file")) a->prompt_file = val;
-        else if (IS("-n", "--max-tokens")) {
-            if (parse_long(arg, val, 0, INT_MAX, &lv)) return -1;
-            a->max_new = (int)lv;
-        } else if (IS("-t", "--temperature")) {
-            if (parse_float(arg, val, 0, 100, 0, &a->temperature)) return -1;
-        } else if (IS("--top-p", "--top-p")) {
-            if (parse_float(arg, val, 0, 1, 1, &a->top_p)) return -1;
-        } else if (IS("--top-k", "--top-k")) {
-            if (parse_long(arg, val, 0, INT_MAX, &lv)) return -1;
-            a->top_k = (int)lv;
-        } else if (IS("-s", "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(val, &end, 10);
-            if (!*val || *end || errno || val[0] == '-')
-                return usage_error("%s: '%s' is not a non-negative integer", arg, val), -1;
-            a->seed = s, a->seed_given = 1;
-        } else if (IS("-j", "--threads")) {
-            if (parse_long(arg, val, 1, 1024, &lv)) return -1;
-            a->threads = (int)lv;
-        }
-#undef IS
-    }
-    if (!a->model) return usage_error("--model is required"), -1;
-    if (!a->prompt == !a->prompt_file)
-        return usage_error("give exactly one of --prompt and --prompt-file"), -1;
-    return 0;
-}
+static uint64_t clock_seed(void) { return (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32); }
 
-/* Reads a whole file as a NUL-terminated string (caller frees). */
-static char *read_text_file(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "prompt file '%s': cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += r;
-        if (n + 1 == cap) {
-            char *nb = cap > ((size_t)1 << 30) ? NULL : realloc(buf, cap * 2);
-            if (!nb) free(buf);
-            buf = nb, cap *= 2;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf || bad) {
-        free(buf);
-        snprintf(err, errlen, "prompt file '%s': %s", path, bad ? "read error (is it a directory?)" : "too large");
-        return NULL;
-    }
-    buf[n] = 0;
-    if (n && buf[n - 1] == '\n') buf[--n] = 0;
-    if (n && buf[n - 1] == '\r') buf[--n] = 0;
-    if (strlen(buf) != n) {
-        free(buf);
-        snprintf(err, errlen, "prompt file '%s': contains a NUL byte; expected text", path);
-        return NULL;
-    }
-    return buf;
-}
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-/* The tokenizer next to the model: tokenizer.bin, then tok<vocab>.bin. */
-static int default_tokenizer(const char *model, int vocab, char *out, size_t n, char *tried, size_t tn) {
-    const char *slash = strrchr(model, '/');
-    int dirlen = slash ? (int)(slash - model + 1) : 0;
-    snprintf(out, n, "%.*stokenizer.bin", dirlen, model);
-    snprintf(tried, tn, "%s", out);
-    if (file_exists(out)) return 0;
-    snprintf(out, n, "%.*stok%d.bin", dirlen, model, vocab);
-    snprintf(tried + strlen(tried), tn - strlen(tried), ", %s", out);
-    return file_exists(out) ? 0 : -1;
-}
-
-typedef struct {
-    utf8_stream_t u8;
-    int stream;      /* write to stdout as tokens come */
-    char *text;      /* accumulated sanitised completion (for --json) */
-    size_t len, cap;
-    int write_error;
-} sink_t;
-
-static void sink_put(sink_t *s, const char *b, size_t n) {
-    if (!n) return;
-    if (s->stream) {
-        if (fwrite(b, 1, n, stdout) != n || fflush(stdout) != 0) s->write_error = 1;
-        return;
-    }
-    if (s->len + n + 1 > s->cap) {
-        size_t nc = (s->len + n + 1) * 2;
-        char *t = realloc(s->text, nc);
-        if (!t) {
-            s->write_error = 1;
-            return;
-        }
-        s->text = t, s->cap = nc;
-    }
-    memcpy(s->text + s->len, b, n);
-    s->len += n;
-    s->text[s->len] = 0;
-}
-
-static void sink_bytes(sink_t *s, const char *b, size_t n) {
-    char buf[3 * 64 + 8];
-    while (n) { /* sanitise in slices so buf's 3n + 8 bound holds */
-        size_t k = n < 64 ? n : 64;
-        sink_put(s, buf, utf8_stream_feed(&s->u8, b, k, buf));
-        b += k, n -= k;
-    }
-}
-
+/* generate() callback: each token's bytes go to the sink as they come */
 static void emit_token(void *ud, int token, const char *bytes, size_t n) { sink_bytes(ud, bytes, n); }
 
 static int cmd_run(int argc, char **argv) {
-    run_args_t a;
-    int pr = parse_run_args(argc, argv, &a);
+    const char *model = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL;
+    int max_new = 256, top_k = 0, threads = 0, json = 0, quiet = 0, seed_given = 0;
+    float temperature = 1.0f, top_p = 0.9f;
+    uint64_t seed = 0;
+    const opt_t opts[] = {
+        {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
+        {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
+        {"-p", "--prompt", OPT_STR, &prompt, 0, 0, 0, NULL},
+        {"-f", "--prompt-file", OPT_STR, &prompt_file, 0, 0, 0, NULL},
+        {"-n", "--max-tokens", OPT_INT, &max_new, 0, INT_MAX, 0, NULL},
+        {"-t", "--temperature", OPT_FLOAT, &temperature, 0, 100, 0, NULL},
+        {NULL, "--top-p", OPT_FLOAT, &top_p, 0, 1, 1, NULL},
+        {NULL, "--top-k", OPT_INT, &top_k, 0, INT_MAX, 0, NULL},
+        {"-s", "--seed", OPT_U64, &seed, 0, 0, 0, &seed_given},
+        {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
+        {NULL, "--json", OPT_FLAG, &json, 0, 0, 0, NULL},
+        {"-q", "--quiet", OPT_FLAG, &quiet, 0, 0, 0, NULL},
+    };
+    int pr = cli_parse("run", argc, argv, opts, (int)(sizeof opts / sizeof *opts), RUN_HELP);
     if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
+    if (!model) return cli_usage_error("run", "--model is required");
+    if (!prompt == !prompt_file) return cli_usage_error("run", "give exactly one of --prompt and --prompt-file");
 
-    char err[1024], tokpath[4096], tried[8192 + 8];
-    int rc = EXIT_INPUT;
-    model_file_t *m = NULL;
-    tokenizer_t *tok = NULL;
+    char err[1024];
+    int rc = EXIT_INPUT, n_ids = 0, *ids = NULL, *out = NULL;
+    loaded_t L = {0};
     backend_t *be = NULL;
     transformer_t *tf = NULL;
     sampler_t *smp = NULL;
-    char *prompt_buf = NULL;
-    int *ids = NULL, *out = NULL;
-    sink_t sink = {.stream = !a.json};
-
-    if (!(m = model_open(a.model, err, sizeof err))) {
-        fprintf(stderr, "bild run: %s\n", err);
-        goto done;
-    }
-    const model_config_t *c = model_config(m);
-    if (a.tokenizer) snprintf(tokpath, sizeof tokpath, "%s", a.tokenizer);
-    else if (default_tokenizer(a.model, c->vocab_size, tokpath, sizeof tokpath, tried, sizeof tried)) {
-        fprintf(stderr, "bild run: no --tokenizer given and none found next to the model (tried %s); "
-                        "pass --tokenizer PATH\n", tried);
-        goto done;
-    }
-    if (!(tok = tokenizer_load_llama2c(tokpath, c->vocab_size, err, sizeof err))) {
-        fprintf(stderr, "bild run: %s\n", err);
-        goto done;
-    }
-    const char *text = a.prompt;
-    if (a.prompt_file) {
-        if (!(prompt_buf = read_text_file(a.prompt_file, err, sizeof err))) {
-            fprintf(stderr, "bild run: %s\n", err);
-            goto done;
-        }
-        text = prompt_buf;
-    }
-    rc = EXIT_RUNTIME;
-    int n_ids = tokenizer_encode(tok, text, 1, NULL, 0);
-    if (n_ids < 0 || !(ids = malloc(sizeof(int) * (size_t)n_ids))) {
-        fprintf(stderr, "bild run: out of memory encoding the prompt\n");
-        goto done;
-    }
-    tokenizer_encode(tok, text, 1, ids, n_ids);
-    if (n_ids > c->seq_len) {
-        fprintf(stderr, "bild run: the prompt is %d tokens but the model's context is %d tokens (seq_len); "
-                        "shorten the prompt\n", n_ids, c->seq_len);
+    sink_t sink = {.stream = !json};
+    if (load_model("run", model, tokpath, 0, &L)) goto done;
+    const model_config_t *c = model_config(L.m);
+    if (!(ids = encode_prompt("run", L.tok, prompt, prompt_file, &n_ids, &rc))) goto done;
+    if (!prompt_fits("run", n_ids, c, "")) {
         rc = EXIT_FIT;
         goto done;
     }
-    if (!a.seed_given) a.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    if (!(be = backend_cpu_new(a.threads))) {
-        fprintf(stderr, "bild run: cannot start the CPU backend with %d threads\n", a.threads);
+    rc = EXIT_RUNTIME;
+    if (!seed_given) seed = clock_seed();
+    if (!(be = backend_cpu_new(threads))) {
+        fprintf(stderr, "bild run: cannot start the CPU backend with %d threads\n", threads);
         goto done;
     }
-    if (!(tf = transformer_new(be, c, model_weights(m), 64, err, sizeof err))) {
+    if (!(tf = transformer_new(be, c, model_weights(L.m), 64, err, sizeof err))) {
         fprintf(stderr, "bild run: %s\n", err);
         goto done;
     }
-    if (!(smp = sampler_new(c->vocab_size, a.temperature, a.top_p, a.top_k, a.seed)) ||
-        !(out = malloc(sizeof(int) * (size_t)(a.max_new ? a.max_new : 1)))) {
+    if (!(smp = sampler_new(c->vocab_size, temperature, top_p, top_k, seed)) ||
+        !(out = malloc(sizeof(int) * (size_t)(max_new ? max_new : 1)))) {
         fprintf(stderr, "bild run: out of memory\n");
         goto done;
     }
-    if (!a.quiet)
+    if (!quiet)
         fprintf(stderr, "bild: %s: %.1fM params, dim %d, %d layers, %d/%d heads, vocab %d, context %d; "
                         "cpu/%s, %d threads; seed %llu\n",
-                a.model, model_n_params(c) / 1e6, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-                c->seq_len, be->isa, be->n_threads, (unsigned long long)a.seed);
-    /* echo the prompt (every token after BOS), as llama2.c does */
-    if (!a.json)
-        for (int i = 1; i < n_ids; i++) {
-            size_t n;
-            const char *p = tokenizer_decode(tok, ids[i - 1], ids[i], &n);
-            sink_bytes(&sink, p, n);
-        }
+                model, model_n_params(c) / 1e6, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
+                c->seq_len, be->isa, be->n_threads, (unsigned long long)seed);
+    if (!json) sink_tokens(&sink, L.tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt, as llama2.c does */
     gen_stats_t st;
-    if (generate(tf, tok, smp, ids, n_ids, a.max_new, out, emit_token, &sink, &st) != 0) {
+    if (generate(tf, L.tok, smp, ids, n_ids, max_new, out, emit_token, &sink, &st) != 0) {
         fprintf(stderr, "bild run: generation failed (internal error)\n");
         goto done;
     }
-    char tail[8];
-    sink_put(&sink, tail, utf8_stream_flush(&sink.u8, tail));
-    if (!a.json) sink_put(&sink, "\n", 1);
+    sink_finish(&sink);
+    if (!json) sink_bytes(&sink, "\n", 1);
     else {
         cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", a.model);
+        cJSON_AddStringToObject(j, "model", model);
         cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
         cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
         for (int i = 0; i < st.n_gen; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
         cJSON_AddNumberToObject(j, "prompt_tokens", st.n_prompt);
         cJSON_AddNumberToObject(j, "generated_tokens", st.n_gen);
         cJSON_AddStringToObject(j, "stop", stop_reason_name(st.stop));
-        cJSON_AddNumberToObject(j, "seed", (double)a.seed);
+        cJSON_AddNumberToObject(j, "seed", (double)seed);
         cJSON_AddNumberToObject(j, "prompt_s", st.prompt_s);
         cJSON_AddNumberToObject(j, "decode_s", st.decode_s);
         cJSON_AddNumberToObject(j, "prompt_tok_per_s", st.prompt_s > 0 ? st.n_prompt / st.prompt_s : 0);
@@ -384,7 +276,7 @@ static int cmd_run(int argc, char **argv) {
         fprintf(stderr, "bild run: cannot write the output: %s\n", strerror(errno));
         goto done;
     }
-    if (!a.quiet)
+    if (!quiet)
         fprintf(stderr, "bild: prompt %d tokens in %.1f ms (%.0f tok/s); generated %d tokens, %d decode steps "
                         "in %.1f ms (%.1f tok/s); stop: %s\n",
                 st.n_prompt, st.prompt_s * 1e3, st.prompt_s > 0 ? st.n_prompt / st.prompt_s : 0, st.n_gen,
@@ -392,15 +284,233 @@ static int cmd_run(int argc, char **argv) {
                 stop_reason_name(st.stop));
     rc = EXIT_OK;
 done:
-    free(sink.text);
+    sink_free(&sink);
     free(out);
     free(ids);
-    free(prompt_buf);
     sampler_destroy(&smp);
     transformer_destroy(&tf);
     backend_destroy(&be);
-    tokenizer_destroy(&tok);
-    model_close(&m);
+    loaded_free(&L);
+    return rc;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    const char *small_path = NULL, *large_path = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL,
+               *mode_s = "bild";
+    int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0;
+    int seed_given = 0, fb_given = 0;
+    float alpha_fb = 0.6f, alpha_rb = 5.0f, temperature = 0.0f, top_p = 1.0f;
+    uint64_t seed = 0;
+    const opt_t opts[] = {
+        {"-S", "--small", OPT_STR, &small_path, 0, 0, 0, NULL},
+        {"-L", "--large", OPT_STR, &large_path, 0, 0, 0, NULL},
+        {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
+        {"-p", "--prompt", OPT_STR, &prompt, 0, 0, 0, NULL},
+        {"-f", "--prompt-file", OPT_STR, &prompt_file, 0, 0, 0, NULL},
+        {"-n", "--max-tokens", OPT_INT, &max_new, 1, INT_MAX, 0, NULL},
+        {NULL, "--mode", OPT_STR, &mode_s, 0, 0, 0, NULL},
+        {NULL, "--fallback", OPT_FLOAT, &alpha_fb, 0, 1, 0, &fb_given},
+        {NULL, "--rollback", OPT_FLOAT, &alpha_rb, 0, 1e6, 1, NULL},
+        {NULL, "--max-small", OPT_INT, &max_small, 0, BILD_MAX_DRAFT - 2, 0, NULL},
+        {NULL, "--gamma", OPT_INT, &gamma, 1, BILD_MAX_DRAFT - 2, 0, NULL},
+        {NULL, "--faithful", OPT_FLAG, &faithful, 0, 0, 0, NULL},
+        {"-t", "--temperature", OPT_FLOAT, &temperature, 0, 100, 0, NULL},
+        {NULL, "--top-p", OPT_FLOAT, &top_p, 0, 1, 1, NULL},
+        {"-s", "--seed", OPT_U64, &seed, 0, 0, 0, &seed_given},
+        {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
+        {NULL, "--json", OPT_FLAG, &json, 0, 0, 0, NULL},
+        {"-q", "--quiet", OPT_FLAG, &quiet, 0, 0, 0, NULL},
+    };
+    const char *cmd = "generate";
+    int pr = cli_parse(cmd, argc, argv, opts, (int)(sizeof opts / sizeof *opts), GEN_HELP);
+    if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
+    int mode = policy_mode_parse(mode_s);
+    if (mode < 0) return cli_usage_error(cmd, "--mode: unknown mode '%s' (bild, large, small or spec)", mode_s);
+    if (!small_path && mode != POLICY_LARGE) return cli_usage_error(cmd, "--small is required");
+    if (!large_path && mode != POLICY_SMALL) return cli_usage_error(cmd, "--large is required");
+    if (!prompt == !prompt_file) return cli_usage_error(cmd, "give exactly one of --prompt and --prompt-file");
+    if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
+    if (mode == POLICY_SPEC && !fb_given) alpha_fb = 0;
+
+    char err[1024];
+    int rc = EXIT_INPUT, n_ids = 0, *ids = NULL;
+    loaded_t S = {0}, Lg = {0};
+    backend_t *be = NULL;
+    transformer_t *tfs = NULL, *tfl = NULL;
+    sampler_t *smp_s = NULL, *smp_l = NULL;
+    drafter_t *dr = NULL;
+    verifier_t *vf = NULL;
+    policy_t *pol = NULL;
+    sink_t sink = {.stream = !json};
+    /* the tokenizer: --tokenizer, else beside the large model, else beside the small one */
+    if (large_path && load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &Lg)) goto done;
+    if (small_path && load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &S)) goto done;
+    loaded_t *lead = Lg.m ? &Lg : &S;
+    tokenizer_t *tok = Lg.tok ? Lg.tok : S.tok;
+    if (!tok) {
+        fprintf(stderr, "bild %s: no tokenizer found next to either model; pass --tokenizer PATH\n", cmd);
+        goto done;
+    }
+    if (S.m && Lg.m) {
+        const model_config_t *cs = model_config(S.m), *cl = model_config(Lg.m);
+        if (cs->vocab_size != cl->vocab_size) {
+            fprintf(stderr, "bild %s: vocabularies differ: the small model has %d tokens, the large one %d; "
+                            "BiLD needs one shared vocabulary\n", cmd, cs->vocab_size, cl->vocab_size);
+            goto done;
+        }
+        if (cs->bos_id != cl->bos_id || cs->eos_id != cl->eos_id) {
+            fprintf(stderr, "bild %s: the models disagree on BOS/EOS ids\n", cmd);
+            goto done;
+        }
+        int diff = S.tok && Lg.tok ? tokenizer_first_difference(S.tok, Lg.tok) : -1;
+        if (diff >= 0) {
+            fprintf(stderr, "bild %s: the small and large tokenizers differ first at id %d ('%s' vs '%s'); "
+                            "BiLD needs one shared vocabulary\n", cmd, diff, tokenizer_piece(S.tok, diff),
+                    tokenizer_piece(Lg.tok, diff));
+            goto done;
+        }
+    }
+    if (!(ids = encode_prompt(cmd, tok, prompt, prompt_file, &n_ids, &rc))) goto done;
+    if ((Lg.m && !prompt_fits(cmd, n_ids, model_config(Lg.m), "large ")) ||
+        (S.m && !prompt_fits(cmd, n_ids, model_config(S.m), "small "))) {
+        rc = EXIT_FIT;
+        goto done;
+    }
+    rc = EXIT_RUNTIME;
+    if (!seed_given) seed = clock_seed();
+    if (!(be = backend_cpu_new(threads))) {
+        fprintf(stderr, "bild %s: cannot start the CPU backend with %d threads\n", cmd, threads);
+        goto done;
+    }
+    /* both models share one backend (one thread pool): they run in turn */
+    if ((Lg.m && !(tfl = transformer_new(be, model_config(Lg.m), model_weights(Lg.m), BILD_MAX_DRAFT, err, sizeof err))) ||
+        (S.m && !(tfs = transformer_new(be, model_config(S.m), model_weights(S.m), BILD_MAX_DRAFT, err, sizeof err)))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        goto done;
+    }
+    const model_config_t *c = model_config(lead->m);
+    if (temperature > 0) { /* independent streams for the two models */
+        smp_s = sampler_new(c->vocab_size, temperature, top_p, 0, seed);
+        smp_l = sampler_new(c->vocab_size, temperature, top_p, 0, seed ^ 0x9E3779B97F4A7C15ULL);
+        if (!smp_s || !smp_l) {
+            fprintf(stderr, "bild %s: out of memory\n", cmd);
+            goto done;
+        }
+    }
+    if ((tfs && !(dr = drafter_new(tfs, smp_s, c->eos_id, c->bos_id))) || (tfl && !(vf = verifier_new(tfl, smp_l)))) {
+        fprintf(stderr, "bild %s: out of memory\n", cmd);
+        goto done;
+    }
+    policy_params_t pp = {.mode = mode, .faithful = faithful, .alpha_fb = alpha_fb, .alpha_rb = alpha_rb,
+                          .max_small = mode == POLICY_SPEC ? gamma : max_small, .max_new = max_new,
+                          .vocab_size = c->vocab_size, .stop_a = c->eos_id, .stop_b = c->bos_id};
+    if (!(pol = policy_new(&pp, ids, n_ids, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    if (!quiet)
+        fprintf(stderr, "bild: mode %s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; cpu/%s, "
+                        "%d threads; seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "",
+                small_path ? small_path : "-", large_path ? large_path : "-", alpha_fb, alpha_rb, pp.max_small,
+                be->isa, be->n_threads, (unsigned long long)seed);
+    small_link_t sl = dr ? drafter_link(dr) : (small_link_t){0};
+    large_link_t ll = vf ? verifier_link(vf) : (large_link_t){0};
+    session_times_t tm;
+    if (session_run(pol, &sl, &ll, &tm, err, sizeof err) != 0) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        goto done;
+    }
+    int n_out;
+    const int *out = policy_output(pol, &n_out);
+    const policy_stats_t *st = policy_stats(pol);
+    if (!json) sink_tokens(&sink, tok, ids[0], ids + 1, n_ids - 1);
+    sink_tokens(&sink, tok, ids[n_ids - 1], out, n_out);
+    sink_finish(&sink);
+    /* c = time of a small pass / time of a large pass, measured in this run */
+    double t_s = st->small_passes ? tm.small_s / st->small_passes : 0;
+    double t_l = st->large_passes ? tm.large_s / st->large_passes : 0;
+    double cost = t_l > 0 ? t_s / t_l : 0;
+    double predicted = st->large_passes + cost * st->small_passes > 0
+                           ? n_out / (st->large_passes + cost * st->small_passes) : 0;
+    double accept = st->drafted ? 100.0 * st->accepted / st->drafted : 0;
+    double other = tm.total_s - tm.small_s - tm.large_s;
+    const char *stop = policy_stop_reason(pol) == STOP_AT_EOS ? "eos" : "length";
+    if (!json) sink_bytes(&sink, "\n", 1);
+    else {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "mode", policy_mode_name(mode));
+        cJSON_AddBoolToObject(j, "faithful", faithful);
+        cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
+        cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
+        for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
+        cJSON_AddNumberToObject(j, "prompt_tokens", n_ids);
+        cJSON_AddStringToObject(j, "stop", stop);
+        cJSON *sj = cJSON_AddObjectToObject(j, "stats");
+        cJSON_AddNumberToObject(sj, "generated", st->n_gen);
+        cJSON_AddNumberToObject(sj, "small_tokens", st->small_tokens);
+        cJSON_AddNumberToObject(sj, "large_tokens", st->large_tokens);
+        cJSON_AddNumberToObject(sj, "large_passes", st->large_passes);
+        cJSON_AddNumberToObject(sj, "small_passes", st->small_passes);
+        cJSON_AddNumberToObject(sj, "fallbacks", st->fallbacks);
+        cJSON_AddNumberToObject(sj, "rollbacks", st->rollbacks);
+        cJSON_AddNumberToObject(sj, "rolled_back", st->rolled_back);
+        cJSON_AddNumberToObject(sj, "n_drafted", st->drafted);
+        cJSON_AddNumberToObject(sj, "n_accept", st->accepted);
+        cJSON_AddNumberToObject(sj, "accept_pct", accept);
+        cJSON_AddNumberToObject(sj, "unchecked", st->unchecked);
+        cJSON_AddNumberToObject(sj, "small_s", tm.small_s);
+        cJSON_AddNumberToObject(sj, "large_s", tm.large_s);
+        cJSON_AddNumberToObject(sj, "other_s", other);
+        cJSON_AddNumberToObject(sj, "total_s", tm.total_s);
+        cJSON_AddNumberToObject(sj, "tok_per_s", tm.total_s > 0 ? st->n_gen / tm.total_s : 0);
+        cJSON_AddNumberToObject(sj, "cost_ratio", cost);
+        cJSON_AddNumberToObject(sj, "predicted_speedup", predicted);
+        cJSON_AddNumberToObject(j, "seed", (double)seed);
+        /* which model produced each token, as a string of S and L */
+        char *srcs = malloc((size_t)n_out + 1);
+        if (srcs) {
+            memcpy(srcs, policy_sources(pol), (size_t)n_out);
+            srcs[n_out] = 0;
+            cJSON_AddStringToObject(j, "sources", srcs);
+            free(srcs);
+        }
+        char *s = cJSON_PrintUnformatted(j);
+        if (!s || printf("%s\n", s) < 0 || fflush(stdout)) sink.write_error = 1;
+        free(s);
+        cJSON_Delete(j);
+    }
+    if (sink.write_error) {
+        fprintf(stderr, "bild %s: cannot write the output: %s\n", cmd, strerror(errno));
+        goto done;
+    }
+    if (!quiet) {
+        fprintf(stderr, "bild: %d tokens (%d small, %d large) in %.1f ms, %.1f tok/s; stop: %s\n", st->n_gen,
+                st->small_tokens, st->large_tokens, tm.total_s * 1e3, tm.total_s > 0 ? st->n_gen / tm.total_s : 0,
+                stop);
+        fprintf(stderr, "bild: passes: %d large, %d small; fallbacks %d, rollbacks %d (%d tokens rolled back), "
+                        "unchecked %d\n", st->large_passes, st->small_passes, st->fallbacks, st->rollbacks,
+                st->rolled_back, st->unchecked);
+        fprintf(stderr, "bild: n_drafted %d, n_accept %d, accept %.1f%%, mean accepted per check %.2f\n", st->drafted,
+                st->accepted, accept, st->verify_calls > 1 ? (double)st->accepted / (st->verify_calls - 1) : 0);
+        fprintf(stderr, "bild: time: small %.1f ms, large %.1f ms, other %.1f ms; cost ratio c %.3f; predicted "
+                        "speedup n/(N_L + c N_S) %.2f\n", tm.small_s * 1e3, tm.large_s * 1e3, other * 1e3, cost,
+                predicted);
+    }
+    rc = EXIT_OK;
+done:
+    sink_free(&sink);
+    free(ids);
+    policy_destroy(&pol);
+    drafter_destroy(&dr);
+    verifier_destroy(&vf);
+    sampler_destroy(&smp_s);
+    sampler_destroy(&smp_l);
+    transformer_destroy(&tfs);
+    transformer_destroy(&tfl);
+    backend_destroy(&be);
+    loaded_free(&S);
+    loaded_free(&Lg);
     return rc;
 }
 
@@ -411,6 +521,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "--version")) return puts("bild " BILD_VERSION) < 0 ? EXIT_RUNTIME : EXIT_OK;
     if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     fprintf(stderr, "bild: unknown command '%s' (see bild --help)\n", argv[1]);
     return EXIT_USAGE;
 }

@@ -101,6 +101,15 @@ struct backend {
     void (*attention)(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T,
                       int pos0, int n_heads, int n_kv, int hd);
 
+    /* Per-row statistics of logits, for BiLD's policy, computed where the
+     * logits live so only a few numbers per row reach the host.
+     * x (T, V) at element offset off. For each row t: argmax[t] (lowest id on
+     * ties), max_p[t] = max softmax probability, and nll[t] = -log softmax(x_t)
+     * [next[t]] in nats (0 when next is NULL or next[t] < 0). Any output
+     * pointer may be NULL. Outputs are host arrays of T. */
+    void (*row_stats)(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax,
+                      float *max_p, float *nll);
+
     void (*destroy)(backend_t *be);
     void *impl;              /* backend-private state */
 };

@@ -552,3 +552,16 @@ int tokenizer_encode(const tokenizer_t *t, const char *text, int add_bos, int *o
     free(e.heap);
     return count;
 }
+
+int tokenizer_first_difference(const tokenizer_t *a, const tokenizer_t *b) {
+    int n = a->vocab_size < b->vocab_size ? a->vocab_size : b->vocab_size;
+    if (tokenizer_bos(a) != tokenizer_bos(b) || tokenizer_eos(a) != tokenizer_eos(b)) return 0;
+    for (int id = 0; id < n; id++) {
+        size_t la, lb;
+        /* compare what the pieces decode to (prev 0: no BOS space rule), so
+         * "<0x0A>" and a raw newline byte piece count as the same piece */
+        const char *pa = tokenizer_decode(a, 0, id, &la), *pb = tokenizer_decode(b, 0, id, &lb);
+        if (la != lb || memcmp(pa, pb, la) != 0) return id;
+    }
+    return a->vocab_size == b->vocab_size ? -1 : n;
+}

@@ -63,6 +63,11 @@ const char *tokenizer_decode(const tokenizer_t *t, int prev, int id, size_t *len
  * an id out of range). Borrowed. */
 const char *tokenizer_piece(const tokenizer_t *t, int id);
 
+/* -1 if a and b are the same vocabulary (same size, BOS and EOS, and every
+ * id decoding to the same bytes); otherwise the first id where they differ
+ * (the smaller size if one is a prefix of the other). */
+int tokenizer_first_difference(const tokenizer_t *a, const tokenizer_t *b);
+
 /* Streaming UTF-8 sanitizer: token pieces may split a multi-byte character
  * (byte-fallback tokens), so bytes are held until a character is complete.
  * Invalid sequences (stray continuation bytes, overlongs, surrogates, code

@@ -185,6 +185,12 @@ const float *transformer_forward(transformer_t *tf, const int *tokens, int T, in
     return tf->logits_host;
 }
 
+void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, int *argmax, float *max_p,
+                              float *nll) {
+    CHECK(n_rows >= 1 && n_rows <= tf->max_block);
+    tf->be->row_stats(tf->be, tf->logits, 0, n_rows, tf->cfg.vocab_size, next, argmax, max_p, nll);
+}
+
 int transformer_cached(const transformer_t *tf) { return tf->cached; }
 
 void transformer_truncate(transformer_t *tf, int len) {

@@ -40,6 +40,12 @@ typedef enum {
  * case the cache is unchanged. */
 const float *transformer_forward(transformer_t *tf, const int *tokens, int T, int pos, logits_mode_t mode);
 
+/* Per-row statistics (see backend_t.row_stats) of the logits the last
+ * transformer_forward produced: rows [0, n_rows) of its result. Computed on
+ * the backend; only the small outputs reach the host. */
+void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, int *argmax, float *max_p,
+                              float *nll);
+
 /* Number of cached positions. */
 int transformer_cached(const transformer_t *tf);
 /* Forgets positions >= len (len <= cached length; larger values are ignored). */

@@ -135,6 +135,25 @@ static void test_embed(backend_t *be) {
     free(tab), free(o), free(r);
 }
 
+static void test_row_stats(backend_t *be, int T, int V, float scale) {
+    float *x = malloc(sizeof(float) * T * V), mp[20], nl[20], rmp[20], rnl[20];
+    int next[20], am[20], ram[20];
+    fill(x, (size_t)T * V, scale);
+    for (int t = 0; t < T; t++) next[t] = t == 1 ? -1 : (t * 7919) % V;
+    x[V / 2] = x[V / 3] = 5 * scale; /* a tie in row 0: the lowest id wins */
+    be->row_stats(be, T_(be, x, (int64_t)T * V), 0, T, V, next, am, mp, nl);
+    row_stats_ref(x, T, V, next, ram, rmp, rnl);
+    char what[96];
+    snprintf(what, sizeof what, "row_stats %s T=%d V=%d scale=%g", be->isa, T, V, scale);
+    for (int t = 0; t < T; t++) EXPECT_EQ_INT(am[t], ram[t]);
+    EXPECT_EQ_INT(am[0], V / 3);
+    /* exp terms are exact to ~1e-7 relative, so the sums, max_p and
+     * log(sum) are too: 1e-5 relative/absolute leaves a wide margin */
+    compare(what, mp, rmp, T, 1e-6, 1e-5);
+    compare(what, nl, rnl, T, 1e-5, 1e-5);
+    free(x);
+}
+
 int main(void) {
     const char *isas[] = {"scalar", "avx2", "avx512"};
     int tested = 0;
@@ -162,6 +181,8 @@ int main(void) {
             test_attention(be, 3, 300, 4, 1, 12); /* crosses a 256-position chunk */
             test_attention(be, 17, 600, 8, 4, 8);
             test_embed(be);
+            test_row_stats(be, 5, 32000, 10), test_row_stats(be, 3, 517, 1), test_row_stats(be, 20, 7, 30);
+            test_row_stats(be, 2, 1000, 200); /* terms down to exp(-400): underflow to 0 */
             backend_destroy(&be);
             EXPECT(be == NULL);
         }

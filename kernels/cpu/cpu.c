@@ -253,6 +253,38 @@ static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, 
     threadpool_run(c->pool, att_worker, &a, T * n_heads);
 }
 
+typedef struct {
+    const simd_kernels_t *k;
+    const float *x;
+    int V;
+    const int *next;
+    int *argmax;
+    float *max_p, *nll;
+} stats_task_t;
+
+static void stats_worker(void *p, int t, int n) {
+    const stats_task_t *s = p; /* one chunk per row */
+    const float *row = s->x + (size_t)t * s->V;
+    float mx, sum;
+    s->k->max_sumexp(row, s->V, &mx, &sum);
+    if (s->argmax) {
+        int a = 0;
+        while (a < s->V - 1 && row[a] != mx) a++; /* first index holding the max */
+        s->argmax[t] = a;
+    }
+    if (s->max_p) s->max_p[t] = 1.0f / sum; /* exp(max - max) / sum */
+    if (s->nll) s->nll[t] = s->next && s->next[t] >= 0 ? mx + logf(sum) - row[s->next[t]] : 0.0f;
+}
+
+static void cpu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax,
+                          float *max_p, float *nll) {
+    cpu_t *c = be->impl;
+    CHECK(off >= 0 && off + (int64_t)T * V <= x.ne);
+    for (int t = 0; next && t < T; t++) CHECK(next[t] < V);
+    stats_task_t s = {c->k, F(x) + off, V, next, argmax, max_p, nll};
+    threadpool_run(c->pool, stats_worker, &s, T);
+}
+
 static void cpu_destroy(backend_t *be) {
     cpu_t *c = be->impl;
     threadpool_destroy(&c->pool);
@@ -294,7 +326,7 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
         .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
-        .rope = cpu_rope, .attention = cpu_attention, .destroy = cpu_destroy, .impl = c,
+        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .destroy = cpu_destroy, .impl = c,
     };
     return be;
 }

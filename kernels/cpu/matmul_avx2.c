@@ -5,6 +5,7 @@
  * (d % 8) uses masked loads.
  */
 #include <immintrin.h>
+#include <math.h>
 
 #include "kernels/cpu/simd.h"
 
@@ -83,4 +84,17 @@ static void axpy_avx2(float *y, float a, const float *x, int n) {
     for (; j < n; j++) y[j] += a * x[j];
 }
 
-const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, axpy_avx2};
+static void max_sumexp_avx2(const float *x, int n, float *max, float *sum) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + j));
+    float t[8], m = -INFINITY;
+    _mm256_storeu_ps(t, mv);
+    for (int k = 0; k < 8; k++) m = t[k] > m ? t[k] : m;
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    double s = 0; /* exp in libm: AVX2 machines are not the fast path here */
+    for (j = 0; j < n; j++) s += expf(x[j] - m);
+    *max = m, *sum = (float)s;
+}
+
+const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, axpy_avx2, max_sumexp_avx2};

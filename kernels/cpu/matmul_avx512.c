@@ -8,6 +8,7 @@
  * works without padding.
  */
 #include <immintrin.h>
+#include <math.h>
 
 #include "kernels/cpu/simd.h"
 
@@ -128,4 +129,44 @@ static void axpy_avx512(float *y, float a, const float *x, int n) {
     }
 }
 
-const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, axpy_avx512};
+/* exp(x) for x <= 0: x = k ln2 + r with |r| <= ln2/2, exp(r) by its Taylor
+ * polynomial to degree 7 (truncation error < 3e-8 relative), then scaled by
+ * 2^k with scalef, which flushes to 0 below the float range. */
+static inline __m512 exp_neg(__m512 x) {
+    const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693145752f),
+                 ln2_lo = _mm512_set1_ps(1.42860677e-06f);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
+    r = _mm512_fnmadd_ps(k, ln2_lo, r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
+}
+
+static void max_sumexp_avx512(const float *x, int n, float *max, float *sum) {
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 16 <= n; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + j));
+    __mmask16 tail = (__mmask16)((1u << (n - j)) - 1);
+    if (j < n) mv = _mm512_mask_max_ps(mv, tail, mv, _mm512_maskz_loadu_ps(tail, x + j));
+    float m = _mm512_reduce_max_ps(mv);
+    __m512 mb = _mm512_set1_ps(m), s0 = _mm512_setzero_ps(), s1 = s0;
+    for (j = 0; j + 32 <= n; j += 32) {
+        s0 = _mm512_add_ps(s0, exp_neg(_mm512_sub_ps(_mm512_loadu_ps(x + j), mb)));
+        s1 = _mm512_add_ps(s1, exp_neg(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16), mb)));
+    }
+    for (; j < n; j += 16) {
+        __mmask16 mk = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        s0 = _mm512_add_ps(s0, _mm512_maskz_mov_ps(mk, exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + j), mb))));
+    }
+    *max = m, *sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, axpy_avx512, max_sumexp_avx512};

@@ -1,6 +1,8 @@
 /* matmul_scalar.c - portable C inner kernels, for CPUs without AVX2.
  * Four independent partial sums per dot product let the compiler overlap
  * the additions; otherwise the plain loops of kernels/ref in float. */
+#include <math.h>
+
 #include "kernels/cpu/simd.h"
 
 static void matmul_rows_scalar(float *out, int ldo, const float *x, int ldx, const float *w, int ldw,
@@ -29,4 +31,12 @@ static void axpy_scalar(float *y, float a, const float *x, int n) {
     for (int j = 0; j < n; j++) y[j] += a * x[j];
 }
 
-const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, axpy_scalar};
+static void max_sumexp_scalar(const float *x, int n, float *max, float *sum) {
+    float m = -INFINITY;
+    for (int j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+    double s = 0;
+    for (int j = 0; j < n; j++) s += expf(x[j] - m);
+    *max = m, *sum = (float)s;
+}
+
+const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, axpy_scalar, max_sumexp_scalar};

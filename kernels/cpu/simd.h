@@ -20,6 +20,9 @@ typedef struct {
                         int d, int r0, int r1, int accumulate);
     /* y[j] += a * x[j] for j < n */
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* max of x[0..n) and the sum of exp(x[j] - max) (relative error of
+     * each exp term below 1e-6; -inf terms contribute 0) */
+    void (*max_sumexp)(const float *x, int n, float *max, float *sum);
 } simd_kernels_t;
 
 extern const simd_kernels_t simd_scalar;

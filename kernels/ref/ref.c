@@ -88,3 +88,17 @@ void attention_ref(float *out, const float *q, const float *kc, const float *vc,
 void embed_ref(float *out, const float *table, const int *tokens, int T, int d) {
     for (int t = 0; t < T; t++) memcpy(out + (size_t)t * d, table + (size_t)tokens[t] * d, sizeof(float) * d);
 }
+
+void row_stats_ref(const float *x, int T, int V, const int *next, int *argmax, float *max_p, float *nll) {
+    for (int t = 0; t < T; t++) {
+        const float *r = x + (size_t)t * V;
+        int a = 0;
+        for (int j = 1; j < V; j++)
+            if (r[j] > r[a]) a = j;
+        double s = 0;
+        for (int j = 0; j < V; j++) s += exp((double)r[j] - r[a]);
+        argmax[t] = a;
+        max_p[t] = (float)(1.0 / s);
+        nll[t] = next && next[t] >= 0 ? (float)(r[a] + log(s) - r[next[t]]) : 0.0f;
+    }
+}

@@ -31,4 +31,8 @@ void attention_ref(float *out, const float *q, const float *kc, const float *vc,
 /* out (T, d) = table[tokens[t]] */
 void embed_ref(float *out, const float *table, const int *tokens, int T, int d);
 
+/* Per row of x (T, V): argmax (lowest id on ties), max softmax probability,
+ * -log softmax[next[t]] (0 if next is NULL or next[t] < 0); in double. */
+void row_stats_ref(const float *x, int T, int V, const int *next, int *argmax, float *max_p, float *nll);
+
 #endif

@@ -1,0 +1,186 @@
+/* cli.c - see cli.h. */
+#include "coordinator/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "bild %s: %s (see bild %s --help)\n", cmd, msg, cmd);
+    return 2;
+}
+
+static int set_value(const char *cmd, const opt_t *o, const char *name, const char *v) {
+    char *end;
+    errno = 0;
+    switch (o->kind) {
+    case OPT_STR:
+        *(const char **)o->dst = v;
+        return 0;
+    case OPT_INT: {
+        long x = strtol(v, &end, 10);
+        if (!*v || *end || errno) return cli_usage_error(cmd, "%s: '%s' is not an integer", name, v), -1;
+        if (x < o->lo || x > o->hi)
+            return cli_usage_error(cmd, "%s: %ld is out of range %.0f..%.0f", name, x, o->lo, o->hi), -1;
+        *(int *)o->dst = (int)x;
+        return 0;
+    }
+    case OPT_FLOAT: {
+        double x = strtod(v, &end);
+        if (!*v || *end || errno || !isfinite(x)) return cli_usage_error(cmd, "%s: '%s' is not a number", name, v), -1;
+        if (x < o->lo || x > o->hi || (o->lo_open && x == o->lo))
+            return cli_usage_error(cmd, "%s: %g is out of range %s%g, %g]", name, x, o->lo_open ? "(" : "[", o->lo,
+                                   o->hi), -1;
+        *(float *)o->dst = (float)x;
+        return 0;
+    }
+    case OPT_U64: {
+        unsigned long long x = strtoull(v, &end, 10);
+        if (!*v || *end || errno || v[0] == '-')
+            return cli_usage_error(cmd, "%s: '%s' is not a non-negative integer", name, v), -1;
+        *(uint64_t *)o->dst = x;
+        return 0;
+    }
+    default:
+        return -1;
+    }
+}
+
+int cli_parse(const char *cmd, int argc, char **argv, const opt_t *opts, int n_opts, const char *help) {
+    for (int i = 0; i < argc; i++) {
+        char name[64];
+        const char *arg = argv[i], *val = NULL, *eq = strncmp(arg, "--", 2) == 0 ? strchr(arg, '=') : NULL;
+        if (eq && (size_t)(eq - arg) < sizeof name) { /* --opt=value */
+            memcpy(name, arg, (size_t)(eq - arg));
+            name[eq - arg] = 0;
+            val = eq + 1, arg = name;
+        }
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) return fputs(help, stdout), 1;
+        const opt_t *o = NULL;
+        for (int k = 0; k < n_opts && !o; k++)
+            if ((opts[k].s && !strcmp(arg, opts[k].s)) || (opts[k].l && !strcmp(arg, opts[k].l))) o = &opts[k];
+        if (!o) {
+            if (arg[0] == '-' && arg[1]) return cli_usage_error(cmd, "unknown option '%s'", arg), -1;
+            return cli_usage_error(cmd, "unexpected argument '%s'", arg), -1;
+        }
+        if (o->seen) *o->seen = 1;
+        if (o->kind == OPT_FLAG) {
+            if (val) return cli_usage_error(cmd, "%s takes no value", arg), -1;
+            *(int *)o->dst = 1;
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= argc) return cli_usage_error(cmd, "%s needs a value", arg), -1;
+            val = argv[++i];
+        }
+        if (set_value(cmd, o, arg, val)) return -1;
+    }
+    return 0;
+}
+
+char *cli_read_prompt_file(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "prompt file '%s': cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += r;
+        if (n + 1 == cap) {
+            char *nb = cap > ((size_t)1 << 30) ? NULL : realloc(buf, cap * 2);
+            if (!nb) free(buf);
+            buf = nb, cap *= 2;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        snprintf(err, errlen, "prompt file '%s': %s", path, bad ? "read error (is it a directory?)" : "too large");
+        return NULL;
+    }
+    buf[n] = 0;
+    if (n && buf[n - 1] == '\n') buf[--n] = 0;
+    if (n && buf[n - 1] == '\r') buf[--n] = 0;
+    if (strlen(buf) != n) {
+        free(buf);
+        snprintf(err, errlen, "prompt file '%s': contains a NUL byte; expected text", path);
+        return NULL;
+    }
+    return buf;
+}
+
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int cli_default_tokenizer(const char *model, int vocab, char *out, size_t n, char *tried, size_t tn) {
+    const char *slash = strrchr(model, '/');
+    int dirlen = slash ? (int)(slash - model + 1) : 0;
+    snprintf(out, n, "%.*stokenizer.bin", dirlen, model);
+    snprintf(tried, tn, "%s", out);
+    if (file_exists(out)) return 0;
+    snprintf(out, n, "%.*stok%d.bin", dirlen, model, vocab);
+    size_t used = strlen(tried);
+    snprintf(tried + used, tn - used, ", %s", out);
+    return file_exists(out) ? 0 : -1;
+}
+
+static void sink_put(sink_t *s, const char *b, size_t n) {
+    if (!n) return;
+    if (s->stream) {
+        if (fwrite(b, 1, n, stdout) != n || fflush(stdout) != 0) s->write_error = 1;
+        return;
+    }
+    if (s->len + n + 1 > s->cap) {
+        size_t nc = (s->len + n + 1) * 2;
+        char *t = realloc(s->text, nc);
+        if (!t) {
+            s->write_error = 1;
+            return;
+        }
+        s->text = t, s->cap = nc;
+    }
+    memcpy(s->text + s->len, b, n);
+    s->len += n;
+    s->text[s->len] = 0;
+}
+
+void sink_bytes(sink_t *s, const char *b, size_t n) {
+    char buf[3 * 64 + 8];
+    while (n) { /* slices of 64 keep within buf's 3n + 8 bound */
+        size_t k = n < 64 ? n : 64;
+        sink_put(s, buf, utf8_stream_feed(&s->u8, b, k, buf));
+        b += k, n -= k;
+    }
+}
+
+void sink_finish(sink_t *s) {
+    char tail[8];
+    sink_put(s, tail, utf8_stream_flush(&s->u8, tail));
+}
+
+void sink_free(sink_t *s) {
+    free(s->text);
+    s->text = NULL;
+}
+
+void sink_tokens(sink_t *s, const tokenizer_t *tok, int prev, const int *tokens, int n) {
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        const char *p = tokenizer_decode(tok, i ? tokens[i - 1] : prev, tokens[i], &len);
+        sink_bytes(s, p, len);
+    }
+}

@@ -1,0 +1,56 @@
+/* cli.h - command-line plumbing shared by the bild subcommands: a
+ * table-driven option parser with one-line errors, prompt and tokenizer
+ * file helpers, and a UTF-8-safe text sink. */
+#ifndef BILD_CLI_H
+#define BILD_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/tokenizer.h"
+
+typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } opt_kind_t;
+
+typedef struct {
+    const char *s, *l;  /* short ("-n") and long ("--max-tokens") names; either may be NULL */
+    opt_kind_t kind;
+    void *dst;          /* int* (FLAG, INT), const char** (STR), float* (FLOAT), uint64_t* (U64) */
+    double lo, hi;      /* inclusive range for INT and FLOAT */
+    int lo_open;        /* FLOAT: lo itself is excluded */
+    int *seen;          /* set to 1 when given (may be NULL) */
+} opt_t;
+
+/* Parses argv[0..argc) against opts. Prints help and returns 1 for -h/--help;
+ * prints "bild CMD: <what is wrong> (see bild CMD --help)" and returns -1 on
+ * a bad command line; returns 0 otherwise. */
+int cli_parse(const char *cmd, int argc, char **argv, const opt_t *opts, int n_opts, const char *help);
+
+/* Prints "bild CMD: <message> (see bild CMD --help)"; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reads a text prompt file (one trailing newline dropped). NULL with a
+ * message naming the file on failure. Caller frees. */
+char *cli_read_prompt_file(const char *path, char *err, size_t errlen);
+
+/* The tokenizer next to a model: tokenizer.bin, then tok<vocab>.bin. Returns
+ * 0 with the path in out, or -1 with the paths tried in tried. */
+int cli_default_tokenizer(const char *model, int vocab, char *out, size_t n, char *tried, size_t tn);
+
+/* Text output: streams to stdout, or collects (for --json). Bytes go through
+ * a UTF-8 sanitiser, so what comes out is valid UTF-8. */
+typedef struct {
+    utf8_stream_t u8;
+    int stream;
+    char *text;
+    size_t len, cap;
+    int write_error;
+} sink_t;
+
+void sink_bytes(sink_t *s, const char *b, size_t n);
+/* Flushes a pending partial character (as U+FFFD). */
+void sink_finish(sink_t *s);
+void sink_free(sink_t *s);
+/* Decodes tokens[0..n) (prev is the token before the first) into the sink. */
+void sink_tokens(sink_t *s, const tokenizer_t *tok, int prev, const int *tokens, int n);
+
+#endif

@@ -1,0 +1,71 @@
+/* worker.h - what the coordinator asks of the two workers, independent of
+ * where they run. The in-process workers (small_worker/drafter.c,
+ * large_worker/verifier.c) implement it on top of the engine; remote links
+ * will implement the same calls over ZeroMQ.
+ *
+ * Both calls are one round trip each: a draft block is one request however
+ * many tokens it produces, and a verification is one pass over a block.
+ */
+#ifndef BILD_WORKER_H
+#define BILD_WORKER_H
+
+#define BILD_MAX_DRAFT 64 /* most tokens one draft or verify call handles */
+
+typedef enum {
+    DRAFT_LIMIT = 0,    /* drafted the k tokens asked for */
+    DRAFT_FALLBACK = 1, /* the next step's max probability fell below alpha_fb */
+    DRAFT_STOP = 2,     /* the next token would be a stop token (EOS/BOS) */
+} draft_end_t;
+
+/* Small model: make the cache hold exactly seq[0, keep) + feed[0, n_feed)
+ * (truncating to keep first), run feed as one pass, then draft up to k
+ * tokens, one pass each, stopping early at a fallback or a stop token. */
+typedef struct {
+    int keep;
+    const int *feed; /* borrowed for the call */
+    int n_feed;      /* >= 1 */
+    int k;           /* 1..BILD_MAX_DRAFT */
+    float alpha_fb;  /* 0 never falls back */
+} draft_req_t;
+
+typedef struct {
+    int n;                        /* tokens drafted */
+    int tokens[BILD_MAX_DRAFT];
+    float max_p[BILD_MAX_DRAFT];  /* max probability at each drafted step */
+    draft_end_t end;
+    int stop_token;               /* DRAFT_STOP: the proposed stop token */
+    float end_max_p;              /* DRAFT_FALLBACK/STOP: max probability at that step */
+    int passes;                   /* forward passes run (the fallback step's included) */
+    int cached;                   /* positions the small cache holds afterwards */
+} draft_res_t;
+
+/* Large model: truncate the cache to pos, run tokens[0, T) at positions
+ * [pos, pos + T) as one pass, and for the last n_out positions j (j = T -
+ * n_out .. T - 1) report the argmax, the token sampled there (= argmax when
+ * greedy), and -log p(tokens[j + 1]) (the next given token; 0 for j = T - 1). */
+typedef struct {
+    int pos;
+    const int *tokens; /* borrowed for the call */
+    int T;             /* >= 1; the n_out last ones <= BILD_MAX_DRAFT */
+    int n_out;         /* 1..T */
+} verify_req_t;
+
+typedef struct {
+    int n_out;
+    int argmax[BILD_MAX_DRAFT];
+    int sampled[BILD_MAX_DRAFT];
+    float nll[BILD_MAX_DRAFT];
+} verify_res_t;
+
+/* A worker: a call returns 0, or a negative code with a message in err. */
+typedef struct {
+    void *self;
+    int (*draft)(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen);
+} small_link_t;
+
+typedef struct {
+    void *self;
+    int (*verify)(void *self, const verify_req_t *req, verify_res_t *res, char *err, int errlen);
+} large_link_t;
+
+#endif

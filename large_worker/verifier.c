@@ -1,0 +1,50 @@
+/* verifier.c - see verifier.h. Positions before the n_out reported ones run
+ * in the same call with only their cache entries kept (the prompt pass asks
+ * for the last position alone). */
+#include "large_worker/verifier.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct verifier {
+    transformer_t *tf;
+    sampler_t *smp;
+};
+
+verifier_t *verifier_new(transformer_t *tf, sampler_t *smp) {
+    verifier_t *v = calloc(1, sizeof(*v));
+    if (v) *v = (verifier_t){tf, smp};
+    return v;
+}
+
+void verifier_destroy(verifier_t **pv) {
+    if (!pv || !*pv) return;
+    free(*pv);
+    *pv = NULL;
+}
+
+int verifier_verify(void *self, const verify_req_t *req, verify_res_t *res, char *err, int errlen) {
+    verifier_t *v = self;
+    int T = req->T, n = req->n_out, pre = T - n;
+    if (T < 1 || n < 1 || n > T || n > BILD_MAX_DRAFT || n > transformer_max_block(v->tf)) {
+        snprintf(err, (size_t)errlen, "bad verify request (T %d, n_out %d)", T, n);
+        return -1;
+    }
+    if (pre > 0 && !transformer_forward(v->tf, req->tokens, pre, req->pos, LOGITS_LAST)) goto bad;
+    const float *logits = transformer_forward(v->tf, req->tokens + pre, n, req->pos + pre, LOGITS_ALL);
+    if (!logits) goto bad;
+    int next[BILD_MAX_DRAFT];
+    for (int j = 0; j < n; j++) next[j] = j + 1 < n ? req->tokens[pre + j + 1] : -1;
+    transformer_logits_stats(v->tf, n, next, res->argmax, NULL, res->nll);
+    int V = transformer_config(v->tf)->vocab_size;
+    for (int j = 0; j < n; j++)
+        res->sampled[j] = v->smp ? sampler_sample(v->smp, logits + (size_t)j * V) : res->argmax[j];
+    res->n_out = n;
+    return 0;
+bad:
+    snprintf(err, (size_t)errlen, "verify: cannot run %d tokens at position %d (cache holds %d, context %d)", T,
+             req->pos, transformer_cached(v->tf), transformer_config(v->tf)->seq_len);
+    return -1;
+}
+
+large_link_t verifier_link(verifier_t *v) { return (large_link_t){v, verifier_verify}; }

@@ -1,0 +1,21 @@
+/* drafter.h - the small model's side of BiLD, in process: catch up on the
+ * tokens it has not seen, then draft until k tokens, a fallback (max
+ * probability below alpha_fb) or a proposed stop token. Implements
+ * small_link_t (coordinator/worker.h); the small_worker process will serve the
+ * same calls over the network. */
+#ifndef BILD_DRAFTER_H
+#define BILD_DRAFTER_H
+
+#include "coordinator/worker.h"
+#include "model/sampler.h"
+#include "model/transformer.h"
+
+typedef struct drafter drafter_t;
+
+/* tf and smp are borrowed (smp NULL = greedy). NULL on allocation failure. */
+drafter_t *drafter_new(transformer_t *tf, sampler_t *smp, int stop_a, int stop_b);
+void drafter_destroy(drafter_t **pd);
+int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen);
+small_link_t drafter_link(drafter_t *d);
+
+#endif
