@@ -85,6 +85,7 @@ demo: deps
 
 bench: all models
 	$(BUILD)/bench/decode
+	$(BUILD)/bench/bild
 
 models:
 	sh scripts/get-models.sh

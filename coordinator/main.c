@@ -331,6 +331,9 @@ static int cmd_generate(int argc, char **argv) {
     if (!prompt == !prompt_file) return cli_usage_error(cmd, "give exactly one of --prompt and --prompt-file");
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
     if (mode == POLICY_SPEC && !fb_given) alpha_fb = 0;
+    if (mode == POLICY_SPEC && temperature > 0 && top_p < 1)
+        return cli_usage_error(cmd, "--top-p is not supported with spec sampling (rejection sampling uses the "
+                                    "full tempered distributions)");
 
     char err[1024];
     int rc = EXIT_INPUT, n_ids = 0, *ids = NULL;
@@ -397,13 +400,14 @@ static int cmd_generate(int argc, char **argv) {
             goto done;
         }
     }
-    if ((tfs && !(dr = drafter_new(tfs, smp_s, c->eos_id, c->bos_id))) || (tfl && !(vf = verifier_new(tfl, smp_l)))) {
+    if ((tfs && !(dr = drafter_new(tfs, smp_s, temperature, c->eos_id, c->bos_id))) || (tfl && !(vf = verifier_new(tfl, smp_l, temperature)))) {
         fprintf(stderr, "bild %s: out of memory\n", cmd);
         goto done;
     }
     policy_params_t pp = {.mode = mode, .faithful = faithful, .alpha_fb = alpha_fb, .alpha_rb = alpha_rb,
                           .max_small = mode == POLICY_SPEC ? gamma : max_small, .max_new = max_new,
-                          .vocab_size = c->vocab_size, .stop_a = c->eos_id, .stop_b = c->bos_id};
+                          .vocab_size = c->vocab_size, .stop_a = c->eos_id, .stop_b = c->bos_id,
+                          .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
     if (!(pol = policy_new(&pp, ids, n_ids, err, sizeof err))) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         rc = EXIT_USAGE;

@@ -24,15 +24,46 @@ struct policy {
     int len, n_prompt, cap;
     int state;
     int L_pos;      /* position of the large model's own last token */
+    int L_cached;   /* positions the large cache holds */
     int checked;    /* positions [0, checked) have been seen by the large model */
     int S_cached;   /* positions the small cache holds */
     int vstop;      /* default mode: a proposed stop token to verify at seq[len], or -1 */
     int final_check; /* default mode: the length limit was reached with unchecked small tokens */
     int pending_k;  /* k of the outstanding draft */
-    int pending_T;  /* T of the outstanding verify */
+    int pending_T;  /* positions reported by the outstanding verify */
+    int pending_pass_T; /* positions it runs */
     policy_stop_t stop;
     policy_stats_t st;
+    float *dprobs;  /* SPEC sampling: the small model's distributions of the outstanding draft */
+    int dprobs_rows;
+    unsigned long long rng;
 };
+
+/* xorshift64* after a splitmix64 scramble of the seed; uniform in [0, 1). */
+static double rng_uniform(policy_t *p) {
+    p->rng ^= p->rng >> 12, p->rng ^= p->rng << 25, p->rng ^= p->rng >> 27;
+    return (double)((p->rng * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Draws from w[0..V) (non-negative, not necessarily normalised). Returns -1
+ * if the total mass is zero. */
+static int draw_weights(policy_t *p, const float *w, const float *minus, int V) {
+    double total = 0;
+    for (int i = 0; i < V; i++) {
+        double x = minus ? (double)w[i] - minus[i] : w[i];
+        total += x > 0 ? x : 0;
+    }
+    if (!(total > 0)) return -1;
+    double u = rng_uniform(p) * total, c = 0;
+    int last = -1;
+    for (int i = 0; i < V; i++) {
+        double x = minus ? (double)w[i] - minus[i] : w[i];
+        if (x <= 0) continue;
+        last = i;
+        if ((c += x) > u) return i;
+    }
+    return last;
+}
 
 const char *policy_mode_name(policy_mode_t m) {
     return m == POLICY_BILD ? "bild" : m == POLICY_LARGE ? "large" : m == POLICY_SMALL ? "small" : "spec";
@@ -63,13 +94,15 @@ policy_t *policy_new(const policy_params_t *pp, const int *prompt, int n_prompt,
         return NULL;
     }
     if (q.mode == POLICY_LARGE) q.mode = POLICY_BILD, q.max_small = 0, q.faithful = 1;
+    if (q.mode != POLICY_SPEC) q.sampling = 0;
     policy_t *p = calloc(1, sizeof(*p));
     if (p) {
         p->cap = n_prompt + q.max_new + 1;
         p->seq = malloc(sizeof(int) * (size_t)p->cap);
         p->src = calloc((size_t)p->cap + 1, 1);
+        if (q.sampling) p->dprobs = malloc(sizeof(float) * (size_t)q.vocab_size * (BILD_MAX_DRAFT + 1));
     }
-    if (!p || !p->seq || !p->src) {
+    if (!p || !p->seq || !p->src || (q.sampling && !p->dprobs)) {
         policy_destroy(&p);
         snprintf(err, (size_t)errlen, "out of memory");
         return NULL;
@@ -78,7 +111,14 @@ policy_t *policy_new(const policy_params_t *pp, const int *prompt, int n_prompt,
     memcpy(p->seq, prompt, sizeof(int) * (size_t)n_prompt);
     memset(p->src, 'P', (size_t)n_prompt);
     p->len = p->n_prompt = n_prompt;
-    p->state = q.mode == POLICY_SMALL ? ST_SMALL : ST_PROMPT;
+    /* BiLD's first token comes from the large model; speculative decoding
+     * drafts from the prompt on (the chunk then starts at the prompt's last
+     * token, which the large model has not cached yet). */
+    p->state = q.mode == POLICY_SMALL || q.mode == POLICY_SPEC ? ST_SMALL : ST_PROMPT;
+    p->L_pos = n_prompt - 1;
+    unsigned long long z = q.seed + 0x9E3779B97F4A7C15ULL; /* splitmix64 */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL, z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    p->rng = (z ^ (z >> 31)) | 1;
     p->vstop = -1;
     p->stop = STOP_NONE;
     return p;
@@ -88,6 +128,7 @@ void policy_destroy(policy_t **pp) {
     if (!pp || !*pp) return;
     free((*pp)->seq);
     free((*pp)->src);
+    free((*pp)->dprobs);
     free(*pp);
     *pp = NULL;
 }
@@ -124,7 +165,7 @@ policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq) {
     switch (p->state) {
     case ST_PROMPT:
         *vreq = (verify_req_t){.pos = 0, .tokens = p->seq, .T = p->n_prompt, .n_out = 1};
-        p->pending_T = p->n_prompt;
+        p->pending_T = p->pending_pass_T = p->n_prompt;
         return ACT_VERIFY;
     case ST_SMALL: {
         int k = p->pp.mode == POLICY_SMALL ? BILD_MAX_DRAFT : p->pp.max_small;
@@ -133,7 +174,8 @@ policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq) {
             /* feed everything the small model has not cached; at least the last token */
             int keep = p->S_cached < p->len - 1 ? p->S_cached : p->len - 1;
             float fb = p->pp.mode == POLICY_SMALL ? 0.0f : p->pp.alpha_fb;
-            *dreq = (draft_req_t){.keep = keep, .feed = p->seq + keep, .n_feed = p->len - keep, .k = k, .alpha_fb = fb};
+            *dreq = (draft_req_t){.keep = keep, .feed = p->seq + keep, .n_feed = p->len - keep, .k = k, .alpha_fb = fb,
+                                  .want_probs = p->pp.sampling};
             p->pending_k = k;
             return ACT_DRAFT;
         }
@@ -141,15 +183,17 @@ policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq) {
     }
     /* fall through */
     case ST_LARGE: {
-        int T = p->len - p->L_pos;
-        if (p->vstop >= 0) p->seq[p->len] = p->vstop, T++; /* the proposed stop token is checked too */
-        *vreq = (verify_req_t){.pos = p->L_pos, .tokens = p->seq + p->L_pos, .T = T, .n_out = T};
-        p->pending_T = T;
+        int n = p->len - p->L_pos, pos = p->L_cached < p->L_pos ? p->L_cached : p->L_pos;
+        if (p->vstop >= 0) p->seq[p->len] = p->vstop, n++; /* the proposed stop token is checked too */
+        /* positions before L_pos that the large model has not cached run in the same pass */
+        *vreq = (verify_req_t){.pos = pos, .tokens = p->seq + pos, .T = p->L_pos - pos + n, .n_out = n,
+                               .want_probs = p->pp.sampling};
+        p->pending_T = n, p->pending_pass_T = vreq->T;
         return ACT_VERIFY;
     }
     case ST_EXTRA:
         *vreq = (verify_req_t){.pos = p->len - 1, .tokens = p->seq + p->len - 1, .T = 1, .n_out = 1};
-        p->pending_T = 1;
+        p->pending_T = p->pending_pass_T = 1;
         return ACT_VERIFY;
     case ST_DONE:
         return ACT_DONE;
@@ -178,7 +222,14 @@ int policy_on_draft(policy_t *p, const draft_res_t *r, char *err, int errlen) {
     policy_stats_t *s = &p->st;
     s->draft_calls++;
     s->small_passes += r->passes;
+    s->small_positions += p->len - (p->S_cached < p->len - 1 ? p->S_cached : p->len - 1) + r->passes - 1;
     p->S_cached = r->cached;
+    if (p->pp.sampling) { /* keep the distributions the tokens were drawn from */
+        int rows = r->n + (r->end == DRAFT_STOP);
+        if (rows && !r->probs) return refuse(p, err, errlen, "draft result lacks the distributions asked for");
+        if (rows) memcpy(p->dprobs, r->probs, sizeof(float) * (size_t)rows * p->pp.vocab_size);
+        p->dprobs_rows = rows;
+    }
     for (int i = 0; i < r->n; i++) p->seq[p->len] = r->tokens[i], p->src[p->len++] = 'S';
     if (r->end == DRAFT_FALLBACK) s->fallbacks++;
     if (p->pp.mode == POLICY_SMALL) {
@@ -209,9 +260,13 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
         if (r->argmax[j] < 0 || r->argmax[j] >= p->pp.vocab_size || r->sampled[j] < 0 ||
             r->sampled[j] >= p->pp.vocab_size || !(r->nll[j] >= -1e-3f) || isinf(r->nll[j]))
             return refuse(p, err, errlen, "verify result holds an out-of-range token or distance");
+    if (p->pp.sampling && p->state == ST_LARGE && !r->probs)
+        return refuse(p, err, errlen, "verify result lacks the distributions asked for");
     policy_stats_t *s = &p->st;
     s->verify_calls++;
     s->large_passes++;
+    s->large_positions += p->pending_pass_T;
+    p->L_cached = p->state == ST_PROMPT ? p->n_prompt : p->state == ST_EXTRA ? p->len : p->len + (p->vstop >= 0);
     if (p->state == ST_PROMPT || p->state == ST_EXTRA) {
         if (!append_large(p, r->sampled[r->n_out - 1])) p->L_pos = p->len - 1, p->state = ST_SMALL;
         return 0;
@@ -220,9 +275,17 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
      * Position m of the chunk (m >= 1) was proposed by the small model; its
      * distance is nll[m - 1] and the large model's token there is sampled[m - 1]. */
     const int *chunk = p->seq + p->L_pos;
-    int m_rb = 0;
+    int m_rb = 0, V = p->pp.vocab_size, z_rb = -1;
     for (int m = 1; m < T; m++) {
         int y = chunk[m], z = r->sampled[m - 1];
+        if (p->pp.sampling) { /* accept y with probability min(1, p_L(y) / p_S(y)) */
+            const float *pl = r->probs + (size_t)(m - 1) * V, *ps = p->dprobs + (size_t)(m - 1) * V;
+            if (rng_uniform(p) * ps[y] < pl[y]) continue;
+            m_rb = m; /* rejected: resample from norm(max(0, p_L - p_S)) */
+            z_rb = draw_weights(p, pl, ps, V);
+            if (z_rb < 0) z_rb = draw_weights(p, pl, NULL, V);
+            break;
+        }
         if (p->pp.mode == POLICY_SPEC) {
             if (z != y) {
                 m_rb = m;
@@ -246,8 +309,9 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
         s->accepted += m_rb - 1;
         p->len = p->checked = cut;
         if (p->S_cached > cut) p->S_cached = cut;
+        if (p->L_cached > cut) p->L_cached = cut;
         p->vstop = -1, p->final_check = 0;
-        if (append_large(p, r->sampled[m_rb - 1])) return 0;
+        if (append_large(p, z_rb >= 0 ? z_rb : r->sampled[m_rb - 1])) return 0;
         p->L_pos = p->len - 1;
         p->state = p->pp.mode == POLICY_BILD ? ST_EXTRA : ST_SMALL;
         return 0;
@@ -255,7 +319,10 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
     s->accepted += real_small;
     if (p->vstop >= 0 || p->final_check) /* the stop, or the tail at the length limit, is confirmed */
         return finish(p, p->vstop >= 0 ? STOP_AT_EOS : STOP_AT_LENGTH), 0;
-    if (!append_large(p, r->sampled[T - 1])) p->L_pos = p->len - 1, p->state = ST_SMALL;
+    int bonus = r->sampled[T - 1];
+    if (p->pp.sampling && (bonus = draw_weights(p, r->probs + (size_t)(T - 1) * V, NULL, V)) < 0)
+        return refuse(p, err, errlen, "verify result holds an empty distribution");
+    if (!append_large(p, bonus)) p->L_pos = p->len - 1, p->state = ST_SMALL;
     return 0;
 }
 

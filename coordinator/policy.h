@@ -7,9 +7,12 @@
  * Semantics: docs/algorithm.md (faithful mode = the official loop; default
  * mode = rollback only where the large model disagrees, and a checked tail).
  * The baselines are modes of the same machine: large alone (BiLD with
- * max_small = 0), small alone, and speculative decoding with greedy
- * exact-match acceptance (draft gamma tokens, keep the longest prefix the
- * large model agrees with, then the large model's token).
+ * max_small = 0), small alone, and speculative decoding (the small model
+ * drafts gamma tokens from the prompt on; greedy: keep the longest prefix the
+ * large model agrees with, then the large model's token; sampling: Leviathan
+ * et al.'s rejection sampling, accept y with probability min(1, p_L(y) /
+ * p_S(y)), on rejection draw from norm(max(0, p_L - p_S)) over the whole
+ * vocabulary, after gamma acceptances draw a bonus token from p_L).
  */
 #ifndef BILD_POLICY_H
 #define BILD_POLICY_H
@@ -32,6 +35,8 @@ typedef struct {
     int max_new;      /* tokens to generate at most (>= 1) */
     int vocab_size;
     int stop_a, stop_b; /* stop tokens (EOS and BOS for llama2.c vocabularies) */
+    int sampling;     /* SPEC: Leviathan rejection sampling on the workers' full distributions */
+    unsigned long long seed; /* SPEC sampling: the accept/resample random stream */
 } policy_params_t;
 
 typedef struct {
@@ -47,6 +52,8 @@ typedef struct {
     int accepted;      /* ... of which kept */
     int unchecked;     /* small tokens never checked by the large model (faithful tail) */
     int draft_calls, verify_calls;
+    long large_positions; /* positions run by all large passes together (a pass over T tokens adds T) */
+    long small_positions; /* the same for small passes */
 } policy_stats_t;
 
 typedef enum { STOP_NONE = -1, STOP_AT_EOS = 0, STOP_AT_LENGTH = 1 } policy_stop_t;

@@ -26,6 +26,7 @@ typedef struct {
     int n_feed;      /* >= 1 */
     int k;           /* 1..BILD_MAX_DRAFT */
     float alpha_fb;  /* 0 never falls back */
+    int want_probs;  /* sample from softmax(logits / T) in full and return it (rejection sampling) */
 } draft_req_t;
 
 typedef struct {
@@ -37,6 +38,9 @@ typedef struct {
     float end_max_p;              /* DRAFT_FALLBACK/STOP: max probability at that step */
     int passes;                   /* forward passes run (the fallback step's included) */
     int cached;                   /* positions the small cache holds afterwards */
+    /* want_probs: the distribution each token (and a proposed stop token) was
+     * drawn from, (n + (end == DRAFT_STOP), vocab); borrowed until the next call */
+    const float *probs;
 } draft_res_t;
 
 /* Large model: truncate the cache to pos, run tokens[0, T) at positions
@@ -48,6 +52,7 @@ typedef struct {
     const int *tokens; /* borrowed for the call */
     int T;             /* >= 1; the n_out last ones <= BILD_MAX_DRAFT */
     int n_out;         /* 1..T */
+    int want_probs;    /* also return softmax(logits / T) at the n_out positions */
 } verify_req_t;
 
 typedef struct {
@@ -55,6 +60,7 @@ typedef struct {
     int argmax[BILD_MAX_DRAFT];
     int sampled[BILD_MAX_DRAFT];
     float nll[BILD_MAX_DRAFT];
+    const float *probs; /* want_probs: (n_out, vocab), borrowed until the next call */
 } verify_res_t;
 
 /* A worker: a call returns 0, or a negative code with a message in err. */

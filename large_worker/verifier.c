@@ -5,20 +5,27 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct verifier {
     transformer_t *tf;
     sampler_t *smp;
+    float temperature;
+    float *probs; /* (BILD_MAX_DRAFT, vocab) when sampling */
 };
 
-verifier_t *verifier_new(transformer_t *tf, sampler_t *smp) {
+verifier_t *verifier_new(transformer_t *tf, sampler_t *smp, float temperature) {
     verifier_t *v = calloc(1, sizeof(*v));
-    if (v) *v = (verifier_t){tf, smp};
+    if (!v) return NULL;
+    *v = (verifier_t){tf, smp, temperature, NULL};
+    size_t V = (size_t)transformer_config(tf)->vocab_size;
+    if (smp && temperature > 0 && !(v->probs = malloc(sizeof(float) * V * BILD_MAX_DRAFT))) verifier_destroy(&v);
     return v;
 }
 
 void verifier_destroy(verifier_t **pv) {
     if (!pv || !*pv) return;
+    free((*pv)->probs);
     free(*pv);
     *pv = NULL;
 }
@@ -26,6 +33,11 @@ void verifier_destroy(verifier_t **pv) {
 int verifier_verify(void *self, const verify_req_t *req, verify_res_t *res, char *err, int errlen) {
     verifier_t *v = self;
     int T = req->T, n = req->n_out, pre = T - n;
+    res->probs = NULL;
+    if (req->want_probs && !v->probs) {
+        snprintf(err, (size_t)errlen, "verify: distributions asked for, but this verifier does not sample");
+        return -1;
+    }
     if (T < 1 || n < 1 || n > T || n > BILD_MAX_DRAFT || n > transformer_max_block(v->tf)) {
         snprintf(err, (size_t)errlen, "bad verify request (T %d, n_out %d)", T, n);
         return -1;
@@ -39,6 +51,11 @@ int verifier_verify(void *self, const verify_req_t *req, verify_res_t *res, char
     int V = transformer_config(v->tf)->vocab_size;
     for (int j = 0; j < n; j++)
         res->sampled[j] = v->smp ? sampler_sample(v->smp, logits + (size_t)j * V) : res->argmax[j];
+    if (req->want_probs) {
+        memcpy(v->probs, logits, sizeof(float) * (size_t)n * V);
+        for (int j = 0; j < n; j++) softmax_f32(v->probs + (size_t)j * V, V, v->temperature);
+        res->probs = v->probs;
+    }
     res->n_out = n;
     return 0;
 bad:

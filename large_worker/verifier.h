@@ -12,8 +12,10 @@
 
 typedef struct verifier verifier_t;
 
-/* tf and smp are borrowed (smp NULL = greedy). NULL on allocation failure. */
-verifier_t *verifier_new(transformer_t *tf, sampler_t *smp);
+/* tf and smp are borrowed (smp NULL = greedy); temperature is the one smp
+ * uses, and defines the distributions returned when a request asks for
+ * them. NULL on allocation failure. */
+verifier_t *verifier_new(transformer_t *tf, sampler_t *smp, float temperature);
 void verifier_destroy(verifier_t **pv);
 int verifier_verify(void *self, const verify_req_t *req, verify_res_t *res, char *err, int errlen);
 large_link_t verifier_link(verifier_t *v);

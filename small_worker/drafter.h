@@ -12,8 +12,11 @@
 
 typedef struct drafter drafter_t;
 
-/* tf and smp are borrowed (smp NULL = greedy). NULL on allocation failure. */
-drafter_t *drafter_new(transformer_t *tf, sampler_t *smp, int stop_a, int stop_b);
+/* tf and smp are borrowed (smp NULL = greedy). temperature is the one smp
+ * uses; with smp, requests may ask for the full distributions (rejection
+ * sampling), drawn from softmax(logits / temperature). NULL on allocation
+ * failure. */
+drafter_t *drafter_new(transformer_t *tf, sampler_t *smp, float temperature, int stop_a, int stop_b);
 void drafter_destroy(drafter_t **pd);
 int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen);
 small_link_t drafter_link(drafter_t *d);

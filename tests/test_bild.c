@@ -13,9 +13,14 @@
  *     reference marks fragile, a comparison within 1e-4 of a threshold or a
  *     near-tie, are skipped and counted);
  *  3. the statistics identities hold on every run;
- *  4. sampling mode is reproducible for a seed.
+ *  4. sampling mode is reproducible for a seed;
+ *  5. speculative decoding with rejection sampling is exact: over many seeds
+ *     the first generated token follows the large model's distribution
+ *     (chi-square test at significance 0.001), while a sample from the small
+ *     model's own distribution fails the same test (so the test can fail).
  */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <string.h>
 
 #include "coordinator/policy.h"
@@ -49,8 +54,8 @@ static int pair_open(pair_t *p) {
     p->be = backend_cpu_new(2);
     p->tfl = transformer_new(p->be, model_config(p->ml), model_weights(p->ml), BILD_MAX_DRAFT, err, sizeof err);
     p->tfs = transformer_new(p->be, model_config(p->ms), model_weights(p->ms), BILD_MAX_DRAFT, err, sizeof err);
-    p->dr = drafter_new(p->tfs, NULL, 2, 1);
-    p->vf = verifier_new(p->tfl, NULL);
+    p->dr = drafter_new(p->tfs, NULL, 0, 2, 1);
+    p->vf = verifier_new(p->tfl, NULL, 0);
     return p->tok && p->be && p->tfl && p->tfs && p->dr && p->vf ? 0 : -1;
 }
 
@@ -71,8 +76,8 @@ static policy_t *bild_run(pair_t *pr, policy_params_t pp, const int *prompt, int
     pp.vocab_size = 32000, pp.stop_a = 2, pp.stop_b = 1;
     policy_t *p = policy_new(&pp, prompt, np, err, sizeof err);
     EXPECT(p != NULL);
-    drafter_t *dr = ss ? drafter_new(pr->tfs, ss, 2, 1) : pr->dr;
-    verifier_t *vf = sl ? verifier_new(pr->tfl, sl) : pr->vf;
+    drafter_t *dr = ss ? drafter_new(pr->tfs, ss, 1.0f, 2, 1) : pr->dr;
+    verifier_t *vf = sl ? verifier_new(pr->tfl, sl, 1.0f) : pr->vf;
     small_link_t s = drafter_link(dr);
     large_link_t l = verifier_link(vf);
     session_times_t tm;
@@ -242,6 +247,66 @@ int main(void) {
         }
         EXPECT(same(outs[0], ns[0], outs[1], ns[1]));
         EXPECT(!same(outs[0], ns[0], outs[2], ns[2]));
+    }
+    /* 5. rejection sampling: chi-square of the first token against p_L */
+    {
+        const char *text = "Once upon a time, there was a";
+        int pt[32], n_p = tokenizer_encode(pr.tok, text, 1, pt, 32), V = 32000, NS = 3000;
+        float *pl = malloc(sizeof(float) * V), *ps = malloc(sizeof(float) * V);
+        memcpy(pl, transformer_forward(pr.tfl, pt, n_p, 0, LOGITS_LAST), sizeof(float) * V);
+        memcpy(ps, transformer_forward(pr.tfs, pt, n_p, 0, LOGITS_LAST), sizeof(float) * V);
+        softmax_f32(pl, V, 1.0f), softmax_f32(ps, V, 1.0f);
+        int *count = calloc((size_t)V, sizeof(int)), *count_s = calloc((size_t)V, sizeof(int)), accepted = 0;
+        policy_params_t pp = {.mode = POLICY_SPEC, .max_small = 4, .max_new = 1, .sampling = 1};
+        for (int k = 0; k < NS; k++) {
+            pp.seed = 1000 + (unsigned)k;
+            sampler_t *ss = sampler_new(V, 1.0f, 1.0f, 0, 7 * (uint64_t)k + 1), *sl = sampler_new(V, 1.0f, 1.0f, 0, 3);
+            policy_t *p = bild_run(&pr, pp, pt, n_p, ss, sl);
+            int n;
+            const int *o = policy_output(p, &n);
+            if (n == 1) count[o[0]]++;
+            else count[2]++; /* a stop token: counted as EOS */
+            accepted += policy_stats(p)->accepted;
+            policy_destroy(&p);
+            sampler_destroy(&ss);
+            sampler_destroy(&sl);
+        }
+        sampler_t *draw = sampler_new(V, 1.0f, 1.0f, 0, 42);
+        for (int k = 0; k < NS; k++) { /* the control: samples of p_S */
+            float u = sampler_uniform(draw), c = 0;
+            int t = 0;
+            while (t < V - 1 && (c += ps[t]) <= u) t++;
+            count_s[t]++;
+        }
+        sampler_destroy(&draw);
+        /* categories: tokens expected at least 5 times, the rest pooled */
+        double chi = 0, chi_s = 0, e_other = 0, o_other = 0, os_other = 0;
+        int cats = 0;
+        for (int t = 0; t < V; t++) {
+            double e = (double)NS * pl[t];
+            if (e >= 5) {
+                chi += (count[t] - e) * (count[t] - e) / e;
+                chi_s += (count_s[t] - e) * (count_s[t] - e) / e;
+                cats++;
+            } else
+                e_other += e, o_other += count[t], os_other += count_s[t];
+        }
+        if (e_other >= 5) {
+            chi += (o_other - e_other) * (o_other - e_other) / e_other;
+            chi_s += (os_other - e_other) * (os_other - e_other) / e_other;
+            cats++;
+        }
+        int df = cats - 1;
+        /* Wilson-Hilferty: the chi-square quantile at 1 - 0.001 (z = 3.0902) */
+        double h = 2.0 / (9.0 * df), crit = df * pow(1 - h + 3.0902 * sqrt(h), 3);
+        fprintf(stderr, "rejection sampling: %d draws, %d categories, chi2 %.1f (critical %.1f at 0.001, df %d), "
+                        "%.0f%% of first drafts accepted; control (samples of p_S): chi2 %.1f\n",
+                NS, cats, chi, crit, df, 100.0 * accepted / NS, chi_s);
+        EXPECT(df >= 5);
+        EXPECT(chi < crit);
+        EXPECT(chi_s > crit);
+        EXPECT(accepted > NS / 10 && accepted < NS - NS / 10); /* both paths taken */
+        free(pl), free(ps), free(count), free(count_s);
     }
     sampler_destroy(&greedy);
     pair_close(&pr);

@@ -239,8 +239,9 @@ static void att_one(const att_task_t *a, int t, int h) {
 }
 
 static void att_worker(void *p, int i, int n) {
-    const att_task_t *a = p; /* one chunk per (token, head) pair */
-    att_one(a, i / a->nh, i % a->nh);
+    const att_task_t *a = p; /* chunk i: a contiguous range of (token, head) pairs */
+    int total = a->T * a->nh, lo = (int)((long)total * i / n), hi = (int)((long)total * (i + 1) / n);
+    for (int k = lo; k < hi; k++) att_one(a, k / a->nh, k % a->nh);
 }
 
 static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T,
@@ -250,7 +251,8 @@ static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, 
     CHECK((int64_t)(pos0 + T) * n_kv * hd <= kc.ne && kc.ne == vc.ne);
     CHECK(q.ne >= (int64_t)T * n_heads * hd && out.ne >= (int64_t)T * n_heads * hd);
     att_task_t a = {c->k, FW(out), F(q), F(kc), F(vc), T, pos0, n_heads, n_kv, hd};
-    threadpool_run(c->pool, att_worker, &a, T * n_heads);
+    int pairs = T * n_heads;
+    threadpool_run(c->pool, att_worker, &a, pairs < 1024 ? pairs : 1024);
 }
 
 typedef struct {
@@ -282,7 +284,7 @@ static void cpu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, 
     CHECK(off >= 0 && off + (int64_t)T * V <= x.ne);
     for (int t = 0; next && t < T; t++) CHECK(next[t] < V);
     stats_task_t s = {c->k, F(x) + off, V, next, argmax, max_p, nll};
-    threadpool_run(c->pool, stats_worker, &s, T);
+    threadpool_run(c->pool, stats_worker, &s, T); /* T <= a block's rows, far below the chunk limit */
 }
 
 static void cpu_destroy(backend_t *be) {

@@ -1,14 +1,16 @@
 /* threadpool.c - see threadpool.h.
  *
- * Protocol. One 64-bit atomic word `claim` holds (generation << 32 | next
- * chunk). To post a job the caller stores fn, arg and n_chunks, resets
- * `done`, then stores claim = (g << 32 | 0). Every thread claims chunk i by a
- * compare-and-swap of (g, i) -> (g, i + 1), runs it, and increments `done`;
- * the caller returns when done == n_chunks. A thread reads fn/arg/n after
- * loading claim and before its CAS: if the CAS succeeds, job g was not yet
- * complete, so the caller had not posted g + 1, so what it read belonged to
- * job g. A thread that finds no chunk left waits for the generation to
- * change.
+ * Protocol. One 64-bit atomic word `claim` holds (generation << 32 |
+ * n_chunks << 16 | next chunk). To post a job the caller stores fn and arg,
+ * resets `done`, then stores claim = (g, n, 0). Every thread claims chunk i
+ * by a compare-and-swap of (g, n, i) -> (g, n, i + 1) when i < n, runs it,
+ * and increments `done`; the caller returns when done == n. The chunk count
+ * lives in the same word as the index: a thread that judged "i < n" with a
+ * count from another job than its index could claim a chunk that does not
+ * exist. A thread reads fn/arg after loading claim and before its CAS: if
+ * the CAS succeeds, chunk i of job g was real and not yet run, so job g was
+ * not complete, so the caller had not yet written job g + 1's fn/arg. A
+ * thread that finds no chunk left waits for the generation to change.
  *
  * Sleeping: after SPIN_NS without a new generation a worker increments
  * `sleepers` and re-checks the generation under the mutex before waiting;
@@ -17,6 +19,8 @@
  * new job or the caller sees the sleeper (no lost wake-up).
  */
 #include "kernels/cpu/threadpool.h"
+
+#include "kernels/check.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -39,7 +43,6 @@ struct threadpool {
     uint32_t gen; /* caller-side count of posted jobs */
     _Atomic(threadpool_fn) fn;
     _Atomic(void *) arg;
-    atomic_int n_chunks;
     _Atomic uint64_t claim;
     atomic_int done;
     atomic_int sleepers;
@@ -65,12 +68,11 @@ static uint32_t work(threadpool_t *tp) {
         uint64_t c = atomic_load_explicit(&tp->claim, memory_order_acquire);
         threadpool_fn fn = atomic_load_explicit(&tp->fn, memory_order_relaxed);
         void *arg = atomic_load_explicit(&tp->arg, memory_order_relaxed);
-        int n = atomic_load_explicit(&tp->n_chunks, memory_order_relaxed);
-        uint32_t i = (uint32_t)c;
-        if (i >= (uint32_t)n) return (uint32_t)(c >> 32);
+        int n = (int)((c >> 16) & 0xffff), i = (int)(c & 0xffff);
+        if (i >= n) return (uint32_t)(c >> 32);
         if (atomic_compare_exchange_weak_explicit(&tp->claim, &c, c + 1, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
-            fn(arg, (int)i, n);
+            fn(arg, i, n);
             atomic_fetch_add_explicit(&tp->done, 1, memory_order_release);
         }
     }
@@ -129,15 +131,16 @@ threadpool_t *threadpool_new(int n) {
 
 void threadpool_run(threadpool_t *tp, threadpool_fn fn, void *arg, int n_chunks) {
     if (n_chunks <= 0) return;
+    CHECK(n_chunks <= THREADPOOL_MAX_CHUNKS);
     if (tp->n == 1 || n_chunks == 1) {
         for (int i = 0; i < n_chunks; i++) fn(arg, i, n_chunks);
         return;
     }
     atomic_store_explicit(&tp->fn, fn, memory_order_relaxed);
     atomic_store_explicit(&tp->arg, arg, memory_order_relaxed);
-    atomic_store_explicit(&tp->n_chunks, n_chunks, memory_order_relaxed);
     atomic_store_explicit(&tp->done, 0, memory_order_relaxed);
-    atomic_store(&tp->claim, (uint64_t)++tp->gen << 32); /* seq_cst: publishes the job */
+    /* seq_cst: publishes the job */
+    atomic_store(&tp->claim, (uint64_t)++tp->gen << 32 | (uint64_t)n_chunks << 16);
     if (atomic_load(&tp->sleepers) > 0) {
         pthread_mutex_lock(&tp->mu);
         pthread_cond_broadcast(&tp->cv);

@@ -16,6 +16,8 @@
 #ifndef BILD_THREADPOOL_H
 #define BILD_THREADPOOL_H
 
+#define THREADPOOL_MAX_CHUNKS 65535 /* most chunks one job may have */
+
 typedef void (*threadpool_fn)(void *arg, int chunk, int n_chunks);
 typedef struct threadpool threadpool_t;
 
