@@ -147,11 +147,7 @@ static void swiglu_worker(void *p, int ith, int nth) {
     s->k->matmul_rows(s->out, s->hid, s->x, s->d, s->w1, s->d, s->T, s->d, r0, r1, 0);
     s->k->matmul_rows(s->gate, s->hid, s->x, s->d, s->w3, s->d, s->T, s->d, r0, r1, 0);
     for (int t = 0; t < s->T; t++)
-        for (int i = r0; i < r1; i++) {
-            float *o = &s->out[(size_t)t * s->hid + i];
-            float a = *o;
-            *o = a / (1.0f + expf(-a)) * s->gate[(size_t)t * s->hid + i];
-        }
+        s->k->silu_mul(s->out + (size_t)t * s->hid + r0, s->gate + (size_t)t * s->hid + r0, r1 - r0);
 }
 
 static void cpu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tensor_t w3, int T, int d,
@@ -229,11 +225,8 @@ static void att_one(const att_task_t *a, int t, int h) {
             for (int j = 0; j < a->hd; j++) oh[j] *= f;
             mx = cmx;
         }
-        for (int s = 0; s < m; s++) {
-            float e = expf(sc[s] - mx);
-            sum += e;
-            a->k->axpy(oh, e, a->vc + (size_t)(s0 + s) * kvd + (size_t)g * a->hd, a->hd);
-        }
+        sum += a->k->exp_sub_sum(sc, m, mx);
+        for (int s = 0; s < m; s++) a->k->axpy(oh, sc[s], a->vc + (size_t)(s0 + s) * kvd + (size_t)g * a->hd, a->hd);
     }
     for (int j = 0; j < a->hd; j++) oh[j] /= sum;
 }

@@ -129,13 +129,14 @@ static void axpy_avx512(float *y, float a, const float *x, int n) {
     }
 }
 
-/* exp(x) for x <= 0: x = k ln2 + r with |r| <= ln2/2, exp(r) by its Taylor
- * polynomial to degree 7 (truncation error < 3e-8 relative), then scaled by
- * 2^k with scalef, which flushes to 0 below the float range. */
+/* exp(x): x = k ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial
+ * to degree 7 (truncation error < 3e-8 relative), then scaled by 2^k with
+ * scalef, which flushes to 0 below the float range and gives +inf above it.
+ * Inputs are clamped to [-104, 88.7]. */
 static inline __m512 exp_neg(__m512 x) {
     const __m512 log2e = _mm512_set1_ps(1.44269504f), ln2_hi = _mm512_set1_ps(0.693145752f),
                  ln2_lo = _mm512_set1_ps(1.42860677e-06f);
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
     __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(k, ln2_hi, x);
     r = _mm512_fnmadd_ps(k, ln2_lo, r);
@@ -169,4 +170,26 @@ static void max_sumexp_avx512(const float *x, int n, float *max, float *sum) {
     *max = m, *sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, axpy_avx512, max_sumexp_avx512};
+static float exp_sub_sum_avx512(float *x, int n, float m) {
+    __m512 mb = _mm512_set1_ps(m), s = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 mk = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        __m512 e = _mm512_maskz_mov_ps(mk, exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, x + j), mb)));
+        _mm512_mask_storeu_ps(x + j, mk, e);
+        s = _mm512_add_ps(s, e);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+static void silu_mul_avx512(float *a, const float *g, int n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 mk = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        __m512 av = _mm512_maskz_loadu_ps(mk, a + j), gv = _mm512_maskz_loadu_ps(mk, g + j);
+        __m512 den = _mm512_add_ps(one, exp_neg(_mm512_sub_ps(_mm512_setzero_ps(), av)));
+        _mm512_mask_storeu_ps(a + j, mk, _mm512_mul_ps(_mm512_div_ps(av, den), gv));
+    }
+}
+
+const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, axpy_avx512, max_sumexp_avx512,
+                                    exp_sub_sum_avx512, silu_mul_avx512};

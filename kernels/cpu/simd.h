@@ -23,6 +23,10 @@ typedef struct {
     /* max of x[0..n) and the sum of exp(x[j] - max) (relative error of
      * each exp term below 1e-6; -inf terms contribute 0) */
     void (*max_sumexp)(const float *x, int n, float *max, float *sum);
+    /* x[j] = exp(x[j] - m) for j < n (x[j] <= m); returns the sum */
+    float (*exp_sub_sum)(float *x, int n, float m);
+    /* a[j] = silu(a[j]) * g[j] = a[j] / (1 + exp(-a[j])) * g[j] for j < n */
+    void (*silu_mul)(float *a, const float *g, int n);
 } simd_kernels_t;
 
 extern const simd_kernels_t simd_scalar;
