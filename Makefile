@@ -1,7 +1,7 @@
 # bild - Big Little Decoder.  `make` builds the CPU version into build/.
 #
 #   make                 build/bild and the library
-#   make demo            install deps, build, fetch stories15M, generate a story
+#   make demo            install deps, build, fetch stories15M, write a story with BiLD
 #   make test            install deps, build and run every test (tests/run.sh)
 #   make bench           build and run the benchmarks (bench/)
 #   make models          fetch stories15M into models/ (scripts/get-models.sh)
@@ -77,11 +77,21 @@ test: deps
 	$(MAKE) all
 	BUILD=$(BUILD) sh tests/run.sh
 
-# The README's first command: install, build, fetch stories15M, generate a story.
+# The README's first command: install, build, fetch the models, and write a
+# story with BiLD (stories15M large, the provisional small model from
+# ../shared/models), statistics on stderr.
+SMALL_MODEL ?= ../shared/models/stories15M-small/small.bin
 demo: deps
 	$(MAKE) all
 	sh scripts/get-models.sh
-	$(BUILD)/bild run -m models/stories15M/stories15M.bin -p "Once upon a time" -n 256
+	@if [ -f $(SMALL_MODEL) ]; then \
+	  echo "+ bild generate (BiLD: small $(SMALL_MODEL), large stories15M)"; \
+	  $(BUILD)/bild generate -S $(SMALL_MODEL) -L models/stories15M/stories15M.bin \
+	    -p "Once upon a time, there was a little girl named Lily." -n 200; \
+	else \
+	  echo "no small model at $(SMALL_MODEL): running the large model alone"; \
+	  $(BUILD)/bild run -m models/stories15M/stories15M.bin -p "Once upon a time" -n 200; \
+	fi
 
 bench: all models
 	$(BUILD)/bench/decode

@@ -266,6 +266,7 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
     s->verify_calls++;
     s->large_passes++;
     s->large_positions += p->pending_pass_T;
+    s->large_pass_len[p->pending_pass_T < BILD_MAX_DRAFT ? p->pending_pass_T : BILD_MAX_DRAFT]++;
     p->L_cached = p->state == ST_PROMPT ? p->n_prompt : p->state == ST_EXTRA ? p->len : p->len + (p->vstop >= 0);
     if (p->state == ST_PROMPT || p->state == ST_EXTRA) {
         if (!append_large(p, r->sampled[r->n_out - 1])) p->L_pos = p->len - 1, p->state = ST_SMALL;

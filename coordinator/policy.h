@@ -54,6 +54,7 @@ typedef struct {
     int draft_calls, verify_calls;
     long large_positions; /* positions run by all large passes together (a pass over T tokens adds T) */
     long small_positions; /* the same for small passes */
+    int large_pass_len[BILD_MAX_DRAFT + 1]; /* large passes by block length (the last bucket: >= 64) */
 } policy_stats_t;
 
 typedef enum { STOP_NONE = -1, STOP_AT_EOS = 0, STOP_AT_LENGTH = 1 } policy_stop_t;
