@@ -74,7 +74,21 @@ static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, con
 #define FULL(p) _mm512_loadu_ps((p) + j)
 #define TAIL(p) _mm512_maskz_loadu_ps(m, (p) + j)
             int j = 0;
-            for (; j < dv; j += 16) STEP(FULL);
+            if (t == 0 && r + 8 + 4 <= r1) {
+                /* first token tile of this row group: the weights come from
+                 * L3 or DRAM; prefetch the group after next (rows r+8..r+11,
+                 * contiguous when ldw == d) a line per row per step */
+                const char *nx = (const char *)(w + (size_t)(r + 8) * ldw);
+                size_t rowb = (size_t)ldw * sizeof(float);
+                for (; j < dv; j += 16) {
+                    _mm_prefetch(nx + (size_t)j * 4, _MM_HINT_T0);
+                    _mm_prefetch(nx + rowb + (size_t)j * 4, _MM_HINT_T0);
+                    _mm_prefetch(nx + 2 * rowb + (size_t)j * 4, _MM_HINT_T0);
+                    _mm_prefetch(nx + 3 * rowb + (size_t)j * 4, _MM_HINT_T0);
+                    STEP(FULL);
+                }
+            } else
+                for (; j < dv; j += 16) STEP(FULL);
             if (j < d) STEP(TAIL);
 #undef STEP
 #undef FULL
@@ -89,7 +103,16 @@ static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, con
             const float *xt = x + (size_t)t * ldx;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             int j = 0;
+            /* first pass over these rows: prefetch the group after next, as above */
+            const char *nx = t == 0 && r + 12 <= r1 ? (const char *)(w + (size_t)(r + 8) * ldw) : NULL;
+            size_t rowb = (size_t)ldw * sizeof(float);
             for (; j < dv; j += 16) {
+                if (nx) {
+                    _mm_prefetch(nx + (size_t)j * 4, _MM_HINT_T0);
+                    _mm_prefetch(nx + rowb + (size_t)j * 4, _MM_HINT_T0);
+                    _mm_prefetch(nx + 2 * rowb + (size_t)j * 4, _MM_HINT_T0);
+                    _mm_prefetch(nx + 3 * rowb + (size_t)j * 4, _MM_HINT_T0);
+                }
                 __m512 xv = _mm512_loadu_ps(xt + j);
                 a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w0 + j), xv, a0);
                 a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w1 + j), xv, a1);
