@@ -439,6 +439,8 @@ static int cmd_generate(int argc, char **argv) {
                            ? n_out / (st->large_passes + cost * st->small_passes) : 0;
     double accept = st->drafted ? 100.0 * st->accepted / st->drafted : 0;
     double other = tm.total_s - tm.small_s - tm.large_s;
+    /* small tokens kept per large check (the first large pass checks nothing) */
+    double mean_acc = st->verify_calls > 1 ? (double)st->accepted / (st->verify_calls - 1) : 0;
     const char *stop = policy_stop_reason(pol) == STOP_AT_EOS ? "eos" : "length";
     if (!json) sink_bytes(&sink, "\n", 1);
     else {
@@ -462,6 +464,7 @@ static int cmd_generate(int argc, char **argv) {
         cJSON_AddNumberToObject(sj, "n_drafted", st->drafted);
         cJSON_AddNumberToObject(sj, "n_accept", st->accepted);
         cJSON_AddNumberToObject(sj, "accept_pct", accept);
+        cJSON_AddNumberToObject(sj, "mean_accepted", mean_acc);
         cJSON_AddNumberToObject(sj, "unchecked", st->unchecked);
         cJSON_AddNumberToObject(sj, "small_s", tm.small_s);
         cJSON_AddNumberToObject(sj, "large_s", tm.large_s);
@@ -496,7 +499,7 @@ static int cmd_generate(int argc, char **argv) {
                         "unchecked %d\n", st->large_passes, st->small_passes, st->fallbacks, st->rollbacks,
                 st->rolled_back, st->unchecked);
         fprintf(stderr, "bild: n_drafted %d, n_accept %d, accept %.1f%%, mean accepted per check %.2f\n", st->drafted,
-                st->accepted, accept, st->verify_calls > 1 ? (double)st->accepted / (st->verify_calls - 1) : 0);
+                st->accepted, accept, mean_acc);
         fprintf(stderr, "bild: time: small %.1f ms, large %.1f ms, other %.1f ms; cost ratio c %.3f; predicted "
                         "speedup n/(N_L + c N_S) %.2f\n", tm.small_s * 1e3, tm.large_s * 1e3, other * 1e3, cost,
                 predicted);

@@ -4,32 +4,10 @@
 # code and a one-line message that names the file or argument).
 # Run from the repository root; BUILD selects the build folder.
 set -u
-BILD=${BUILD:-build}/bild
-SH=${BILD_SHARED:-../shared}
+. tests/cli_lib.sh
 M260=$SH/models/stories260K/stories260K.bin
 T512=$SH/models/stories260K/tok512.bin
 T32K=$SH/models/stories15M/tokenizer.bin
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# expect NAME CODE PATTERN -- ARGS: exit code CODE, exactly one stderr line,
-# containing PATTERN (a fixed string), and nothing on stdout.
-expect() {
-    name=$1 code=$2 pat=$3
-    shift 4
-    "$BILD" "$@" >"$tmp/out" 2>"$tmp/err"
-    rc=$?
-    lines=$(wc -l <"$tmp/err")
-    if [ $rc -ne "$code" ]; then fail "$name: exit $rc, want $code; stderr: $(cat "$tmp/err")"
-    elif [ "$lines" -ne 1 ]; then fail "$name: $lines stderr lines, want 1: $(cat "$tmp/err")"
-    elif ! grep -qF -- "$pat" "$tmp/err"; then fail "$name: message lacks '$pat': $(cat "$tmp/err")"
-    elif [ -s "$tmp/out" ]; then fail "$name: wrote to stdout"
-    else echo "ok   $name: $(cat "$tmp/err")"
-    fi
-}
 
 # 1. Golden: greedy, 200 steps as llama2.c counts them (BOS at position 0,
 #    then 200 sampled tokens, the last never fed back), byte for byte.

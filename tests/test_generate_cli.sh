@@ -4,27 +4,10 @@
 # the right exit code and a one-line message; greedy BiLD with a tiny
 # rollback threshold equals `bild run` greedy; --json statistics add up.
 set -u
-BILD=${BUILD:-build}/bild
-SH=${BILD_SHARED:-../shared}
+. tests/cli_lib.sh
 LG=$SH/models/stories15M/stories15M.bin
 SM=$SH/models/stories15M-small/small.bin
 M260=$SH/models/stories260K/stories260K.bin
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-expect() {
-    name=$1 code=$2 pat=$3
-    shift 4
-    "$BILD" "$@" >"$tmp/out" 2>"$tmp/err"
-    rc=$?
-    lines=$(wc -l <"$tmp/err")
-    if [ $rc -ne "$code" ]; then fail "$name: exit $rc, want $code; stderr: $(cat "$tmp/err")"
-    elif [ "$lines" -ne 1 ]; then fail "$name: $lines stderr lines, want 1: $(cat "$tmp/err")"
-    elif ! grep -qF -- "$pat" "$tmp/err"; then fail "$name: message lacks '$pat': $(cat "$tmp/err")"
-    else echo "ok   $name: $(cat "$tmp/err")"
-    fi
-}
 
 expect "vocabulary sizes differ" 3 "vocabularies differ" -- generate -S "$M260" -L "$LG" -p x
 # same size, different pieces: a copy of tokenizer.bin with piece 1000 changed

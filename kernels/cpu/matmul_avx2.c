@@ -98,15 +98,5 @@ static void max_sumexp_avx2(const float *x, int n, float *max, float *sum) {
 }
 
 
-static float exp_sub_sum_avx2(float *x, int n, float m) {
-    float s = 0;
-    for (int j = 0; j < n; j++) s += (x[j] = expf(x[j] - m));
-    return s;
-}
-
-static void silu_mul_avx2(float *a, const float *g, int n) {
-    for (int j = 0; j < n; j++) a[j] = a[j] / (1.0f + expf(-a[j])) * g[j];
-}
-
-const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, axpy_avx2, max_sumexp_avx2, exp_sub_sum_avx2,
-                                      silu_mul_avx2};
+const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, axpy_avx2, max_sumexp_avx2, exp_sub_sum_generic,
+                                      silu_mul_generic};

@@ -40,15 +40,15 @@ static void max_sumexp_scalar(const float *x, int n, float *max, float *sum) {
 }
 
 
-static float exp_sub_sum_scalar(float *x, int n, float m) {
+float exp_sub_sum_generic(float *x, int n, float m) {
     float s = 0;
     for (int j = 0; j < n; j++) s += (x[j] = expf(x[j] - m));
     return s;
 }
 
-static void silu_mul_scalar(float *a, const float *g, int n) {
+void silu_mul_generic(float *a, const float *g, int n) {
     for (int j = 0; j < n; j++) a[j] = a[j] / (1.0f + expf(-a[j])) * g[j];
 }
 
-const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, axpy_scalar, max_sumexp_scalar, exp_sub_sum_scalar,
-                                      silu_mul_scalar};
+const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, axpy_scalar, max_sumexp_scalar, exp_sub_sum_generic,
+                                      silu_mul_generic};

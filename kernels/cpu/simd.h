@@ -29,6 +29,10 @@ typedef struct {
     void (*silu_mul)(float *a, const float *g, int n);
 } simd_kernels_t;
 
+/* libm versions, shared by the flavours without a vector exp */
+float exp_sub_sum_generic(float *x, int n, float m);
+void silu_mul_generic(float *a, const float *g, int n);
+
 extern const simd_kernels_t simd_scalar;
 extern const simd_kernels_t simd_avx2;
 extern const simd_kernels_t simd_avx512;

@@ -1,0 +1,28 @@
+# cli_lib.sh - shared helpers of the shell tests (sourced, not run):
+# BILD, SH (../shared), a temp folder $tmp removed on exit, and
+#   fail MESSAGE      count a failure
+#   expect NAME CODE PATTERN -- ARGS
+#                     run bild ARGS; require exit code CODE, exactly one
+#                     stderr line containing PATTERN (a fixed string), and
+#                     nothing on stdout
+BILD=${BUILD:-build}/bild
+SH=${BILD_SHARED:-../shared}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+
+expect() {
+    name=$1 code=$2 pat=$3
+    shift 4
+    "$BILD" "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    lines=$(wc -l <"$tmp/err")
+    if [ $rc -ne "$code" ]; then fail "$name: exit $rc, want $code; stderr: $(cat "$tmp/err")"
+    elif [ "$lines" -ne 1 ]; then fail "$name: $lines stderr lines, want 1: $(cat "$tmp/err")"
+    elif ! grep -qF -- "$pat" "$tmp/err"; then fail "$name: message lacks '$pat': $(cat "$tmp/err")"
+    elif [ -s "$tmp/out" ]; then fail "$name: wrote to stdout"
+    else echo "ok   $name: $(cat "$tmp/err")"
+    fi
+}
