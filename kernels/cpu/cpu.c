@@ -90,11 +90,18 @@ static void row_slice(int n, int ith, int nth, int *r0, int *r1) {
     *r1 = *r0 + per < n ? *r0 + per : n;
 }
 
-/* Chunks for n rows: about four per thread (so a descheduled thread's share
- * can be taken over in pieces), never fewer than 4 rows each. */
-static int row_chunks(const cpu_t *c, int n) {
+/* Below this many multiply-adds a job runs on the calling thread: waking
+ * the pool costs a few microseconds, more than the work (the small model's
+ * 64-wide layers are 4K-12K multiply-adds). */
+#define INLINE_WORK 32768
+
+/* Chunks for n rows of `work` multiply-adds in all: about four per thread
+ * (so a descheduled thread's share can be taken over in pieces), never
+ * fewer than 4 rows each; one (inline) for small jobs. */
+static int row_chunks(const cpu_t *c, int n, long work) {
     int want = 4 * threadpool_size(c->pool), most = (n + 3) / 4;
-    return threadpool_size(c->pool) == 1 ? 1 : want < most ? want : most;
+    if (threadpool_size(c->pool) == 1 || work < INLINE_WORK) return 1;
+    return want < most ? want : most;
 }
 
 typedef struct {
@@ -129,7 +136,7 @@ static void cpu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job
         CHECK(jobs[j].out_off + (int64_t)T * jobs[j].n <= jobs[j].out.ne);
         mt.total += jobs[j].n;
     }
-    threadpool_run(c->pool, matmul_worker, &mt, row_chunks(c, mt.total));
+    threadpool_run(c->pool, matmul_worker, &mt, row_chunks(c, mt.total, (long)mt.total * d * T));
 }
 
 typedef struct {
@@ -162,7 +169,7 @@ static void cpu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, ten
     }
     CHECK(w1.ne == (int64_t)hid * d && w3.ne == (int64_t)hid * d && out.ne >= (int64_t)need);
     swiglu_task_t s = {c->k, FW(out), c->scratch, F(x), F(w1), F(w3), T, d, hid};
-    threadpool_run(c->pool, swiglu_worker, &s, row_chunks(c, hid));
+    threadpool_run(c->pool, swiglu_worker, &s, row_chunks(c, hid, 2L * hid * d * T));
 }
 
 static void cpu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd,
@@ -245,7 +252,8 @@ static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, 
     CHECK(q.ne >= (int64_t)T * n_heads * hd && out.ne >= (int64_t)T * n_heads * hd);
     att_task_t a = {c->k, FW(out), F(q), F(kc), F(vc), T, pos0, n_heads, n_kv, hd};
     int pairs = T * n_heads;
-    threadpool_run(c->pool, att_worker, &a, pairs < 1024 ? pairs : 1024);
+    long work = 2L * pairs * (pos0 + T) * hd; /* scores and values */
+    threadpool_run(c->pool, att_worker, &a, work < INLINE_WORK ? 1 : pairs < 1024 ? pairs : 1024);
 }
 
 typedef struct {
