@@ -10,7 +10,11 @@ pass=0; fail=0; skip=0; failed=""
 export BUILD
 for t in "$BUILD"/tests/test_* tests/test_*.sh; do
     [ -f "$t" ] || continue
-    case "$t" in *.o|*.d) continue ;; esac
+    case "$t" in
+        *.sh) ;;
+        *.o|*.d|*.log) continue ;;
+        *) [ -x "$t" ] || continue ;;
+    esac
     name=$(basename "$t")
     log="$BUILD/tests/$name.log"
     mkdir -p "$BUILD/tests"
