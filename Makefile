@@ -17,7 +17,7 @@ BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(OPT) -g \
            -fno-math-errno -I. -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -lcjson -lpthread -lm
+LDLIBS  := -lmsgpackc -lcjson -lpthread -lm
 LDFLAGS :=
 
 ifeq ($(WERROR),1)
@@ -33,7 +33,7 @@ endif
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
 AVX2_FLAGS   := -mavx2 -mfma
 
-LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c) \
+LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c) \
             $(filter-out %/main.c,$(wildcard small_worker/*.c large_worker/*.c)) \
             $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

@@ -1,0 +1,108 @@
+/* proto.h - the control-plane messages between the coordinator and the
+ * workers, encoded with msgpack-c. (The ZeroMQ transport and the worker
+ * processes that use these messages are the next step; see
+ * docs/protocol.md.)
+ *
+ * Every message is one msgpack array: [version, type, request id, fields...]
+ * with the fields positional and typed. Decoding checks the version, the
+ * type, every field's msgpack type, every length against the limits below
+ * and every value's range, and returns an error code instead of asserting:
+ * bytes from the network are untrusted.
+ */
+#ifndef BILD_PROTO_H
+#define BILD_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/worker.h"
+
+#define PROTO_VERSION 1
+#define PROTO_MAX_FEED (1 << 20)   /* most tokens one draft request may feed */
+#define PROTO_MAX_VOCAB (1 << 22)  /* most vocabulary entries a distribution may have */
+#define PROTO_MAX_TEXT 1024        /* longest string field */
+
+typedef enum {
+    MSG_HELLO = 1,       /* coordinator -> worker: who are you? */
+    MSG_HELLO_REPLY = 2, /* worker -> coordinator: role, model, vocabulary fingerprint */
+    MSG_DRAFT_REQ = 3,
+    MSG_DRAFT_RES = 4,
+    MSG_VERIFY_REQ = 5,
+    MSG_VERIFY_RES = 6,
+    MSG_ERROR = 7,       /* either way: a request failed */
+    MSG_PING = 8,
+    MSG_PONG = 9,
+    MSG_SHUTDOWN = 10,
+} msg_type_t;
+
+typedef enum { ROLE_SMALL = 1, ROLE_LARGE = 2 } worker_role_t;
+
+/* Decoding results. */
+typedef enum {
+    PROTO_OK = 0,
+    PROTO_E_FORMAT = -1,  /* not a msgpack array of the expected shape */
+    PROTO_E_VERSION = -2, /* another protocol version */
+    PROTO_E_TYPE = -3,    /* unknown message type */
+    PROTO_E_RANGE = -4,   /* a length or value out of range */
+    PROTO_E_NOMEM = -5,
+} proto_err_t;
+
+typedef struct {
+    worker_role_t role;
+    char model[PROTO_MAX_TEXT + 1];
+    int vocab_size, seq_len;
+    uint64_t vocab_fingerprint;
+    uint32_t caps; /* capability bits, reserved */
+} hello_reply_t;
+
+/* One decoded message. Fields not used by its type are zero. The feed
+ * tokens and distributions are owned by the message (proto_msg_free). */
+typedef struct {
+    msg_type_t type;
+    uint32_t id;          /* request id, echoed in the reply */
+    worker_role_t role;   /* MSG_HELLO: the role the coordinator expects */
+    hello_reply_t hello;  /* MSG_HELLO_REPLY */
+    draft_req_t draft_req;   /* .feed points into feed_buf */
+    draft_res_t draft_res;   /* .probs points into probs_buf */
+    verify_req_t verify_req; /* .tokens points into feed_buf */
+    verify_res_t verify_res; /* .probs points into probs_buf */
+    int err_code;            /* MSG_ERROR */
+    char err_text[PROTO_MAX_TEXT + 1];
+    int *feed_buf;
+    float *probs_buf;
+} proto_msg_t;
+
+/* A growable output buffer (msgpack_sbuffer underneath). */
+typedef struct {
+    char *data;
+    size_t size, alloc;
+} proto_buf_t;
+
+void proto_buf_free(proto_buf_t *b);
+
+/* Encoders: append one message to b (cleared first). Return 0, or -1 on
+ * allocation failure. vocab is the row length of probs (ignored when NULL). */
+int proto_encode_hello(proto_buf_t *b, uint32_t id, worker_role_t expect);
+int proto_encode_hello_reply(proto_buf_t *b, uint32_t id, const hello_reply_t *h);
+int proto_encode_draft_req(proto_buf_t *b, uint32_t id, const draft_req_t *r);
+int proto_encode_draft_res(proto_buf_t *b, uint32_t id, const draft_res_t *r, int vocab);
+int proto_encode_verify_req(proto_buf_t *b, uint32_t id, const verify_req_t *r);
+int proto_encode_verify_res(proto_buf_t *b, uint32_t id, const verify_res_t *r, int vocab);
+int proto_encode_error(proto_buf_t *b, uint32_t id, int code, const char *text);
+int proto_encode_simple(proto_buf_t *b, uint32_t id, msg_type_t type); /* PING, PONG, SHUTDOWN */
+
+/* Decodes one message from data[0, n). vocab is the expected row length of
+ * any distribution it carries (0: none may be present). Returns PROTO_OK
+ * with *m filled (free it with proto_msg_free), or an error code with *m
+ * empty; never aborts on bad input. */
+proto_err_t proto_decode(const void *data, size_t n, int vocab, proto_msg_t *m);
+void proto_msg_free(proto_msg_t *m);
+
+const char *proto_err_name(proto_err_t e);
+
+/* FNV-1a fingerprint of a vocabulary given as its pieces' decoded bytes,
+ * fed one piece at a time: start with PROTO_FP_INIT. */
+#define PROTO_FP_INIT 1469598103934665603ULL
+uint64_t proto_fingerprint_add(uint64_t fp, const void *bytes, size_t n);
+
+#endif
