@@ -17,7 +17,7 @@ BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(OPT) -g \
            -fno-math-errno -I. -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -lmsgpackc -lcjson -lpthread -lm
+LDLIBS  := -lzmq -lmsgpackc -lcjson -lpthread -lm
 LDFLAGS :=
 
 ifeq ($(WERROR),1)

@@ -1,6 +1,8 @@
 /* cli.c - see cli.h. */
 #include "coordinator/cli.h"
 
+#include "proto/proto.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -183,4 +185,14 @@ void sink_tokens(sink_t *s, const tokenizer_t *tok, int prev, const int *tokens,
         const char *p = tokenizer_decode(tok, i ? tokens[i - 1] : prev, tokens[i], &len);
         sink_bytes(s, p, len);
     }
+}
+
+uint64_t cli_vocab_fingerprint(const tokenizer_t *tok) {
+    uint64_t fp = PROTO_FP_INIT;
+    for (int id = 0; id < tokenizer_vocab_size(tok); id++) {
+        size_t n;
+        const char *p = tokenizer_decode(tok, 0, id, &n);
+        fp = proto_fingerprint_add(fp, p, n);
+    }
+    return fp;
 }

@@ -36,6 +36,10 @@ char *cli_read_prompt_file(const char *path, char *err, size_t errlen);
  * 0 with the path in out, or -1 with the paths tried in tried. */
 int cli_default_tokenizer(const char *model, int vocab, char *out, size_t n, char *tried, size_t tn);
 
+/* The vocabulary fingerprint the workers' handshake carries: FNV-1a over
+ * every piece's decoded bytes (proto_fingerprint_add). */
+uint64_t cli_vocab_fingerprint(const tokenizer_t *tok);
+
 /* Text output: streams to stdout, or collects (for --json). Bytes go through
  * a UTF-8 sanitiser, so what comes out is valid UTF-8. */
 typedef struct {

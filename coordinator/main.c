@@ -6,7 +6,9 @@
  * arguments, opens files, prints, and maps failures to exit codes.
  */
 #include <cjson/cJSON.h>
+#include <zmq.h>
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -20,10 +22,15 @@
 
 #include "coordinator/cli.h"
 #include "coordinator/policy.h"
+#include "coordinator/remote.h"
 #include "coordinator/session.h"
 #include "kernels/cpu/cpu.h"
+#include "large_worker/server.h"
 #include "large_worker/verifier.h"
+#include "proto/serve.h"
+#include "proto/transport.h"
 #include "small_worker/drafter.h"
+#include "small_worker/server.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -90,6 +97,9 @@ static const char *GEN_HELP =
     "      --rollback B        rollback threshold, -log p_large in nats (default 5)\n"
     "      --max-small N       most small tokens in a row (default 10)\n"
     "      --gamma G           spec mode: draft length (default 5)\n"
+    "      --small-endpoint EP use a running small worker (bild small-worker) at EP\n"
+    "      --large-endpoint EP use a running large worker at EP (greedy only)\n"
+    "      --timeout MS        give up on a worker that does not answer (default 30000)\n"
     "      --faithful          reproduce the official BiLD loop exactly (first\n"
     "                          position above the threshold only; unchecked tail)\n"
     "  -t, --temperature T     0 = greedy (default 0)\n"
@@ -113,6 +123,8 @@ static const char *MAIN_HELP =
     "commands:\n"
     "  run        generate text with one model (bild run --help)\n"
     "  generate   BiLD with a small and a large model (bild generate --help)\n"
+    "  small-worker, large-worker\n"
+    "             serve a model to a coordinator over ZeroMQ (bild small-worker --help)\n"
     "\n"
     "  bild --version   print the version\n";
 
@@ -298,12 +310,16 @@ static int cmd_generate(int argc, char **argv) {
     const char *small_path = NULL, *large_path = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL,
                *mode_s = "bild";
     int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0;
-    int seed_given = 0, fb_given = 0;
+    int seed_given = 0, fb_given = 0, timeout_ms = 30000;
+    const char *small_ep = NULL, *large_ep = NULL;
     float alpha_fb = 0.6f, alpha_rb = 5.0f, temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
     const opt_t opts[] = {
         {"-S", "--small", OPT_STR, &small_path, 0, 0, 0, NULL},
         {"-L", "--large", OPT_STR, &large_path, 0, 0, 0, NULL},
+        {NULL, "--small-endpoint", OPT_STR, &small_ep, 0, 0, 0, NULL},
+        {NULL, "--large-endpoint", OPT_STR, &large_ep, 0, 0, 0, NULL},
+        {NULL, "--timeout", OPT_INT, &timeout_ms, 100, 3600000, 0, NULL},
         {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
         {"-p", "--prompt", OPT_STR, &prompt, 0, 0, 0, NULL},
         {"-f", "--prompt-file", OPT_STR, &prompt_file, 0, 0, 0, NULL},
@@ -326,8 +342,14 @@ static int cmd_generate(int argc, char **argv) {
     if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
     int mode = policy_mode_parse(mode_s);
     if (mode < 0) return cli_usage_error(cmd, "--mode: unknown mode '%s' (bild, large, small or spec)", mode_s);
-    if (!small_path && mode != POLICY_LARGE) return cli_usage_error(cmd, "--small is required");
-    if (!large_path && mode != POLICY_SMALL) return cli_usage_error(cmd, "--large is required");
+    if (small_path && small_ep) return cli_usage_error(cmd, "give --small or --small-endpoint, not both");
+    if (large_path && large_ep) return cli_usage_error(cmd, "give --large or --large-endpoint, not both");
+    if (!small_path && !small_ep && mode != POLICY_LARGE) return cli_usage_error(cmd, "--small is required");
+    if (!large_path && !large_ep && mode != POLICY_SMALL) return cli_usage_error(cmd, "--large is required");
+    if ((small_ep || large_ep) && temperature > 0)
+        return cli_usage_error(cmd, "remote workers decode greedily for now; drop --temperature or run in process");
+    if (mode == POLICY_LARGE) small_path = small_ep = NULL; /* not used */
+    if (mode == POLICY_SMALL) large_path = large_ep = NULL;
     if (!prompt == !prompt_file) return cli_usage_error(cmd, "give exactly one of --prompt and --prompt-file");
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
     if (mode == POLICY_SPEC && !fb_given) alpha_fb = 0;
@@ -345,13 +367,50 @@ static int cmd_generate(int argc, char **argv) {
     verifier_t *vf = NULL;
     policy_t *pol = NULL;
     sink_t sink = {.stream = !json};
+    void *zctx = NULL;
+    remote_t *rs = NULL, *rl = NULL;
+    hello_reply_t hs = {0}, hl = {0};
+    tokenizer_t *own_tok = NULL;
+    /* remote workers first: their handshake says which vocabulary they hold */
+    if (small_ep || large_ep) {
+        if (!(zctx = zmq_ctx_new())) {
+            fprintf(stderr, "bild %s: cannot start ZeroMQ\n", cmd);
+            goto done;
+        }
+        if ((small_ep && !(rs = remote_connect(zctx, small_ep, ROLE_SMALL, 0, 0, timeout_ms, &hs, err, sizeof err))) ||
+            (large_ep && !(rl = remote_connect(zctx, large_ep, ROLE_LARGE, 0, 0, timeout_ms, &hl, err, sizeof err)))) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+    }
     /* the tokenizer: --tokenizer, else beside the large model, else beside the small one */
     if (large_path && load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &Lg)) goto done;
     if (small_path && load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &S)) goto done;
-    loaded_t *lead = Lg.m ? &Lg : &S;
     tokenizer_t *tok = Lg.tok ? Lg.tok : S.tok;
+    if (!tok && tokpath && (rs || rl)) { /* both models remote: the tokenizer alone, sized by the handshake */
+        if (!(tok = own_tok = tokenizer_load_llama2c(tokpath, rl ? hl.vocab_size : hs.vocab_size, err, sizeof err))) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            goto done;
+        }
+    }
     if (!tok) {
         fprintf(stderr, "bild %s: no tokenizer found next to either model; pass --tokenizer PATH\n", cmd);
+        goto done;
+    }
+    const int V = tokenizer_vocab_size(tok), eos = tokenizer_eos(tok), bos = tokenizer_bos(tok);
+    uint64_t fp = cli_vocab_fingerprint(tok);
+    const hello_reply_t *hel[2] = {rs ? &hs : NULL, rl ? &hl : NULL};
+    const char *eps[2] = {small_ep, large_ep};
+    for (int i = 0; i < 2; i++)
+        if (hel[i] && (hel[i]->vocab_size != V || hel[i]->vocab_fingerprint != fp)) {
+            fprintf(stderr, "bild %s: the %s worker at %s holds another vocabulary (%d tokens, fingerprint %016llx; "
+                            "the tokenizer here: %d, %016llx)\n", cmd, i ? "large" : "small", eps[i], hel[i]->vocab_size,
+                    (unsigned long long)hel[i]->vocab_fingerprint, V, (unsigned long long)fp);
+            goto done;
+        }
+    if ((S.m && model_config(S.m)->vocab_size != V) || (Lg.m && model_config(Lg.m)->vocab_size != V)) {
+        fprintf(stderr, "bild %s: vocabularies differ: a local model and the remote worker disagree on the size\n", cmd);
         goto done;
     }
     if (S.m && Lg.m) {
@@ -375,7 +434,9 @@ static int cmd_generate(int argc, char **argv) {
     }
     if (!(ids = encode_prompt(cmd, tok, prompt, prompt_file, &n_ids, &rc))) goto done;
     if ((Lg.m && !prompt_fits(cmd, n_ids, model_config(Lg.m), "large ")) ||
-        (S.m && !prompt_fits(cmd, n_ids, model_config(S.m), "small "))) {
+        (S.m && !prompt_fits(cmd, n_ids, model_config(S.m), "small ")) ||
+        (rs && !prompt_fits(cmd, n_ids, &(model_config_t){.seq_len = hs.seq_len}, "small ")) ||
+        (rl && !prompt_fits(cmd, n_ids, &(model_config_t){.seq_len = hl.seq_len}, "large "))) {
         rc = EXIT_FIT;
         goto done;
     }
@@ -391,22 +452,22 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         goto done;
     }
-    const model_config_t *c = model_config(lead->m);
     if (temperature > 0) { /* independent streams for the two models */
-        smp_s = sampler_new(c->vocab_size, temperature, top_p, 0, seed);
-        smp_l = sampler_new(c->vocab_size, temperature, top_p, 0, seed ^ 0x9E3779B97F4A7C15ULL);
+        smp_s = sampler_new(V, temperature, top_p, 0, seed);
+        smp_l = sampler_new(V, temperature, top_p, 0, seed ^ 0x9E3779B97F4A7C15ULL);
         if (!smp_s || !smp_l) {
             fprintf(stderr, "bild %s: out of memory\n", cmd);
             goto done;
         }
     }
-    if ((tfs && !(dr = drafter_new(tfs, smp_s, temperature, c->eos_id, c->bos_id))) || (tfl && !(vf = verifier_new(tfl, smp_l, temperature)))) {
+    if ((tfs && !(dr = drafter_new(tfs, smp_s, temperature, eos, bos))) ||
+        (tfl && !(vf = verifier_new(tfl, smp_l, temperature)))) {
         fprintf(stderr, "bild %s: out of memory\n", cmd);
         goto done;
     }
     policy_params_t pp = {.mode = mode, .faithful = faithful, .alpha_fb = alpha_fb, .alpha_rb = alpha_rb,
                           .max_small = mode == POLICY_SPEC ? gamma : max_small, .max_new = max_new,
-                          .vocab_size = c->vocab_size, .stop_a = c->eos_id, .stop_b = c->bos_id,
+                          .vocab_size = V, .stop_a = eos, .stop_b = bos,
                           .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
     if (!(pol = policy_new(&pp, ids, n_ids, err, sizeof err))) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
@@ -416,10 +477,11 @@ static int cmd_generate(int argc, char **argv) {
     if (!quiet)
         fprintf(stderr, "bild: mode %s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; cpu/%s, "
                         "%d threads; seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "",
-                small_path ? small_path : "-", large_path ? large_path : "-", alpha_fb, alpha_rb, pp.max_small,
+                small_path ? small_path : small_ep ? small_ep : "-", large_path ? large_path : large_ep ? large_ep : "-",
+                alpha_fb, alpha_rb, pp.max_small,
                 be->isa, be->n_threads, (unsigned long long)seed);
-    small_link_t sl = dr ? drafter_link(dr) : (small_link_t){0};
-    large_link_t ll = vf ? verifier_link(vf) : (large_link_t){0};
+    small_link_t sl = dr ? drafter_link(dr) : rs ? remote_small_link(rs) : (small_link_t){0};
+    large_link_t ll = vf ? verifier_link(vf) : rl ? remote_large_link(rl) : (large_link_t){0};
     session_times_t tm;
     if (session_run(pol, &sl, &ll, &tm, err, sizeof err) != 0) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
@@ -439,6 +501,13 @@ static int cmd_generate(int argc, char **argv) {
                            ? n_out / (st->large_passes + cost * st->small_passes) : 0;
     double accept = st->drafted ? 100.0 * st->accepted / st->drafted : 0;
     double other = tm.total_s - tm.small_s - tm.large_s;
+    long trips = 0, bytes = 0;
+    remote_t *rem[2] = {rs, rl};
+    for (int i = 0; i < 2; i++)
+        if (rem[i]) {
+            trips += remote_stats(rem[i])->round_trips;
+            bytes += remote_stats(rem[i])->bytes_sent + remote_stats(rem[i])->bytes_received;
+        }
     /* small tokens kept per large check (the first large pass checks nothing) */
     double mean_acc = st->verify_calls > 1 ? (double)st->accepted / (st->verify_calls - 1) : 0;
     const char *stop = policy_stop_reason(pol) == STOP_AT_EOS ? "eos" : "length";
@@ -473,6 +542,8 @@ static int cmd_generate(int argc, char **argv) {
         cJSON_AddNumberToObject(sj, "tok_per_s", tm.total_s > 0 ? st->n_gen / tm.total_s : 0);
         cJSON_AddNumberToObject(sj, "cost_ratio", cost);
         cJSON_AddNumberToObject(sj, "predicted_speedup", predicted);
+        cJSON_AddNumberToObject(sj, "round_trips", trips);
+        cJSON_AddNumberToObject(sj, "bytes_moved", (double)bytes);
         cJSON_AddNumberToObject(j, "seed", (double)seed);
         /* which model produced each token, as a string of S and L */
         char *srcs = malloc((size_t)n_out + 1);
@@ -503,6 +574,7 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "bild: time: small %.1f ms, large %.1f ms, other %.1f ms; cost ratio c %.3f; predicted "
                         "speedup n/(N_L + c N_S) %.2f\n", tm.small_s * 1e3, tm.large_s * 1e3, other * 1e3, cost,
                 predicted);
+        if (rs || rl) fprintf(stderr, "bild: remote: %ld round trips, %ld bytes moved\n", trips, bytes);
     }
     rc = EXIT_OK;
 done:
@@ -518,6 +590,98 @@ done:
     backend_destroy(&be);
     loaded_free(&S);
     loaded_free(&Lg);
+    tokenizer_destroy(&own_tok);
+    remote_destroy(&rs);
+    remote_destroy(&rl);
+    if (zctx) zmq_ctx_term(zctx);
+    return rc;
+}
+
+static const char *WORKER_HELP =
+    "usage: bild small-worker|large-worker --model PATH --bind ENDPOINT [options]\n"
+    "\n"
+    "Serves one model to a coordinator (bild generate --small-endpoint /\n"
+    "--large-endpoint) over ZeroMQ: the small worker drafts, the large worker\n"
+    "verifies. Prints 'listening on ENDPOINT' on stderr when ready; exits on\n"
+    "SIGINT, SIGTERM or a shutdown message.\n"
+    "\n"
+    "  -m, --model PATH        llama2.c checkpoint\n"
+    "  -z, --tokenizer PATH    its tokenizer (default: beside the model); its\n"
+    "                          fingerprint is checked by the coordinator\n"
+    "  -b, --bind ENDPOINT     ipc:///path or tcp://127.0.0.1:PORT\n"
+    "      --allow-remote      allow a non-loopback tcp:// address\n"
+    "  -j, --threads N         CPU threads (default: all online cores)\n"
+    "  -h, --help              this help\n";
+
+/* Set by SIGINT/SIGTERM; the serve loop polls it. */
+static volatile sig_atomic_t g_stop = 0;
+static void on_signal(int sig) { g_stop = sig; }
+
+static int cmd_worker(int argc, char **argv, worker_role_t role) {
+    const char *cmd = role == ROLE_SMALL ? "small-worker" : "large-worker";
+    const char *model = NULL, *tokpath = NULL, *bind_ep = NULL;
+    int threads = 0, allow_remote = 0;
+    const opt_t opts[] = {
+        {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
+        {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
+        {"-b", "--bind", OPT_STR, &bind_ep, 0, 0, 0, NULL},
+        {NULL, "--allow-remote", OPT_FLAG, &allow_remote, 0, 0, 0, NULL},
+        {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
+    };
+    int pr = cli_parse(cmd, argc, argv, opts, (int)(sizeof opts / sizeof *opts), WORKER_HELP);
+    if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
+    if (!model) return cli_usage_error(cmd, "--model is required");
+    if (!bind_ep) return cli_usage_error(cmd, "--bind is required");
+
+    char err[1024];
+    int rc = EXIT_INPUT;
+    loaded_t L = {0};
+    backend_t *be = NULL;
+    transformer_t *tf = NULL;
+    drafter_t *dr = NULL;
+    verifier_t *vf = NULL;
+    void *zctx = NULL, *sock = NULL;
+    if (load_model(cmd, model, tokpath, 0, &L)) goto done;
+    const model_config_t *c = model_config(L.m);
+    rc = EXIT_RUNTIME;
+    if (!(be = backend_cpu_new(threads)) ||
+        !(tf = transformer_new(be, c, model_weights(L.m), BILD_MAX_DRAFT, err, sizeof err)) ||
+        (role == ROLE_SMALL && !(dr = drafter_new(tf, NULL, 0, c->eos_id, c->bos_id))) ||
+        (role == ROLE_LARGE && !(vf = verifier_new(tf, NULL, 0)))) {
+        fprintf(stderr, "bild %s: cannot set up the model (out of memory?)\n", cmd);
+        goto done;
+    }
+    if (!(zctx = zmq_ctx_new()) || !(sock = transport_bind(zctx, bind_ep, allow_remote, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, zctx ? err : "cannot start ZeroMQ");
+        rc = allow_remote || transport_is_local(bind_ep) ? EXIT_RUNTIME : EXIT_USAGE;
+        goto done;
+    }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    small_server_t ss = {dr, c->vocab_size};
+    large_server_t ls = {vf, c->vocab_size};
+    serve_t sv = {.name = role == ROLE_SMALL ? "small worker" : "large worker",
+                  .hello = {.role = role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
+                            .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
+                  .vocab = c->vocab_size,
+                  .handle = role == ROLE_SMALL ? small_server_handle : large_server_handle,
+                  .ctx = role == ROLE_SMALL ? (void *)&ss : (void *)&ls,
+                  .stop = &g_stop};
+    snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
+    fprintf(stderr, "bild %s: %s (vocab %d, context %d, cpu/%s, %d threads): listening on %s\n", cmd, model,
+            c->vocab_size, c->seq_len, be->isa, be->n_threads, bind_ep);
+    rc = serve_loop(sock, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
+    fprintf(stderr, "bild %s: %s\n", cmd, g_stop ? "stopped by a signal" : "shut down");
+done:
+    transport_close(&sock);
+    if (zctx) zmq_ctx_term(zctx);
+    drafter_destroy(&dr);
+    verifier_destroy(&vf);
+    transformer_destroy(&tf);
+    backend_destroy(&be);
+    loaded_free(&L);
     return rc;
 }
 
@@ -529,6 +693,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "--version")) return puts("bild " BILD_VERSION) < 0 ? EXIT_RUNTIME : EXIT_OK;
     if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "small-worker")) return cmd_worker(argc - 2, argv + 2, ROLE_SMALL);
+    if (!strcmp(argv[1], "large-worker")) return cmd_worker(argc - 2, argv + 2, ROLE_LARGE);
     fprintf(stderr, "bild: unknown command '%s' (see bild --help)\n", argv[1]);
     return EXIT_USAGE;
 }

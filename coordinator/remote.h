@@ -1,0 +1,35 @@
+/* remote.h - worker links over ZeroMQ: the same small_link_t / large_link_t
+ * the in-process workers provide, carried as msgpack requests (proto/). The
+ * connection starts with a handshake that checks the worker's role and its
+ * vocabulary (size and fingerprint) against the coordinator's. */
+#ifndef BILD_REMOTE_H
+#define BILD_REMOTE_H
+
+#include <stdint.h>
+
+#include "coordinator/worker.h"
+#include "proto/proto.h"
+
+typedef struct remote remote_t;
+
+typedef struct {
+    long round_trips;
+    long bytes_sent, bytes_received;
+} remote_stats_t;
+
+/* Connects to a worker and shakes hands. vocab and fingerprint are the
+ * coordinator's (from its tokenizer); vocab 0 skips that check (the caller
+ * then compares the returned hello itself). NULL with a one-line message in err
+ * (naming the endpoint) on failure: no answer within timeout_ms, wrong role,
+ * another vocabulary. The worker's hello is copied to *hello if not NULL. */
+remote_t *remote_connect(void *zctx, const char *endpoint, worker_role_t role, int vocab, uint64_t fingerprint,
+                         int timeout_ms, hello_reply_t *hello, char *err, size_t errlen);
+/* Asks the worker to exit (best effort), then closes. Accepts NULL. */
+void remote_shutdown(remote_t **pr);
+void remote_destroy(remote_t **pr);
+
+small_link_t remote_small_link(remote_t *r);
+large_link_t remote_large_link(remote_t *r);
+const remote_stats_t *remote_stats(const remote_t *r);
+
+#endif

@@ -1,0 +1,29 @@
+/* serve.h - a worker's request loop: receive, decode (untrusted), handle,
+ * reply, until SHUTDOWN or a stop signal. A message that does not decode
+ * gets an ERROR reply and is logged; the loop keeps serving. */
+#ifndef BILD_SERVE_H
+#define BILD_SERVE_H
+
+#include <signal.h>
+
+#include "proto/proto.h"
+
+/* Handles one decoded request of a type other than HELLO/PING/SHUTDOWN and
+ * writes the reply into *out. Returns 0, or -1 with a message in err (an
+ * ERROR reply is then sent). */
+typedef int (*serve_fn)(void *ctx, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen);
+
+typedef struct {
+    const char *name;        /* for log lines: "small worker" */
+    hello_reply_t hello;     /* what HELLO is answered with */
+    int vocab;               /* expected distribution row length */
+    serve_fn handle;
+    void *ctx;
+    volatile sig_atomic_t *stop; /* set by a signal handler: leave the loop */
+} serve_t;
+
+/* Serves on a bound REP socket. Returns 0 after SHUTDOWN or a stop signal,
+ * -1 on a socket failure. Logs one line per refused message on stderr. */
+int serve_loop(void *sock, const serve_t *sv);
+
+#endif
