@@ -2,11 +2,11 @@
 # Installs the Debian packages the build and tests need, if any is missing.
 # Idempotent and quick when everything is there (dpkg query only).
 #   build:  gcc make libcjson-dev libmsgpack-dev libzmq3-dev
-#   tests:  (none beyond the build)
+#   tests:  python3 (JSON checks, test-file surgery), procps (pgrep)
 # The golden generators in tools/ref need python3-torch and python3-numpy;
 # pass --ref to install those as well.
 set -eu
-PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev"
+PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev python3 procps"
 [ "${1:-}" = "--ref" ] && PKGS="$PKGS python3-torch python3-numpy"
 missing=""
 for p in $PKGS; do
