@@ -1,5 +1,5 @@
 # cli_lib.sh - shared helpers of the shell tests (sourced, not run):
-# BILD, SH (../shared), a temp folder $tmp removed on exit, and
+# BILD, SH (../shared), the model paths LG, SM, TOK, M260, a temp folder $tmp removed on exit, and
 #   fail MESSAGE      count a failure
 #   expect NAME CODE PATTERN -- ARGS
 #                     run bild ARGS; require exit code CODE, exactly one
@@ -7,6 +7,10 @@
 #                     nothing on stdout
 BILD=${BUILD:-build}/bild
 SH=${BILD_SHARED:-../shared}
+LG=$SH/models/stories15M/stories15M.bin       # the large model
+SM=$SH/models/stories15M-small/small.bin      # the small model
+TOK=$SH/models/stories15M/tokenizer.bin       # their tokenizer
+M260=$SH/models/stories260K/stories260K.bin
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0

@@ -5,7 +5,6 @@
 # Run from the repository root; BUILD selects the build folder.
 set -u
 . tests/cli_lib.sh
-M260=$SH/models/stories260K/stories260K.bin
 T512=$SH/models/stories260K/tok512.bin
 T32K=$SH/models/stories15M/tokenizer.bin
 

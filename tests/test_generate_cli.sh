@@ -5,9 +5,6 @@
 # rollback threshold equals `bild run` greedy; --json statistics add up.
 set -u
 . tests/cli_lib.sh
-LG=$SH/models/stories15M/stories15M.bin
-SM=$SH/models/stories15M-small/small.bin
-M260=$SH/models/stories260K/stories260K.bin
 
 expect "vocabulary sizes differ" 3 "vocabularies differ" -- generate -S "$M260" -L "$LG" -p x
 # same size, different pieces: a copy of tokenizer.bin with piece 1000 changed

@@ -4,9 +4,6 @@
 # coordinator fails.
 set -u
 . tests/cli_lib.sh
-LG=$SH/models/stories15M/stories15M.bin
-SM=$SH/models/stories15M-small/small.bin
-TOK=$SH/models/stories15M/tokenizer.bin
 P="One morning, a cat named Tom woke up."
 export BILD
 LAUNCH_DIR=$tmp/run sh launch/local.sh --small "$SM" --large "$LG" --tokenizer "$TOK" -- -p "$P" -n 60 -q \

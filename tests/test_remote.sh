@@ -8,9 +8,6 @@
 # handshake. Workers are killed by pid on any exit.
 set -u
 . tests/cli_lib.sh
-LG=$SH/models/stories15M/stories15M.bin
-SM=$SH/models/stories15M-small/small.bin
-TOK=$SH/models/stories15M/tokenizer.bin
 pids=""
 cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM
