@@ -187,7 +187,7 @@ int main(int argc, char **argv) {
             pp.max_new = N, pp.vocab_size = 32000, pp.stop_a = 2, pp.stop_b = 1;
             policy_t *p = policy_new(&pp, prompts[i], np[i], err, sizeof err);
             session_times_t tm;
-            if (!p || session_run(p, &sl, &ll, &tm, err, sizeof err)) {
+            if (!p || session_run(p, &sl, &ll, 0, &tm, err, sizeof err)) {
                 fprintf(stderr, "bench/bild: %s\n", err);
                 return 1;
             }

@@ -46,6 +46,7 @@ enum {
     EXIT_USAGE = 2,   /* bad command line */
     EXIT_INPUT = 3,   /* a file could not be read or is not valid */
     EXIT_FIT = 4,     /* the request does not fit the model (prompt longer than the context) */
+    EXIT_WORKER = 5,  /* a remote worker could not be reached, refused the handshake, or failed */
 };
 
 static const char *RUN_HELP =
@@ -97,9 +98,24 @@ static const char *GEN_HELP =
     "      --rollback B        rollback threshold, -log p_large in nats (default 5)\n"
     "      --max-small N       most small tokens in a row (default 10)\n"
     "      --gamma G           spec mode: draft length (default 5)\n"
-    "      --small-endpoint EP use a running small worker (bild small-worker) at EP\n"
-    "      --large-endpoint EP use a running large worker at EP (greedy only)\n"
-    "      --timeout MS        give up on a worker that does not answer (default 30000)\n"
+    "      --prompts FILE      serve many requests: one prompt per line ('-': stdin);\n"
+    "                          one JSON result line per request on stdout\n"
+    "      --requests FILE     the same with JSON lines: {\"prompt\": ..., \"id\": ...,\n"
+    "                          \"max_tokens\", \"fallback\", \"rollback\", \"max_small\"}\n"
+    "                          ('-': stdin); a failed request gives {\"id\", \"error\"}\n"
+    "                          and serving goes on (workers are reconnected)\n"
+    "\n"
+    "Workers in other processes (greedy only; see bild small-worker --help):\n"
+    "      --small-endpoint EP use a running small worker at EP (ipc:// or tcp://)\n"
+    "      --large-endpoint EP use a running large worker at EP\n"
+    "      --overlap           while the large worker verifies, the small worker drafts\n"
+    "                          on from its own guess (same text; kept when right)\n"
+    "      --timeout MS        longest wait for one reply (default 30000)\n"
+    "      --heartbeat MS      connection heartbeat; a worker silent for 3 beats is\n"
+    "                          reported lost (default 1000)\n"
+    "      --curve-key FILE    this coordinator's CURVE key pair (bild keygen)\n"
+    "      --small-server-key FILE, --large-server-key FILE\n"
+    "                          the workers' public keys (their .pub files)\n"
     "      --faithful          reproduce the official BiLD loop exactly (first\n"
     "                          position above the threshold only; unchecked tail)\n"
     "  -t, --temperature T     0 = greedy (default 0)\n"
@@ -110,9 +126,10 @@ static const char *GEN_HELP =
     "  -q, --quiet             no statistics on stderr\n"
     "  -h, --help              this help\n"
     "\n"
-    "exit status: 0 ok, 1 runtime failure, 2 bad command line, 3 unreadable or\n"
-    "invalid input file (including a small/large vocabulary mismatch), 4 prompt\n"
-    "longer than a model's context.\n";
+    "exit status: 0 ok, 1 runtime failure (or, serving, any failed request), 2 bad\n"
+    "command line, 3 unreadable or invalid input file (including a small/large\n"
+    "vocabulary mismatch), 4 prompt longer than a model's context, 5 a remote\n"
+    "worker could not be reached, refused the handshake, or failed.\n";
 
 static const char *MAIN_HELP =
     "usage: bild COMMAND [options]\n"
@@ -125,6 +142,7 @@ static const char *MAIN_HELP =
     "  generate   BiLD with a small and a large model (bild generate --help)\n"
     "  small-worker, large-worker\n"
     "             serve a model to a coordinator over ZeroMQ (bild small-worker --help)\n"
+    "  keygen     make a CURVE key pair for encrypted, authenticated connections\n"
     "\n"
     "  bild --version   print the version\n";
 
@@ -306,11 +324,323 @@ done:
     return rc;
 }
 
+/* Everything one generation needs, set up once: the tokenizer, the links to
+ * both workers (in process or remote), and the defaults of each request. */
+typedef struct {
+    const char *cmd;
+    int json, quiet, overlap, timeout_ms;
+    policy_params_t base;  /* defaults; a request line may override some */
+    tokenizer_t *tok;
+    int V, eos, bos;
+    uint64_t fp;
+    int small_ctx, large_ctx; /* context lengths (0: that model is not used) */
+    drafter_t *dr;
+    verifier_t *vf;
+    void *zctx;
+    const char *small_ep, *large_ep;
+    const char *small_key, *large_key; /* CURVE: the workers' public keys */
+    remote_opts_t ro;
+    remote_t *rs, *rl;
+    hello_reply_t hs, hl;
+    long trips_done, bytes_done; /* from links closed after a failure */
+} gen_t;
+
+/* (Re)connects the remote links that are missing or broken, with a fresh
+ * handshake and the vocabulary check. Returns 0, or -1 with a message. */
+static int gen_connect(gen_t *g, char *err, size_t errlen) {
+    remote_t **rr[2] = {&g->rs, &g->rl};
+    const char *eps[2] = {g->small_ep, g->large_ep};
+    hello_reply_t *hh[2] = {&g->hs, &g->hl};
+    for (int i = 0; i < 2; i++) {
+        if (!eps[i]) continue;
+        if (*rr[i] && !remote_broken(*rr[i])) continue;
+        if (*rr[i]) {
+            g->trips_done += remote_stats(*rr[i])->round_trips;
+            g->bytes_done += remote_stats(*rr[i])->bytes_sent + remote_stats(*rr[i])->bytes_received;
+            remote_destroy(rr[i]);
+        }
+        remote_opts_t ro = g->ro;
+        ro.server_key = i ? g->large_key : g->small_key;
+        /* vocab 0 before the tokenizer is known: the caller checks the hello */
+        if (!(*rr[i] = remote_connect(g->zctx, eps[i], i ? ROLE_LARGE : ROLE_SMALL, g->tok ? g->V : 0, g->fp, &ro,
+                                      hh[i], err, errlen)))
+            return -1;
+    }
+    return 0;
+}
+
+static void gen_remote_totals(const gen_t *g, long *trips, long *bytes) {
+    *trips = g->trips_done, *bytes = g->bytes_done;
+    const remote_t *rem[2] = {g->rs, g->rl};
+    for (int i = 0; i < 2; i++)
+        if (rem[i]) {
+            *trips += remote_stats(rem[i])->round_trips;
+            *bytes += remote_stats(rem[i])->bytes_sent + remote_stats(rem[i])->bytes_received;
+        }
+}
+
+/* Result kinds of one request. */
+enum { GEN_OK = 0, GEN_BAD_REQUEST = 1, GEN_WORKER = 2, GEN_FIT = 3, GEN_FAIL = 4 };
+
+/* Runs one request. line_mode: print one JSON line (with id if given)
+ * instead of the streamed text or the --json object. Returns a GEN_ code;
+ * on failure err holds a one-line message (not yet printed). */
+static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int line_mode, const cJSON *id,
+                   char *err, size_t errlen) {
+    int n_ids = tokenizer_encode(g->tok, text, 1, NULL, 0), rc = GEN_FAIL;
+    int *ids = n_ids > 0 ? malloc(sizeof(int) * (size_t)n_ids) : NULL;
+    policy_t *pol = NULL;
+    sink_t sink = {.stream = !g->json && !line_mode};
+    char why[1024];
+    if (!ids) {
+        snprintf(err, errlen, "out of memory encoding the prompt");
+        goto done;
+    }
+    tokenizer_encode(g->tok, text, 1, ids, n_ids);
+    int ctx = g->small_ctx && g->large_ctx ? (g->small_ctx < g->large_ctx ? g->small_ctx : g->large_ctx)
+                                           : g->small_ctx + g->large_ctx;
+    if (n_ids > ctx) {
+        snprintf(err, errlen, "the prompt is %d tokens but the %s model's context is %d tokens (seq_len); shorten "
+                              "the prompt", n_ids, ctx == g->large_ctx ? "large" : "small", ctx);
+        rc = GEN_FIT;
+        goto done;
+    }
+    policy_params_t q = *pp;
+    if (!(pol = policy_new(&q, ids, n_ids, why, sizeof why))) {
+        snprintf(err, errlen, "%s", why);
+        rc = GEN_BAD_REQUEST;
+        goto done;
+    }
+    if (gen_connect(g, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s", why);
+        rc = GEN_WORKER;
+        goto done;
+    }
+    long trips0, bytes0;
+    gen_remote_totals(g, &trips0, &bytes0);
+    small_link_t sl = g->dr ? drafter_link(g->dr) : g->rs ? remote_small_link(g->rs) : (small_link_t){0};
+    large_link_t ll = g->vf ? verifier_link(g->vf) : g->rl ? remote_large_link(g->rl) : (large_link_t){0};
+    session_times_t tm;
+    if (session_run(pol, &sl, &ll, g->overlap, &tm, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s", why);
+        rc = (g->rs && remote_broken(g->rs)) || (g->rl && remote_broken(g->rl)) ? GEN_WORKER : GEN_FAIL;
+        goto done;
+    }
+    long trips, bytes;
+    gen_remote_totals(g, &trips, &bytes);
+    trips -= trips0, bytes -= bytes0;
+    int n_out;
+    const int *out = policy_output(pol, &n_out);
+    const policy_stats_t *st = policy_stats(pol);
+    if (sink.stream) sink_tokens(&sink, g->tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt */
+    sink_tokens(&sink, g->tok, ids[n_ids - 1], out, n_out);
+    sink_finish(&sink);
+    /* c = time of a small pass / time of a large pass, measured in this run */
+    double t_s = st->small_passes ? tm.small_s / st->small_passes : 0;
+    double t_l = st->large_passes ? tm.large_s / st->large_passes : 0;
+    double cost = t_l > 0 ? t_s / t_l : 0;
+    double predicted = st->large_passes + cost * st->small_passes > 0
+                           ? n_out / (st->large_passes + cost * st->small_passes) : 0;
+    double accept = st->drafted ? 100.0 * st->accepted / st->drafted : 0;
+    double other = tm.total_s - tm.small_s - tm.large_s;
+    /* small tokens kept per large check (the first large pass checks nothing) */
+    double mean_acc = st->verify_calls > 1 ? (double)st->accepted / (st->verify_calls - 1) : 0;
+    const char *stop = policy_stop_reason(pol) == STOP_AT_EOS ? "eos" : "length";
+    if (sink.stream) sink_bytes(&sink, "\n", 1);
+    else {
+        cJSON *j = cJSON_CreateObject();
+        if (id) cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
+        cJSON_AddStringToObject(j, "mode", policy_mode_name(q.mode));
+        cJSON_AddBoolToObject(j, "faithful", q.faithful);
+        cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
+        cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
+        for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
+        cJSON_AddNumberToObject(j, "prompt_tokens", n_ids);
+        cJSON_AddStringToObject(j, "stop", stop);
+        cJSON *sj = cJSON_AddObjectToObject(j, "stats");
+        cJSON_AddNumberToObject(sj, "generated", st->n_gen);
+        cJSON_AddNumberToObject(sj, "small_tokens", st->small_tokens);
+        cJSON_AddNumberToObject(sj, "large_tokens", st->large_tokens);
+        cJSON_AddNumberToObject(sj, "large_passes", st->large_passes);
+        cJSON_AddNumberToObject(sj, "small_passes", st->small_passes);
+        cJSON_AddNumberToObject(sj, "draft_calls", st->draft_calls);
+        cJSON_AddNumberToObject(sj, "verify_calls", st->verify_calls);
+        cJSON_AddNumberToObject(sj, "fallbacks", st->fallbacks);
+        cJSON_AddNumberToObject(sj, "rollbacks", st->rollbacks);
+        cJSON_AddNumberToObject(sj, "rolled_back", st->rolled_back);
+        cJSON_AddNumberToObject(sj, "n_drafted", st->drafted);
+        cJSON_AddNumberToObject(sj, "n_accept", st->accepted);
+        cJSON_AddNumberToObject(sj, "accept_pct", accept);
+        cJSON_AddNumberToObject(sj, "mean_accepted", mean_acc);
+        cJSON_AddNumberToObject(sj, "unchecked", st->unchecked);
+        cJSON_AddNumberToObject(sj, "small_s", tm.small_s);
+        cJSON_AddNumberToObject(sj, "large_s", tm.large_s);
+        cJSON_AddNumberToObject(sj, "other_s", other);
+        cJSON_AddNumberToObject(sj, "total_s", tm.total_s);
+        cJSON_AddNumberToObject(sj, "tok_per_s", tm.total_s > 0 ? st->n_gen / tm.total_s : 0);
+        cJSON_AddNumberToObject(sj, "cost_ratio", cost);
+        cJSON_AddNumberToObject(sj, "predicted_speedup", predicted);
+        cJSON_AddNumberToObject(sj, "round_trips", trips);
+        cJSON_AddNumberToObject(sj, "bytes_moved", (double)bytes);
+        cJSON_AddNumberToObject(sj, "overlap_drafts", tm.spec_drafts);
+        cJSON_AddNumberToObject(sj, "overlap_kept", tm.spec_kept);
+        cJSON_AddNumberToObject(j, "seed", (double)q.seed);
+        /* which model produced each token, as a string of S and L */
+        char *srcs = malloc((size_t)n_out + 1);
+        if (srcs) {
+            memcpy(srcs, policy_sources(pol), (size_t)n_out);
+            srcs[n_out] = 0;
+            cJSON_AddStringToObject(j, "sources", srcs);
+            free(srcs);
+        }
+        char *s = cJSON_PrintUnformatted(j);
+        if (!s || printf("%s\n", s) < 0 || fflush(stdout)) sink.write_error = 1;
+        free(s);
+        cJSON_Delete(j);
+    }
+    if (sink.write_error) {
+        snprintf(err, errlen, "cannot write the output: %s", strerror(errno));
+        goto done;
+    }
+    if (!g->quiet && !line_mode) {
+        fprintf(stderr, "bild: %d tokens (%d small, %d large) in %.1f ms, %.1f tok/s; stop: %s\n", st->n_gen,
+                st->small_tokens, st->large_tokens, tm.total_s * 1e3, tm.total_s > 0 ? st->n_gen / tm.total_s : 0,
+                stop);
+        fprintf(stderr, "bild: passes: %d large, %d small; fallbacks %d, rollbacks %d (%d tokens rolled back), "
+                        "unchecked %d\n", st->large_passes, st->small_passes, st->fallbacks, st->rollbacks,
+                st->rolled_back, st->unchecked);
+        fprintf(stderr, "bild: n_drafted %d, n_accept %d, accept %.1f%%, mean accepted per check %.2f\n", st->drafted,
+                st->accepted, accept, mean_acc);
+        fprintf(stderr, "bild: time: small %.1f ms, large %.1f ms, other %.1f ms; cost ratio c %.3f; predicted "
+                        "speedup n/(N_L + c N_S) %.2f\n", tm.small_s * 1e3, tm.large_s * 1e3, other * 1e3, cost,
+                predicted);
+        if (g->rs || g->rl)
+            fprintf(stderr, "bild: remote: %ld round trips (%d draft calls, %d verify calls), %ld bytes moved; "
+                            "%.2f round trips and %.0f bytes per token\n", trips, st->draft_calls, st->verify_calls,
+                    bytes, n_out ? (double)trips / n_out : 0, n_out ? (double)bytes / n_out : 0);
+        if (g->overlap)
+            fprintf(stderr, "bild: overlap: %d drafts made during a verification, %d kept\n", tm.spec_drafts,
+                    tm.spec_kept);
+    }
+    rc = GEN_OK;
+done:
+    sink_free(&sink);
+    free(ids);
+    policy_destroy(&pol);
+    return rc;
+}
+
+/* Reads one line (any length) from f; NULL at end of file. Caller frees. */
+static char *read_line(FILE *f) {
+    size_t cap = 0;
+    char *line = NULL;
+    ssize_t n = getline(&line, &cap, f);
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    return line;
+}
+
+/* Reads an optional number field of a request line into *out, checking its
+ * range. Returns 0, or -1 with a message. */
+static int req_number(const cJSON *o, const char *name, double lo, double hi, int integer, double *out, char *err,
+                      size_t errlen) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi) ||
+        (integer && v->valuedouble != (double)(long long)v->valuedouble)) {
+        snprintf(err, errlen, "\"%s\" must be %s in [%g, %g]", name, integer ? "an integer" : "a number", lo, hi);
+        return -1;
+    }
+    *out = v->valuedouble;
+    return 0;
+}
+
+/* Serves requests one at a time from f: JSON lines (jsonl) or one prompt
+ * per line. One result line per request on stdout; a failed request gives
+ * {"id": ..., "error": "..."} and serving goes on (remote workers are
+ * reconnected with a fresh handshake before the next request). Returns the
+ * number of failed requests, or -1 if the output cannot be written. */
+static int gen_serve(gen_t *g, FILE *f, int jsonl) {
+    char *line, err[1024];
+    int n = 0, failed = 0, lineno = 0;
+    double t0 = now_s();
+    while ((line = read_line(f))) {
+        lineno++;
+        const char *s = line;
+        while (*s == ' ' || *s == '\t') s++;
+        if (!*s) {
+            free(line);
+            continue;
+        }
+        n++;
+        policy_params_t q = g->base;
+        cJSON *req = NULL;
+        const cJSON *id = NULL;
+        const char *text = line;
+        int rc = GEN_BAD_REQUEST;
+        err[0] = 0;
+        if (jsonl) {
+            double v;
+            const cJSON *pr;
+            if (!(req = cJSON_Parse(line)) || !cJSON_IsObject(req))
+                snprintf(err, sizeof err, "line %d is not a JSON object", lineno);
+            else if (id = cJSON_GetObjectItemCaseSensitive(req, "id"), !(pr = cJSON_GetObjectItemCaseSensitive(req, "prompt")) ||
+                     !cJSON_IsString(pr))
+                snprintf(err, sizeof err, "line %d: \"prompt\" (a string) is required", lineno);
+            else {
+                text = pr->valuestring;
+                int bad = 0;
+                v = q.max_new;
+                bad |= req_number(req, "max_tokens", 1, 1e9, 1, &v, err, sizeof err), q.max_new = (int)v;
+                v = q.alpha_fb;
+                bad |= !bad && req_number(req, "fallback", 0, 1, 0, &v, err, sizeof err), q.alpha_fb = (float)v;
+                v = q.alpha_rb;
+                bad |= !bad && req_number(req, "rollback", 1e-9, 1e6, 0, &v, err, sizeof err), q.alpha_rb = (float)v;
+                v = q.max_small;
+                bad |= !bad && req_number(req, "max_small", 0, BILD_MAX_DRAFT - 2, 1, &v, err, sizeof err),
+                    q.max_small = (int)v;
+                if (!bad) err[0] = 0;
+            }
+        }
+        if (!err[0]) rc = gen_one(g, text, &q, 1, id, err, sizeof err);
+        if (rc != GEN_OK) {
+            failed++;
+            if (!g->quiet) fprintf(stderr, "bild %s: request %d failed: %s\n", g->cmd, n, err);
+            cJSON *j = cJSON_CreateObject();
+            if (id) cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
+            cJSON_AddStringToObject(j, "error", err);
+            char *o = cJSON_PrintUnformatted(j);
+            int bad = !o || printf("%s\n", o) < 0 || fflush(stdout);
+            free(o);
+            cJSON_Delete(j);
+            if (bad) {
+                cJSON_Delete(req);
+                free(line);
+                return -1;
+            }
+        }
+        cJSON_Delete(req);
+        free(line);
+    }
+    if (!g->quiet) {
+        long trips, bytes;
+        gen_remote_totals(g, &trips, &bytes);
+        fprintf(stderr, "bild %s: served %d requests (%d failed) in %.1f s", g->cmd, n, failed, now_s() - t0);
+        if (g->rs || g->rl || g->small_ep || g->large_ep) fprintf(stderr, "; %ld round trips, %ld bytes", trips, bytes);
+        fputc('\n', stderr);
+    }
+    return failed;
+}
+
 static int cmd_generate(int argc, char **argv) {
     const char *small_path = NULL, *large_path = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL,
-               *mode_s = "bild";
-    int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0;
-    int seed_given = 0, fb_given = 0, timeout_ms = 30000;
+               *mode_s = "bild", *requests = NULL, *prompts = NULL, *curve_key = NULL, *small_key = NULL,
+               *large_key = NULL;
+    int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0, overlap = 0;
+    int seed_given = 0, fb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
     const char *small_ep = NULL, *large_ep = NULL;
     float alpha_fb = 0.6f, alpha_rb = 5.0f, temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
@@ -320,9 +650,16 @@ static int cmd_generate(int argc, char **argv) {
         {NULL, "--small-endpoint", OPT_STR, &small_ep, 0, 0, 0, NULL},
         {NULL, "--large-endpoint", OPT_STR, &large_ep, 0, 0, 0, NULL},
         {NULL, "--timeout", OPT_INT, &timeout_ms, 100, 3600000, 0, NULL},
+        {NULL, "--heartbeat", OPT_INT, &heartbeat_ms, 50, 600000, 0, NULL},
+        {NULL, "--curve-key", OPT_STR, &curve_key, 0, 0, 0, NULL},
+        {NULL, "--small-server-key", OPT_STR, &small_key, 0, 0, 0, NULL},
+        {NULL, "--large-server-key", OPT_STR, &large_key, 0, 0, 0, NULL},
+        {NULL, "--overlap", OPT_FLAG, &overlap, 0, 0, 0, NULL},
         {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
         {"-p", "--prompt", OPT_STR, &prompt, 0, 0, 0, NULL},
         {"-f", "--prompt-file", OPT_STR, &prompt_file, 0, 0, 0, NULL},
+        {NULL, "--prompts", OPT_STR, &prompts, 0, 0, 0, NULL},
+        {NULL, "--requests", OPT_STR, &requests, 0, 0, 0, NULL},
         {"-n", "--max-tokens", OPT_INT, &max_new, 1, INT_MAX, 0, NULL},
         {NULL, "--mode", OPT_STR, &mode_s, 0, 0, 0, NULL},
         {NULL, "--fallback", OPT_FLOAT, &alpha_fb, 0, 1, 0, &fb_given},
@@ -348,65 +685,93 @@ static int cmd_generate(int argc, char **argv) {
     if (!large_path && !large_ep && mode != POLICY_SMALL) return cli_usage_error(cmd, "--large is required");
     if ((small_ep || large_ep) && temperature > 0)
         return cli_usage_error(cmd, "remote workers decode greedily for now; drop --temperature or run in process");
+    if (overlap && temperature > 0) return cli_usage_error(cmd, "--overlap is for greedy decoding; drop --temperature");
     if (mode == POLICY_LARGE) small_path = small_ep = NULL; /* not used */
     if (mode == POLICY_SMALL) large_path = large_ep = NULL;
-    if (!prompt == !prompt_file) return cli_usage_error(cmd, "give exactly one of --prompt and --prompt-file");
+    if ((prompt != NULL) + (prompt_file != NULL) + (prompts != NULL) + (requests != NULL) != 1)
+        return cli_usage_error(cmd, "give exactly one of --prompt, --prompt-file, --prompts and --requests");
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
     if (mode == POLICY_SPEC && !fb_given) alpha_fb = 0;
     if (mode == POLICY_SPEC && temperature > 0 && top_p < 1)
         return cli_usage_error(cmd, "--top-p is not supported with spec sampling (rejection sampling uses the "
                                     "full tempered distributions)");
+    if ((small_key || large_key) && !curve_key)
+        return cli_usage_error(cmd, "--small-server-key/--large-server-key need --curve-key (this coordinator's "
+                                    "key pair, from bild keygen)");
+    if (curve_key && ((small_ep && !small_key) || (large_ep && !large_key)))
+        return cli_usage_error(cmd, "with --curve-key, give the public key of each remote worker "
+                                    "(--small-server-key, --large-server-key)");
 
     char err[1024];
-    int rc = EXIT_INPUT, n_ids = 0, *ids = NULL;
+    int rc = EXIT_INPUT;
     loaded_t S = {0}, Lg = {0};
     backend_t *be = NULL;
     transformer_t *tfs = NULL, *tfl = NULL;
     sampler_t *smp_s = NULL, *smp_l = NULL;
-    drafter_t *dr = NULL;
-    verifier_t *vf = NULL;
-    policy_t *pol = NULL;
-    sink_t sink = {.stream = !json};
-    void *zctx = NULL;
-    remote_t *rs = NULL, *rl = NULL;
-    hello_reply_t hs = {0}, hl = {0};
     tokenizer_t *own_tok = NULL;
-    /* remote workers first: their handshake says which vocabulary they hold */
-    if (small_ep || large_ep) {
-        if (!(zctx = zmq_ctx_new())) {
-            fprintf(stderr, "bild %s: cannot start ZeroMQ\n", cmd);
+    transport_keypair_t kp;
+    char (*skey)[TRANSPORT_KEY_TEXT + 1] = NULL, (*lkey)[TRANSPORT_KEY_TEXT + 1] = NULL;
+    char *prompt_buf = NULL;
+    FILE *req_f = NULL;
+    gen_t g = {.cmd = cmd, .json = json, .quiet = quiet, .overlap = overlap, .timeout_ms = timeout_ms,
+               .small_ep = small_ep, .large_ep = large_ep};
+    g.ro = (remote_opts_t){.timeout_ms = timeout_ms, .heartbeat_ms = heartbeat_ms};
+    if (curve_key) {
+        if (transport_load_keypair(curve_key, &kp, err, sizeof err) != 0 ||
+            (small_key && transport_load_public_keys(small_key, &skey, err, sizeof err) < 0) ||
+            (large_key && transport_load_public_keys(large_key, &lkey, err, sizeof err) < 0)) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
             goto done;
         }
-        if ((small_ep && !(rs = remote_connect(zctx, small_ep, ROLE_SMALL, 0, 0, timeout_ms, &hs, err, sizeof err))) ||
-            (large_ep && !(rl = remote_connect(zctx, large_ep, ROLE_LARGE, 0, 0, timeout_ms, &hl, err, sizeof err)))) {
-            fprintf(stderr, "bild %s: %s\n", cmd, err);
+        g.ro.curve = &kp;
+    }
+    if (prompt_file && !(prompt = prompt_buf = cli_read_prompt_file(prompt_file, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        goto done;
+    }
+    const char *src = requests ? requests : prompts;
+    if (src && !(req_f = strcmp(src, "-") ? fopen(src, "r") : stdin)) {
+        fprintf(stderr, "bild %s: cannot open %s: %s\n", cmd, src, strerror(errno));
+        goto done;
+    }
+    /* remote workers first: their handshake says which vocabulary they hold */
+    if (small_ep || large_ep) {
+        if (!(g.zctx = zmq_ctx_new())) {
+            fprintf(stderr, "bild %s: cannot start ZeroMQ\n", cmd);
             rc = EXIT_RUNTIME;
+            goto done;
+        }
+        g.small_key = skey ? skey[0] : NULL, g.large_key = lkey ? lkey[0] : NULL;
+        if (gen_connect(&g, err, sizeof err) != 0) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            rc = EXIT_WORKER;
             goto done;
         }
     }
     /* the tokenizer: --tokenizer, else beside the large model, else beside the small one */
     if (large_path && load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &Lg)) goto done;
     if (small_path && load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &S)) goto done;
-    tokenizer_t *tok = Lg.tok ? Lg.tok : S.tok;
-    if (!tok && tokpath && (rs || rl)) { /* both models remote: the tokenizer alone, sized by the handshake */
-        if (!(tok = own_tok = tokenizer_load_llama2c(tokpath, rl ? hl.vocab_size : hs.vocab_size, err, sizeof err))) {
+    g.tok = Lg.tok ? Lg.tok : S.tok;
+    if (!g.tok && tokpath && (g.rs || g.rl)) { /* both models remote: the tokenizer alone, sized by the handshake */
+        if (!(g.tok = own_tok = tokenizer_load_llama2c(tokpath, g.rl ? g.hl.vocab_size : g.hs.vocab_size, err,
+                                                       sizeof err))) {
             fprintf(stderr, "bild %s: %s\n", cmd, err);
             goto done;
         }
     }
-    if (!tok) {
+    if (!g.tok) {
         fprintf(stderr, "bild %s: no tokenizer found next to either model; pass --tokenizer PATH\n", cmd);
         goto done;
     }
-    const int V = tokenizer_vocab_size(tok), eos = tokenizer_eos(tok), bos = tokenizer_bos(tok);
-    uint64_t fp = cli_vocab_fingerprint(tok);
-    const hello_reply_t *hel[2] = {rs ? &hs : NULL, rl ? &hl : NULL};
+    const int V = g.V = tokenizer_vocab_size(g.tok), eos = g.eos = tokenizer_eos(g.tok), bos = g.bos = tokenizer_bos(g.tok);
+    g.fp = cli_vocab_fingerprint(g.tok);
+    const hello_reply_t *hel[2] = {g.rs ? &g.hs : NULL, g.rl ? &g.hl : NULL};
     const char *eps[2] = {small_ep, large_ep};
     for (int i = 0; i < 2; i++)
-        if (hel[i] && (hel[i]->vocab_size != V || hel[i]->vocab_fingerprint != fp)) {
+        if (hel[i] && (hel[i]->vocab_size != V || hel[i]->vocab_fingerprint != g.fp)) {
             fprintf(stderr, "bild %s: the %s worker at %s holds another vocabulary (%d tokens, fingerprint %016llx; "
                             "the tokenizer here: %d, %016llx)\n", cmd, i ? "large" : "small", eps[i], hel[i]->vocab_size,
-                    (unsigned long long)hel[i]->vocab_fingerprint, V, (unsigned long long)fp);
+                    (unsigned long long)hel[i]->vocab_fingerprint, V, (unsigned long long)g.fp);
             goto done;
         }
     if ((S.m && model_config(S.m)->vocab_size != V) || (Lg.m && model_config(Lg.m)->vocab_size != V)) {
@@ -432,17 +797,11 @@ static int cmd_generate(int argc, char **argv) {
             goto done;
         }
     }
-    if (!(ids = encode_prompt(cmd, tok, prompt, prompt_file, &n_ids, &rc))) goto done;
-    if ((Lg.m && !prompt_fits(cmd, n_ids, model_config(Lg.m), "large ")) ||
-        (S.m && !prompt_fits(cmd, n_ids, model_config(S.m), "small ")) ||
-        (rs && !prompt_fits(cmd, n_ids, &(model_config_t){.seq_len = hs.seq_len}, "small ")) ||
-        (rl && !prompt_fits(cmd, n_ids, &(model_config_t){.seq_len = hl.seq_len}, "large "))) {
-        rc = EXIT_FIT;
-        goto done;
-    }
+    g.small_ctx = S.m ? model_config(S.m)->seq_len : g.rs ? g.hs.seq_len : 0;
+    g.large_ctx = Lg.m ? model_config(Lg.m)->seq_len : g.rl ? g.hl.seq_len : 0;
     rc = EXIT_RUNTIME;
     if (!seed_given) seed = clock_seed();
-    if (!(be = backend_cpu_new(threads))) {
+    if ((S.m || Lg.m) && !(be = backend_cpu_new(threads))) {
         fprintf(stderr, "bild %s: cannot start the CPU backend with %d threads\n", cmd, threads);
         goto done;
     }
@@ -460,129 +819,45 @@ static int cmd_generate(int argc, char **argv) {
             goto done;
         }
     }
-    if ((tfs && !(dr = drafter_new(tfs, smp_s, temperature, eos, bos))) ||
-        (tfl && !(vf = verifier_new(tfl, smp_l, temperature)))) {
+    if ((tfs && !(g.dr = drafter_new(tfs, smp_s, temperature, eos, bos))) ||
+        (tfl && !(g.vf = verifier_new(tfl, smp_l, temperature)))) {
         fprintf(stderr, "bild %s: out of memory\n", cmd);
         goto done;
     }
-    policy_params_t pp = {.mode = mode, .faithful = faithful, .alpha_fb = alpha_fb, .alpha_rb = alpha_rb,
-                          .max_small = mode == POLICY_SPEC ? gamma : max_small, .max_new = max_new,
-                          .vocab_size = V, .stop_a = eos, .stop_b = bos,
-                          .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
-    if (!(pol = policy_new(&pp, ids, n_ids, err, sizeof err))) {
+    g.base = (policy_params_t){.mode = mode, .faithful = faithful, .alpha_fb = alpha_fb, .alpha_rb = alpha_rb,
+                               .max_small = mode == POLICY_SPEC ? gamma : max_small, .max_new = max_new,
+                               .vocab_size = V, .stop_a = eos, .stop_b = bos,
+                               .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
+    policy_t *probe = policy_new(&g.base, &bos, 1, err, sizeof err); /* checks the parameters once, up front */
+    if (!probe) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         rc = EXIT_USAGE;
         goto done;
     }
+    policy_destroy(&probe);
     if (!quiet)
-        fprintf(stderr, "bild: mode %s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; cpu/%s, "
+        fprintf(stderr, "bild: mode %s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s%s, "
                         "%d threads; seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "",
-                small_path ? small_path : small_ep ? small_ep : "-", large_path ? large_path : large_ep ? large_ep : "-",
-                alpha_fb, alpha_rb, pp.max_small,
-                be->isa, be->n_threads, (unsigned long long)seed);
-    small_link_t sl = dr ? drafter_link(dr) : rs ? remote_small_link(rs) : (small_link_t){0};
-    large_link_t ll = vf ? verifier_link(vf) : rl ? remote_large_link(rl) : (large_link_t){0};
-    session_times_t tm;
-    if (session_run(pol, &sl, &ll, &tm, err, sizeof err) != 0) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
+                overlap ? " with overlap" : "", small_path ? small_path : small_ep ? small_ep : "-",
+                large_path ? large_path : large_ep ? large_ep : "-", alpha_fb, alpha_rb, g.base.max_small,
+                be ? "cpu/" : "remote workers", be ? be->isa : "", be ? be->n_threads : 0, (unsigned long long)seed);
+    if (req_f) {
+        int failed = gen_serve(&g, req_f, requests != NULL);
+        rc = failed == 0 ? EXIT_OK : EXIT_RUNTIME;
+        if (failed < 0) fprintf(stderr, "bild %s: cannot write the output: %s\n", cmd, strerror(errno));
         goto done;
     }
-    int n_out;
-    const int *out = policy_output(pol, &n_out);
-    const policy_stats_t *st = policy_stats(pol);
-    if (!json) sink_tokens(&sink, tok, ids[0], ids + 1, n_ids - 1);
-    sink_tokens(&sink, tok, ids[n_ids - 1], out, n_out);
-    sink_finish(&sink);
-    /* c = time of a small pass / time of a large pass, measured in this run */
-    double t_s = st->small_passes ? tm.small_s / st->small_passes : 0;
-    double t_l = st->large_passes ? tm.large_s / st->large_passes : 0;
-    double cost = t_l > 0 ? t_s / t_l : 0;
-    double predicted = st->large_passes + cost * st->small_passes > 0
-                           ? n_out / (st->large_passes + cost * st->small_passes) : 0;
-    double accept = st->drafted ? 100.0 * st->accepted / st->drafted : 0;
-    double other = tm.total_s - tm.small_s - tm.large_s;
-    long trips = 0, bytes = 0;
-    remote_t *rem[2] = {rs, rl};
-    for (int i = 0; i < 2; i++)
-        if (rem[i]) {
-            trips += remote_stats(rem[i])->round_trips;
-            bytes += remote_stats(rem[i])->bytes_sent + remote_stats(rem[i])->bytes_received;
-        }
-    /* small tokens kept per large check (the first large pass checks nothing) */
-    double mean_acc = st->verify_calls > 1 ? (double)st->accepted / (st->verify_calls - 1) : 0;
-    const char *stop = policy_stop_reason(pol) == STOP_AT_EOS ? "eos" : "length";
-    if (!json) sink_bytes(&sink, "\n", 1);
-    else {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "mode", policy_mode_name(mode));
-        cJSON_AddBoolToObject(j, "faithful", faithful);
-        cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
-        cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
-        for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
-        cJSON_AddNumberToObject(j, "prompt_tokens", n_ids);
-        cJSON_AddStringToObject(j, "stop", stop);
-        cJSON *sj = cJSON_AddObjectToObject(j, "stats");
-        cJSON_AddNumberToObject(sj, "generated", st->n_gen);
-        cJSON_AddNumberToObject(sj, "small_tokens", st->small_tokens);
-        cJSON_AddNumberToObject(sj, "large_tokens", st->large_tokens);
-        cJSON_AddNumberToObject(sj, "large_passes", st->large_passes);
-        cJSON_AddNumberToObject(sj, "small_passes", st->small_passes);
-        cJSON_AddNumberToObject(sj, "fallbacks", st->fallbacks);
-        cJSON_AddNumberToObject(sj, "rollbacks", st->rollbacks);
-        cJSON_AddNumberToObject(sj, "rolled_back", st->rolled_back);
-        cJSON_AddNumberToObject(sj, "n_drafted", st->drafted);
-        cJSON_AddNumberToObject(sj, "n_accept", st->accepted);
-        cJSON_AddNumberToObject(sj, "accept_pct", accept);
-        cJSON_AddNumberToObject(sj, "mean_accepted", mean_acc);
-        cJSON_AddNumberToObject(sj, "unchecked", st->unchecked);
-        cJSON_AddNumberToObject(sj, "small_s", tm.small_s);
-        cJSON_AddNumberToObject(sj, "large_s", tm.large_s);
-        cJSON_AddNumberToObject(sj, "other_s", other);
-        cJSON_AddNumberToObject(sj, "total_s", tm.total_s);
-        cJSON_AddNumberToObject(sj, "tok_per_s", tm.total_s > 0 ? st->n_gen / tm.total_s : 0);
-        cJSON_AddNumberToObject(sj, "cost_ratio", cost);
-        cJSON_AddNumberToObject(sj, "predicted_speedup", predicted);
-        cJSON_AddNumberToObject(sj, "round_trips", trips);
-        cJSON_AddNumberToObject(sj, "bytes_moved", (double)bytes);
-        cJSON_AddNumberToObject(j, "seed", (double)seed);
-        /* which model produced each token, as a string of S and L */
-        char *srcs = malloc((size_t)n_out + 1);
-        if (srcs) {
-            memcpy(srcs, policy_sources(pol), (size_t)n_out);
-            srcs[n_out] = 0;
-            cJSON_AddStringToObject(j, "sources", srcs);
-            free(srcs);
-        }
-        char *s = cJSON_PrintUnformatted(j);
-        if (!s || printf("%s\n", s) < 0 || fflush(stdout)) sink.write_error = 1;
-        free(s);
-        cJSON_Delete(j);
-    }
-    if (sink.write_error) {
-        fprintf(stderr, "bild %s: cannot write the output: %s\n", cmd, strerror(errno));
-        goto done;
-    }
-    if (!quiet) {
-        fprintf(stderr, "bild: %d tokens (%d small, %d large) in %.1f ms, %.1f tok/s; stop: %s\n", st->n_gen,
-                st->small_tokens, st->large_tokens, tm.total_s * 1e3, tm.total_s > 0 ? st->n_gen / tm.total_s : 0,
-                stop);
-        fprintf(stderr, "bild: passes: %d large, %d small; fallbacks %d, rollbacks %d (%d tokens rolled back), "
-                        "unchecked %d\n", st->large_passes, st->small_passes, st->fallbacks, st->rollbacks,
-                st->rolled_back, st->unchecked);
-        fprintf(stderr, "bild: n_drafted %d, n_accept %d, accept %.1f%%, mean accepted per check %.2f\n", st->drafted,
-                st->accepted, accept, mean_acc);
-        fprintf(stderr, "bild: time: small %.1f ms, large %.1f ms, other %.1f ms; cost ratio c %.3f; predicted "
-                        "speedup n/(N_L + c N_S) %.2f\n", tm.small_s * 1e3, tm.large_s * 1e3, other * 1e3, cost,
-                predicted);
-        if (rs || rl) fprintf(stderr, "bild: remote: %ld round trips, %ld bytes moved\n", trips, bytes);
-    }
-    rc = EXIT_OK;
+    int r = gen_one(&g, prompt, &g.base, 0, NULL, err, sizeof err);
+    if (r != GEN_OK) fprintf(stderr, "bild %s: %s\n", cmd, err);
+    rc = r == GEN_OK ? EXIT_OK : r == GEN_WORKER ? EXIT_WORKER : r == GEN_FIT ? EXIT_FIT
+       : r == GEN_BAD_REQUEST ? EXIT_USAGE : EXIT_RUNTIME;
 done:
-    sink_free(&sink);
-    free(ids);
-    policy_destroy(&pol);
-    drafter_destroy(&dr);
-    verifier_destroy(&vf);
+    if (req_f && req_f != stdin) fclose(req_f);
+    free(prompt_buf);
+    free(skey);
+    free(lkey);
+    drafter_destroy(&g.dr);
+    verifier_destroy(&g.vf);
     sampler_destroy(&smp_s);
     sampler_destroy(&smp_l);
     transformer_destroy(&tfs);
@@ -591,9 +866,9 @@ done:
     loaded_free(&S);
     loaded_free(&Lg);
     tokenizer_destroy(&own_tok);
-    remote_destroy(&rs);
-    remote_destroy(&rl);
-    if (zctx) zmq_ctx_term(zctx);
+    remote_destroy(&g.rs);
+    remote_destroy(&g.rl);
+    if (g.zctx) zmq_ctx_term(g.zctx);
     return rc;
 }
 
@@ -603,13 +878,20 @@ static const char *WORKER_HELP =
     "Serves one model to a coordinator (bild generate --small-endpoint /\n"
     "--large-endpoint) over ZeroMQ: the small worker drafts, the large worker\n"
     "verifies. Prints 'listening on ENDPOINT' on stderr when ready; exits on\n"
-    "SIGINT, SIGTERM or a shutdown message.\n"
+    "SIGINT, SIGTERM or a shutdown message. When a coordinator goes away\n"
+    "(closed, killed, or silent for 3 heartbeats) the worker logs it and waits\n"
+    "for the next one. It serves one coordinator at a time.\n"
     "\n"
     "  -m, --model PATH        llama2.c checkpoint\n"
     "  -z, --tokenizer PATH    its tokenizer (default: beside the model); its\n"
     "                          fingerprint is checked by the coordinator\n"
     "  -b, --bind ENDPOINT     ipc:///path or tcp://127.0.0.1:PORT\n"
-    "      --allow-remote      allow a non-loopback tcp:// address\n"
+    "      --allow-remote      allow a non-loopback tcp:// address (use CURVE)\n"
+    "      --curve-key FILE    this worker's CURVE key pair (bild keygen): encrypt\n"
+    "                          and authenticate every connection\n"
+    "      --curve-allow FILE  public keys of the coordinators let in, one per line\n"
+    "                          (required with --curve-key)\n"
+    "      --heartbeat MS      connection heartbeat (default 1000)\n"
     "  -j, --threads N         CPU threads (default: all online cores)\n"
     "  -h, --help              this help\n";
 
@@ -619,28 +901,47 @@ static void on_signal(int sig) { g_stop = sig; }
 
 static int cmd_worker(int argc, char **argv, worker_role_t role) {
     const char *cmd = role == ROLE_SMALL ? "small-worker" : "large-worker";
-    const char *model = NULL, *tokpath = NULL, *bind_ep = NULL;
-    int threads = 0, allow_remote = 0;
+    const char *model = NULL, *tokpath = NULL, *bind_ep = NULL, *curve_key = NULL, *curve_allow = NULL;
+    int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
     const opt_t opts[] = {
         {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
         {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
         {"-b", "--bind", OPT_STR, &bind_ep, 0, 0, 0, NULL},
         {NULL, "--allow-remote", OPT_FLAG, &allow_remote, 0, 0, 0, NULL},
+        {NULL, "--curve-key", OPT_STR, &curve_key, 0, 0, 0, NULL},
+        {NULL, "--curve-allow", OPT_STR, &curve_allow, 0, 0, 0, NULL},
+        {NULL, "--heartbeat", OPT_INT, &heartbeat_ms, 50, 600000, 0, NULL},
         {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
     };
     int pr = cli_parse(cmd, argc, argv, opts, (int)(sizeof opts / sizeof *opts), WORKER_HELP);
     if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
     if (!model) return cli_usage_error(cmd, "--model is required");
     if (!bind_ep) return cli_usage_error(cmd, "--bind is required");
+    if (!curve_key != !curve_allow) return cli_usage_error(cmd, "--curve-key and --curve-allow go together");
+    if (!allow_remote && !transport_is_local(bind_ep))
+        return cli_usage_error(cmd, "refusing to bind %s: not a loopback or ipc:// address (pass --allow-remote "
+                                    "to listen on the network, with CURVE keys)", bind_ep);
 
     char err[1024];
-    int rc = EXIT_INPUT;
+    int rc = EXIT_INPUT, refused = 0;
     loaded_t L = {0};
     backend_t *be = NULL;
     transformer_t *tf = NULL;
     drafter_t *dr = NULL;
     verifier_t *vf = NULL;
-    void *zctx = NULL, *sock = NULL;
+    void *zctx = NULL;
+    transport_server_t *srv = NULL;
+    transport_keypair_t kp;
+    char (*allowed)[TRANSPORT_KEY_TEXT + 1] = NULL;
+    int n_allowed = 0;
+    if (curve_key && (transport_load_keypair(curve_key, &kp, err, sizeof err) != 0 ||
+                      (n_allowed = transport_load_public_keys(curve_allow, &allowed, err, sizeof err)) < 0)) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        goto done;
+    }
+    if (allow_remote && !curve_key && !transport_is_local(bind_ep))
+        fprintf(stderr, "bild %s: warning: listening on the network without CURVE: anyone who can reach %s can "
+                        "use this worker (see launch/multi-host.md)\n", cmd, bind_ep);
     if (load_model(cmd, model, tokpath, 0, &L)) goto done;
     const model_config_t *c = model_config(L.m);
     rc = EXIT_RUNTIME;
@@ -651,9 +952,13 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
         fprintf(stderr, "bild %s: cannot set up the model (out of memory?)\n", cmd);
         goto done;
     }
-    if (!(zctx = zmq_ctx_new()) || !(sock = transport_bind(zctx, bind_ep, allow_remote, err, sizeof err))) {
+    const char *name = role == ROLE_SMALL ? "small worker" : "large worker";
+    transport_server_opts_t so = {.endpoint = bind_ep, .allow_remote = allow_remote, .curve = curve_key ? &kp : NULL,
+                                  .allowed = (const char(*)[TRANSPORT_KEY_TEXT + 1])allowed,
+                                  .n_allowed = n_allowed, .heartbeat_ms = heartbeat_ms, .name = name};
+    if (!(zctx = zmq_ctx_new()) || !(srv = transport_server_new(zctx, &so, &refused, err, sizeof err))) {
         fprintf(stderr, "bild %s: %s\n", cmd, zctx ? err : "cannot start ZeroMQ");
-        rc = allow_remote || transport_is_local(bind_ep) ? EXIT_RUNTIME : EXIT_USAGE;
+        rc = refused ? EXIT_USAGE : EXIT_RUNTIME;
         goto done;
     }
     struct sigaction sa = {0};
@@ -662,7 +967,7 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     sigaction(SIGTERM, &sa, NULL);
     small_server_t ss = {dr, c->vocab_size};
     large_server_t ls = {vf, c->vocab_size};
-    serve_t sv = {.name = role == ROLE_SMALL ? "small worker" : "large worker",
+    serve_t sv = {.name = name,
                   .hello = {.role = role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
                             .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
                   .vocab = c->vocab_size,
@@ -670,19 +975,47 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
                   .ctx = role == ROLE_SMALL ? (void *)&ss : (void *)&ls,
                   .stop = &g_stop};
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
-    fprintf(stderr, "bild %s: %s (vocab %d, context %d, cpu/%s, %d threads): listening on %s\n", cmd, model,
-            c->vocab_size, c->seq_len, be->isa, be->n_threads, bind_ep);
-    rc = serve_loop(sock, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
+    fprintf(stderr, "bild %s: %s (vocab %d, context %d, cpu/%s, %d threads%s): listening on %s\n", cmd, model,
+            c->vocab_size, c->seq_len, be->isa, be->n_threads, curve_key ? ", CURVE" : "", bind_ep);
+    rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
     fprintf(stderr, "bild %s: %s\n", cmd, g_stop ? "stopped by a signal" : "shut down");
 done:
-    transport_close(&sock);
+    transport_server_destroy(&srv);
     if (zctx) zmq_ctx_term(zctx);
+    free(allowed);
     drafter_destroy(&dr);
     verifier_destroy(&vf);
     transformer_destroy(&tf);
     backend_destroy(&be);
     loaded_free(&L);
     return rc;
+}
+
+static const char *KEYGEN_HELP =
+    "usage: bild keygen PREFIX\n"
+    "\n"
+    "Makes a CURVE key pair: PREFIX.key (public and secret key; mode 0600, keep\n"
+    "it on the machine that uses it) and PREFIX.pub (the public key, to give to\n"
+    "peers). Refuses to overwrite existing files. Workers take --curve-key\n"
+    "PREFIX.key and --curve-allow with the coordinators' .pub keys; the\n"
+    "coordinator takes --curve-key and each worker's .pub. See\n"
+    "launch/multi-host.md.\n";
+
+static int cmd_keygen(int argc, char **argv) {
+    if (argc == 1 && (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help"))) return fputs(KEYGEN_HELP, stdout), EXIT_OK;
+    if (argc != 1 || argv[0][0] == '-') return cli_usage_error("keygen", "give one PREFIX for the two key files");
+    transport_keypair_t kp;
+    char err[1024];
+    if (transport_keygen(&kp) != 0) {
+        fprintf(stderr, "bild keygen: this libzmq was built without CURVE support\n");
+        return EXIT_RUNTIME;
+    }
+    if (transport_write_keys(argv[0], &kp, err, sizeof err) != 0) {
+        fprintf(stderr, "bild keygen: %s\n", err);
+        return EXIT_INPUT;
+    }
+    fprintf(stderr, "bild keygen: wrote %s.key (secret) and %s.pub (public key %s)\n", argv[0], argv[0], kp.pub);
+    return EXIT_OK;
 }
 
 int main(int argc, char **argv) {
@@ -695,6 +1028,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "small-worker")) return cmd_worker(argc - 2, argv + 2, ROLE_SMALL);
     if (!strcmp(argv[1], "large-worker")) return cmd_worker(argc - 2, argv + 2, ROLE_LARGE);
+    if (!strcmp(argv[1], "keygen")) return cmd_keygen(argc - 2, argv + 2);
     fprintf(stderr, "bild: unknown command '%s' (see bild --help)\n", argv[1]);
     return EXIT_USAGE;
 }

@@ -202,6 +202,23 @@ policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq) {
     }
 }
 
+int policy_speculate(policy_t *p, int g, draft_req_t *dreq) {
+    if (p->state != ST_LARGE || p->pp.mode != POLICY_BILD || p->pp.max_small < 1 || p->pp.sampling ||
+        p->vstop >= 0 || p->final_check || g < 0 || g >= p->pp.vocab_size || is_stop(p, g))
+        return 0;
+    int gen_after = gen(p) + 1, len_after = p->len + 1;
+    if (gen_after >= p->pp.max_new) return 0; /* g would end the generation */
+    int k = p->pp.max_small;
+    if (k > p->pp.max_new - gen_after) k = p->pp.max_new - gen_after;
+    /* as policy_next in ST_SMALL would ask after append_large(g); seq[len] is
+     * free scratch until then (the slot after the output is never read) */
+    p->seq[p->len] = g;
+    int keep = p->S_cached < len_after - 1 ? p->S_cached : len_after - 1;
+    *dreq = (draft_req_t){.keep = keep, .feed = p->seq + keep, .n_feed = len_after - keep, .k = k,
+                          .alpha_fb = p->pp.alpha_fb, .want_probs = 0};
+    return 1;
+}
+
 static int refuse(policy_t *p, char *err, int errlen, const char *why) {
     snprintf(err, (size_t)errlen, "%s", why);
     p->state = ST_ERROR;

@@ -79,6 +79,18 @@ policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq);
 int policy_on_draft(policy_t *p, const draft_res_t *r, char *err, int errlen);
 int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen);
 
+/* Overlap support (--overlap): while the large model verifies the chunk
+ * that policy_next asked for, the small model can draft on from its own
+ * guess g for the token after the chunk. If the verification then accepts
+ * the whole chunk and its own token there is g, the policy's next request
+ * is exactly the one written to *dreq here, and its result can be handed to
+ * policy_on_draft unchanged. Returns 1 and fills *dreq (its feed borrows
+ * the policy's sequence until the next policy call) when that case exists
+ * (a default- or faithful-mode BiLD verification of a drafted chunk, greedy,
+ * generation not ending at g); 0 otherwise. Changes no state that a later
+ * policy_next / policy_on_verify would see. */
+int policy_speculate(policy_t *p, int g, draft_req_t *dreq);
+
 /* Generated tokens (prompt excluded) and their count; borrowed. */
 const int *policy_output(const policy_t *p, int *n);
 /* Which model produced each generated token: 'S' or 'L'; borrowed. */

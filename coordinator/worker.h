@@ -1,7 +1,7 @@
 /* worker.h - what the coordinator asks of the two workers, independent of
  * where they run. The in-process workers (small_worker/drafter.c,
- * large_worker/verifier.c) implement it on top of the engine; remote links
- * will implement the same calls over ZeroMQ.
+ * large_worker/verifier.c) implement it on top of the engine; the remote
+ * links (coordinator/remote.c) implement the same calls over ZeroMQ.
  *
  * Both calls are one round trip each: a draft block is one request however
  * many tokens it produces, and a verification is one pass over a block.
@@ -38,6 +38,8 @@ typedef struct {
     float end_max_p;              /* DRAFT_FALLBACK/STOP: max probability at that step */
     int passes;                   /* forward passes run (the fallback step's included) */
     int cached;                   /* positions the small cache holds afterwards */
+    int guess;                    /* DRAFT_FALLBACK: the token the small model would have produced at
+                                     the fallback step (what --overlap drafts on from); -1 otherwise */
     /* want_probs: the distribution each token (and a proposed stop token) was
      * drawn from, (n + (end == DRAFT_STOP), vocab); borrowed until the next call */
     const float *probs;
@@ -72,6 +74,11 @@ typedef struct {
 typedef struct {
     void *self;
     int (*verify)(void *self, const verify_req_t *req, verify_res_t *res, char *err, int errlen);
+    /* Optional (NULL when the link cannot): the same call in two halves, so
+     * that the caller can work while the worker computes (--overlap). The
+     * request is copied by start; finish must follow before any other call. */
+    int (*verify_start)(void *self, const verify_req_t *req, char *err, int errlen);
+    int (*verify_finish)(void *self, verify_res_t *res, char *err, int errlen);
 } large_link_t;
 
 #endif

@@ -64,4 +64,4 @@ bad:
     return -1;
 }
 
-large_link_t verifier_link(verifier_t *v) { return (large_link_t){v, verifier_verify}; }
+large_link_t verifier_link(verifier_t *v) { return (large_link_t){v, verifier_verify, NULL, NULL}; }

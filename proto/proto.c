@@ -95,7 +95,7 @@ int proto_encode_draft_req(proto_buf_t *b, uint32_t id, const draft_req_t *r) {
 
 int proto_encode_draft_res(proto_buf_t *b, uint32_t id, const draft_res_t *r, int vocab) {
     enc_t e;
-    enc_begin(&e, id, MSG_DRAFT_RES, 8);
+    enc_begin(&e, id, MSG_DRAFT_RES, 9);
     pack_ints(&e.pk, r->tokens, r->n);
     pack_floats(&e.pk, r->max_p, r->n);
     msgpack_pack_int(&e.pk, r->end);
@@ -103,6 +103,7 @@ int proto_encode_draft_res(proto_buf_t *b, uint32_t id, const draft_res_t *r, in
     msgpack_pack_float(&e.pk, r->end_max_p);
     msgpack_pack_int(&e.pk, r->passes);
     msgpack_pack_int(&e.pk, r->cached);
+    msgpack_pack_int(&e.pk, r->guess);
     pack_probs(&e.pk, r->probs, r->n + (r->end == DRAFT_STOP), vocab);
     return enc_end(&e, b);
 }
@@ -193,7 +194,7 @@ static int get_floats(const msgpack_object *o, int n, double lo, double hi, floa
 
 static int get_str(const msgpack_object *o, char *out) {
     if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > PROTO_MAX_TEXT) return -1;
-    memcpy(out, o->via.str.ptr, o->via.str.size);
+    if (o->via.str.size) memcpy(out, o->via.str.ptr, o->via.str.size); /* an empty string may have no pointer */
     out[o->via.str.size] = 0;
     return 0;
 }
@@ -246,13 +247,14 @@ static proto_err_t decode_body(const msgpack_object *f, int nf, int vocab, proto
     case MSG_DRAFT_RES: {
         draft_res_t *r = &m->draft_res;
         int end;
-        if (nf != 8 || get_ints(&f[0], BILD_MAX_DRAFT, 0, V - 1, r->tokens, &r->n) ||
+        if (nf != 9 || get_ints(&f[0], BILD_MAX_DRAFT, 0, V - 1, r->tokens, &r->n) ||
             get_floats(&f[1], r->n, 0, 1, r->max_p) || get_int(&f[2], DRAFT_LIMIT, DRAFT_STOP, &end) ||
             get_int(&f[3], -1, V - 1, &r->stop_token) || get_float(&f[4], 0, 1, &r->end_max_p) ||
-            get_int(&f[5], 0, BILD_MAX_DRAFT + 1, &r->passes) || get_int(&f[6], 0, 1 << 24, &r->cached))
+            get_int(&f[5], 0, BILD_MAX_DRAFT + 1, &r->passes) || get_int(&f[6], 0, 1 << 24, &r->cached) ||
+            get_int(&f[7], -1, V - 1, &r->guess))
             return PROTO_E_RANGE;
         r->end = (draft_end_t)end;
-        return get_probs(&f[7], r->n + (r->end == DRAFT_STOP), vocab, m, &r->probs);
+        return get_probs(&f[8], r->n + (r->end == DRAFT_STOP), vocab, m, &r->probs);
     }
     case MSG_VERIFY_REQ: {
         verify_req_t *r = &m->verify_req;
@@ -359,12 +361,13 @@ proto_err_t proto_decode(const void *data, size_t n, int vocab, proto_msg_t *m) 
     msgpack_unpacked_init(&u);
     size_t off = 0;
     proto_err_t rc = PROTO_E_FORMAT;
+    int ver = 0;
     /* one complete object, nothing after it */
     if (msgpack_unpack_next(&u, data, n, &off) != MSGPACK_UNPACK_SUCCESS || off != n) goto out;
     const msgpack_object *o = &u.data;
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 3) goto out;
     const msgpack_object *f = o->via.array.ptr;
-    int ver, type;
+    int type;
     int64_t id;
     if (get_int(&f[0], 0, 1 << 30, &ver) || get_int(&f[1], 0, 1 << 30, &type) || get_i64(&f[2], 0, UINT32_MAX, &id))
         goto out;
@@ -378,6 +381,7 @@ proto_err_t proto_decode(const void *data, size_t n, int vocab, proto_msg_t *m) 
 out:
     msgpack_unpacked_destroy(&u);
     if (rc != PROTO_OK) proto_msg_free(m);
+    if (rc == PROTO_E_VERSION) m->version = ver;
     return rc;
 }
 

@@ -68,6 +68,7 @@ typedef struct {
     verify_res_t verify_res; /* .probs points into probs_buf */
     int err_code;            /* MSG_ERROR */
     char err_text[PROTO_MAX_TEXT + 1];
+    int version;             /* PROTO_E_VERSION: the version the sender speaks */
     int *feed_buf;
     float *probs_buf;
 } proto_msg_t;

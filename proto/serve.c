@@ -9,14 +9,13 @@ static int reply(void *sock, const proto_buf_t *b) {
     return b->data && zmq_send(sock, b->data, b->size, 0) >= 0 ? 0 : -1;
 }
 
-int serve_loop(void *sock, const serve_t *sv) {
+int serve_loop(transport_server_t *srv, const serve_t *sv) {
     proto_buf_t out = {0};
     char err[512];
     int rc = 0;
+    void *sock = transport_server_socket(srv);
     while (!*sv->stop) {
-        zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
-        int np = zmq_poll(&it, 1, 200); /* wake up now and then to notice a stop signal */
-        if (np < 0 && zmq_errno() == EINTR) continue;
+        int np = transport_server_wait(srv, 200); /* wake up now and then to notice a stop signal */
         if (np < 0) {
             rc = -1;
             break;
@@ -35,8 +34,14 @@ int serve_loop(void *sock, const serve_t *sv) {
         zmq_msg_close(&msg);
         int quit = 0;
         if (e != PROTO_OK) {
-            fprintf(stderr, "bild %s: refused a message: %s\n", sv->name, proto_err_name(e));
-            proto_encode_error(&out, 0, e, proto_err_name(e));
+            char why[128];
+            if (e == PROTO_E_VERSION)
+                snprintf(why, sizeof why, "protocol version %d is not spoken here: this worker speaks version %d",
+                         m.version, PROTO_VERSION);
+            else
+                snprintf(why, sizeof why, "%s", proto_err_name(e));
+            fprintf(stderr, "bild %s: refused a message: %s\n", sv->name, why);
+            proto_encode_error(&out, 0, e, why);
         } else {
             switch (m.type) {
             case MSG_HELLO:

@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include "proto/proto.h"
+#include "proto/transport.h"
 
 /* Handles one decoded request of a type other than HELLO/PING/SHUTDOWN and
  * writes the reply into *out. Returns 0, or -1 with a message in err (an
@@ -22,8 +23,8 @@ typedef struct {
     volatile sig_atomic_t *stop; /* set by a signal handler: leave the loop */
 } serve_t;
 
-/* Serves on a bound REP socket. Returns 0 after SHUTDOWN or a stop signal,
+/* Serves on a bound server. Returns 0 after SHUTDOWN or a stop signal,
  * -1 on a socket failure. Logs one line per refused message on stderr. */
-int serve_loop(void *sock, const serve_t *sv);
+int serve_loop(transport_server_t *srv, const serve_t *sv);
 
 #endif

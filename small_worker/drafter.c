@@ -44,7 +44,7 @@ static int draw(sampler_t *smp, const float *row, int V) {
 
 int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen) {
     drafter_t *d = self;
-    res->n = 0, res->passes = 0, res->end = DRAFT_LIMIT, res->stop_token = -1, res->end_max_p = 0;
+    res->n = 0, res->passes = 0, res->end = DRAFT_LIMIT, res->stop_token = -1, res->end_max_p = 0, res->guess = -1;
     res->probs = NULL;
     if (req->want_probs && !d->probs) {
         snprintf(err, (size_t)errlen, "draft: distributions asked for, but this drafter does not sample");
@@ -77,7 +77,7 @@ int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *er
         } else
             tok = d->smp ? sampler_sample(d->smp, logits) : am;
         if (mp < req->alpha_fb) {
-            res->end = DRAFT_FALLBACK, res->end_max_p = mp;
+            res->end = DRAFT_FALLBACK, res->end_max_p = mp, res->guess = tok;
             break;
         }
         if (tok == d->stop_a || tok == d->stop_b) {

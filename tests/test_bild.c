@@ -81,7 +81,7 @@ static policy_t *bild_run(pair_t *pr, policy_params_t pp, const int *prompt, int
     small_link_t s = drafter_link(dr);
     large_link_t l = verifier_link(vf);
     session_times_t tm;
-    int rc = session_run(p, &s, &l, &tm, err, sizeof err);
+    int rc = session_run(p, &s, &l, 0, &tm, err, sizeof err);
     if (rc) fprintf(stderr, "session: %s\n", err);
     EXPECT(rc == 0);
     if (ss) drafter_destroy(&dr);

@@ -54,14 +54,14 @@ static int small_fake_draft(void *self, const draft_req_t *q, draft_res_t *r, ch
     f->len = q->keep;
     memcpy(f->seq + f->len, q->feed, sizeof(int) * q->n_feed);
     f->len += q->n_feed;
-    r->n = 0, r->passes = 1, r->end = DRAFT_LIMIT;
+    r->n = 0, r->passes = 1, r->end = DRAFT_LIMIT, r->guess = -1;
     for (;;) {
         unsigned h = hash_seq(f->seq, f->len, f->salt ^ 0xabcdu);
         int tok = (int)(h % 100) < f->agree_pct ? large_tok(f->seq, f->len, 1u, f->stop_pct)
                                                  : 3 + (int)((h >> 8) % (V - 3));
         float mp = (float)((h >> 16) % 1000) / 1000.0f;
         if (mp < q->alpha_fb) {
-            r->end = DRAFT_FALLBACK;
+            r->end = DRAFT_FALLBACK, r->guess = tok;
             break;
         }
         if (tok == STOP) {
@@ -92,6 +92,35 @@ static int large_fake_verify(void *self, const verify_req_t *q, verify_res_t *r,
     return 0;
 }
 
+/* The two-halves verify call, as a remote link makes it: start copies the
+ * request (the caller's token buffer may change before finish). */
+typedef struct {
+    fake_t *f;
+    verify_req_t q;
+    int tokens[512], pending;
+} async_fake_t;
+
+static int large_fake_start(void *self, const verify_req_t *q, char *err, int errlen) {
+    async_fake_t *a = self;
+    if (a->pending) return -1;
+    a->q = *q;
+    memcpy(a->tokens, q->tokens, sizeof(int) * (size_t)q->T);
+    a->q.tokens = a->tokens, a->pending = 1;
+    return 0;
+}
+
+static int large_fake_finish(void *self, verify_res_t *r, char *err, int errlen) {
+    async_fake_t *a = self;
+    if (!a->pending) return -1;
+    a->pending = 0;
+    return large_fake_verify(a->f, &a->q, r, err, errlen);
+}
+
+static int large_fake_sync(void *self, const verify_req_t *q, verify_res_t *r, char *err, int errlen) {
+    async_fake_t *a = self;
+    return large_fake_verify(a->f, q, r, err, errlen);
+}
+
 /* The large model's greedy continuation, computed directly. */
 static int large_greedy(const int *prompt, int np, int n, int stop_pct, int *out) {
     int s[512], len = np, k = 0;
@@ -104,20 +133,30 @@ static int large_greedy(const int *prompt, int np, int n, int stop_pct, int *out
     return k;
 }
 
-static policy_t *run(policy_params_t pp, const int *prompt, int np, int agree, int stop_pct, fake_t *fs, fake_t *fl) {
+static session_times_t last_tm; /* of the last run */
+
+static policy_t *run_ov(policy_params_t pp, const int *prompt, int np, int agree, int stop_pct, fake_t *fs, fake_t *fl,
+                        int overlap) {
     char err[256];
     *fs = (fake_t){.salt = 1u, .agree_pct = agree, .stop_pct = stop_pct};
     *fl = (fake_t){.salt = 1u, .stop_pct = stop_pct};
     policy_t *p = policy_new(&pp, prompt, np, err, sizeof err);
     EXPECT(p != NULL);
     small_link_t sl = {fs, small_fake_draft};
-    large_link_t ll = {fl, large_fake_verify};
+    async_fake_t af = {.f = fl};
+    large_link_t ll = overlap ? (large_link_t){&af, large_fake_sync, large_fake_start, large_fake_finish}
+                              : (large_link_t){fl, large_fake_verify, NULL, NULL};
     session_times_t tm;
-    int rc = session_run(p, &sl, &ll, &tm, err, sizeof err);
+    int rc = session_run(p, &sl, &ll, overlap, &tm, err, sizeof err);
+    last_tm = tm;
     if (rc) fprintf(stderr, "session: %s\n", err);
     EXPECT(rc == 0);
     EXPECT_EQ_INT(fs->violations + fl->violations, 0);
     return p;
+}
+
+static policy_t *run(policy_params_t pp, const int *prompt, int np, int agree, int stop_pct, fake_t *fs, fake_t *fl) {
+    return run_ov(pp, prompt, np, agree, stop_pct, fs, fl, 0);
 }
 
 static void check_identities(const policy_t *p, const policy_params_t *pp) {
@@ -188,6 +227,41 @@ int main(void) {
         check_identities(p, &pp);
         policy_destroy(&p);
         runs++;
+    }
+    /* 2b. overlap: the same tokens and the same statistics as sequential,
+     *     with speculative drafts both kept and dropped along the way */
+    {
+        int kept = 0, dropped = 0, same = 0, total = 0;
+        for (unsigned seed = 0; seed < 300; seed++) {
+            policy_params_t pp = {.mode = POLICY_BILD, .faithful = (int)(seed % 3 == 0),
+                                  .alpha_fb = 0.2f + (float)(seed % 7) / 10.0f, .alpha_rb = 0.3f + (float)(seed % 5),
+                                  .max_small = 1 + (int)(seed % 11), .max_new = 20 + (int)(seed % 50),
+                                  .vocab_size = V, .stop_a = STOP, .stop_b = 1};
+            fake_t fs, fl;
+            int np = 1 + (int)(seed % 8), agree = (int)(seed * 37 % 101), stop_pct = (int)(seed % 4);
+            policy_t *a = run_ov(pp, prompt, np, agree, stop_pct, &fs, &fl, 0);
+            policy_t *b = run_ov(pp, prompt, np, agree, stop_pct, &fs, &fl, 1);
+            kept += last_tm.spec_kept, dropped += last_tm.spec_drafts - last_tm.spec_kept;
+            int na, nb;
+            const int *oa = policy_output(a, &na), *ob = policy_output(b, &nb);
+            const policy_stats_t *sa = policy_stats(a), *sb = policy_stats(b);
+            int eq = na == nb && !memcmp(oa, ob, sizeof(int) * (size_t)na) &&
+                     !memcmp(policy_sources(a), policy_sources(b), (size_t)na) &&
+                     sa->large_passes == sb->large_passes && sa->small_passes == sb->small_passes &&
+                     sa->fallbacks == sb->fallbacks && sa->rollbacks == sb->rollbacks &&
+                     sa->draft_calls == sb->draft_calls && sa->drafted == sb->drafted && sa->accepted == sb->accepted &&
+                     sa->small_positions == sb->small_positions && sa->large_positions == sb->large_positions;
+            same += eq, total++;
+            check_identities(b, &pp);
+            policy_destroy(&a);
+            policy_destroy(&b);
+            runs++;
+        }
+        printf("overlap: %d/%d runs identical to sequential; %d speculative drafts kept, %d dropped\n", same, total,
+               kept, dropped);
+        EXPECT_EQ_INT(same, total);
+        EXPECT(kept > 100);
+        EXPECT(dropped > 100);
     }
     /* 3. max_small 0 is the large model alone: one large pass per token */
     {

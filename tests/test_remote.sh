@@ -65,9 +65,9 @@ done <"$tmp/prompts"
 compare "small in process, large remote" "$tmp/local.json" "$tmp/mixed.json"
 
 expect "non-loopback bind refused" 2 "--allow-remote" -- small-worker -m "$SM" -z "$TOK" -b "tcp://0.0.0.0:$((PORT + 2))"
-expect "dead endpoint times out" 1 "ipc://$tmp/nobody.sock" -- generate --small-endpoint "ipc://$tmp/nobody.sock" \
+expect "dead endpoint times out" 5 "ipc://$tmp/nobody.sock" -- generate --small-endpoint "ipc://$tmp/nobody.sock" \
     -L "$LG" -p x --timeout 300
-expect "role mismatch" 1 "wrong role" -- generate --small-endpoint "ipc://$tmp/large.sock" -L "$LG" -p x --timeout 2000
+expect "role mismatch" 5 "wrong role" -- generate --small-endpoint "ipc://$tmp/large.sock" -L "$LG" -p x --timeout 2000
 expect "remote sampling refused" 2 "greedily" -- generate --small-endpoint "ipc://$tmp/small.sock" -L "$LG" -p x -t 1
 echo "test_remote: $fails failed"
 [ $fails -eq 0 ]
