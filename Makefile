@@ -8,6 +8,7 @@
 #   make deps            install the Debian packages the build needs (idempotent)
 #   make SANITIZE=address,undefined test
 #   make debug           -O0 build
+#   make fuzz            libFuzzer target on the message decoder (clang) into build/fuzz/
 #   make clean
 #
 # CI adds WERROR=1.
@@ -42,8 +43,8 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test bench demo models deps debug clean info
-all: info $(BUILD)/bild $(TEST_BIN) $(BENCH_BIN)
+.PHONY: all test bench demo models deps debug clean info fuzz
+all: info $(BUILD)/bild $(TEST_BIN) $(BENCH_BIN) $(BUILD)/tests/bild-proto2
 
 info:
 	@echo "bild: CPU build into $(BUILD)/ (CUDA=1 not supported yet)$(if $(SANITIZE), with -fsanitize=$(SANITIZE),)"
@@ -65,6 +66,14 @@ $(BUILD)/libbild.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/bild: $(BUILD)/coordinator/main.o $(BUILD)/libbild.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# bild speaking protocol version 2: the peer of another version in tests/test_faults.sh
+$(BUILD)/tests/proto_v2.o: proto/proto.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DPROTO_VERSION=2 -c $< -o $@
+
+$(BUILD)/tests/bild-proto2: $(BUILD)/coordinator/main.o $(BUILD)/tests/proto_v2.o $(BUILD)/libbild.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libbild.a
@@ -105,6 +114,34 @@ deps:
 
 debug:
 	$(MAKE) OPT=-O0 BUILD=build/debug
+
+# The message decoder under libFuzzer with AddressSanitizer and UBSan
+# (tests/fuzz/fuzz_proto.c; needs clang and libclang-rt-14-dev, see
+# scripts/install-deps.sh). Builds build/fuzz/fuzz_proto and the seed-corpus
+# writer build/fuzz/make_corpus, and writes one valid message of every type
+# into build/fuzz/corpus (inputs the fuzzer finds later are kept there too).
+# Always into build/fuzz with its own flags, whatever BUILD and SANITIZE say.
+# tests/test_fuzz.sh runs a short fixed number of executions; the long run:
+#   make fuzz && build/fuzz/fuzz_proto -runs=1000000 build/fuzz/corpus
+# (a crash leaves crash-<sha1> in the current folder; rerun it with
+# build/fuzz/fuzz_proto crash-<sha1>).
+FUZZ_CC     ?= clang
+FUZZ_DIR    := build/fuzz
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -g -O1 -I. \
+               -fno-omit-frame-pointer $(if $(filter 1,$(WERROR)),-Werror,)
+FUZZ_DEPS   := proto/proto.c proto/proto.h coordinator/worker.h
+
+fuzz: $(FUZZ_DIR)/fuzz_proto $(FUZZ_DIR)/make_corpus
+	$(FUZZ_DIR)/make_corpus $(FUZZ_DIR)/corpus
+
+$(FUZZ_DIR)/fuzz_proto: tests/fuzz/fuzz_proto.c $(FUZZ_DEPS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    tests/fuzz/fuzz_proto.c proto/proto.c -o $@ -lmsgpackc
+
+$(FUZZ_DIR)/make_corpus: tests/fuzz/make_corpus.c $(FUZZ_DEPS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) tests/fuzz/make_corpus.c proto/proto.c -o $@ -lmsgpackc
 
 clean:
 	rm -rf build

@@ -359,8 +359,9 @@ static int gen_connect(gen_t *g, char *err, size_t errlen) {
             g->bytes_done += remote_stats(*rr[i])->bytes_sent + remote_stats(*rr[i])->bytes_received;
             remote_destroy(rr[i]);
         }
-        remote_opts_t ro = g->ro;
+        remote_opts_t ro = g->ro; /* CURVE for the workers whose public key was given */
         ro.server_key = i ? g->large_key : g->small_key;
+        if (!ro.server_key) ro.curve = NULL;
         /* vocab 0 before the tokenizer is known: the caller checks the hello */
         if (!(*rr[i] = remote_connect(g->zctx, eps[i], i ? ROLE_LARGE : ROLE_SMALL, g->tok ? g->V : 0, g->fp, &ro,
                                       hh[i], err, errlen)))
@@ -698,8 +699,8 @@ static int cmd_generate(int argc, char **argv) {
     if ((small_key || large_key) && !curve_key)
         return cli_usage_error(cmd, "--small-server-key/--large-server-key need --curve-key (this coordinator's "
                                     "key pair, from bild keygen)");
-    if (curve_key && ((small_ep && !small_key) || (large_ep && !large_key)))
-        return cli_usage_error(cmd, "with --curve-key, give the public key of each remote worker "
+    if (curve_key && !small_key && !large_key)
+        return cli_usage_error(cmd, "with --curve-key, give the public key of the workers to reach over CURVE "
                                     "(--small-server-key, --large-server-key)");
 
     char err[1024];
@@ -747,6 +748,12 @@ static int cmd_generate(int argc, char **argv) {
             rc = EXIT_WORKER;
             goto done;
         }
+    }
+    if (g.rs && g.rl && g.hs.vocab_size != g.hl.vocab_size) {
+        fprintf(stderr, "bild %s: the large worker at %s holds another vocabulary (%d tokens) than the small worker "
+                        "at %s (%d tokens); BiLD needs one shared vocabulary\n", cmd, large_ep, g.hl.vocab_size,
+                small_ep, g.hs.vocab_size);
+        goto done;
     }
     /* the tokenizer: --tokenizer, else beside the large model, else beside the small one */
     if (large_path && load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &Lg)) goto done;

@@ -17,7 +17,9 @@
 
 #include "coordinator/worker.h"
 
+#ifndef PROTO_VERSION /* tests build a peer of another version with -DPROTO_VERSION=2 */
 #define PROTO_VERSION 1
+#endif
 #define PROTO_MAX_FEED (1 << 20)   /* most tokens one draft request may feed */
 #define PROTO_MAX_VOCAB (1 << 22)  /* most vocabulary entries a distribution may have */
 #define PROTO_MAX_TEXT 1024        /* longest string field */

@@ -83,13 +83,17 @@ static int scan_keys(const char *path, void (*fn)(void *, const char *, const ch
         lineno++;
         char *s = line, *name = "";
         while (isspace((unsigned char)*s)) s++;
-        if (!*s || *s == '#') continue;
-        char *eq = strchr(s, '=');
-        if (eq) {
-            char *e = eq;
-            while (e > s && isspace((unsigned char)e[-1])) e--;
-            *e = 0, name = s, s = eq + 1;
-            while (isspace((unsigned char)*s)) s++;
+        /* Z85 keys may hold '=' and '#': a bare key is recognised first */
+        if (!is_key(s)) {
+            if (!*s || *s == '#') continue;
+            char *w = s;
+            while (isalpha((unsigned char)*w)) w++;
+            char *e = w;
+            while (*w == ' ' || *w == '\t') w++;
+            if (e > s && *w == '=') {
+                *e = 0, name = s, s = w + 1;
+                while (*s == ' ' || *s == '\t') s++;
+            }
         }
         if (!is_key(s)) {
             snprintf(err, errlen, "%s line %d: not a CURVE key (expected 40 Z85 characters, as bild keygen writes)",
