@@ -87,16 +87,18 @@ test: deps
 	BUILD=$(BUILD) sh tests/run.sh
 
 # The README's first command: install, build, fetch the models, and write a
-# story with BiLD (stories15M large, the provisional small model from
-# ../shared/models), statistics on stderr.
+# story with BiLD as three processes (launch/local.sh: the large and the
+# small worker over ipc://, the coordinator in front; stories15M large, the
+# provisional small model from ../shared/models). Story on stdout,
+# statistics on stderr.
 SMALL_MODEL ?= ../shared/models/stories15M-small/small.bin
+DEMO_PROMPT ?= Once upon a time, there was a little girl named Lily.
 demo: deps
 	$(MAKE) all
 	sh scripts/get-models.sh
 	@if [ -f $(SMALL_MODEL) ]; then \
-	  echo "+ bild generate (BiLD: small $(SMALL_MODEL), large stories15M)"; \
-	  $(BUILD)/bild generate -S $(SMALL_MODEL) -L models/stories15M/stories15M.bin \
-	    -p "Once upon a time, there was a little girl named Lily." -n 200; \
+	  echo "+ launch/local.sh: BiLD in three processes (small $(SMALL_MODEL), large stories15M)"; \
+	  BILD=$(BUILD)/bild sh launch/local.sh --small $(SMALL_MODEL) -- -p "$(DEMO_PROMPT)" -n 200; \
 	else \
 	  echo "no small model at $(SMALL_MODEL): running the large model alone"; \
 	  $(BUILD)/bild run -m models/stories15M/stories15M.bin -p "Once upon a time" -n 200; \
@@ -105,6 +107,7 @@ demo: deps
 bench: all models
 	$(BUILD)/bench/decode
 	$(BUILD)/bench/bild
+	BILD=$(BUILD)/bild sh bench/remote.sh
 
 models:
 	sh scripts/get-models.sh

@@ -843,11 +843,15 @@ static int cmd_generate(int argc, char **argv) {
     }
     policy_destroy(&probe);
     if (!quiet)
-        fprintf(stderr, "bild: mode %s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s%s, "
-                        "%d threads; seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "",
+    {
+        char where[64] = "both workers remote";
+        if (be) snprintf(where, sizeof where, "cpu/%s, %d threads", be->isa, be->n_threads);
+        fprintf(stderr, "bild: mode %s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s; "
+                        "seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "",
                 overlap ? " with overlap" : "", small_path ? small_path : small_ep ? small_ep : "-",
-                large_path ? large_path : large_ep ? large_ep : "-", alpha_fb, alpha_rb, g.base.max_small,
-                be ? "cpu/" : "remote workers", be ? be->isa : "", be ? be->n_threads : 0, (unsigned long long)seed);
+                large_path ? large_path : large_ep ? large_ep : "-", alpha_fb, alpha_rb, g.base.max_small, where,
+                (unsigned long long)seed);
+    }
     if (req_f) {
         int failed = gen_serve(&g, req_f, requests != NULL);
         rc = failed == 0 ? EXIT_OK : EXIT_RUNTIME;

@@ -43,7 +43,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 start() { # ROLE MODEL NAME
-    "$BILD" "$1" -m "$2" -z "$TOK" -b "ipc://$LAUNCH_DIR/$3.sock" -j "$THREADS" 2>"$LAUNCH_DIR/$3.log" &
+    "$BILD" "$1" -m "$2" -z "$TOK" -b "ipc://$LAUNCH_DIR/$3.sock" -j "$THREADS" >/dev/null 2>"$LAUNCH_DIR/$3.log" &
     pids="$pids $!"
 }
 start large-worker "$LARGE" large
@@ -51,6 +51,13 @@ start small-worker "$SMALL" small
 for name in large small; do
     i=0
     until grep -q "listening on" "$LAUNCH_DIR/$name.log" 2>/dev/null; do
+        for p in $pids; do
+            if ! kill -0 "$p" 2>/dev/null; then
+                echo "launch/local.sh: a worker exited during start-up:" >&2
+                cat "$LAUNCH_DIR/large.log" "$LAUNCH_DIR/small.log" >&2 2>/dev/null
+                exit 1
+            fi
+        done
         i=$((i + 1))
         if [ $i -gt 300 ]; then
             echo "launch/local.sh: the $name worker did not start within 30 s:" >&2
