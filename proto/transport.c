@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -157,6 +159,7 @@ static void take_public(void *ud, const char *name, const char *key) {
 int transport_load_public_keys(const char *path, char (**keys)[TRANSPORT_KEY_TEXT + 1], char *err, size_t errlen) {
     key_list_t l = {0};
     *keys = NULL;
+    *err = 0;
     if (scan_keys(path, take_public, &l, err, errlen) < 0 || l.oom || l.n == 0) {
         if (l.oom) snprintf(err, errlen, "out of memory reading %s", path);
         else if (l.n == 0 && !*err) snprintf(err, errlen, "%s holds no public key", path);
@@ -223,6 +226,18 @@ struct transport_server {
     char name[64];
 };
 
+/* 1 if a process accepts connections on the unix socket at path. */
+static int ipc_in_use(const char *path) {
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path) return 0; /* libzmq reports the bad path */
+    strcpy(a.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    int used = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return used;
+}
+
 transport_server_t *transport_server_new(void *zctx, const transport_server_opts_t *o, int *refused, char *err,
                                          size_t errlen) {
     *refused = 0;
@@ -230,6 +245,13 @@ transport_server_t *transport_server_new(void *zctx, const transport_server_opts
         snprintf(err, errlen, "refusing to bind %s: not a loopback or ipc:// address (pass --allow-remote to "
                               "listen on the network, with CURVE keys)", o->endpoint);
         *refused = 1;
+        return NULL;
+    }
+    if (!strncmp(o->endpoint, "ipc://", 6) && ipc_in_use(o->endpoint + 6)) {
+        /* libzmq would unlink the path and bind anew, silently taking the
+         * socket from the worker that has it */
+        snprintf(err, errlen, "cannot bind %s: another process is listening there (stop it, or pick another path)",
+                 o->endpoint);
         return NULL;
     }
     transport_server_t *s = calloc(1, sizeof(*s));

@@ -13,6 +13,8 @@
 #     and serves the next coordinator;
 #   - refused at handshake with a reason: another vocabulary, another protocol
 #     version, a CURVE key not on the allow list, CURVE on one side only;
+#   - a second worker on an ipc:// path in use is refused (libzmq would
+#     silently take the path over);
 #   - SIGTERM: the worker exits 0.
 set -u
 . tests/cli_lib.sh
@@ -69,6 +71,7 @@ spid=$wpid
 start "$BILD" large-worker "$LG" "$TOK" "ipc://$tmp/l.sock" "$tmp/l.log" || exit 1
 lpid=$wpid
 
+expect "ipc path in use refused" 1 "another process is listening" -- small-worker -m "$SM" -z "$TOK" -b "ipc://$tmp/s.sock"
 gen_until_fault "kill -9 large worker" "$lpid" 9 "large worker at ipc://$tmp/l.sock"
 start "$BILD" large-worker "$LG" "$TOK" "ipc://$tmp/l.sock" "$tmp/l.log" || exit 1
 lpid=$wpid
