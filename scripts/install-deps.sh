@@ -6,7 +6,7 @@
 # The golden generators in tools/ref need python3-torch and python3-numpy;
 # pass --ref to install those as well.
 set -eu
-PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev python3 procps"
+PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev python3 procps clang libclang-rt-14-dev"
 [ "${1:-}" = "--ref" ] && PKGS="$PKGS python3-torch python3-numpy"
 missing=""
 for p in $PKGS; do
