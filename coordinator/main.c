@@ -906,6 +906,10 @@ static const char *WORKER_HELP =
     "  -j, --threads N         CPU threads (default: all online cores)\n"
     "  -h, --help              this help\n";
 
+static void backend_idle_hint(void *be) {
+    if (((backend_t *)be)->idle) ((backend_t *)be)->idle(be);
+}
+
 /* Set by SIGINT/SIGTERM; the serve loop polls it. */
 static volatile sig_atomic_t g_stop = 0;
 static void on_signal(int sig) { g_stop = sig; }
@@ -984,7 +988,9 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
                   .vocab = c->vocab_size,
                   .handle = role == ROLE_SMALL ? small_server_handle : large_server_handle,
                   .ctx = role == ROLE_SMALL ? (void *)&ss : (void *)&ls,
-                  .stop = &g_stop};
+                  .stop = &g_stop,
+                  .idle = backend_idle_hint,
+                  .idle_ctx = be};
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
     fprintf(stderr, "bild %s: %s (vocab %d, context %d, cpu/%s, %d threads%s): listening on %s\n", cmd, model,
             c->vocab_size, c->seq_len, be->isa, be->n_threads, curve_key ? ", CURVE" : "", bind_ep);

@@ -110,6 +110,10 @@ struct backend {
     void (*row_stats)(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax,
                       float *max_p, float *nll);
 
+    /* A hint that no work will come for a while (a worker process between
+     * requests): helper threads stop spinning and sleep. May be NULL. */
+    void (*idle)(backend_t *be);
+
     void (*destroy)(backend_t *be);
     void *impl;              /* backend-private state */
 };

@@ -63,6 +63,7 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
             }
             proto_msg_free(&m);
         }
+        if (sv->idle) sv->idle(sv->idle_ctx); /* the other worker may need the cores now */
         if (reply(sock, &out) != 0) {
             fprintf(stderr, "bild %s: cannot send a reply: %s\n", sv->name, zmq_strerror(zmq_errno()));
         }

@@ -21,6 +21,8 @@ typedef struct {
     serve_fn handle;
     void *ctx;
     volatile sig_atomic_t *stop; /* set by a signal handler: leave the loop */
+    void (*idle)(void *idle_ctx);  /* called before each reply goes out (the compute threads may sleep); may be NULL */
+    void *idle_ctx;
 } serve_t;
 
 /* Serves on a bound server. Returns 0 after SHUTDOWN or a stop signal,

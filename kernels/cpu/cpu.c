@@ -288,6 +288,8 @@ static void cpu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, 
     threadpool_run(c->pool, stats_worker, &s, T); /* T <= a block's rows, far below the chunk limit */
 }
 
+static void cpu_idle(backend_t *be) { threadpool_park(((cpu_t *)be->impl)->pool); }
+
 static void cpu_destroy(backend_t *be) {
     cpu_t *c = be->impl;
     threadpool_destroy(&c->pool);
@@ -329,7 +331,7 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
         .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
-        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .destroy = cpu_destroy, .impl = c,
+        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
     };
     return be;
 }

@@ -47,6 +47,7 @@ struct threadpool {
     atomic_int done;
     atomic_int sleepers;
     atomic_int quit;
+    atomic_int park; /* threadpool_park: sleep without spinning out SPIN_NS */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -89,7 +90,7 @@ static void *worker_main(void *p) {
             if (g != seen || atomic_load_explicit(&tp->quit, memory_order_relaxed)) break;
             CPU_RELAX();
             if ((k & 1023) == 0) sched_yield(); /* let a thread that shares our core run */
-            if ((k & 255) == 0 && now_ns() - t0 > SPIN_NS) {
+            if ((k & 255) == 0 && (atomic_load_explicit(&tp->park, memory_order_relaxed) || now_ns() - t0 > SPIN_NS)) {
                 pthread_mutex_lock(&tp->mu);
                 atomic_fetch_add(&tp->sleepers, 1);
                 while ((uint32_t)(atomic_load(&tp->claim) >> 32) == seen && !atomic_load(&tp->quit))
@@ -139,6 +140,7 @@ void threadpool_run(threadpool_t *tp, threadpool_fn fn, void *arg, int n_chunks)
     atomic_store_explicit(&tp->fn, fn, memory_order_relaxed);
     atomic_store_explicit(&tp->arg, arg, memory_order_relaxed);
     atomic_store_explicit(&tp->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&tp->park, 0, memory_order_relaxed);
     /* seq_cst: publishes the job */
     atomic_store(&tp->claim, (uint64_t)++tp->gen << 32 | (uint64_t)n_chunks << 16);
     if (atomic_load(&tp->sleepers) > 0) {
@@ -154,6 +156,8 @@ void threadpool_run(threadpool_t *tp, threadpool_fn fn, void *arg, int n_chunks)
 }
 
 int threadpool_size(const threadpool_t *tp) { return tp->n; }
+
+void threadpool_park(threadpool_t *tp) { atomic_store_explicit(&tp->park, 1, memory_order_relaxed); }
 
 void threadpool_destroy(threadpool_t **ptp) {
     if (!ptp || !*ptp) return;

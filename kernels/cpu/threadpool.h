@@ -26,6 +26,10 @@ threadpool_t *threadpool_new(int n);
 /* Runs every chunk and waits. Not reentrant: one caller at a time. */
 void threadpool_run(threadpool_t *tp, threadpool_fn fn, void *arg, int n_chunks);
 int threadpool_size(const threadpool_t *tp);
+/* A hint that no job will come for a while (a worker process between
+ * requests, while another process needs the cores): the helper threads
+ * sleep now instead of spinning out SPIN_NS. The next run wakes them. */
+void threadpool_park(threadpool_t *tp);
 /* Joins the workers; accepts NULL and sets *ptp = NULL. */
 void threadpool_destroy(threadpool_t **ptp);
 
