@@ -132,6 +132,21 @@ timeout -k 1 30 "$BILD" generate --small-endpoint "ipc://$tmp/s.sock" --large-en
 start "$BILD" large-worker "$M260" "$TOK260" "ipc://$tmp/v.sock" "$tmp/v.log" || exit 1
 expect "another vocabulary refused" 3 "holds another vocabulary" -- generate --small-endpoint "ipc://$tmp/s.sock" \
     --large-endpoint "ipc://$tmp/v.sock" -z "$TOK" -p x --timeout 5000
+# same size, one piece changed: caught by the fingerprint
+/usr/bin/python3 - "$TOK" "$tmp/tok-edited.bin" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+off = 4
+for i in range(1000):  # find piece 1000 and change its first byte
+    score, n = struct.unpack_from("<fi", b, off)
+    off += 8 + n
+score, n = struct.unpack_from("<fi", b, off)
+b[off + 8] = ord("Q") if b[off + 8] != ord("Q") else ord("R")
+open(sys.argv[2], "wb").write(b)
+PY
+start "$BILD" large-worker "$LG" "$tmp/tok-edited.bin" "ipc://$tmp/fp.sock" "$tmp/fp.log" || exit 1
+expect "same size, another vocabulary refused" 3 "holds another vocabulary (32000 tokens, fingerprint" -- generate \
+    --small-endpoint "ipc://$tmp/s.sock" --large-endpoint "ipc://$tmp/fp.sock" -z "$TOK" -p x --timeout 5000
 start "$V2" large-worker "$LG" "$TOK" "ipc://$tmp/v2.sock" "$tmp/v2.log" || exit 1
 expect "another protocol version refused" 5 "speaks protocol version 2, this coordinator version 1" -- generate \
     --small-endpoint "ipc://$tmp/s.sock" --large-endpoint "ipc://$tmp/v2.sock" -z "$TOK" -p x --timeout 5000
