@@ -54,5 +54,29 @@ PY
 "$BILD" generate -S "$SM" -L "$LG" -p "$P" -n 40 -t 0.8 -s 5 -q >"$tmp/s2" 2>&1
 cmp -s "$tmp/s1" "$tmp/s2" && echo "ok   seeded sampling reproducible" || fail "seeded sampling differs"
 "$BILD" generate --help | grep -q -- "--rollback" && echo "ok   generate --help" || fail "generate --help"
+# serve mode: JSON lines in, one result line per request out; bad lines get
+# an error line and serving goes on; same tokens as single runs
+printf '%s\n' '{"id": "a", "prompt": "Tom had a dog.", "max_tokens": 20}' 'not json' \
+    '{"id": 3, "prompt": "Tom had a dog.", "max_tokens": 0}' '{"id": 4}' '' \
+    '{"id": 5, "prompt": "Tom had a dog.", "max_tokens": 20, "fallback": 0.9, "rollback": 1, "max_small": 4}' \
+    | "$BILD" generate -S "$SM" -L "$LG" --requests - >"$tmp/serve" 2>"$tmp/serve.err"
+rc=$?
+"$BILD" generate -S "$SM" -L "$LG" -p "Tom had a dog." -n 20 --json -q >"$tmp/one"
+"$BILD" generate -S "$SM" -L "$LG" -p "Tom had a dog." -n 20 --fallback 0.9 --rollback 1 --max-small 4 --json -q >"$tmp/five"
+python3 - "$tmp/serve" "$rc" "$tmp/one" "$tmp/five" <<'PY' && echo "ok   --requests: results, error lines, exit 1" || fail "--requests: $(cat "$tmp/serve" "$tmp/serve.err")"
+import json, sys
+L = [json.loads(l) for l in open(sys.argv[1])]
+one, five = (json.load(open(p)) for p in sys.argv[3:5])
+assert len(L) == 5, L
+assert L[0]["id"] == "a" and L[0]["tokens"] == one["tokens"], L[0]
+assert "error" in L[1] and "not a JSON object" in L[1]["error"], L[1]
+assert L[2]["id"] == 3 and "max_tokens" in L[2]["error"], L[2]
+assert L[3]["id"] == 4 and "prompt" in L[3]["error"], L[3]
+assert L[4]["id"] == 5 and L[4]["tokens"] == five["tokens"], L[4]
+assert sys.argv[2] == "1", "exit %s" % sys.argv[2]
+PY
+printf 'Tom had a dog.\n\nLily saw a bird.\n' | "$BILD" generate -S "$SM" -L "$LG" --prompts - -n 10 -q >"$tmp/p" 2>&1 \
+    && [ "$(wc -l <"$tmp/p")" -eq 2 ] && echo "ok   --prompts: one line per prompt, blank lines skipped" || fail "--prompts"
+expect "two prompt sources refused" 2 "exactly one of" -- generate -S "$SM" -L "$LG" -p x --prompts -
 echo "test_generate_cli: $fails failed"
 [ $fails -eq 0 ]
