@@ -8,7 +8,7 @@
 #   make deps            install the Debian packages the build needs (idempotent)
 #   make SANITIZE=address,undefined test
 #   make debug           -O0 build
-#   make fuzz            libFuzzer target on the message decoder (clang) into build/fuzz/
+#   make fuzz            libFuzzer targets on the message decoder and the safetensors parser (clang) into build/fuzz/
 #   make clean
 #
 # CI adds WERROR=1.
@@ -18,7 +18,7 @@ BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $(OPT) -g \
            -fno-math-errno -I. -MMD -MP $(EXTRA_CFLAGS)
-LDLIBS  := -lzmq -lmsgpackc -lcjson -lpthread -lm
+LDLIBS  := -lzmq -lmsgpackc -lcjson -lpcre2-8 -licuuc -lpthread -lm
 LDFLAGS :=
 
 ifeq ($(WERROR),1)
@@ -32,7 +32,7 @@ endif
 
 # Per-ISA kernel files are compiled with their own flags and chosen at run time.
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
-AVX2_FLAGS   := -mavx2 -mfma
+AVX2_FLAGS   := -mavx2 -mfma -mf16c
 
 LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c) \
             $(filter-out %/main.c,$(wildcard small_worker/*.c large_worker/*.c)) \
@@ -134,7 +134,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-paramet
                -fno-omit-frame-pointer $(if $(filter 1,$(WERROR)),-Werror,)
 FUZZ_DEPS   := proto/proto.c proto/proto.h coordinator/worker.h
 
-fuzz: $(FUZZ_DIR)/fuzz_proto $(FUZZ_DIR)/make_corpus
+fuzz: $(FUZZ_DIR)/fuzz_proto $(FUZZ_DIR)/make_corpus $(FUZZ_DIR)/fuzz_safetensors $(FUZZ_DIR)/fuzz_tokenizer_json
 	$(FUZZ_DIR)/make_corpus $(FUZZ_DIR)/corpus
 
 $(FUZZ_DIR)/fuzz_proto: tests/fuzz/fuzz_proto.c $(FUZZ_DEPS)
@@ -145,6 +145,23 @@ $(FUZZ_DIR)/fuzz_proto: tests/fuzz/fuzz_proto.c $(FUZZ_DEPS)
 $(FUZZ_DIR)/make_corpus: tests/fuzz/make_corpus.c $(FUZZ_DEPS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) tests/fuzz/make_corpus.c proto/proto.c -o $@ -lmsgpackc
+
+# The safetensors header parser (tests/fuzz/fuzz_safetensors.c; seeds in
+# tests/fuzz/safetensors_seeds; short run in tests/test_fuzz_safetensors.sh):
+#   make fuzz && build/fuzz/fuzz_safetensors -runs=1000000 tests/fuzz/safetensors_seeds
+$(FUZZ_DIR)/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c model/safetensors.c model/safetensors.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    tests/fuzz/fuzz_safetensors.c model/safetensors.c -o $@ -lcjson
+
+# The tokenizer.json loader and encoder (tests/fuzz/fuzz_tokenizer_json.c;
+# seeds in tests/fuzz/tokenizer_seeds; short run in tests/test_fuzz_tokenizer.sh):
+#   make fuzz && build/fuzz/fuzz_tokenizer_json -runs=1000000 -max_len=6000 tests/fuzz/tokenizer_seeds
+$(FUZZ_DIR)/fuzz_tokenizer_json: tests/fuzz/fuzz_tokenizer_json.c model/tokenizer.c model/tokenizer_hf.c \
+                                 model/tokenizer.h model/tokenizer_impl.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    tests/fuzz/fuzz_tokenizer_json.c model/tokenizer.c model/tokenizer_hf.c -o $@ -lcjson -lpcre2-8 -licuuc
 
 clean:
 	rm -rf build

@@ -129,6 +129,13 @@ static int file_exists(const char *p) {
 }
 
 int cli_default_tokenizer(const char *model, int vocab, char *out, size_t n, char *tried, size_t tn) {
+    struct stat st;
+    if (stat(model, &st) == 0 && S_ISDIR(st.st_mode)) { /* a Hugging Face directory */
+        size_t len = strlen(model);
+        snprintf(out, n, "%s%stokenizer.json", model, len && model[len - 1] == '/' ? "" : "/");
+        snprintf(tried, tn, "%s", out);
+        return file_exists(out) ? 0 : -1;
+    }
     const char *slash = strrchr(model, '/');
     int dirlen = slash ? (int)(slash - model + 1) : 0;
     snprintf(out, n, "%.*stokenizer.bin", dirlen, model);
@@ -195,4 +202,20 @@ uint64_t cli_vocab_fingerprint(const tokenizer_t *tok) {
         fp = proto_fingerprint_add(fp, p, n);
     }
     return fp;
+}
+
+tokenizer_t *cli_load_tokenizer(const char *path, int vocab, int bos, int eos, char *err, size_t errlen) {
+    size_t n = strlen(path);
+    if (n < 5 || strcmp(path + n - 5, ".json")) return tokenizer_load_llama2c(path, vocab, err, errlen);
+    tokenizer_t *t = tokenizer_load_hf(path, err, errlen);
+    if (!t) return NULL;
+    if (tokenizer_vocab_size(t) > vocab) {
+        snprintf(err, errlen, "tokenizer %s has %d pieces, more than the model's vocabulary of %d: it belongs to "
+                              "another model", path, tokenizer_vocab_size(t), vocab);
+        tokenizer_destroy(&t);
+        return NULL;
+    }
+    if (bos >= 0 || eos >= 0) /* config.json's ids win over the tokenizer's guess */
+        tokenizer_set_bos_eos(t, bos >= 0 ? bos : tokenizer_bos(t), eos >= 0 ? eos : tokenizer_eos(t));
+    return t;
 }

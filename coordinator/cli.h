@@ -32,9 +32,16 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
  * message naming the file on failure. Caller frees. */
 char *cli_read_prompt_file(const char *path, char *err, size_t errlen);
 
-/* The tokenizer next to a model: tokenizer.bin, then tok<vocab>.bin. Returns
- * 0 with the path in out, or -1 with the paths tried in tried. */
+/* The tokenizer of a model: DIR/tokenizer.json for a Hugging Face directory,
+ * else tokenizer.bin, then tok<vocab>.bin next to the file. Returns 0 with
+ * the path in out, or -1 with the paths tried in tried. */
 int cli_default_tokenizer(const char *model, int vocab, char *out, size_t n, char *tried, size_t tn);
+
+/* Loads a tokenizer: a .json path as a Hugging Face tokenizer.json (at most
+ * vocab pieces; bos/eos >= 0 override its own, as config.json says), any
+ * other as a llama2.c tokenizer.bin of exactly vocab pieces. NULL with a
+ * one-line message on failure. */
+tokenizer_t *cli_load_tokenizer(const char *path, int vocab, int bos, int eos, char *err, size_t errlen);
 
 /* The vocabulary fingerprint the workers' handshake carries: FNV-1a over
  * every piece's decoded bytes (proto_fingerprint_add). */

@@ -178,7 +178,8 @@ static int load_model(const char *cmd, const char *path, const char *tokpath, in
         loaded_free(l);
         return -1;
     }
-    if (!(l->tok = tokenizer_load_llama2c(found, V, err, sizeof err))) {
+    if (!(l->tok = cli_load_tokenizer(found, V, model_config(l->m)->bos_id, model_config(l->m)->eos_id, err,
+                                      sizeof err))) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         loaded_free(l);
         return -1;
@@ -292,6 +293,8 @@ static int cmd_run(int argc, char **argv) {
         cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
         for (int i = 0; i < st.n_gen; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
         cJSON_AddNumberToObject(j, "prompt_tokens", st.n_prompt);
+        cJSON *pids = cJSON_AddArrayToObject(j, "prompt_ids");
+        for (int i = 0; i < n_ids; i++) cJSON_AddItemToArray(pids, cJSON_CreateNumber(ids[i]));
         cJSON_AddNumberToObject(j, "generated_tokens", st.n_gen);
         cJSON_AddStringToObject(j, "stop", stop_reason_name(st.stop));
         cJSON_AddNumberToObject(j, "seed", (double)seed);
@@ -762,7 +765,7 @@ static int cmd_generate(int argc, char **argv) {
     if (small_path && load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &S)) goto done;
     g.tok = Lg.tok ? Lg.tok : S.tok;
     if (!g.tok && tokpath && (g.rs || g.rl)) { /* both models remote: the tokenizer alone, sized by the handshake */
-        if (!(g.tok = own_tok = tokenizer_load_llama2c(tokpath, g.rl ? g.hl.vocab_size : g.hs.vocab_size, err,
+        if (!(g.tok = own_tok = cli_load_tokenizer(tokpath, g.rl ? g.hl.vocab_size : g.hs.vocab_size, -1, -1, err,
                                                        sizeof err))) {
             fprintf(stderr, "bild %s: %s\n", cmd, err);
             goto done;

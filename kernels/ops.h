@@ -12,8 +12,15 @@
  *   elements; "x W^T" maps a (T, d) activation to (T, n), as in llama2.c and
  *   PyTorch's nn.Linear.
  * - T is the number of token positions processed together (a block).
- * - Activations are f32. Weights may be f32 (all this backend supports for
- *   now; other dtypes are refused with a CHECK until they are implemented).
+ * - Activations, KV caches and outputs are f32 (tensors from alloc).
+ * - Weights may be f32, bf16 or f16 (DTYPE_F32/BF16/F16), each tensor on
+ *   its own: the W of every matmul job, swiglu's W1 and W3, embed's table
+ *   and rmsnorm's w. Half weights stay half in memory (wrap_host them as
+ *   they are; a decode step reads half the bytes) and are widened to f32
+ *   exactly inside the kernel; products and sums are formed in f32 as for
+ *   f32 weights, so the result equals the f32 computation on the widened
+ *   weights up to summation order. Any other dtype, or a half tensor where
+ *   an activation is expected, is a programmer error (CHECK).
  *
  * Left out on purpose: a graph/scheduler. Ops run eagerly in call order;
  * fusion is expressed by the few fused ops below (QKV projection as one
@@ -62,27 +69,33 @@ struct backend {
     tensor_t (*alloc)(backend_t *be, int64_t n);
     void (*free)(backend_t *be, tensor_t *t);
     /* Wraps host memory the backend can read directly (mmapped weights).
-     * Returns a tensor with data == NULL if the backend cannot (a GPU
-     * backend uploads instead). */
+     * n counts elements of dtype (4 bytes for F32, 2 for BF16 and F16;
+     * half data needs only 2-byte alignment). The memory is borrowed, not
+     * copied or converted. Returns a tensor with data == NULL if the
+     * backend cannot (a GPU backend uploads instead). */
     tensor_t (*wrap_host)(backend_t *be, void *host, dtype_t dtype, int64_t n);
     /* Copies n f32 elements from element offset off of src to host memory. */
     void (*to_host)(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n);
     /* Copies n f32 elements from host memory to element offset off of dst. */
     void (*from_host)(backend_t *be, tensor_t dst, int64_t off, const float *src, int64_t n);
 
-    /* out[t, :] = table[tokens[t], :] for t < T.  out (T, d), table (V, d).
-     * tokens are host ints, already range-checked by the caller. */
+    /* out[t, :] = table[tokens[t], :] for t < T.  out (T, d) f32, table (V, d)
+     * f32, bf16 or f16 (rows widened to f32). tokens are host ints, already
+     * range-checked by the caller. */
     void (*embed)(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d);
 
-    /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w.  out, x (T, d); w (d). out may equal x. */
+    /* out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w.  out, x (T, d); w (d), any weight dtype.
+     * out may equal x. */
     void (*rmsnorm)(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int T, int d, float eps);
 
-    /* For each job j: out_j[t, :] (+)= x[t, :] W_j^T.  x (T, d); W_j (n_j, d).
+    /* For each job j: out_j[t, :] (+)= x[t, :] W_j^T.  x (T, d); W_j (n_j, d),
+     * each job's W in its own weight dtype (f32, bf16 or f16); x, out f32.
      * accumulate != 0 adds to out (residual connection), else overwrites. */
     void (*matmul)(backend_t *be, tensor_t x, int T, int d, const matmul_job_t *jobs, int n_jobs,
                    int accumulate);
 
-    /* out = silu(x W1^T) * (x W3^T).  x (T, d); W1, W3 (hid, d); out (T, hid). */
+    /* out = silu(x W1^T) * (x W3^T).  x (T, d); W1, W3 (hid, d), each f32,
+     * bf16 or f16; out (T, hid). */
     void (*swiglu)(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tensor_t w3, int T, int d,
                    int hid);
 

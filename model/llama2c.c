@@ -26,28 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model/model.h"
-
-struct model_file {
-    char *path;
-    void *map;
-    size_t size;
-    model_config_t cfg;
-    model_weights_t w;
-    const void **layer_ptrs; /* backing store of the per-layer arrays in w */
-};
-
-size_t model_n_params(const model_config_t *c) {
-    size_t d = c->dim, q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * c->hidden_dim;
-    return (size_t)c->vocab_size * d * (c->shared_classifier ? 1 : 2) + c->n_layers * layer + d;
-}
-
-size_t model_step_bytes(const model_config_t *c) {
-    size_t n = model_n_params(c);
-    if (!c->shared_classifier) n -= (size_t)(c->vocab_size - 1) * c->dim; /* one embedding row */
-    return n * 4;
-}
+#include "model/model_file.h"
 
 static model_file_t *fail(model_file_t *m, char *err, size_t errlen, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -73,19 +52,23 @@ model_file_t *llama2c_open(const char *path, char *err, size_t errlen) {
         close(fd);
         return fail(m, err, errlen, path, "not a regular file");
     }
-    m->size = (size_t)st.st_size;
-    if (m->size < 28) {
+    size_t size = (size_t)st.st_size;
+    if (size < 28) {
         close(fd);
-        return fail(m, err, errlen, path, "only %zu bytes: too short for a llama2.c checkpoint (28-byte header)", m->size);
+        return fail(m, err, errlen, path, "only %zu bytes: too short for a llama2.c checkpoint (28-byte header)", size);
     }
-    m->map = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    m->maps = calloc(1, sizeof(void *));
+    m->map_sizes = calloc(1, sizeof(size_t));
+    if (!m->maps || !m->map_sizes) {
+        close(fd);
+        return fail(m, err, errlen, path, "out of memory");
+    }
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (m->map == MAP_FAILED) {
-        m->map = NULL;
-        return fail(m, err, errlen, path, "cannot map: %s", strerror(errno));
-    }
+    if (map == MAP_FAILED) return fail(m, err, errlen, path, "cannot map: %s", strerror(errno));
+    m->maps[0] = map, m->map_sizes[0] = size, m->n_maps = 1;
     int32_t h[7];
-    memcpy(h, m->map, sizeof h);
+    memcpy(h, map, sizeof h);
     if (h[0] == 0x616b3432)
         return fail(m, err, errlen, path, "llama2.c version-1/2 export (magic \"ak42\") is not supported; "
                     "export with legacy_export (version 0)");
@@ -101,7 +84,8 @@ model_file_t *llama2c_open(const char *path, char *err, size_t errlen) {
     *c = (model_config_t){.dim = h[0], .hidden_dim = h[1], .n_layers = h[2], .n_heads = h[3],
                           .n_kv_heads = h[4], .vocab_size = h[5] < 0 ? -h[5] : h[5], .seq_len = h[6],
                           .shared_classifier = h[5] > 0, .norm_eps = 1e-5f, .rope_theta = 10000.0f,
-                          .rope_style = ROPE_INTERLEAVED, .bos_id = 1, .eos_id = 2};
+                          .rope_style = ROPE_INTERLEAVED, .bos_id = 1, .eos_id = 2,
+                          .n_eos = 1, .eos_ids = {2}, .trained_seq_len = h[6]};
     if (c->dim % c->n_heads)
         return fail(m, err, errlen, path, "dim %d is not a multiple of n_heads %d", c->dim, c->n_heads);
     c->head_dim = c->dim / c->n_heads;
@@ -115,13 +99,13 @@ model_file_t *llama2c_open(const char *path, char *err, size_t errlen) {
     /* expected size: header + parameters + the two legacy RoPE tables */
     size_t rope_tables = (size_t)c->seq_len * c->head_dim; /* 2 x (seq_len, head_dim/2) */
     size_t want = 28 + (model_n_params(c) + rope_tables) * 4;
-    if (m->size != want)
+    if (size != want)
         return fail(m, err, errlen, path,
                     "%zu bytes, but its header (dim %d, hidden %d, layers %d, heads %d, kv heads %d, vocab %d%s, "
                     "seq_len %d) implies %zu: the file is %s",
-                    m->size, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
+                    size, c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
                     c->shared_classifier ? "" : " unshared", c->seq_len, want,
-                    m->size < want ? "truncated or the header is wrong" : "longer than expected (wrong header?)");
+                    size < want ? "truncated or the header is wrong" : "longer than expected (wrong header?)");
 
     int L = c->n_layers;
     m->layer_ptrs = calloc((size_t)L * 9, sizeof(void *));
@@ -132,7 +116,7 @@ model_file_t *llama2c_open(const char *path, char *err, size_t errlen) {
     w->rms_att = lp, w->wq = lp + L, w->wk = lp + 2 * L, w->wv = lp + 3 * L, w->wo = lp + 4 * L;
     w->rms_ffn = lp + 5 * L, w->w1 = lp + 6 * L, w->w2 = lp + 7 * L, w->w3 = lp + 8 * L;
 
-    const float *p = (const float *)((const char *)m->map + 28);
+    const float *p = (const float *)((const char *)map + 28);
     size_t d = c->dim, q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim,
            hid = c->hidden_dim;
     w->tok_emb = p, p += (size_t)c->vocab_size * d;
@@ -155,19 +139,3 @@ model_file_t *llama2c_open(const char *path, char *err, size_t errlen) {
     w->wcls = c->shared_classifier ? w->tok_emb : (const void *)p;
     return m;
 }
-
-model_file_t *model_open(const char *path, char *err, size_t errlen) { return llama2c_open(path, err, errlen); }
-
-void model_close(model_file_t **pm) {
-    if (!pm || !*pm) return;
-    model_file_t *m = *pm;
-    if (m->map) munmap(m->map, m->size);
-    free(m->layer_ptrs);
-    free(m->path);
-    free(m);
-    *pm = NULL;
-}
-
-const model_config_t *model_config(const model_file_t *m) { return &m->cfg; }
-const model_weights_t *model_weights(const model_file_t *m) { return &m->w; }
-const char *model_path(const model_file_t *m) { return m->path; }

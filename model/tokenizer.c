@@ -13,7 +13,7 @@
  * Left out on purpose: SentencePiece normalization (NFKC, whitespace
  * collapsing) and the unigram model; the llama2.c vocabularies use neither.
  */
-#include "model/tokenizer.h"
+#include "model/tokenizer_impl.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -29,20 +29,6 @@ enum { TOK_UNK = 0, TOK_BOS = 1, TOK_EOS = 2, TOK_BYTE0 = 3 };
 /* Largest max_token_length we accept: real vocabularies stay under a few
  * hundred bytes; anything bigger is a corrupt or foreign file. */
 #define TOK_MAX_PIECE_LEN 65536
-
-struct tokenizer {
-    int vocab_size;
-    int max_token_length;
-    int byte_fallback;      /* pieces 3..258 are "<0x00>".."<0xFF>" */
-    float *scores;          /* (vocab_size) merge priority, higher first */
-    int *offsets;           /* (vocab_size) start of piece i in text */
-    int *lens;              /* (vocab_size) length of piece i in bytes */
-    short *byte_of;         /* (vocab_size) b for a "<0xXX>" piece, else -1 */
-    char *text;             /* every piece, each followed by a NUL */
-    int *table;             /* (table_mask + 1) open addressing: id or -1 */
-    uint32_t table_mask;
-    unsigned char bytes[256]; /* bytes[b] == b; decode of "<0xXX>" points here */
-};
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || errlen == 0) return;
@@ -257,6 +243,8 @@ tokenizer_t *tokenizer_load_llama2c(const char *path, int vocab_size, char *err,
     }
     t->vocab_size = vocab_size;
     t->max_token_length = mtl;
+    t->bos = TOK_BOS;
+    t->eos = TOK_EOS;
     t->table_mask = cap - 1;
     for (int b = 0; b < 256; b++) t->bytes[b] = (unsigned char)b;
     for (uint32_t i = 0; i < cap; i++) t->table[i] = -1;
@@ -296,6 +284,7 @@ tokenizer_t *tokenizer_load_llama2c(const char *path, int vocab_size, char *err,
 void tokenizer_destroy(tokenizer_t **pt) {
     if (!pt || !*pt) return;
     tokenizer_t *t = *pt;
+    tok_hf_free(t->hf);
     free(t->scores);
     free(t->offsets);
     free(t->lens);
@@ -307,8 +296,8 @@ void tokenizer_destroy(tokenizer_t **pt) {
 }
 
 int tokenizer_vocab_size(const tokenizer_t *t) { return t->vocab_size; }
-int tokenizer_bos(const tokenizer_t *t) { (void)t; return TOK_BOS; }
-int tokenizer_eos(const tokenizer_t *t) { (void)t; return TOK_EOS; }
+int tokenizer_bos(const tokenizer_t *t) { return t->bos; }
+int tokenizer_eos(const tokenizer_t *t) { return t->eos; }
 
 const char *tokenizer_piece(const tokenizer_t *t, int id) {
     if (id < 0 || id >= t->vocab_size) return "";
@@ -316,6 +305,7 @@ const char *tokenizer_piece(const tokenizer_t *t, int id) {
 }
 
 const char *tokenizer_decode(const tokenizer_t *t, int prev, int id, size_t *len) {
+    if (t->hf) return tok_hf_decode(t, prev, id, len);
     if (id < 0 || id >= t->vocab_size || id == TOK_BOS || id == TOK_EOS) {
         *len = 0;
         return "";
@@ -484,6 +474,7 @@ static void emit(int *out, int cap, int *count, int id) {
 }
 
 int tokenizer_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap) {
+    if (t->hf) return tok_hf_encode(t, text, add_bos, out, cap);
     int count = 0;
     if (add_bos) emit(out, cap, &count, TOK_BOS);
     if (!text || text[0] == '\0') return count;

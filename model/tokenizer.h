@@ -1,4 +1,6 @@
-/* tokenizer.h - SentencePiece-style BPE tokenizer (llama2.c tokenizer.bin).
+/* tokenizer.h - BPE tokenizers: llama2.c's tokenizer.bin (below) and Hugging
+ * Face tokenizer.json (tokenizer_load_hf; model/tokenizer_hf.c describes the
+ * pipeline). Every function below works on both kinds.
  *
  * File format (little-endian), as written by llama2.c's tokenizer export:
  *   int32 max_token_length
@@ -35,16 +37,47 @@ typedef struct tokenizer tokenizer_t;
  * (err may be NULL). Caller owns the result. */
 tokenizer_t *tokenizer_load_llama2c(const char *path, int vocab_size, char *err, size_t errlen);
 
+/* Loads a Hugging Face tokenizer.json (path, or a directory holding one)
+ * with a BPE model: byte-level (GPT-2 / Llama-3 / Qwen2 style) or
+ * SentencePiece-style with byte fallback (Llama-2 / TinyLlama / Mistral).
+ * The vocabulary size is the largest id in model.vocab and added_tokens + 1.
+ * BOS: the first special token the post_processor's template puts before
+ * $A, else -1; EOS: the first special added token among </s>,
+ * <|end_of_text|>, <|endoftext|>, <|im_end|>, else -1 (override both with
+ * tokenizer_set_bos_eos from config.json). Other model types (Unigram,
+ * WordPiece), unsupported normalizers, pre-tokenizers or post-processors,
+ * malformed JSON and merges naming unknown pieces are refused.
+ * Returns NULL on failure with a one-line reason (naming the file and the
+ * field) in err (err may be NULL). Caller owns the result. */
+tokenizer_t *tokenizer_load_hf(const char *path, char *err, size_t errlen);
+
+/* The same from a tokenizer.json held in memory (size bytes, no NUL needed);
+ * name stands for the file in messages (NULL: "(memory)"). */
+tokenizer_t *tokenizer_load_hf_mem(const char *json, size_t size, const char *name, char *err, size_t errlen);
+
+/* Sets BOS and EOS (e.g. from config.json's bos_token_id / eos_token_id);
+ * an id outside the vocabulary means "none" (-1). For tokenizer.json
+ * tokenizers tokenizer_encode's add_bos still adds the post-processor's
+ * template tokens, which are what the model was trained with. */
+void tokenizer_set_bos_eos(tokenizer_t *t, int bos, int eos);
+
+/* 1 if id is a special token (tokenizer.json: an added token marked
+ * special; tokenizer.bin: BOS or EOS). Special tokens decode to no bytes. */
+int tokenizer_is_special(const tokenizer_t *t, int id);
+
 /* Accepts NULL; sets *pt = NULL. */
 void tokenizer_destroy(tokenizer_t **pt);
 
 int tokenizer_vocab_size(const tokenizer_t *t);
-int tokenizer_bos(const tokenizer_t *t); /* 1 for llama2.c vocabularies */
-int tokenizer_eos(const tokenizer_t *t); /* 2 for llama2.c vocabularies */
+int tokenizer_bos(const tokenizer_t *t); /* 1 for llama2.c vocabularies; -1 if none */
+int tokenizer_eos(const tokenizer_t *t); /* 2 for llama2.c vocabularies; -1 if none */
 
 /* Encodes UTF-8 text (NUL-terminated; invalid UTF-8 bytes are byte-fallback
  * encoded), prepending BOS if add_bos. Empty text gives BOS alone (no dummy
- * space). Writes at most cap ids to out (out may be NULL when cap is 0).
+ * space). tokenizer.json: add_bos adds the post-processor template's tokens
+ * before (and, if the template has any, after) the text, which may be none
+ * (Qwen2); added tokens in the text are matched first.
+ * Writes at most cap ids to out (out may be NULL when cap is 0).
  * Returns the number of ids the full encoding has (which may exceed cap:
  * the caller then knows the text does not fit), or -1 on allocation failure
  * or for text longer than INT_MAX / 8 bytes. O(n log n) in the text length;
@@ -54,13 +87,19 @@ int tokenizer_encode(const tokenizer_t *t, const char *text, int add_bos, int *o
 /* The bytes token id stands for when it follows token prev: "<0xXX>" pieces
  * become the single raw byte, and the leading space of the piece right after
  * BOS is dropped (SentencePiece's dummy prefix). BOS, EOS and ids out of
- * range stand for no bytes (*len = 0); <unk> gives its piece. Returns a
+ * range stand for no bytes (*len = 0); <unk> gives its piece. tokenizer.json:
+ * byte-level pieces map back through GPT-2's byte alphabet, SentencePiece
+ * ones turn U+2581 into ' ' and drop the leading space after BOS (a caller
+ * that skips special tokens passes the last token it printed, or BOS at the
+ * start, as prev); special added tokens (BOS, EOS, <unk>, ...) give no
+ * bytes, other added tokens their content. Returns a
  * pointer borrowed from the tokenizer (not NUL-terminated for byte pieces)
  * and its length in *len. */
 const char *tokenizer_decode(const tokenizer_t *t, int prev, int id, size_t *len);
 
 /* The raw piece string of id, as stored in the file (NUL-terminated; "" for
- * an id out of range). Borrowed. */
+ * an id out of range; tokenizer.json: the model.vocab string, e.g. "Ġthe" or
+ * "▁the", or an added token's content). Borrowed. */
 const char *tokenizer_piece(const tokenizer_t *t, int id);
 
 /* -1 if a and b are the same vocabulary (same size, BOS and EOS, and every

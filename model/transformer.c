@@ -6,7 +6,15 @@
  *   x += attention(q, K[0:pos+T], V[0:pos+T]) Wo^T ;
  *   x += swiglu(rmsnorm(x)) W2^T
  * then logits = rmsnorm(x) Wcls^T. Mirrors the Llama architecture as in
- * llama2.c's model definition; the RoPE convention comes from the config.
+ * llama2.c's model definition and Hugging Face's LlamaForCausalLM /
+ * MistralForCausalLM / Qwen2ForCausalLM; from the config come the RoPE
+ * convention (interleaved pairs or rotate-half), theta and llama3 frequency
+ * scaling, head_dim (which may differ from dim / n_heads), q/k/v biases
+ * (Qwen2) and the tied or separate head.
+ *
+ * Biases are added with the existing matmul op: out (+)= ones(T, 1) b^T,
+ * i.e. a matmul with d = 1 whose weight is the bias viewed as (n, 1); 1 * b
+ * is exact, so this equals adding b.
  *
  * The code never touches tensor memory: every op goes through the backend,
  * so a GPU backend runs the same function unchanged.
@@ -28,6 +36,8 @@ struct transformer {
     /* weights wrapped for the backend; per-layer arrays of n_layers */
     tensor_t tok_emb, rms_final, wcls;
     tensor_t *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3;
+    tensor_t *bq, *bk, *bv; /* (n) each, only when cfg.qkv_bias */
+    tensor_t ones;          /* (B, 1) of 1.0: the input of the bias "matmul" */
     /* KV cache: per layer (seq_len, n_kv_heads * head_dim) */
     tensor_t *kc, *vc;
     /* activations for a block of up to max_block tokens */
@@ -41,17 +51,30 @@ struct transformer {
     float *logits_host; /* NULL when the backend's logits are host memory */
 };
 
-static int wrap(transformer_t *tf, tensor_t *t, const void *p, int64_t n) {
-    *t = tf->be->wrap_host(tf->be, (void *)p, DTYPE_F32, n);
+static int wrap(transformer_t *tf, tensor_t *t, const void *p, dtype_t dt, int64_t n) {
+    *t = tf->be->wrap_host(tf->be, (void *)p, dt, n);
     return t->data != NULL;
+}
+
+/* Angular frequency of RoPE pair i (of head_dim/2): theta^(-2i/head_dim),
+ * then llama3 scaling when configured (transformers'
+ * _compute_llama3_parameters): long wavelengths are slowed by `factor`,
+ * short ones kept, and the band between interpolated. In double. */
+static double rope_inv_freq(const model_config_t *c, int i) {
+    double inv = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+    if (c->rope_scaling != ROPE_SCALING_LLAMA3) return inv;
+    double factor = c->rope_factor, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+    double orig = c->rope_orig_ctx, wavelen = 2 * M_PI / inv;
+    if (wavelen < orig / hi) return inv;          /* high frequency: unchanged */
+    if (wavelen > orig / lo) return inv / factor; /* low frequency: scaled */
+    double smooth = (orig / wavelen - lo) / (hi - lo);
+    return (1 - smooth) * inv / factor + smooth * inv;
 }
 
 transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const model_weights_t *w,
                                int max_block, char *err, size_t errlen) {
-    if (w->dtype != DTYPE_F32) {
-        snprintf(err, errlen, "only f32 weights are supported by this build");
-        return NULL;
-    }
+    /* Matrices may be f32, bf16 or f16 (w->dtype; the kernels widen half in
+     * registers); norm weights and biases are f32. */
     transformer_t *tf = calloc(1, sizeof(*tf));
     if (!tf) goto oom;
     tf->be = be;
@@ -62,19 +85,24 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
     int L = c->n_layers, B = tf->max_block;
     int64_t d = c->dim, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim,
             hid = c->hidden_dim, V = c->vocab_size;
-    tensor_t *arr = calloc((size_t)L * 11, sizeof(tensor_t));
+    tensor_t *arr = calloc((size_t)L * 14, sizeof(tensor_t));
     if (!arr) goto oom;
     tf->rms_att = arr, tf->wq = arr + L, tf->wk = arr + 2 * L, tf->wv = arr + 3 * L, tf->wo = arr + 4 * L;
     tf->rms_ffn = arr + 5 * L, tf->w1 = arr + 6 * L, tf->w2 = arr + 7 * L, tf->w3 = arr + 8 * L;
     tf->kc = arr + 9 * L, tf->vc = arr + 10 * L;
-    int ok = wrap(tf, &tf->tok_emb, w->tok_emb, V * d) && wrap(tf, &tf->rms_final, w->rms_final, d) &&
-             wrap(tf, &tf->wcls, w->wcls, V * d);
+    tf->bq = arr + 11 * L, tf->bk = arr + 12 * L, tf->bv = arr + 13 * L;
+    /* matrices in the weights' dtype; norm weights and biases always f32 */
+    dtype_t md = w->dtype, f = DTYPE_F32;
+    int ok = wrap(tf, &tf->tok_emb, w->tok_emb, md, V * d) && wrap(tf, &tf->rms_final, w->rms_final, f, d) &&
+             wrap(tf, &tf->wcls, w->wcls, md, V * d);
     for (int l = 0; l < L && ok; l++)
-        ok = wrap(tf, &tf->rms_att[l], w->rms_att[l], d) && wrap(tf, &tf->wq[l], w->wq[l], qd * d) &&
-             wrap(tf, &tf->wk[l], w->wk[l], kvd * d) && wrap(tf, &tf->wv[l], w->wv[l], kvd * d) &&
-             wrap(tf, &tf->wo[l], w->wo[l], d * qd) && wrap(tf, &tf->rms_ffn[l], w->rms_ffn[l], d) &&
-             wrap(tf, &tf->w1[l], w->w1[l], hid * d) && wrap(tf, &tf->w2[l], w->w2[l], d * hid) &&
-             wrap(tf, &tf->w3[l], w->w3[l], hid * d);
+        ok = wrap(tf, &tf->rms_att[l], w->rms_att[l], f, d) && wrap(tf, &tf->wq[l], w->wq[l], md, qd * d) &&
+             wrap(tf, &tf->wk[l], w->wk[l], md, kvd * d) && wrap(tf, &tf->wv[l], w->wv[l], md, kvd * d) &&
+             wrap(tf, &tf->wo[l], w->wo[l], md, d * qd) && wrap(tf, &tf->rms_ffn[l], w->rms_ffn[l], f, d) &&
+             wrap(tf, &tf->w1[l], w->w1[l], md, hid * d) && wrap(tf, &tf->w2[l], w->w2[l], md, d * hid) &&
+             wrap(tf, &tf->w3[l], w->w3[l], md, hid * d) &&
+             (!c->qkv_bias || (wrap(tf, &tf->bq[l], w->bq[l], f, qd) && wrap(tf, &tf->bk[l], w->bk[l], f, kvd) &&
+                               wrap(tf, &tf->bv[l], w->bv[l], f, kvd)));
     if (!ok) {
         snprintf(err, errlen, "backend %s cannot use host weights", be->name);
         transformer_destroy(&tf);
@@ -88,9 +116,21 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
     tf->x = be->alloc(be, B * d), tf->xb = be->alloc(be, B * d), tf->q = be->alloc(be, B * qd);
     tf->att = be->alloc(be, B * qd), tf->hb = be->alloc(be, B * hid), tf->logits = be->alloc(be, B * V);
     if (!tf->x.data || !tf->xb.data || !tf->q.data || !tf->att.data || !tf->hb.data || !tf->logits.data) goto oom;
-    /* RoPE angles: pair i of a head turns by pos * theta^(-2i/head_dim) in
-     * both conventions (they differ in which dimensions form the pair).
-     * Computed once here in double, instead of per layer and per call. */
+    if (c->qkv_bias) {
+        float *one = malloc(sizeof(float) * (size_t)B);
+        tf->ones = be->alloc(be, B);
+        if (!one || !tf->ones.data) {
+            free(one);
+            goto oom;
+        }
+        for (int i = 0; i < B; i++) one[i] = 1.0f;
+        be->from_host(be, tf->ones, 0, one, B);
+        free(one);
+    }
+    /* RoPE angles: pair i of a head turns by pos * theta^(-2i/head_dim)
+     * (scaled for llama3) in both conventions (they differ in which
+     * dimensions form the pair). Computed once here in double, instead of
+     * per layer and per call. */
     int half = c->head_dim / 2;
     tf->rope_cs = be->alloc(be, (int64_t)c->seq_len * c->head_dim);
     float *cs = malloc(sizeof(float) * (size_t)c->seq_len * c->head_dim);
@@ -100,7 +140,7 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
     }
     for (int p = 0; p < c->seq_len; p++)
         for (int i = 0; i < half; i++) {
-            double ang = p * pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+            double ang = p * rope_inv_freq(c, i);
             cs[(size_t)p * c->head_dim + 2 * i] = (float)cos(ang);
             cs[(size_t)p * c->head_dim + 2 * i + 1] = (float)sin(ang);
         }
@@ -124,6 +164,7 @@ void transformer_destroy(transformer_t **ptf) {
     }
     be->free(be, &tf->x), be->free(be, &tf->xb), be->free(be, &tf->q);
     be->free(be, &tf->att), be->free(be, &tf->hb), be->free(be, &tf->logits), be->free(be, &tf->rope_cs);
+    be->free(be, &tf->ones);
     free(tf->logits_host);
     free(tf);
     *ptf = NULL;
@@ -142,6 +183,12 @@ static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, 
                                {tf->wk[l], tf->kc[l], (int64_t)pos * kvd, kvd},
                                {tf->wv[l], tf->vc[l], (int64_t)pos * kvd, kvd}};
         be->matmul(be, tf->xb, T, d, qkv, 3, 0);
+        if (c->qkv_bias) { /* q, k, v += ones(T, 1) b^T, before RoPE as in Qwen2 */
+            matmul_job_t bias[3] = {{tf->bq[l], tf->q, 0, qd},
+                                    {tf->bk[l], tf->kc[l], (int64_t)pos * kvd, kvd},
+                                    {tf->bv[l], tf->vc[l], (int64_t)pos * kvd, kvd}};
+            be->matmul(be, tf->ones, T, 1, bias, 3, 1);
+        }
         be->rope(be, tf->q, 0, qd, T, c->n_heads, hd, pos, tf->rope_cs, c->rope_style);
         be->rope(be, tf->kc[l], (int64_t)pos * kvd, kvd, T, c->n_kv_heads, hd, pos, tf->rope_cs, c->rope_style);
         be->attention(be, tf->att, tf->q, tf->kc[l], tf->vc[l], T, pos, c->n_heads, c->n_kv_heads, hd);

@@ -62,7 +62,10 @@ expect "header: hidden_dim disagrees with size" 3 "hidden 173" -- run -m "$tmp/h
 expect "tokenizer of another vocabulary" 3 "tokenizer.bin" -- run -m "$M260" -z "$T32K" -p x
 expect "tokenizer mismatch says why" 3 "512" -- run -m "$M260" -z "$T32K" -p x
 expect "missing model file" 3 "$tmp/nope.bin" -- run -m "$tmp/nope.bin" -p x
-expect "model path is a directory" 3 "not a regular file" -- run -m "$tmp" -p x
+expect "model directory without config.json" 3 "config.json: cannot open" -- run -m "$tmp" -p x
+mkdir "$tmp/hfbad" && cp tests/data/hf/llama_gqa_f32/* "$tmp/hfbad/" &&
+    sed -i 's/"LlamaForCausalLM"/"GPT2LMHeadModel"/' "$tmp/hfbad/config.json"
+expect "Hugging Face directory of an unknown architecture" 3 "config.json: architectures: unsupported architecture 'GPT2LMHeadModel'" -- run -m "$tmp/hfbad" -p x
 expect "missing tokenizer file" 3 "$tmp/nope.tok" -- run -m "$M260" -z "$tmp/nope.tok" -p x
 cp "$M260" "$tmp/lonely.bin"
 expect "no tokenizer beside the model" 3 "--tokenizer" -- run -m "$tmp/lonely.bin" -p x

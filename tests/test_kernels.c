@@ -5,12 +5,26 @@
  * Tolerance: |cpu - ref| <= atol + rtol*|ref| with rtol = 1e-5 and atol =
  * 2e-6 * sqrt(d) * scale: the CPU kernels accumulate in float in another
  * order than the double references, so the error of a length-d dot product
- * of O(1) terms grows like sqrt(d) float roundings (about 6e-8 each). */
+ * of O(1) terms grows like sqrt(d) float roundings (about 6e-8 each).
+ *
+ * Half weights (bf16, f16): the test rounds random f32 weights to the half
+ * format once, and both the backend and the reference read those same half
+ * values (the reference widens them exactly, kernels/half.h). The widened
+ * weights are exact f32 numbers, so the comparison is again f32 against
+ * double accumulation of the same products, with the same tolerance; a
+ * kernel that widened wrongly (a lost shift, a swapped half) is off by O(1).
+ * Half buffers are placed at an odd 2-byte offset from any 4-byte boundary
+ * to check that half weights need only their natural alignment. The
+ * conversions themselves are checked against the hardware's (F16C, and
+ * AVX-512 BF16 where present) on every f16 value and on random floats. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include <immintrin.h>
+
 #include "kernels/cpu/cpu.h"
+#include "kernels/half.h"
 #include "kernels/ref/ref.h"
 #include "tests/test.h"
 
@@ -24,6 +38,22 @@ static void fill(float *p, size_t n, float scale) {
 }
 
 static tensor_t T_(backend_t *be, float *p, int64_t n) { return be->wrap_host(be, p, DTYPE_F32, n); }
+
+static const char *dtype_name(dtype_t t) { return t == DTYPE_F32 ? "f32" : t == DTYPE_BF16 ? "bf16" : "f16"; }
+
+/* A weight array of n random values in [-scale, scale) stored as dtype t:
+ * *base is the allocation to free; the returned pointer is 2 bytes past a
+ * 4-byte boundary for half types (natural alignment only). */
+static void *weights(dtype_t t, size_t n, float scale, void **base) {
+    float *f = malloc(sizeof(float) * (n ? n : 1));
+    fill(f, n, scale);
+    if (t == DTYPE_F32) return *base = f;
+    uint16_t *h = malloc(sizeof(uint16_t) * (n + 1));
+    f32_to_dtype(h + 1, f, t, n);
+    free(f);
+    *base = h;
+    return h + 1;
+}
 
 static int compare(const char *what, const float *got, const float *ref, size_t n, double atol,
                    double rtol) {
@@ -42,50 +72,77 @@ static int compare(const char *what, const float *got, const float *ref, size_t 
     return bad == 0;
 }
 
-static void test_matmul(backend_t *be, int T, int n, int d, int acc) {
-    float *x = malloc(sizeof(float) * T * d), *w = malloc(sizeof(float) * n * d);
-    float *w2 = malloc(sizeof(float) * 7 * d);
+/* Two jobs sharing x, with weights of dtypes t1 and t2 (each job's W has its own). */
+static void test_matmul(backend_t *be, int T, int n, int d, int acc, dtype_t t1, dtype_t t2) {
+    float *x = malloc(sizeof(float) * T * d);
+    void *wb, *w2b, *w = weights(t1, (size_t)n * d, 1, &wb), *w2 = weights(t2, (size_t)7 * d, 1, &w2b);
     float *o = malloc(sizeof(float) * T * (n + 7)), *r = malloc(sizeof(float) * T * (n + 7));
-    fill(x, (size_t)T * d, 1), fill(w, (size_t)n * d, 1), fill(w2, (size_t)7 * d, 1);
+    fill(x, (size_t)T * d, 1);
     fill(o, (size_t)T * (n + 7), 1);
     memcpy(r, o, sizeof(float) * T * (n + 7));
-    /* two jobs sharing x; the second writes after the first's block */
-    matmul_job_t jobs[2] = {{T_(be, w, (int64_t)n * d), T_(be, o, (int64_t)T * (n + 7)), 0, n},
-                            {T_(be, w2, 7LL * d), T_(be, o, (int64_t)T * (n + 7)), (int64_t)T * n, 7}};
+    /* the second job writes after the first's block */
+    matmul_job_t jobs[2] = {{be->wrap_host(be, w, t1, (int64_t)n * d), T_(be, o, (int64_t)T * (n + 7)), 0, n},
+                            {be->wrap_host(be, w2, t2, 7LL * d), T_(be, o, (int64_t)T * (n + 7)), (int64_t)T * n, 7}};
     be->matmul(be, T_(be, x, (int64_t)T * d), T, d, jobs, 2, acc);
-    matmul_ref(r, n, x, d, w, d, T, n, d, acc);
-    matmul_ref(r + (size_t)T * n, 7, x, d, w2, d, T, 7, d, acc);
-    char what[96];
-    snprintf(what, sizeof what, "matmul %s T=%d n=%d d=%d acc=%d", be->isa, T, n, d, acc);
+    matmul_ref(r, n, x, d, w, t1, d, T, n, d, acc);
+    matmul_ref(r + (size_t)T * n, 7, x, d, w2, t2, d, T, 7, d, acc);
+    char what[128];
+    snprintf(what, sizeof what, "matmul %s %s+%s T=%d n=%d d=%d acc=%d", be->isa, dtype_name(t1), dtype_name(t2), T,
+             n, d, acc);
     compare(what, o, r, (size_t)T * (n + 7), 2e-6 * sqrt(d) * 2, 1e-5);
-    free(x), free(w), free(w2), free(o), free(r);
+    free(x), free(wb), free(w2b), free(o), free(r);
 }
 
-static void test_swiglu(backend_t *be, int T, int d, int hid) {
-    float *x = malloc(sizeof(float) * T * d), *w1 = malloc(sizeof(float) * hid * d),
-          *w3 = malloc(sizeof(float) * hid * d), *o = malloc(sizeof(float) * T * hid),
+/* A token's result must not depend on the block it is computed in (BiLD
+ * verifies a block of drafts against what single steps would give): T
+ * tokens at once equal, bit for bit, each token alone. */
+static void test_matmul_block_invariance(backend_t *be, int T, int n, int d, dtype_t wt) {
+    float *x = malloc(sizeof(float) * T * d), *o = malloc(sizeof(float) * T * n), *o1 = malloc(sizeof(float) * n);
+    void *wb, *w = weights(wt, (size_t)n * d, 1, &wb);
+    fill(x, (size_t)T * d, 1);
+    tensor_t wt_ = be->wrap_host(be, w, wt, (int64_t)n * d);
+    matmul_job_t job = {wt_, T_(be, o, (int64_t)T * n), 0, n};
+    be->matmul(be, T_(be, x, (int64_t)T * d), T, d, &job, 1, 0);
+    size_t diff = 0;
+    for (int t = 0; t < T; t++) {
+        matmul_job_t j1 = {wt_, T_(be, o1, n), 0, n};
+        be->matmul(be, T_(be, x + (size_t)t * d, d), 1, d, &j1, 1, 0);
+        diff += memcmp(o1, o + (size_t)t * n, sizeof(float) * n) != 0;
+    }
+    if (diff) fprintf(stderr, "  matmul %s %s T=%d n=%d d=%d: block rows differ from single steps\n", be->isa,
+                      dtype_name(wt), T, n, d);
+    EXPECT(diff == 0);
+    free(x), free(o), free(o1), free(wb);
+}
+
+static void test_swiglu(backend_t *be, int T, int d, int hid, dtype_t wt) {
+    float *x = malloc(sizeof(float) * T * d), *o = malloc(sizeof(float) * T * hid),
           *r = malloc(sizeof(float) * T * hid);
-    fill(x, (size_t)T * d, 1), fill(w1, (size_t)hid * d, 0.3f), fill(w3, (size_t)hid * d, 0.3f);
-    be->swiglu(be, T_(be, o, (int64_t)T * hid), T_(be, x, (int64_t)T * d), T_(be, w1, (int64_t)hid * d),
-               T_(be, w3, (int64_t)hid * d), T, d, hid);
-    swiglu_ref(r, x, w1, w3, T, d, hid);
+    void *b1, *b3, *w1 = weights(wt, (size_t)hid * d, 0.3f, &b1), *w3 = weights(wt, (size_t)hid * d, 0.3f, &b3);
+    fill(x, (size_t)T * d, 1);
+    be->swiglu(be, T_(be, o, (int64_t)T * hid), T_(be, x, (int64_t)T * d), be->wrap_host(be, w1, wt, (int64_t)hid * d),
+               be->wrap_host(be, w3, wt, (int64_t)hid * d), T, d, hid);
+    swiglu_ref(r, x, w1, w3, wt, T, d, hid);
     char what[96];
-    snprintf(what, sizeof what, "swiglu %s T=%d d=%d hid=%d", be->isa, T, d, hid);
+    snprintf(what, sizeof what, "swiglu %s %s T=%d d=%d hid=%d", be->isa, dtype_name(wt), T, d, hid);
     compare(what, o, r, (size_t)T * hid, 2e-6 * sqrt(d), 1e-5);
-    free(x), free(w1), free(w3), free(o), free(r);
+    free(x), free(b1), free(b3), free(o), free(r);
 }
 
-static void test_rmsnorm(backend_t *be, int T, int d) {
-    float *x = malloc(sizeof(float) * T * d), *w = malloc(sizeof(float) * d), *o = malloc(sizeof(float) * T * d),
+static void test_rmsnorm(backend_t *be, int T, int d, dtype_t wt) {
+    float *x = malloc(sizeof(float) * T * d), *wf = malloc(sizeof(float) * d), *o = malloc(sizeof(float) * T * d),
           *r = malloc(sizeof(float) * T * d);
-    fill(x, (size_t)T * d, 3), fill(w, d, 1);
-    be->rmsnorm(be, T_(be, o, (int64_t)T * d), T_(be, x, (int64_t)T * d), T_(be, w, d), T, d, 1e-5f);
-    rmsnorm_ref(r, x, w, T, d, 1e-5f);
-    compare("rmsnorm", o, r, (size_t)T * d, 1e-6, 1e-5);
+    void *wb, *w = weights(wt, d, 1, &wb);
+    fill(x, (size_t)T * d, 3);
+    dtype_to_f32(wf, w, wt, d); /* the reference takes f32 gains: the same values, widened */
+    tensor_t wt_ = be->wrap_host(be, w, wt, d);
+    be->rmsnorm(be, T_(be, o, (int64_t)T * d), T_(be, x, (int64_t)T * d), wt_, T, d, 1e-5f);
+    rmsnorm_ref(r, x, wf, T, d, 1e-5f);
+    compare(wt == DTYPE_F32 ? "rmsnorm" : "rmsnorm half gains", o, r, (size_t)T * d, 1e-6, 1e-5);
     /* in place (out == x) is allowed */
-    be->rmsnorm(be, T_(be, x, (int64_t)T * d), T_(be, x, (int64_t)T * d), T_(be, w, d), T, d, 1e-5f);
+    be->rmsnorm(be, T_(be, x, (int64_t)T * d), T_(be, x, (int64_t)T * d), wt_, T, d, 1e-5f);
     compare("rmsnorm in place", x, r, (size_t)T * d, 1e-6, 1e-5);
-    free(x), free(w), free(o), free(r);
+    free(x), free(wf), free(wb), free(o), free(r);
 }
 
 static void test_rope(backend_t *be, int T, int nh, int hd, int pos0, rope_style_t st) {
@@ -125,14 +182,96 @@ static void test_attention(backend_t *be, int T, int pos0, int nh, int nkv, int 
     free(q), free(k), free(v), free(o), free(r);
 }
 
-static void test_embed(backend_t *be) {
+/* Embedding rows are widened, not computed: exact equality. */
+static void test_embed(backend_t *be, dtype_t wt) {
     int V = 11, d = 13, toks[5] = {0, 10, 3, 3, 7};
-    float *tab = malloc(sizeof(float) * V * d), *o = malloc(sizeof(float) * 5 * d), *r = malloc(sizeof(float) * 5 * d);
-    fill(tab, (size_t)V * d, 1);
-    be->embed(be, T_(be, o, 5LL * d), T_(be, tab, (int64_t)V * d), toks, 5, d);
-    embed_ref(r, tab, toks, 5, d);
-    compare("embed", o, r, (size_t)5 * d, 0, 0);
-    free(tab), free(o), free(r);
+    float *o = malloc(sizeof(float) * 5 * d), *r = malloc(sizeof(float) * 5 * d);
+    void *tb, *tab = weights(wt, (size_t)V * d, 1, &tb);
+    be->embed(be, T_(be, o, 5LL * d), be->wrap_host(be, tab, wt, (int64_t)V * d), toks, 5, d);
+    embed_ref(r, tab, wt, toks, 5, d);
+    EXPECT(r[0] == dtype_get(tab, wt, 0) && r[d] == dtype_get(tab, wt, (size_t)10 * d)); /* rows 0 and 10 */
+    char what[64];
+    snprintf(what, sizeof what, "embed %s", dtype_name(wt));
+    compare(what, o, r, (size_t)5 * d, 0, 0);
+    free(tb), free(o), free(r);
+}
+
+/* Round to nearest even by a slow, independent route: the two half
+ * neighbours of x (by truncation and one ulp up) compared in double. */
+static uint16_t round_ref(float x, dtype_t t) {
+    uint16_t lo = t == DTYPE_BF16 ? (uint16_t)(half_f32_bits(x) >> 16) : 0;
+    if (t == DTYPE_F16) { /* truncate towards zero: largest |h| <= |x| by search */
+        uint16_t s = signbit(x) ? 0x8000 : 0, a = 0, b = 0x7c00;
+        while (a < b) { /* find the last magnitude whose value <= |x| */
+            uint16_t mid = (uint16_t)((a + b + 1) / 2);
+            if (f16_to_f32(mid) <= fabsf(x)) a = mid;
+            else b = (uint16_t)(mid - 1);
+        }
+        lo = (uint16_t)(s | a);
+    }
+    uint16_t hi = (uint16_t)(lo + 1);
+    double v = x, dl = fabs(v - dtype_get(&lo, t, 0)), dh = fabs(dtype_get(&hi, t, 0) - v);
+    if (t == DTYPE_F16 && (lo & 0x7fff) == 0x7bff && v != dtype_get(&lo, t, 0)) /* above 65504 */
+        dh = fabs(65536.0 - fabs(v)); /* the next step would be 65536: inf past the midpoint 65520 */
+    return dl < dh ? lo : dh < dl ? hi : (lo & 1) ? hi : lo;
+}
+
+__attribute__((target("f16c"))) static uint16_t hw_f16(float x) { return (uint16_t)_cvtss_sh(x, 0); }
+__attribute__((target("f16c"))) static float hw_f16_wide(uint16_t h) { return _cvtsh_ss(h); }
+/* vcvtneps2bf16 (round to nearest even; it treats subnormal inputs as 0) */
+__attribute__((target("avx512bf16,avx512f,avx2"))) static uint16_t hw_bf16(float x) {
+    return (uint16_t)_mm256_extract_epi16((__m256i)_mm512_cvtneps_pbh(_mm512_set1_ps(x)), 0);
+}
+
+/* f32 <-> bf16/f16 conversions (kernels/half.h) on every f16 value and on
+ * random and edge-case floats, against an independent rounding and (where
+ * the CPU has F16C) the hardware. */
+static void test_conversions(void) {
+    int has_f16c = cpu_isa_supported("avx2"); /* our avx2 flavour requires F16C */
+    __builtin_cpu_init();
+    int has_bf16 = __builtin_cpu_supports("avx512bf16");
+    if (!has_bf16) fprintf(stderr, "note: no AVX-512 BF16: bf16 rounding checked against the slow reference only\n");
+    size_t bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = f16_to_f32((uint16_t)h);
+        if (f != f) bad += (h & 0x7c00) != 0x7c00 || !(h & 0x3ff); /* NaN only from NaN */
+        else {
+            bad += f32_to_f16(f) != h; /* widening is exact, so narrowing returns h */
+            if (has_f16c) bad += hw_f16_wide((uint16_t)h) != f;
+        }
+        float b = bf16_to_f32((uint16_t)h);
+        if (b == b) bad += f32_to_bf16(b) != h;
+    }
+    EXPECT_EQ_INT(bad, 0);
+    float edge[] = {0.0f, -0.0f, 1.0f, 65504.0f, 65519.99f, 65520.0f, 1e9f, 6.1035156e-05f, 6.0975552e-05f,
+                    2.9802322e-08f, 2.98023259e-08f, 5.96e-08f, 1e-30f, 3.3895314e38f, 3.4028235e38f};
+    size_t bad16 = 0, badb = 0, badhw = 0, badhwb = 0;
+    for (int i = 0; i < 200000 + (int)(sizeof edge / sizeof *edge); i++) {
+        float x;
+        if (i < (int)(sizeof edge / sizeof *edge)) x = edge[i];
+        else { /* random bit patterns in the normal range, and in f16's range */
+            rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+            uint32_t u = (uint32_t)(rng >> 32);
+            if (i & 1) u = (u & 0x80000000u) | (0x33000000u + (u & 0x7fffffffu) % 0x14800000u); /* ~2^-25..2^16 */
+            x = half_bits_f32(u);
+            if (x != x || isinf(x)) continue;
+        }
+        for (int s = 0; s < 2; s++, x = -x) {
+            uint16_t h = f32_to_f16(x), hb = f32_to_bf16(x);
+            if (fabsf(x) < 65520.0f) bad16 += h != round_ref(x, DTYPE_F16);
+            else bad16 += (h & 0x7fff) != 0x7c00;
+            if (fabsf(x) <= 3.3895314e38f) badb += hb != round_ref(x, DTYPE_BF16);
+            if (has_f16c) badhw += h != hw_f16(x);
+            if (has_bf16 && (x == 0 || fabsf(x) >= 1.17549435e-38f)) badhwb += hb != hw_bf16(x);
+        }
+    }
+    EXPECT_EQ_INT(bad16, 0);
+    EXPECT_EQ_INT(badb, 0);
+    EXPECT_EQ_INT(badhw, 0);
+    EXPECT_EQ_INT(badhwb, 0);
+    EXPECT(f32_to_bf16(half_bits_f32(0x7fc00001u)) != 0x7f80); /* NaN stays NaN */
+    EXPECT((f32_to_bf16(half_bits_f32(0x7f800001u)) & 0x7fff) > 0x7f80);
+    EXPECT((f32_to_f16(half_bits_f32(0x7f800001u)) & 0x7fff) > 0x7c00);
 }
 
 static void test_row_stats(backend_t *be, int T, int V, float scale) {
@@ -157,6 +296,7 @@ static void test_row_stats(backend_t *be, int T, int V, float scale) {
 int main(void) {
     const char *isas[] = {"scalar", "avx2", "avx512"};
     int tested = 0;
+    test_conversions();
     for (int i = 0; i < 3; i++) {
         if (!cpu_isa_supported(isas[i])) {
             fprintf(stderr, "note: this CPU lacks %s; its kernels are not tested here\n", isas[i]);
@@ -168,19 +308,29 @@ int main(void) {
             if (!be) continue;
             tested++;
             int Ts[] = {1, 2, 3, 4, 5, 8, 17};
+            const dtype_t wts[4][2] = {{DTYPE_F32, DTYPE_F32}, {DTYPE_BF16, DTYPE_F32}, {DTYPE_F16, DTYPE_BF16},
+                                       {DTYPE_BF16, DTYPE_BF16}};
             int shapes[][2] = {{1, 1}, {3, 5}, {4, 16}, {7, 17}, {33, 31}, {64, 288}, {103, 60}, {130, 47}};
             for (size_t a = 0; a < sizeof Ts / sizeof *Ts; a++)
                 for (size_t b = 0; b < sizeof shapes / sizeof *shapes; b++)
-                    for (int acc = 0; acc < 2; acc++) test_matmul(be, Ts[a], shapes[b][0], shapes[b][1], acc);
-            test_swiglu(be, 1, 60, 97), test_swiglu(be, 5, 33, 130), test_swiglu(be, 16, 288, 768);
-            test_rmsnorm(be, 1, 288), test_rmsnorm(be, 7, 61);
+                    for (int acc = 0; acc < 2; acc++)
+                        for (int dt = 0; dt < 4; dt++) /* each job's weights in its own dtype */
+                            test_matmul(be, Ts[a], shapes[b][0], shapes[b][1], acc, wts[dt][0], wts[dt][1]);
+            test_matmul(be, 1, 288, 768, 1, DTYPE_BF16, DTYPE_F16); /* decode shapes: prefetch path */
+            test_matmul(be, 5, 768, 288, 0, DTYPE_F16, DTYPE_BF16);
+            for (int dt = 0; dt < 3; dt++) {
+                dtype_t wt = (dtype_t[]){DTYPE_F32, DTYPE_BF16, DTYPE_F16}[dt];
+                test_matmul_block_invariance(be, 9, 37, 77, wt), test_matmul_block_invariance(be, 8, 64, 288, wt);
+                test_swiglu(be, 1, 60, 97, wt), test_swiglu(be, 5, 33, 130, wt), test_swiglu(be, 16, 288, 768, wt);
+                test_rmsnorm(be, 1, 288, wt), test_rmsnorm(be, 7, 61, wt);
+                test_embed(be, wt);
+            }
             for (int st = 0; st < 2; st++) {
                 test_rope(be, 1, 6, 48, 0, st), test_rope(be, 9, 3, 10, 250, st), test_rope(be, 4, 2, 2, 7, st);
             }
             test_attention(be, 1, 0, 6, 6, 48), test_attention(be, 5, 11, 6, 2, 10);
             test_attention(be, 3, 300, 4, 1, 12); /* crosses a 256-position chunk */
             test_attention(be, 17, 600, 8, 4, 8);
-            test_embed(be);
             test_row_stats(be, 5, 32000, 10), test_row_stats(be, 3, 517, 1), test_row_stats(be, 20, 7, 30);
             test_row_stats(be, 2, 1000, 200); /* terms down to exp(-400): underflow to 0 */
             backend_destroy(&be);

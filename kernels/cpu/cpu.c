@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "kernels/check.h"
+#include "kernels/half.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/threadpool.h"
 
@@ -33,6 +34,13 @@ static const float *F(tensor_t t) {
     return (const float *)t.data;
 }
 static float *FW(tensor_t t) { return (float *)F(t); }
+
+/* A weight tensor: f32, bf16 or f16 in host memory (see ops.h). */
+static const void *WT(tensor_t t) {
+    CHECK(t.device == DEVICE_CPU && t.data &&
+          (t.dtype == DTYPE_F32 || t.dtype == DTYPE_BF16 || t.dtype == DTYPE_F16));
+    return t.data;
+}
 
 static tensor_t cpu_alloc(backend_t *be, int64_t n) {
     tensor_t t = {NULL, DTYPE_F32, DEVICE_CPU, n};
@@ -63,22 +71,29 @@ static void cpu_from_host(backend_t *be, tensor_t dst, int64_t off, const float 
 
 static void cpu_embed(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d) {
     float *o = FW(out);
-    const float *tb = F(table);
+    const char *tb = WT(table);
+    size_t rowb = (size_t)d * dtype_size(table.dtype);
+    CHECK(out.ne >= (int64_t)T * d);
     for (int t = 0; t < T; t++) {
         CHECK((int64_t)(tokens[t] + 1) * d <= table.ne && tokens[t] >= 0);
-        memcpy(o + (size_t)t * d, tb + (size_t)tokens[t] * d, sizeof(float) * d);
+        dtype_to_f32(o + (size_t)t * d, tb + (size_t)tokens[t] * rowb, table.dtype, (size_t)d); /* widens half rows */
     }
 }
 
 static void cpu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int T, int d, float eps) {
-    const float *xp = F(x), *wp = F(w);
+    const float *xp = F(x);
+    const void *wv = WT(w);
     float *op = FW(out);
+    CHECK(w.ne >= d);
     for (int t = 0; t < T; t++) {
         const float *xt = xp + (size_t)t * d;
         float ss = 0;
         for (int j = 0; j < d; j++) ss += xt[j] * xt[j];
         float inv = 1.0f / sqrtf(ss / d + eps);
-        for (int j = 0; j < d; j++) op[(size_t)t * d + j] = xt[j] * inv * wp[j];
+        if (w.dtype == DTYPE_F32)
+            for (int j = 0; j < d; j++) op[(size_t)t * d + j] = xt[j] * inv * ((const float *)wv)[j];
+        else
+            for (int j = 0; j < d; j++) op[(size_t)t * d + j] = xt[j] * inv * dtype_get(wv, w.dtype, (size_t)j);
     }
 }
 
@@ -121,8 +136,8 @@ static void matmul_worker(void *p, int ith, int nth) {
         const matmul_job_t *jb = &mt->jobs[j];
         int lo = r0 > base ? r0 - base : 0, hi = r1 - base < jb->n ? r1 - base : jb->n;
         if (lo >= hi) continue;
-        mt->k->matmul_rows(FW(jb->out) + jb->out_off, jb->n, mt->x, mt->d, F(jb->w), mt->d, mt->T,
-                           mt->d, lo, hi, mt->accumulate);
+        mt->k->matmul_rows(FW(jb->out) + jb->out_off, jb->n, mt->x, mt->d, WT(jb->w), jb->w.dtype, mt->d,
+                           mt->T, mt->d, lo, hi, mt->accumulate);
     }
 }
 
@@ -142,7 +157,9 @@ static void cpu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job
 typedef struct {
     const simd_kernels_t *k;
     float *out, *gate;
-    const float *x, *w1, *w3;
+    const float *x;
+    const void *w1, *w3;
+    dtype_t t1, t3;
     int T, d, hid;
 } swiglu_task_t;
 
@@ -151,8 +168,8 @@ static void swiglu_worker(void *p, int ith, int nth) {
     int r0, r1;
     row_slice(s->hid, ith, nth, &r0, &r1);
     if (r0 >= r1) return;
-    s->k->matmul_rows(s->out, s->hid, s->x, s->d, s->w1, s->d, s->T, s->d, r0, r1, 0);
-    s->k->matmul_rows(s->gate, s->hid, s->x, s->d, s->w3, s->d, s->T, s->d, r0, r1, 0);
+    s->k->matmul_rows(s->out, s->hid, s->x, s->d, s->w1, s->t1, s->d, s->T, s->d, r0, r1, 0);
+    s->k->matmul_rows(s->gate, s->hid, s->x, s->d, s->w3, s->t3, s->d, s->T, s->d, r0, r1, 0);
     for (int t = 0; t < s->T; t++)
         s->k->silu_mul(s->out + (size_t)t * s->hid + r0, s->gate + (size_t)t * s->hid + r0, r1 - r0);
 }
@@ -168,7 +185,7 @@ static void cpu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, ten
         c->scratch_n = need;
     }
     CHECK(w1.ne == (int64_t)hid * d && w3.ne == (int64_t)hid * d && out.ne >= (int64_t)need);
-    swiglu_task_t s = {c->k, FW(out), c->scratch, F(x), F(w1), F(w3), T, d, hid};
+    swiglu_task_t s = {c->k, FW(out), c->scratch, F(x), WT(w1), WT(w3), w1.dtype, w3.dtype, T, d, hid};
     threadpool_run(c->pool, swiglu_worker, &s, row_chunks(c, hid, 2L * hid * d * T));
 }
 
@@ -219,8 +236,8 @@ static void att_one(const att_task_t *a, int t, int h) {
     for (int s0 = 0; s0 < n; s0 += ATT_CHUNK) {
         int m = n - s0 < ATT_CHUNK ? n - s0 : ATT_CHUNK;
         /* scores = K[s0:s0+m, g] . q: a (m x hd) matrix times one vector */
-        a->k->matmul_rows(sc, m, qh, a->hd, a->kc + (size_t)s0 * kvd + (size_t)g * a->hd, kvd, 1, a->hd,
-                          0, m, 0);
+        a->k->matmul_rows(sc, m, qh, a->hd, a->kc + (size_t)s0 * kvd + (size_t)g * a->hd, DTYPE_F32, kvd, 1,
+                          a->hd, 0, m, 0);
         float cmx = mx;
         for (int s = 0; s < m; s++) {
             sc[s] *= scale;
@@ -301,7 +318,8 @@ static void cpu_destroy(backend_t *be) {
 int cpu_isa_supported(const char *isa) {
     __builtin_cpu_init();
     if (!strcmp(isa, "scalar")) return 1;
-    if (!strcmp(isa, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (!strcmp(isa, "avx2")) /* F16C: f16 weights (every AVX2 CPU has it) */
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
     if (!strcmp(isa, "avx512"))
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");

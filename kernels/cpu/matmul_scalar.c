@@ -1,30 +1,47 @@
 /* matmul_scalar.c - portable C inner kernels, for CPUs without AVX2.
  * Four independent partial sums per dot product let the compiler overlap
- * the additions; otherwise the plain loops of kernels/ref in float. */
+ * the additions; otherwise the plain loops of kernels/ref in float. Half
+ * weights are widened element by element with kernels/half.h. */
 #include <math.h>
 
 #include "kernels/cpu/simd.h"
+#include "kernels/half.h"
 
-static void matmul_rows_scalar(float *out, int ldo, const float *x, int ldx, const float *w, int ldw,
-                               int T, int d, int r0, int r1, int accumulate) {
+/* Weight element j of row wr widened to f32; wt is a constant at each call. */
+static inline float wget(const char *wr, int j, dtype_t wt) { return dtype_get(wr, wt, (size_t)j); }
+
+static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int ldo, const float *x, int ldx,
+                                                                  const char *w, dtype_t wt, int ldw, int T, int d,
+                                                                  int r0, int r1, int accumulate) {
+    const size_t rowb = (size_t)ldw * dtype_size(wt);
     for (int r = r0; r < r1; r++) {
-        const float *wr = w + (size_t)r * ldw;
+        const char *wr = w + (size_t)r * rowb;
         for (int t = 0; t < T; t++) {
             const float *xt = x + (size_t)t * ldx;
             float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
             int j = 0;
             for (; j + 4 <= d; j += 4) {
-                s0 += wr[j] * xt[j];
-                s1 += wr[j + 1] * xt[j + 1];
-                s2 += wr[j + 2] * xt[j + 2];
-                s3 += wr[j + 3] * xt[j + 3];
+                s0 += wget(wr, j, wt) * xt[j];
+                s1 += wget(wr, j + 1, wt) * xt[j + 1];
+                s2 += wget(wr, j + 2, wt) * xt[j + 2];
+                s3 += wget(wr, j + 3, wt) * xt[j + 3];
             }
-            for (; j < d; j++) s0 += wr[j] * xt[j];
+            for (; j < d; j++) s0 += wget(wr, j, wt) * xt[j];
             float *o = &out[(size_t)t * ldo + r];
             float v = (s0 + s1) + (s2 + s3);
             *o = accumulate ? *o + v : v;
         }
     }
+}
+
+static void matmul_rows_scalar(float *out, int ldo, const float *x, int ldx, const void *w, dtype_t wt, int ldw,
+                               int T, int d, int r0, int r1, int accumulate) {
+    if (wt == DTYPE_BF16)
+        matmul_rows_dt(out, ldo, x, ldx, w, DTYPE_BF16, ldw, T, d, r0, r1, accumulate);
+    else if (wt == DTYPE_F16)
+        matmul_rows_dt(out, ldo, x, ldx, w, DTYPE_F16, ldw, T, d, r0, r1, accumulate);
+    else
+        matmul_rows_dt(out, ldo, x, ldx, w, DTYPE_F32, ldw, T, d, r0, r1, accumulate);
 }
 
 static void axpy_scalar(float *y, float a, const float *x, int n) {

@@ -11,13 +11,18 @@
 
 #include <stddef.h>
 
+#include "kernels/ops.h"
+
 typedef struct {
     const char *name;
     /* out[t*ldo + i] (+)= sum_j x[t*ldx + j] * w[i*ldw + j]
      * for rows i in [r0, r1) and tokens t in [0, T).
-     * out (T, ldo), x (T, ldx), w (rows, ldw); d = reduction length. */
-    void (*matmul_rows)(float *out, int ldo, const float *x, int ldx, const float *w, int ldw, int T,
-                        int d, int r0, int r1, int accumulate);
+     * out (T, ldo), x (T, ldx), w (rows, ldw); d = reduction length.
+     * w holds elements of type wt (F32, BF16 or F16; ldw counts elements);
+     * half weights are widened to f32 exactly and the products and sums are
+     * formed in f32 as for f32 weights. */
+    void (*matmul_rows)(float *out, int ldo, const float *x, int ldx, const void *w, dtype_t wt, int ldw,
+                        int T, int d, int r0, int r1, int accumulate);
     /* y[j] += a * x[j] for j < n */
     void (*axpy)(float *y, float a, const float *x, int n);
     /* max of x[0..n) and the sum of exp(x[j] - max) (relative error of

@@ -3,16 +3,18 @@
  * written in the papers, not any fast implementation. */
 #include "kernels/ref/ref.h"
 
+#include "kernels/half.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-void matmul_ref(float *out, int ldo, const float *x, int ldx, const float *w, int ldw, int T, int n,
-                int d, int accumulate) {
+void matmul_ref(float *out, int ldo, const float *x, int ldx, const void *w, dtype_t wt, int ldw, int T,
+                int n, int d, int accumulate) {
     for (int t = 0; t < T; t++)
         for (int i = 0; i < n; i++) {
             double s = 0;
-            for (int j = 0; j < d; j++) s += (double)x[(size_t)t * ldx + j] * w[(size_t)i * ldw + j];
+            for (int j = 0; j < d; j++) s += (double)x[(size_t)t * ldx + j] * dtype_get(w, wt, (size_t)i * ldw + j);
             float *o = &out[(size_t)t * ldo + i];
             *o = accumulate ? (float)(*o + s) : (float)s;
         }
@@ -28,13 +30,13 @@ void rmsnorm_ref(float *out, const float *x, const float *w, int T, int d, float
     }
 }
 
-void swiglu_ref(float *out, const float *x, const float *w1, const float *w3, int T, int d, int hid) {
+void swiglu_ref(float *out, const float *x, const void *w1, const void *w3, dtype_t wt, int T, int d, int hid) {
     for (int t = 0; t < T; t++)
         for (int i = 0; i < hid; i++) {
             double a = 0, b = 0;
             for (int j = 0; j < d; j++) {
-                a += (double)x[(size_t)t * d + j] * w1[(size_t)i * d + j];
-                b += (double)x[(size_t)t * d + j] * w3[(size_t)i * d + j];
+                a += (double)x[(size_t)t * d + j] * dtype_get(w1, wt, (size_t)i * d + j);
+                b += (double)x[(size_t)t * d + j] * dtype_get(w3, wt, (size_t)i * d + j);
             }
             out[(size_t)t * hid + i] = (float)(a / (1.0 + exp(-a)) * b);
         }
@@ -85,8 +87,9 @@ void attention_ref(float *out, const float *q, const float *kc, const float *vc,
     free(sc);
 }
 
-void embed_ref(float *out, const float *table, const int *tokens, int T, int d) {
-    for (int t = 0; t < T; t++) memcpy(out + (size_t)t * d, table + (size_t)tokens[t] * d, sizeof(float) * d);
+void embed_ref(float *out, const void *table, dtype_t wt, const int *tokens, int T, int d) {
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < d; j++) out[(size_t)t * d + j] = dtype_get(table, wt, (size_t)tokens[t] * d + j);
 }
 
 void row_stats_ref(const float *x, int T, int V, const int *next, int *argmax, float *max_p, float *nll) {
