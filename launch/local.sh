@@ -6,7 +6,7 @@
 # or Ctrl-C).
 #
 # usage: launch/local.sh [--small PATH] [--large PATH] [--tokenizer PATH]
-#                        [--threads N] [--] GENERATE-ARGS...
+#                        [--threads N (per worker; default: all cores)] [--] GENERATE-ARGS...
 #   e.g. launch/local.sh -- -p "Once upon a time" -n 200
 # Environment: BILD (the binary, default build/bild), LAUNCH_DIR (socket and
 # log folder, default a new temporary one, removed at exit).
@@ -15,7 +15,7 @@ BILD=${BILD:-build/bild}
 SMALL=../shared/models/stories15M-small/small.bin
 LARGE=models/stories15M/stories15M.bin
 TOK=models/stories15M/tokenizer.bin
-THREADS=1
+THREADS=$(nproc 2>/dev/null || echo 1) # each worker gets every core: they compute in turn, and park their threads in between
 while [ $# -gt 0 ]; do
     case "$1" in
         --small) SMALL=$2; shift 2 ;;
