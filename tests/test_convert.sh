@@ -30,5 +30,18 @@ a, b = (json.load(open(p))["tokens"] for p in sys.argv[1:3])
 d = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), None)
 print("     bf16: %s" % ("same %d tokens" % len(a) if a == b else "first differs at token %d" % d))' "$tmp/o.json" "$tmp/b.json"
 done <"$tmp/p5"
+# a large worker on the HF directory and a coordinator holding tokenizer.bin:
+# one vocabulary, one fingerprint; same tokens as in process
+"$BILD" large-worker -m "$tmp/hf-f32" -b "ipc://$tmp/l.sock" -j 1 >/dev/null 2>"$tmp/w.log" &
+wpid=$!
+trap 'kill $wpid 2>/dev/null; rm -rf "$tmp"' EXIT
+i=0; while ! grep -q "listening on" "$tmp/w.log" && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+"$BILD" generate -S "$SM" -z "$TOK" --large-endpoint "ipc://$tmp/l.sock" -p "Tom had a red ball." -n 40 --json -q \
+    >"$tmp/r.json" 2>"$tmp/err" || fail "HF worker with a tokenizer.bin coordinator: $(cat "$tmp/err")"
+"$BILD" generate -S "$SM" -L "$LG" -p "Tom had a red ball." -n 40 --json -q >"$tmp/l.json" 2>&1
+/usr/bin/python3 -c 'import json,sys; a,b=(json.load(open(p))["tokens"] for p in sys.argv[1:]); sys.exit(a!=b)' \
+    "$tmp/r.json" "$tmp/l.json" && echo "ok   HF worker, tokenizer.bin coordinator: handshake accepted, same tokens" \
+    || fail "HF worker run differs"
+kill $wpid 2>/dev/null
 echo "test_convert: $fails failed"
 [ $fails -eq 0 ]
