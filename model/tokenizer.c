@@ -56,16 +56,6 @@ static float rd_f32le(const unsigned char *p) {
     return v;
 }
 
-/* FNV-1a: pieces are short, so a simple byte hash is plenty. */
-static uint32_t hash_bytes(const char *s, size_t n) {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;

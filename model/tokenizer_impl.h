@@ -32,4 +32,15 @@ void tok_hf_free(struct tok_hf *h);
 int tok_hf_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap);
 const char *tok_hf_decode(const tokenizer_t *t, int prev, int id, size_t *len);
 
+/* FNV-1a over a piece's bytes (both loaders' piece lookup tables): pieces
+ * are short, so a simple byte hash is plenty. */
+static inline uint32_t hash_bytes(const char *s, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
 #endif
