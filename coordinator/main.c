@@ -333,10 +333,10 @@ done:
  * both workers (in process or remote), and the defaults of each request. */
 typedef struct {
     const char *cmd;
-    int json, quiet, overlap, timeout_ms;
+    int json, quiet, overlap;
     policy_params_t base;  /* defaults; a request line may override some */
     tokenizer_t *tok;
-    int V, eos, bos;
+    int V;
     uint64_t fp;
     int small_ctx, large_ctx; /* context lengths (0: that model is not used) */
     drafter_t *dr;
@@ -719,7 +719,7 @@ static int cmd_generate(int argc, char **argv) {
     char (*skey)[TRANSPORT_KEY_TEXT + 1] = NULL, (*lkey)[TRANSPORT_KEY_TEXT + 1] = NULL;
     char *prompt_buf = NULL;
     FILE *req_f = NULL;
-    gen_t g = {.cmd = cmd, .json = json, .quiet = quiet, .overlap = overlap, .timeout_ms = timeout_ms,
+    gen_t g = {.cmd = cmd, .json = json, .quiet = quiet, .overlap = overlap,
                .small_ep = small_ep, .large_ep = large_ep};
     g.ro = (remote_opts_t){.timeout_ms = timeout_ms, .heartbeat_ms = heartbeat_ms};
     if (curve_key) {
@@ -775,7 +775,7 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "bild %s: no tokenizer found next to either model; pass --tokenizer PATH\n", cmd);
         goto done;
     }
-    const int V = g.V = tokenizer_vocab_size(g.tok), eos = g.eos = tokenizer_eos(g.tok), bos = g.bos = tokenizer_bos(g.tok);
+    const int V = g.V = tokenizer_vocab_size(g.tok), eos = tokenizer_eos(g.tok), bos = tokenizer_bos(g.tok);
     g.fp = cli_vocab_fingerprint(g.tok);
     const hello_reply_t *hel[2] = {g.rs ? &g.hs : NULL, g.rl ? &g.hl : NULL};
     const char *eps[2] = {small_ep, large_ep};
