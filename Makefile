@@ -8,6 +8,7 @@
 #   make deps            install the Debian packages the build needs (idempotent)
 #   make SANITIZE=address,undefined test
 #   make debug           -O0 build
+#   make CUDA=1          also the CUDA backend (--device cuda:N), into build/cuda/
 #   make fuzz            libFuzzer targets on the message decoder and the safetensors parser (clang) into build/fuzz/
 #   make clean
 #
@@ -21,13 +22,40 @@ CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter $
 LDLIBS  := -lzmq -lmsgpackc -lcjson -lpcre2-8 -licuuc -lpthread -lm
 LDFLAGS :=
 
+# make CUDA=1: the CUDA backend (kernels/cuda/*.cu: nvcc, cuBLAS) into
+# build/cuda/, a fat binary for CUDA_ARCH (compute capabilities; override
+# with e.g. CUDA_ARCH=90 for one GPU). CUDA_HOME is the toolkit's root.
+comma     := ,
+CUDA      ?= 0
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+CUDA_ARCH ?= 75 80 86 89 90
+ifeq ($(CUDA),1)
+BUILD   := build/cuda
+CFLAGS  += -DBILD_CUDA
+NVCCFLAGS := -std=c++17 -O3 -g -lineinfo -I. -DBILD_CUDA \
+             $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+             -gencode arch=compute_$(lastword $(CUDA_ARCH)),code=compute_$(lastword $(CUDA_ARCH)) \
+             -Xcompiler -Wall,-Wextra,-Wno-unused-parameter$(if $(filter 1,$(WERROR)),$(comma)-Werror,)
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+endif
+
+# ICU=0: no libicu (tokenizer.json files with an NFC normalizer are then
+# refused with a message); for machines without it, such as a GPU box that
+# is handed prebuilt binaries (tests/gpu/run.sh).
+ICU ?= 1
+ifeq ($(ICU),0)
+CFLAGS += -DBILD_NO_ICU
+LDLIBS := $(filter-out -licuuc,$(LDLIBS))
+endif
+
 ifeq ($(WERROR),1)
 CFLAGS += -Werror
 endif
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
-BUILD   := build/san
+BUILD   := $(if $(filter 1,$(CUDA)),build/cuda-san,build/san)
 endif
 
 # Per-ISA kernel files are compiled with their own flags and chosen at run time.
@@ -38,16 +66,24 @@ LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c pro
             $(filter-out %/main.c,$(wildcard small_worker/*.c large_worker/*.c)) \
             $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+ifeq ($(CUDA),1)
+CU_SRC   := $(wildcard kernels/cuda/*.cu)
+LIB_OBJ  += $(CU_SRC:%.cu=$(BUILD)/%.o)
+endif
+# GPU tests and benchmarks (tests/gpu/run.sh runs them on a GPU machine; they
+# also take --device cpu): built always, never run by tests/run.sh.
+GPU_SRC  := $(wildcard tests/gpu/*.c)
+GPU_BIN  := $(GPU_SRC:tests/gpu/%.c=$(BUILD)/gpu/%)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test bench demo models deps debug clean info fuzz
-all: info $(BUILD)/bild $(TEST_BIN) $(BENCH_BIN) $(BUILD)/tests/bild-proto2
+all: info $(BUILD)/bild $(TEST_BIN) $(BENCH_BIN) $(GPU_BIN) $(BUILD)/tests/bild-proto2
 
 info:
-	@echo "bild: CPU build into $(BUILD)/ (CUDA=1 not supported yet)$(if $(SANITIZE), with -fsanitize=$(SANITIZE),)"
+	@echo "bild: $(if $(filter 1,$(CUDA)),CPU + CUDA (sm_$(CUDA_ARCH)),CPU) build into $(BUILD)/$(if $(SANITIZE), with -fsanitize=$(SANITIZE),)"
 
 $(BUILD)/%_avx512.o: %_avx512.c
 	@mkdir -p $(dir $@)
@@ -56,6 +92,10 @@ $(BUILD)/%_avx512.o: %_avx512.c
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(AVX2_FLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -77,6 +117,10 @@ $(BUILD)/tests/bild-proto2: $(BUILD)/coordinator/main.o $(BUILD)/tests/proto_v2.
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libbild.a
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/gpu/%: $(BUILD)/tests/gpu/%.o $(BUILD)/libbild.a
+	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libbild.a

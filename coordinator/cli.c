@@ -123,6 +123,51 @@ char *cli_read_prompt_file(const char *path, char *err, size_t errlen) {
     return buf;
 }
 
+int cli_check_device(const char *dev, char *err, size_t errlen) {
+    if (!strcmp(dev, "cpu") || !strcmp(dev, "cuda")) return 0;
+    if (!strncmp(dev, "cuda:", 5)) {
+        char *end;
+        errno = 0;
+        long v = strtol(dev + 5, &end, 10);
+        if (end != dev + 5 && !*end && !errno && v >= 0 && v <= 255 && dev[5] != '-' && dev[5] != '+') return 0;
+        snprintf(err, errlen, "bad device '%s': after cuda: comes a GPU number (cuda:0)", dev);
+        return -1;
+    }
+    snprintf(err, errlen, "unknown device '%s' (use cpu, cuda or cuda:N)", dev);
+    return -1;
+}
+
+int cli_parse_dtype(const char *s, dtype_t *out) {
+    if (!strcmp(s, "f32")) *out = DTYPE_F32;
+    else if (!strcmp(s, "bf16")) *out = DTYPE_BF16;
+    else if (!strcmp(s, "f16")) *out = DTYPE_F16;
+    else return -1;
+    return 0;
+}
+
+const char *cli_backend_desc(const backend_t *be, char *buf, size_t n) {
+    if (be->device == DEVICE_CPU) snprintf(buf, n, "%s/%s, %d threads", be->name, be->isa, be->n_threads);
+    else snprintf(buf, n, "%s (%s)", be->name, be->isa);
+    return buf;
+}
+
+int cli_dummy_dir(const char *path, char *out, size_t n, char *err, size_t errlen) {
+    struct stat st;
+    size_t len = strlen(path);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(out, n, "%s", path);
+        return 0;
+    }
+    if (len >= 11 && !strcmp(path + len - 11, "config.json") && (len == 11 || path[len - 12] == '/')) {
+        if (len == 11) snprintf(out, n, ".");
+        else snprintf(out, n, "%.*s", (int)(len - 12 ? len - 12 : 1), path);
+        return 0;
+    }
+    snprintf(err, errlen, "--dummy-weights: %s is not a directory; --model names the folder of a Hugging Face "
+                          "config.json (or that config.json)", path);
+    return -1;
+}
+
 static int file_exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);

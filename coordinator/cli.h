@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/ops.h"
 #include "model/tokenizer.h"
 
 typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } opt_kind_t;
@@ -27,6 +28,23 @@ int cli_parse(const char *cmd, int argc, char **argv, const opt_t *opts, int n_o
 
 /* Prints "bild CMD: <message> (see bild CMD --help)"; returns 2. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Checks the spelling of a --device value: "cpu", "cuda" or "cuda:N"
+ * (N in 0..255), as backend_new reads it. Whether the build has CUDA or the
+ * machine a GPU is backend_new's business. Returns 0, or -1 with a message. */
+int cli_check_device(const char *dev, char *err, size_t errlen);
+
+/* A --dummy-dtype value: "f32", "bf16" or "f16". Returns 0, or -1. */
+int cli_parse_dtype(const char *s, dtype_t *out);
+
+/* Describes a backend for the statistics lines: "cpu/avx2, 8 threads" on
+ * the CPU, "cuda:0 (GPU name and compute capability)" elsewhere. Returns buf. */
+const char *cli_backend_desc(const backend_t *be, char *buf, size_t n);
+
+/* The directory a --dummy-weights --model names: the directory itself, or
+ * the folder of a path ending in config.json. Returns 0 with it in out, or -1
+ * with a message when path is neither. */
+int cli_dummy_dir(const char *path, char *out, size_t n, char *err, size_t errlen);
 
 /* Reads a text prompt file (one trailing newline dropped). NULL with a
  * message naming the file on failure. Caller frees. */

@@ -2,6 +2,11 @@
  * together. Subcommands:
  *   bild run        generate text with one model (llama2.c checkpoint)
  *   bild generate   BiLD with a small and a large model, or a baseline
+ *   bild small-worker, large-worker
+ *                   serve one model to a coordinator over ZeroMQ
+ *   bild keygen     CURVE key pairs
+ * Every command that runs a model takes --device (cpu, cuda:N: backend_new)
+ * and --dummy-weights (a config.json's shape with random weights).
  * The logic lives in the library (model/, kernels/); this file only checks
  * arguments, opens files, prints, and maps failures to exit codes.
  */
@@ -24,7 +29,6 @@
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"
 #include "coordinator/session.h"
-#include "kernels/cpu/cpu.h"
 #include "large_worker/server.h"
 #include "large_worker/verifier.h"
 #include "proto/serve.h"
@@ -51,6 +55,7 @@ enum {
 
 static const char *RUN_HELP =
     "usage: bild run --model PATH (--prompt TEXT | --prompt-file FILE) [options]\n"
+    "       bild run --dummy-weights --model CONFIG_DIR [--prompt TEXT] [options]\n"
     "\n"
     "Generates text with one model and streams it to stdout (the prompt is\n"
     "echoed first, as llama2.c does). Timings go to stderr.\n"
@@ -67,12 +72,23 @@ static const char *RUN_HELP =
     "      --top-k K           keep the K most likely tokens (default 0 = off)\n"
     "  -s, --seed S            RNG seed (default: from the clock, printed on stderr)\n"
     "  -j, --threads N         CPU threads (default: all online cores)\n"
+    "  -d, --device DEV        where the model runs: cpu (default), cuda (GPU 0) or\n"
+    "                          cuda:N (needs a build with make CUDA=1)\n"
+    "      --dummy-weights     benchmark a model's shape without its weights: --model\n"
+    "                          names a Hugging Face folder (or its config.json) and the\n"
+    "                          weights are random (seed 1), made on the device. The\n"
+    "                          tokenizer is --tokenizer, else tokenizer.json in that\n"
+    "                          folder, else none: then no prompt text is taken (the\n"
+    "                          prompt is BOS alone) and the generated token ids are\n"
+    "                          printed, space-separated (with --json: \"tokens\")\n"
+    "      --dummy-dtype T     the random matrices' type: bf16 (default), f16 or f32\n"
     "      --json              print one JSON object instead of streaming text\n"
     "  -q, --quiet             no statistics on stderr\n"
     "  -h, --help              this help\n"
     "\n"
-    "exit status: 0 ok, 1 runtime failure, 2 bad command line, 3 unreadable or\n"
-    "invalid input file, 4 prompt longer than the model's context.\n";
+    "exit status: 0 ok, 1 runtime failure (including a device that cannot be used),\n"
+    "2 bad command line, 3 unreadable or invalid input file, 4 prompt longer than\n"
+    "the model's context.\n";
 
 static const char *GEN_HELP =
     "usage: bild generate (--small PATH | --small-endpoint EP) (--large PATH | --large-endpoint EP)\n"
@@ -105,6 +121,15 @@ static const char *GEN_HELP =
     "      --top-p P           nucleus mass in (0, 1] (default 1 = off)\n"
     "  -s, --seed S            RNG seed (default: from the clock, printed)\n"
     "  -j, --threads N         CPU threads (default: all online cores)\n"
+    "  -d, --device DEV        where the models in this process run: cpu (default),\n"
+    "                          cuda (GPU 0) or cuda:N (needs make CUDA=1)\n"
+    "      --small-device DEV, --large-device DEV\n"
+    "                          the small / the large model's device (default --device)\n"
+    "      --dummy-weights     --small and --large name Hugging Face folders (or their\n"
+    "                          config.json) and the weights are random (seed 1): speed\n"
+    "                          at real shapes without the weights; needs --tokenizer or\n"
+    "                          a tokenizer.json in a folder\n"
+    "      --dummy-dtype T     the random matrices' type: bf16 (default), f16 or f32\n"
     "      --json              print one JSON object instead of streaming text\n"
     "  -q, --quiet             no statistics on stderr\n"
     "      --prompts FILE      serve many requests: one prompt per line ('-': stdin);\n"
@@ -128,16 +153,17 @@ static const char *GEN_HELP =
     "\n"
     "  -h, --help              this help\n"
     "\n"
-    "exit status: 0 ok, 1 runtime failure (or, serving, any failed request), 2 bad\n"
-    "command line, 3 unreadable or invalid input file (including a small/large\n"
-    "vocabulary mismatch), 4 prompt longer than a model's context, 5 a remote\n"
-    "worker could not be reached, refused the handshake, or failed.\n";
+    "exit status: 0 ok, 1 runtime failure (or, serving, any failed request; or a\n"
+    "device that cannot be used), 2 bad command line, 3 unreadable or invalid\n"
+    "input file (including a small/large vocabulary mismatch), 4 prompt longer\n"
+    "than a model's context, 5 a remote worker could not be reached, refused the\n"
+    "handshake, or failed.\n";
 
 static const char *MAIN_HELP =
     "usage: bild COMMAND [options]\n"
     "\n"
-    "bild runs language models on the CPU, and the Big Little Decoder: a small\n"
-    "model drafts, a large one checks.\n"
+    "bild runs language models on the CPU (or a GPU: --device cuda:N, with make\n"
+    "CUDA=1), and the Big Little Decoder: a small model drafts, a large one checks.\n"
     "\n"
     "commands:\n"
     "  run        generate text with one model (bild run --help)\n"
@@ -159,13 +185,32 @@ static void loaded_free(loaded_t *l) {
     model_close(&l->m);
 }
 
+/* --dummy-weights: on, and the type of the random matrices */
+typedef struct {
+    int on;
+    dtype_t dtype;
+} dummy_t;
+
+/* The seed of --dummy-weights: fixed, so that runs (and the workers of one
+ * launch) hold the same model. */
+#define DUMMY_SEED 1
+
 /* Opens a model and its tokenizer (tokpath, or the default beside the
- * model; if `optional`, a missing default is not an error). Prints a
+ * model; if `optional`, a missing default is not an error). With dummy->on,
+ * path names a config.json's folder and the weights are random. Prints a
  * one-line message and returns -1 on failure. */
-static int load_model(const char *cmd, const char *path, const char *tokpath, int optional, loaded_t *l) {
-    char err[1024], found[4096], tried[8200];
+static int load_model(const char *cmd, const char *path, const char *tokpath, int optional, const dummy_t *dummy,
+                      loaded_t *l) {
+    char err[1024], found[4096], tried[8200], dir[4096];
     *l = (loaded_t){0};
-    if (!(l->m = model_open(path, err, sizeof err))) {
+    if (dummy && dummy->on) {
+        if (cli_dummy_dir(path, dir, sizeof dir, err, sizeof err) ||
+            !(l->m = hf_open_dummy(dir, dummy->dtype, DUMMY_SEED, err, sizeof err))) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            return -1;
+        }
+        path = dir; /* its tokenizer.json, if any */
+    } else if (!(l->m = model_open(path, err, sizeof err))) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         return -1;
     }
@@ -215,14 +260,69 @@ static int prompt_fits(const char *cmd, int n_ids, const model_config_t *c, cons
     return 0;
 }
 
+/* Checks --device and --dummy-dtype spellings (usage errors, exit 2). */
+static int check_device_opts(const char *cmd, const char *const *devs, int n_devs, const char *dtype_s,
+                             dummy_t *dummy) {
+    static const char *names[] = {"--device", "--small-device", "--large-device"};
+    char err[256];
+    for (int i = 0; i < n_devs && i < 3; i++)
+        if (devs[i] && cli_check_device(devs[i], err, sizeof err))
+            return cli_usage_error(cmd, "%s: %s", names[i], err);
+    if (cli_parse_dtype(dtype_s, &dummy->dtype))
+        return cli_usage_error(cmd, "--dummy-dtype: unknown type '%s' (bf16, f16 or f32)", dtype_s);
+    return 0;
+}
+
+/* backend_new with the command's one-line message on failure. */
+static backend_t *open_backend(const char *cmd, const char *device, int threads) {
+    char err[1024];
+    backend_t *be = backend_new(device, threads, err, sizeof err);
+    if (!be) fprintf(stderr, "bild %s: %s\n", cmd, err);
+    return be;
+}
+
+/* generate() for a model without a tokenizer (--dummy-weights): the same
+ * loop over token ids, with no text. Same stops, same statistics. */
+static int generate_ids(transformer_t *tf, sampler_t *smp, const int *prompt, int n_prompt, int max_new, int *out,
+                        gen_stats_t *st) {
+    const model_config_t *c = transformer_config(tf);
+    *st = (gen_stats_t){.n_prompt = n_prompt, .stop = STOP_LENGTH};
+    double t0 = now_s();
+    int greedy = sampler_is_greedy(smp), pos = n_prompt;
+    if (transformer_run(tf, prompt, n_prompt, 0, LOGITS_LAST)) return -1;
+    st->prompt_s = now_s() - t0;
+    t0 = now_s();
+    while (st->n_gen < max_new) {
+        int next;
+        if (greedy) transformer_logits_stats(tf, 1, NULL, &next, NULL, NULL);
+        else next = sampler_sample(smp, transformer_logits(tf));
+        if (next == c->eos_id || next == c->bos_id) {
+            st->stop = STOP_EOS;
+            break;
+        }
+        out[st->n_gen++] = next;
+        if (st->n_gen == max_new) break;
+        if (pos >= c->seq_len) {
+            st->stop = STOP_CONTEXT;
+            break;
+        }
+        if (transformer_run(tf, &next, 1, pos++, LOGITS_LAST)) return -1;
+        st->n_steps++;
+    }
+    st->decode_s = now_s() - t0;
+    return 0;
+}
+
 static uint64_t clock_seed(void) { return (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32); }
 
 /* generate() callback: each token's bytes go to the sink as they come */
 static void emit_token(void *ud, int token, const char *bytes, size_t n) { sink_bytes(ud, bytes, n); }
 
 static int cmd_run(int argc, char **argv) {
-    const char *model = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *model = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL, *device = "cpu",
+               *dtype_s = "bf16";
     int max_new = 256, top_k = 0, threads = 0, json = 0, quiet = 0, seed_given = 0;
+    dummy_t dummy = {0};
     float temperature = 1.0f, top_p = 0.9f;
     uint64_t seed = 0;
     const opt_t opts[] = {
@@ -236,13 +336,19 @@ static int cmd_run(int argc, char **argv) {
         {NULL, "--top-k", OPT_INT, &top_k, 0, INT_MAX, 0, NULL},
         {"-s", "--seed", OPT_U64, &seed, 0, 0, 0, &seed_given},
         {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
+        {"-d", "--device", OPT_STR, &device, 0, 0, 0, NULL},
+        {NULL, "--dummy-weights", OPT_FLAG, &dummy.on, 0, 0, 0, NULL},
+        {NULL, "--dummy-dtype", OPT_STR, &dtype_s, 0, 0, 0, NULL},
         {NULL, "--json", OPT_FLAG, &json, 0, 0, 0, NULL},
         {"-q", "--quiet", OPT_FLAG, &quiet, 0, 0, 0, NULL},
     };
     int pr = cli_parse("run", argc, argv, opts, (int)(sizeof opts / sizeof *opts), RUN_HELP);
     if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
     if (!model) return cli_usage_error("run", "--model is required");
-    if (!prompt == !prompt_file) return cli_usage_error("run", "give exactly one of --prompt and --prompt-file");
+    if (prompt && prompt_file) return cli_usage_error("run", "give exactly one of --prompt and --prompt-file");
+    if (!prompt && !prompt_file && !dummy.on)
+        return cli_usage_error("run", "give exactly one of --prompt and --prompt-file");
+    if (check_device_opts("run", &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
 
     char err[1024];
     int rc = EXIT_INPUT, n_ids = 0, *ids = NULL, *out = NULL;
@@ -251,19 +357,32 @@ static int cmd_run(int argc, char **argv) {
     transformer_t *tf = NULL;
     sampler_t *smp = NULL;
     sink_t sink = {.stream = !json};
-    if (load_model("run", model, tokpath, 0, &L)) goto done;
+    /* the device first: a GPU that cannot be used is reported before any file is read */
+    if (!(be = open_backend("run", device, threads))) {
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+    if (load_model("run", model, tokpath, dummy.on, &dummy, &L)) goto done;
     const model_config_t *c = model_config(L.m);
-    if (!(ids = encode_prompt("run", L.tok, prompt, prompt_file, &n_ids, &rc))) goto done;
+    if (!L.tok) { /* --dummy-weights without a tokenizer: token ids only, from BOS */
+        if ((prompt && *prompt) || prompt_file) {
+            rc = cli_usage_error("run", "--dummy-weights: %s has no tokenizer.json, so prompt text cannot be "
+                                        "encoded; pass --tokenizer PATH or drop the prompt (BOS alone)", model);
+            goto done;
+        }
+        if (!(ids = malloc(sizeof *ids))) {
+            fprintf(stderr, "bild run: out of memory\n");
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+        ids[0] = c->bos_id >= 0 ? c->bos_id : 0, n_ids = 1;
+    } else if (!(ids = encode_prompt("run", L.tok, prompt ? prompt : "", prompt_file, &n_ids, &rc))) goto done;
     if (!prompt_fits("run", n_ids, c, "")) {
         rc = EXIT_FIT;
         goto done;
     }
     rc = EXIT_RUNTIME;
     if (!seed_given) seed = clock_seed();
-    if (!(be = backend_cpu_new(threads))) {
-        fprintf(stderr, "bild run: cannot start the CPU backend with %d threads\n", threads);
-        goto done;
-    }
     if (!(tf = transformer_new(be, c, model_weights(L.m), 64, err, sizeof err))) {
         fprintf(stderr, "bild run: %s\n", err);
         goto done;
@@ -273,17 +392,27 @@ static int cmd_run(int argc, char **argv) {
         fprintf(stderr, "bild run: out of memory\n");
         goto done;
     }
-    if (!quiet)
+    if (!quiet) {
+        char where[256];
         fprintf(stderr, "bild: %s: %.1fM params, dim %d, %d layers, %d/%d heads, vocab %d, context %d; "
-                        "cpu/%s, %d threads; seed %llu\n",
+                        "%s%s; seed %llu\n",
                 model, model_n_params(c) / 1e6, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-                c->seq_len, be->isa, be->n_threads, (unsigned long long)seed);
-    if (!json) sink_tokens(&sink, L.tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt, as llama2.c does */
+                c->seq_len, cli_backend_desc(be, where, sizeof where), dummy.on ? "; random weights" : "",
+                (unsigned long long)seed);
+    }
+    if (!json && L.tok) sink_tokens(&sink, L.tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt, as llama2.c does */
     gen_stats_t st;
-    if (generate(tf, L.tok, smp, ids, n_ids, max_new, out, emit_token, &sink, &st) != 0) {
+    if ((L.tok ? generate(tf, L.tok, smp, ids, n_ids, max_new, out, emit_token, &sink, &st)
+               : generate_ids(tf, smp, ids, n_ids, max_new, out, &st)) != 0) {
         fprintf(stderr, "bild run: generation failed (internal error)\n");
         goto done;
     }
+    if (!L.tok && !json) /* no text: the ids, space-separated */
+        for (int i = 0; i < st.n_gen; i++) {
+            char num[16];
+            int k = snprintf(num, sizeof num, i ? " %d" : "%d", out[i]);
+            sink_bytes(&sink, num, (size_t)k);
+        }
     sink_finish(&sink);
     if (!json) sink_bytes(&sink, "\n", 1);
     else {
@@ -644,7 +773,8 @@ static int gen_serve(gen_t *g, FILE *f, int jsonl) {
 static int cmd_generate(int argc, char **argv) {
     const char *small_path = NULL, *large_path = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL,
                *mode_s = "bild", *requests = NULL, *prompts = NULL, *curve_key = NULL, *small_key = NULL,
-               *large_key = NULL;
+               *large_key = NULL, *device = "cpu", *small_dev = NULL, *large_dev = NULL, *dtype_s = "bf16";
+    dummy_t dummy = {0};
     int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0, overlap = 0;
     int seed_given = 0, fb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
     const char *small_ep = NULL, *large_ep = NULL;
@@ -677,6 +807,11 @@ static int cmd_generate(int argc, char **argv) {
         {NULL, "--top-p", OPT_FLOAT, &top_p, 0, 1, 1, NULL},
         {"-s", "--seed", OPT_U64, &seed, 0, 0, 0, &seed_given},
         {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
+        {"-d", "--device", OPT_STR, &device, 0, 0, 0, NULL},
+        {NULL, "--small-device", OPT_STR, &small_dev, 0, 0, 0, NULL},
+        {NULL, "--large-device", OPT_STR, &large_dev, 0, 0, 0, NULL},
+        {NULL, "--dummy-weights", OPT_FLAG, &dummy.on, 0, 0, 0, NULL},
+        {NULL, "--dummy-dtype", OPT_STR, &dtype_s, 0, 0, 0, NULL},
         {NULL, "--json", OPT_FLAG, &json, 0, 0, 0, NULL},
         {"-q", "--quiet", OPT_FLAG, &quiet, 0, 0, 0, NULL},
     };
@@ -697,6 +832,10 @@ static int cmd_generate(int argc, char **argv) {
     if ((prompt != NULL) + (prompt_file != NULL) + (prompts != NULL) + (requests != NULL) != 1)
         return cli_usage_error(cmd, "give exactly one of --prompt, --prompt-file, --prompts and --requests");
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
+    const char *devs[3] = {device, small_dev, large_dev};
+    if (check_device_opts(cmd, devs, 3, dtype_s, &dummy)) return EXIT_USAGE;
+    if (!small_dev) small_dev = device;
+    if (!large_dev) large_dev = device;
     if (mode == POLICY_SPEC && !fb_given) alpha_fb = 0;
     if (mode == POLICY_SPEC && temperature > 0 && top_p < 1)
         return cli_usage_error(cmd, "--top-p is not supported with spec sampling (rejection sampling uses the "
@@ -711,7 +850,7 @@ static int cmd_generate(int argc, char **argv) {
     char err[1024];
     int rc = EXIT_INPUT;
     loaded_t S = {0}, Lg = {0};
-    backend_t *be = NULL;
+    backend_t *be = NULL, *be_l = NULL; /* be_l: the large model's, when its device differs */
     transformer_t *tfs = NULL, *tfl = NULL;
     sampler_t *smp_s = NULL, *smp_l = NULL;
     tokenizer_t *own_tok = NULL;
@@ -761,8 +900,8 @@ static int cmd_generate(int argc, char **argv) {
         goto done;
     }
     /* the tokenizer: --tokenizer, else beside the large model, else beside the small one */
-    if (large_path && load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &Lg)) goto done;
-    if (small_path && load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &S)) goto done;
+    if (large_path && load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &dummy, &Lg)) goto done;
+    if (small_path && load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &dummy, &S)) goto done;
     g.tok = Lg.tok ? Lg.tok : S.tok;
     if (!g.tok && tokpath && (g.rs || g.rl)) { /* both models remote: the tokenizer alone, sized by the handshake */
         if (!(g.tok = own_tok = cli_load_tokenizer(tokpath, g.rl ? g.hl.vocab_size : g.hs.vocab_size, -1, -1, err,
@@ -813,12 +952,13 @@ static int cmd_generate(int argc, char **argv) {
     g.large_ctx = Lg.m ? model_config(Lg.m)->seq_len : g.rl ? g.hl.seq_len : 0;
     rc = EXIT_RUNTIME;
     if (!seed_given) seed = clock_seed();
-    if ((S.m || Lg.m) && !(be = backend_cpu_new(threads))) {
-        fprintf(stderr, "bild %s: cannot start the CPU backend with %d threads\n", cmd, threads);
-        goto done;
-    }
-    /* both models share one backend (one thread pool): they run in turn */
-    if ((Lg.m && !(tfl = transformer_new(be, model_config(Lg.m), model_weights(Lg.m), BILD_MAX_DRAFT, err, sizeof err))) ||
+    /* models on one device share one backend (one thread pool, one stream):
+     * they run in turn; on two devices each has its own */
+    int split = S.m && Lg.m && strcmp(small_dev, large_dev) != 0;
+    if ((S.m || Lg.m) && !(be = open_backend(cmd, S.m ? small_dev : large_dev, threads))) goto done;
+    if (split && !(be_l = open_backend(cmd, large_dev, threads))) goto done;
+    backend_t *bel = be_l ? be_l : be;
+    if ((Lg.m && !(tfl = transformer_new(bel, model_config(Lg.m), model_weights(Lg.m), BILD_MAX_DRAFT, err, sizeof err))) ||
         (S.m && !(tfs = transformer_new(be, model_config(S.m), model_weights(S.m), BILD_MAX_DRAFT, err, sizeof err)))) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         goto done;
@@ -849,8 +989,11 @@ static int cmd_generate(int argc, char **argv) {
     policy_destroy(&probe);
     if (!quiet)
     {
-        char where[64] = "both workers remote";
-        if (be) snprintf(where, sizeof where, "cpu/%s, %d threads", be->isa, be->n_threads);
+        char where[512] = "both workers remote", ds[240], dl[240];
+        if (be_l)
+            snprintf(where, sizeof where, "small on %s, large on %s", cli_backend_desc(be, ds, sizeof ds),
+                     cli_backend_desc(be_l, dl, sizeof dl));
+        else if (be) snprintf(where, sizeof where, "%s", cli_backend_desc(be, ds, sizeof ds));
         fprintf(stderr, "bild: mode %s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s; "
                         "seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "",
                 overlap ? " with overlap" : "", small_path ? small_path : small_ep ? small_ep : "-",
@@ -878,6 +1021,7 @@ done:
     sampler_destroy(&smp_l);
     transformer_destroy(&tfs);
     transformer_destroy(&tfl);
+    backend_destroy(&be_l);
     backend_destroy(&be);
     loaded_free(&S);
     loaded_free(&Lg);
@@ -898,7 +1042,7 @@ static const char *WORKER_HELP =
     "(closed, killed, or silent for 3 heartbeats) the worker logs it and waits\n"
     "for the next one. It serves one coordinator at a time.\n"
     "\n"
-    "  -m, --model PATH        llama2.c checkpoint\n"
+    "  -m, --model PATH        llama2.c checkpoint or Hugging Face folder\n"
     "  -z, --tokenizer PATH    its tokenizer (default: beside the model); its\n"
     "                          fingerprint is checked by the coordinator\n"
     "  -b, --bind ENDPOINT     ipc:///path or tcp://127.0.0.1:PORT\n"
@@ -909,7 +1053,18 @@ static const char *WORKER_HELP =
     "                          (required with --curve-key)\n"
     "      --heartbeat MS      connection heartbeat (default 1000)\n"
     "  -j, --threads N         CPU threads (default: all online cores)\n"
-    "  -h, --help              this help\n";
+    "  -d, --device DEV        where the model runs: cpu (default), cuda (GPU 0) or\n"
+    "                          cuda:N (needs make CUDA=1); a device that cannot be used\n"
+    "                          ends the worker at start-up with exit status 1\n"
+    "      --dummy-weights     --model names a Hugging Face folder (or its config.json);\n"
+    "                          the weights are random (seed 1), made on the device: serve\n"
+    "                          a model's shape without its weights. Needs --tokenizer (or\n"
+    "                          tokenizer.json in the folder): the coordinator checks it\n"
+    "      --dummy-dtype T     the random matrices' type: bf16 (default), f16 or f32\n"
+    "  -h, --help              this help\n"
+    "\n"
+    "exit status: 0 ok, 1 runtime failure (including a device that cannot be used),\n"
+    "2 bad command line, 3 unreadable or invalid input file.\n";
 
 static void backend_idle_hint(void *be) {
     if (((backend_t *)be)->idle) ((backend_t *)be)->idle(be);
@@ -921,8 +1076,10 @@ static void on_signal(int sig) { g_stop = sig; }
 
 static int cmd_worker(int argc, char **argv, worker_role_t role) {
     const char *cmd = role == ROLE_SMALL ? "small-worker" : "large-worker";
-    const char *model = NULL, *tokpath = NULL, *bind_ep = NULL, *curve_key = NULL, *curve_allow = NULL;
+    const char *model = NULL, *tokpath = NULL, *bind_ep = NULL, *curve_key = NULL, *curve_allow = NULL,
+               *device = "cpu", *dtype_s = "bf16";
     int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
+    dummy_t dummy = {0};
     const opt_t opts[] = {
         {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
         {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
@@ -932,6 +1089,9 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
         {NULL, "--curve-allow", OPT_STR, &curve_allow, 0, 0, 0, NULL},
         {NULL, "--heartbeat", OPT_INT, &heartbeat_ms, 50, 600000, 0, NULL},
         {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
+        {"-d", "--device", OPT_STR, &device, 0, 0, 0, NULL},
+        {NULL, "--dummy-weights", OPT_FLAG, &dummy.on, 0, 0, 0, NULL},
+        {NULL, "--dummy-dtype", OPT_STR, &dtype_s, 0, 0, 0, NULL},
     };
     int pr = cli_parse(cmd, argc, argv, opts, (int)(sizeof opts / sizeof *opts), WORKER_HELP);
     if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
@@ -941,6 +1101,7 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     if (!allow_remote && !transport_is_local(bind_ep))
         return cli_usage_error(cmd, "refusing to bind %s: not a loopback or ipc:// address (pass --allow-remote "
                                     "to listen on the network, with CURVE keys)", bind_ep);
+    if (check_device_opts(cmd, &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
 
     char err[1024];
     int rc = EXIT_INPUT, refused = 0;
@@ -962,12 +1123,19 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     if (allow_remote && !curve_key && !transport_is_local(bind_ep))
         fprintf(stderr, "bild %s: warning: listening on the network without CURVE: anyone who can reach %s can "
                         "use this worker (see launch/multi-host.md)\n", cmd, bind_ep);
-    if (load_model(cmd, model, tokpath, 0, &L)) goto done;
+    /* the device before the model: a GPU that cannot be used ends start-up at once */
+    if (!(be = open_backend(cmd, device, threads))) {
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+    if (load_model(cmd, model, tokpath, 0, &dummy, &L)) goto done;
     const model_config_t *c = model_config(L.m);
     rc = EXIT_RUNTIME;
-    if (!(be = backend_cpu_new(threads)) ||
-        !(tf = transformer_new(be, c, model_weights(L.m), BILD_MAX_DRAFT, err, sizeof err)) ||
-        (role == ROLE_SMALL && !(dr = drafter_new(tf, NULL, 0, c->eos_id, c->bos_id))) ||
+    if (!(tf = transformer_new(be, c, model_weights(L.m), BILD_MAX_DRAFT, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        goto done;
+    }
+    if ((role == ROLE_SMALL && !(dr = drafter_new(tf, NULL, 0, c->eos_id, c->bos_id))) ||
         (role == ROLE_LARGE && !(vf = verifier_new(tf, NULL, 0)))) {
         fprintf(stderr, "bild %s: cannot set up the model (out of memory?)\n", cmd);
         goto done;
@@ -997,8 +1165,10 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
                   .idle = backend_idle_hint,
                   .idle_ctx = be};
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
-    fprintf(stderr, "bild %s: %s (vocab %d, context %d, cpu/%s, %d threads%s): listening on %s\n", cmd, model,
-            c->vocab_size, c->seq_len, be->isa, be->n_threads, curve_key ? ", CURVE" : "", bind_ep);
+    char where[256];
+    fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s): listening on %s\n", cmd, model, c->vocab_size,
+            c->seq_len, cli_backend_desc(be, where, sizeof where), dummy.on ? ", random weights" : "",
+            curve_key ? ", CURVE" : "", bind_ep);
     rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
     fprintf(stderr, "bild %s: %s\n", cmd, g_stop ? "stopped by a signal" : "shut down");
 done:

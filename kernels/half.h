@@ -67,7 +67,6 @@ static inline uint16_t f32_to_f16(float f) {
 }
 
 /* Size in bytes of one element of a weight dtype. */
-static inline size_t dtype_size(dtype_t t) { return t == DTYPE_F32 ? 4 : 2; }
 
 /* Element i of a weight array of dtype t, widened to f32 (exact). */
 static inline float dtype_get(const void *p, dtype_t t, size_t i) {

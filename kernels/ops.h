@@ -32,6 +32,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } device_t;
 typedef enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2 } dtype_t;
 
@@ -59,10 +63,11 @@ typedef struct {
 typedef struct backend backend_t;
 
 struct backend {
-    const char *name;        /* "cpu" */
+    const char *name;        /* "cpu", "cuda:0" */
     device_t device;
     int n_threads;
-    const char *isa;         /* kernel flavour picked at run time: "avx512", "avx2", "scalar" */
+    const char *isa;         /* kernel flavour picked at run time: "avx512", "avx2", "scalar";
+                              * for CUDA the GPU's name and compute capability */
 
     /* Memory. alloc returns a zeroed tensor of n f32 elements, or one with
      * data == NULL on failure. free accepts a NULL-data tensor. */
@@ -74,6 +79,16 @@ struct backend {
      * copied or converted. Returns a tensor with data == NULL if the
      * backend cannot (a GPU backend uploads instead). */
     tensor_t (*wrap_host)(backend_t *be, void *host, dtype_t dtype, int64_t n);
+    /* Copies n elements of dtype from host memory into new memory the
+     * backend owns (a GPU backend's weights: uploaded once at load). Release
+     * with free. Returns a tensor with data == NULL on failure. */
+    tensor_t (*upload)(backend_t *be, const void *host, dtype_t dtype, int64_t n);
+    /* New backend-owned memory of n elements of dtype, filled with uniform
+     * random values in [lo, hi) from seed (the same values on every backend
+     * for the same arguments: a counter-based hash of seed and index, see
+     * kernels/dummy.h). For benchmarking real model shapes without their
+     * weights (--dummy-weights). data == NULL on failure. */
+    tensor_t (*random)(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed, float lo, float hi);
     /* Copies n f32 elements from element offset off of src to host memory. */
     void (*to_host)(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n);
     /* Copies n f32 elements from host memory to element offset off of dst. */
@@ -135,7 +150,21 @@ struct backend {
  * Returns NULL on failure. Caller owns; release with backend_destroy. */
 backend_t *backend_cpu_new(int n_threads);
 
+/* Creates the backend a --device option names: "cpu" (n_threads as above),
+ * "cuda" (device 0) or "cuda:N". Returns NULL with a one-line message in err
+ * that says what to do when the name is not understood, this build has no
+ * CUDA (make CUDA=1), or the GPU cannot be used (no device, no driver).
+ * Implemented in kernels/backend.c. */
+backend_t *backend_new(const char *device, int n_threads, char *err, size_t errlen);
+
+/* Element size of a dtype in bytes. */
+static inline size_t dtype_size(dtype_t t) { return t == DTYPE_F32 ? 4 : 2; }
+
 /* Destroys a backend; accepts NULL and sets *pbe = NULL. */
 void backend_destroy(backend_t **pbe);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

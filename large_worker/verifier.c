@@ -43,8 +43,8 @@ int verifier_verify(void *self, const verify_req_t *req, verify_res_t *res, char
         return -1;
     }
     if (pre > 0 && !transformer_forward(v->tf, req->tokens, pre, req->pos, LOGITS_LAST)) goto bad;
-    const float *logits = transformer_forward(v->tf, req->tokens + pre, n, req->pos + pre, LOGITS_ALL);
-    if (!logits) goto bad;
+    if (transformer_run(v->tf, req->tokens + pre, n, req->pos + pre, LOGITS_ALL)) goto bad;
+    const float *logits = v->smp || req->want_probs ? transformer_logits(v->tf) : NULL; /* greedy: stats only */
     int next[BILD_MAX_DRAFT];
     for (int j = 0; j < n; j++) next[j] = j + 1 < n ? req->tokens[pre + j + 1] : -1;
     transformer_logits_stats(v->tf, n, next, res->argmax, NULL, res->nll);

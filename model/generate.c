@@ -22,13 +22,17 @@ int generate(transformer_t *tf, const tokenizer_t *tok, sampler_t *smp, const in
     *st = (gen_stats_t){.n_prompt = n_prompt, .stop = STOP_LENGTH};
     if (n_prompt < 1 || n_prompt > c->seq_len) return -1;
     double t0 = now_s();
-    const float *logits = transformer_forward(tf, prompt, n_prompt, 0, LOGITS_LAST);
-    if (!logits) return -1;
+    /* greedy: the argmax comes from the backend's row statistics, so a GPU
+     * moves one number per step instead of the vocabulary's logits */
+    int greedy = sampler_is_greedy(smp);
+    if (transformer_run(tf, prompt, n_prompt, 0, LOGITS_LAST)) return -1;
     st->prompt_s = now_s() - t0;
     t0 = now_s();
     int prev = prompt[n_prompt - 1], pos = n_prompt;
     while (st->n_gen < max_new) {
-        int next = sampler_sample(smp, logits);
+        int next;
+        if (greedy) transformer_logits_stats(tf, 1, NULL, &next, NULL, NULL);
+        else next = sampler_sample(smp, transformer_logits(tf));
         if (next == c->eos_id || next == c->bos_id) {
             st->stop = STOP_EOS;
             break;
@@ -44,8 +48,7 @@ int generate(transformer_t *tf, const tokenizer_t *tok, sampler_t *smp, const in
             st->stop = STOP_CONTEXT;
             break;
         }
-        logits = transformer_forward(tf, &next, 1, pos++, LOGITS_LAST);
-        if (!logits) return -1;
+        if (transformer_run(tf, &next, 1, pos++, LOGITS_LAST)) return -1;
         st->n_steps++;
     }
     st->decode_s = now_s() - t0;

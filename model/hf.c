@@ -614,3 +614,19 @@ out:
     if (h.failed) model_close(&m);
     return m;
 }
+
+model_file_t *hf_open_dummy(const char *dir, dtype_t dtype, uint64_t seed, char *err, size_t errlen) {
+    hf_t h = {.dir = dir, .err = err, .errlen = errlen};
+    model_file_t *m = h.m = calloc(1, sizeof(*m));
+    if (!m || !(m->path = strdup(dir))) {
+        hf_fail(&h, "model", "out of memory");
+        model_close(&m);
+        return NULL;
+    }
+    if (!parse_config(&h, &m->cfg)) {
+        model_close(&m);
+        return NULL;
+    }
+    m->w.dtype = dtype, m->w.dummy = 1, m->w.seed = seed;
+    return m;
+}

@@ -9,6 +9,7 @@
 #define BILD_MODEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kernels/ops.h"
 
@@ -48,9 +49,13 @@ typedef struct {
  * bq (n_heads*head_dim), bk, bv (n_kv_heads*head_dim) only when cfg.qkv_bias
  * (else the arrays are NULL).
  * dtype is the type of the matrices (tok_emb, wq, wk, wv, wo, w1, w2, w3,
- * wcls); the norm weights and the biases are always f32. */
+ * wcls); the norm weights and the biases are always f32.
+ * dummy = 1: no weights at all (every pointer NULL); the transformer asks its
+ * backend for random ones from seed (benchmarks at real model shapes). */
 typedef struct {
     dtype_t dtype;
+    int dummy;
+    uint64_t seed;
     const void *tok_emb, *rms_final, *wcls;
     const void **rms_att, **wq, **wk, **wv, **wo, **rms_ffn, **w1, **w2, **w3;
     const void **bq, **bk, **bv;
@@ -81,6 +86,11 @@ const char *model_path(const model_file_t *m);
  * models open capped at MODEL_HF_DEFAULT_CTX. */
 void model_limit_context(model_file_t *m, int n);
 #define MODEL_HF_DEFAULT_CTX 4096
+
+/* A model with config.json's shape (dir holds config.json; no weights are
+ * read) whose matrices are dtype and whose weights the transformer fills with
+ * random numbers from seed on its backend: --dummy-weights. */
+model_file_t *hf_open_dummy(const char *dir, dtype_t dtype, uint64_t seed, char *err, size_t errlen);
 
 /* Loader for llama2.c checkpoints (model/llama2c.c); model_open dispatches to it. */
 model_file_t *llama2c_open(const char *path, char *err, size_t errlen);

@@ -331,3 +331,5 @@ int sampler_sample(sampler_t *s, const float *logits) {
     }
     return last; /* u landed past the end through rounding */
 }
+
+int sampler_is_greedy(const sampler_t *s) { return s->temperature == 0.0f; }

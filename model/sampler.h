@@ -26,6 +26,9 @@ void sampler_destroy(sampler_t **ps);
  * An infinite or NaN maximum logit gives the argmax. */
 int sampler_sample(sampler_t *s, const float *logits);
 
+/* 1 when the sampler always picks the argmax (temperature 0). */
+int sampler_is_greedy(const sampler_t *s);
+
 /* A uniform float in [0, 1) from the sampler's RNG (for callers such as
  * speculative decoding's accept test that must share the stream). */
 float sampler_uniform(sampler_t *s);

@@ -53,7 +53,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#ifndef BILD_NO_ICU
 #include <unicode/unorm2.h>
+#endif
 #include <unicode/ustring.h>
 
 /* Ids above this are refused: real vocabularies stay under a million. */
@@ -296,9 +298,14 @@ static int add_norm(const ctx_t *c, struct tok_hf *h, const cJSON *n, const char
     }
     norm_op_t op = {0};
     if (strcmp(ty, "NFC") == 0) {
+#ifdef BILD_NO_ICU
+        FAIL("tokenizer %s: %s: NFC normalization needs ICU, and this bild was built without it (make ICU=1)",
+             c->path, field);
+#else
         UErrorCode st = U_ZERO_ERROR;
         unorm2_getNFCInstance(&st);
         if (U_FAILURE(st)) FAIL("tokenizer %s: %s: NFC: ICU has no NFC data (%s)", c->path, field, u_errorName(st));
+#endif
         op.kind = NORM_NFC;
         op.a = strdup("");
     } else if (strcmp(ty, "Prepend") == 0) {
@@ -1170,6 +1177,9 @@ static void bpe_piece(const tokenizer_t *t, enc_t *e, const char *s, size_t n) {
  * takes Rust strings; such text is left as it is), else a buffer owned by
  * e with the new length in *n. NULL when out of memory. */
 static const char *nfc(enc_t *e, const char *s, size_t *n) {
+#ifdef BILD_NO_ICU
+    return s; /* unreachable: such tokenizers are refused at load */
+#else
     size_t i = 0;
     while (i < *n && (unsigned char)s[i] < 0x80) i++;
     if (i == *n) return s;
@@ -1199,6 +1209,7 @@ static const char *nfc(enc_t *e, const char *s, size_t *n) {
     if (U_FAILURE(st)) return s;
     *n = (size_t)blen;
     return q;
+#endif
 }
 
 /* Normalizes, pre-tokenizes and encodes one segment between added tokens. */

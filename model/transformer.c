@@ -49,11 +49,37 @@ struct transformer {
     tensor_t logits; /* (B, vocab) */
     tensor_t rope_cs; /* (seq_len, head_dim/2, 2): cos and sin of each pair's angle */
     float *logits_host; /* NULL when the backend's logits are host memory */
+    int logits_rows;    /* rows the last forward produced */
+    int dummy;          /* weights are random ones made on the backend */
+    uint64_t dummy_seed;
+    int n_owned;        /* weight tensors the backend allocated (uploads, dummies) */
+    tensor_t **owned;
 };
 
+/* Gives the backend weight tensor t: the host weights themselves where the
+ * backend can read them (CPU: no copy), else a copy in its memory (GPU:
+ * uploaded once here); with dummy weights, random ones made on the backend.
+ * Owned tensors are listed for transformer_destroy. Norm weights get
+ * values around 1, biases and matrices small ones. */
+static int wrap_as(transformer_t *tf, tensor_t *t, const void *p, dtype_t dt, int64_t n, int norm) {
+    backend_t *be = tf->be;
+    if (tf->dummy) {
+        float a = norm ? 0.9f : -0.02f, b = norm ? 1.1f : 0.02f;
+        *t = be->random(be, dt, n, tf->dummy_seed + 0x1000193ULL * (uint64_t)tf->n_owned, a, b);
+    } else {
+        *t = be->wrap_host(be, (void *)p, dt, n);
+        if (t->data) return 1;
+        *t = be->upload(be, p, dt, n);
+    }
+    if (!t->data) return 0;
+    tf->owned[tf->n_owned++] = t;
+    return 1;
+}
 static int wrap(transformer_t *tf, tensor_t *t, const void *p, dtype_t dt, int64_t n) {
-    *t = tf->be->wrap_host(tf->be, (void *)p, dt, n);
-    return t->data != NULL;
+    return wrap_as(tf, t, p, dt, n, 0);
+}
+static int wrap_norm(transformer_t *tf, tensor_t *t, const void *p, int64_t n) {
+    return wrap_as(tf, t, p, DTYPE_F32, n, 1);
 }
 
 /* Angular frequency of RoPE pair i (of head_dim/2): theta^(-2i/head_dim),
@@ -87,24 +113,33 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
             hid = c->hidden_dim, V = c->vocab_size;
     tensor_t *arr = calloc((size_t)L * 14, sizeof(tensor_t));
     if (!arr) goto oom;
+    tf->dummy = w->dummy, tf->dummy_seed = w->seed;
+    if (!(tf->owned = calloc((size_t)L * 14 + 3, sizeof(tensor_t *)))) {
+        free(arr);
+        goto oom;
+    }
     tf->rms_att = arr, tf->wq = arr + L, tf->wk = arr + 2 * L, tf->wv = arr + 3 * L, tf->wo = arr + 4 * L;
     tf->rms_ffn = arr + 5 * L, tf->w1 = arr + 6 * L, tf->w2 = arr + 7 * L, tf->w3 = arr + 8 * L;
     tf->kc = arr + 9 * L, tf->vc = arr + 10 * L;
     tf->bq = arr + 11 * L, tf->bk = arr + 12 * L, tf->bv = arr + 13 * L;
     /* matrices in the weights' dtype; norm weights and biases always f32 */
     dtype_t md = w->dtype, f = DTYPE_F32;
-    int ok = wrap(tf, &tf->tok_emb, w->tok_emb, md, V * d) && wrap(tf, &tf->rms_final, w->rms_final, f, d) &&
-             wrap(tf, &tf->wcls, w->wcls, md, V * d);
+    int ok = wrap(tf, &tf->tok_emb, w->tok_emb, md, V * d) && wrap_norm(tf, &tf->rms_final, w->rms_final, d) &&
+             (c->shared_classifier ? (tf->wcls = tf->tok_emb, 1) : wrap(tf, &tf->wcls, w->wcls, md, V * d));
+    /* dummy weights have no per-layer arrays at all */
+#define WL(a) (w->a ? w->a[l] : NULL)
     for (int l = 0; l < L && ok; l++)
-        ok = wrap(tf, &tf->rms_att[l], w->rms_att[l], f, d) && wrap(tf, &tf->wq[l], w->wq[l], md, qd * d) &&
-             wrap(tf, &tf->wk[l], w->wk[l], md, kvd * d) && wrap(tf, &tf->wv[l], w->wv[l], md, kvd * d) &&
-             wrap(tf, &tf->wo[l], w->wo[l], md, d * qd) && wrap(tf, &tf->rms_ffn[l], w->rms_ffn[l], f, d) &&
-             wrap(tf, &tf->w1[l], w->w1[l], md, hid * d) && wrap(tf, &tf->w2[l], w->w2[l], md, d * hid) &&
-             wrap(tf, &tf->w3[l], w->w3[l], md, hid * d) &&
-             (!c->qkv_bias || (wrap(tf, &tf->bq[l], w->bq[l], f, qd) && wrap(tf, &tf->bk[l], w->bk[l], f, kvd) &&
-                               wrap(tf, &tf->bv[l], w->bv[l], f, kvd)));
+        ok = wrap_norm(tf, &tf->rms_att[l], WL(rms_att), d) && wrap(tf, &tf->wq[l], WL(wq), md, qd * d) &&
+             wrap(tf, &tf->wk[l], WL(wk), md, kvd * d) && wrap(tf, &tf->wv[l], WL(wv), md, kvd * d) &&
+             wrap(tf, &tf->wo[l], WL(wo), md, d * qd) && wrap_norm(tf, &tf->rms_ffn[l], WL(rms_ffn), d) &&
+             wrap(tf, &tf->w1[l], WL(w1), md, hid * d) && wrap(tf, &tf->w2[l], WL(w2), md, d * hid) &&
+             wrap(tf, &tf->w3[l], WL(w3), md, hid * d) &&
+             (!c->qkv_bias || (wrap(tf, &tf->bq[l], WL(bq), f, qd) && wrap(tf, &tf->bk[l], WL(bk), f, kvd) &&
+                               wrap(tf, &tf->bv[l], WL(bv), f, kvd)));
+#undef WL
     if (!ok) {
-        snprintf(err, errlen, "backend %s cannot use host weights", be->name);
+        snprintf(err, errlen, "%s: not enough memory for the weights (%.2f GB)", be->name,
+                 (double)model_n_params(c) * dtype_size(md) / 1e9);
         transformer_destroy(&tf);
         return NULL;
     }
@@ -158,6 +193,8 @@ void transformer_destroy(transformer_t **ptf) {
     if (!ptf || !*ptf) return;
     transformer_t *tf = *ptf;
     backend_t *be = tf->be;
+    for (int i = 0; i < tf->n_owned; i++) be->free(be, tf->owned[i]);
+    free(tf->owned);
     if (tf->rms_att) {
         for (int l = 0; l < tf->cfg.n_layers; l++) be->free(be, &tf->kc[l]), be->free(be, &tf->vc[l]);
         free(tf->rms_att); /* the per-layer arrays share one allocation */
@@ -212,12 +249,12 @@ static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, 
     be->matmul(be, xbl, n, d, &cls, 1, 0);
 }
 
-const float *transformer_forward(transformer_t *tf, const int *tokens, int T, int pos, logits_mode_t mode) {
+int transformer_run(transformer_t *tf, const int *tokens, int T, int pos, logits_mode_t mode) {
     const model_config_t *c = &tf->cfg;
-    if (T < 1 || pos < 0 || pos > tf->cached || pos + T > c->seq_len) return NULL;
-    if (mode == LOGITS_ALL && T > tf->max_block) return NULL;
+    if (T < 1 || pos < 0 || pos > tf->cached || pos + T > c->seq_len) return -1;
+    if (mode == LOGITS_ALL && T > tf->max_block) return -1;
     for (int t = 0; t < T; t++)
-        if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return NULL;
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return -1;
     tf->cached = pos; /* rollback: positions >= pos are overwritten */
     for (int done = 0; done < T;) {
         int n = T - done < tf->max_block ? T - done : tf->max_block;
@@ -226,10 +263,18 @@ const float *transformer_forward(transformer_t *tf, const int *tokens, int T, in
         done += n;
         tf->cached = pos + done;
     }
-    int rows = mode == LOGITS_ALL ? T : 1;
+    tf->logits_rows = mode == LOGITS_ALL ? T : 1;
+    return 0;
+}
+
+const float *transformer_logits(transformer_t *tf) {
     if (!tf->logits_host) return tf->logits.data;
-    tf->be->to_host(tf->be, tf->logits_host, tf->logits, 0, (int64_t)rows * c->vocab_size);
+    tf->be->to_host(tf->be, tf->logits_host, tf->logits, 0, (int64_t)tf->logits_rows * tf->cfg.vocab_size);
     return tf->logits_host;
+}
+
+const float *transformer_forward(transformer_t *tf, const int *tokens, int T, int pos, logits_mode_t mode) {
+    return transformer_run(tf, tokens, T, pos, mode) ? NULL : transformer_logits(tf);
 }
 
 void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, int *argmax, float *max_p,

@@ -40,6 +40,14 @@ typedef enum {
  * case the cache is unchanged. */
 const float *transformer_forward(transformer_t *tf, const int *tokens, int T, int pos, logits_mode_t mode);
 
+/* transformer_forward without bringing the logits to the host: they stay
+ * on the backend for transformer_logits_stats (a GPU's greedy path moves a
+ * few numbers per row instead of the vocabulary). 0, or -1 for an invalid
+ * request as above. */
+int transformer_run(transformer_t *tf, const int *tokens, int T, int pos, logits_mode_t mode);
+/* Host copy of the logits of the last transformer_run, as transformer_forward returns them. */
+const float *transformer_logits(transformer_t *tf);
+
 /* Per-row statistics (see backend_t.row_stats) of the logits the last
  * transformer_forward produced: rows [0, n_rows) of its result. Computed on
  * the backend; only the small outputs reach the host. */

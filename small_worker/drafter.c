@@ -55,8 +55,10 @@ int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *er
         return -1;
     }
     int pos = req->keep;
-    const float *logits = transformer_forward(d->tf, req->feed, req->n_feed, pos, LOGITS_LAST);
-    if (!logits) {
+    /* the logits come to the host only when sampling; greedy drafting uses the stats */
+    const float *logits = NULL;
+    int need_logits = d->smp || req->want_probs;
+    if (transformer_run(d->tf, req->feed, req->n_feed, pos, LOGITS_LAST)) {
         snprintf(err, (size_t)errlen, "draft: cannot run %d tokens at position %d (cache holds %d, context %d)",
                  req->n_feed, pos, transformer_cached(d->tf), transformer_config(d->tf)->seq_len);
         return -1;
@@ -68,6 +70,7 @@ int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *er
         float mp;
         transformer_logits_stats(d->tf, 1, NULL, &am, &mp, NULL);
         int tok, V = transformer_config(d->tf)->vocab_size;
+        if (need_logits) logits = transformer_logits(d->tf);
         if (req->want_probs) { /* sample from the full tempered distribution, and keep it */
             float *row = d->probs + (size_t)res->n * V;
             memcpy(row, logits, sizeof(float) * (size_t)V);
@@ -86,7 +89,7 @@ int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *er
         }
         res->tokens[res->n] = tok, res->max_p[res->n++] = mp;
         if (res->n == req->k) break;
-        if (!(logits = transformer_forward(d->tf, &tok, 1, pos++, LOGITS_LAST))) {
+        if (transformer_run(d->tf, &tok, 1, pos++, LOGITS_LAST)) {
             /* the context is full: report what was drafted as a fallback */
             res->end = DRAFT_FALLBACK, res->end_max_p = 0;
             break;

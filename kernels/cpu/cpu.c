@@ -8,6 +8,7 @@
  * dispatch would cost more than the work.
  */
 #include "kernels/cpu/cpu.h"
+#include "kernels/dummy.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -57,6 +58,26 @@ static void cpu_free(backend_t *be, tensor_t *t) {
 
 static tensor_t cpu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t n) {
     return (tensor_t){host, dtype, DEVICE_CPU, n};
+}
+
+static tensor_t cpu_upload(backend_t *be, const void *host, dtype_t dtype, int64_t n) {
+    tensor_t t = {NULL, dtype, DEVICE_CPU, n};
+    size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
+    if ((t.data = aligned_alloc(64, (bytes + 63) & ~(size_t)63))) memcpy(t.data, host, (size_t)n * dtype_size(dtype));
+    return t;
+}
+
+static tensor_t cpu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed, float lo, float hi) {
+    tensor_t t = {NULL, dtype, DEVICE_CPU, n};
+    size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
+    if (!(t.data = aligned_alloc(64, (bytes + 63) & ~(size_t)63))) return t;
+    float buf[256];
+    for (int64_t i = 0; i < n; i += 256) {
+        int64_t m = n - i < 256 ? n - i : 256;
+        for (int64_t j = 0; j < m; j++) buf[j] = dummy_uniform(seed, (uint64_t)(i + j), lo, hi);
+        f32_to_dtype((char *)t.data + (size_t)i * dtype_size(dtype), buf, dtype, (size_t)m);
+    }
+    return t;
 }
 
 static void cpu_to_host(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n) {
@@ -347,7 +368,7 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
     c->k = k;
     *be = (backend_t){
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
-        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .to_host = cpu_to_host, .from_host = cpu_from_host,
+        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .upload = cpu_upload, .random = cpu_random, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
         .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
     };

@@ -1,0 +1,845 @@
+/* cuda.cu - the CUDA backend: every op of kernels/ops.h on one GPU.
+ *
+ * Memory: weights are uploaded once in their file dtype (f32, bf16 or f16);
+ * activations, the KV cache and logits are f32 device buffers. Nothing is
+ * allocated per token: scratch buffers grow at first use and stay.
+ *
+ * Ordering: one CUDA stream per backend (one per worker process) and a
+ * cuBLAS handle bound to it. Ops are enqueued without waiting; only the
+ * calls that hand data to the host (to_host, row_stats) synchronise. Host
+ * arrays the ops take (token ids, next ids) travel inside the kernel's
+ * arguments, 64 at a time, so no host buffer is read after the call returns.
+ *
+ * Matmuls (the weight stream is the cost of decoding):
+ * - Blocks of T <= GEMV_MAX_T rows (a decoding step, a verification block):
+ *   our own kernel. A warp owns R output rows and walks them with 16-byte
+ *   loads of the weights, widening half to f32 in registers, against f32
+ *   activations read through the read-only cache; each weight element is
+ *   read once for all T rows. Sums are f32, as on the CPU, so a GPU step
+ *   and a CPU step differ only by summation order.
+ * - Longer blocks (prompts): cuBLAS. f32 weights: SGEMM (no TF32). Half
+ *   weights: cublasGemmEx takes both operands in one type, so the f32
+ *   activation is split as x = hi + lo with hi = half(x), lo = half(x - hi)
+ *   (together 16 significant bits for bf16, 22 for f16), multiplied as one
+ *   GEMM of 2T columns with f32 accumulation, and the halves added. The
+ *   error is ~2^-16 relative to |x| per term, near f32 quality instead of
+ *   the ~2^-8 of a plain bf16 activation.
+ * BILD_CUDA_GEMM=custom|cublas|auto (or backend_cuda_set_gemm) forces a
+ * path, for benchmarks.
+ *
+ * Errors: every CUDA and cuBLAS call is checked and so is every launch
+ * (cudaGetLastError). A failure after start-up (a lost device, an illegal
+ * address) ends the process with the call, file and line: the worker's
+ * coordinator then reports the worker gone, as for any crash. */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <type_traits>
+
+#include "kernels/cuda/cuda.h"
+#include "kernels/dummy.h"
+
+#define GEMV_MAX_T 16
+#define TOK_CHUNK 64
+
+static void cuda_die(const char *what, const char *msg, const char *file, int line) {
+    fprintf(stderr, "bild: CUDA error: %s: %s (%s:%d)\n", what, msg, file, line);
+    exit(70);
+}
+#define CU(call)                                                                  \
+    do {                                                                          \
+        cudaError_t e_ = (call);                                                  \
+        if (e_ != cudaSuccess) cuda_die(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
+    } while (0)
+#define BLAS(call)                                                                \
+    do {                                                                          \
+        cublasStatus_t s_ = (call);                                               \
+        if (s_ != CUBLAS_STATUS_SUCCESS) cuda_die(#call, cublasGetStatusString(s_), __FILE__, __LINE__); \
+    } while (0)
+#define LAUNCHED() CU(cudaGetLastError())
+#define REQUIRE(cond)                                                             \
+    do {                                                                          \
+        if (!(cond)) cuda_die("internal check", #cond, __FILE__, __LINE__);       \
+    } while (0)
+
+typedef struct {
+    int dev;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    char name[24];
+    char isa[320];
+    int gemm_mode;       /* 0 auto, 1 custom, 2 cublas */
+    int max_smem;        /* opt-in shared memory per block, bytes */
+    void *scratch;       /* grow-only device scratch (split activations and products of a cuBLAS matmul) */
+    size_t scratch_bytes;
+    float *gate;         /* grow-only: SwiGLU's gate product on the cuBLAS path */
+    size_t gate_bytes;
+    float *d_stats;      /* (3, stats_cap): argmax, max_p, nll */
+    float *h_stats;      /* pinned host copy */
+    int stats_cap;
+} cu_t;
+
+typedef struct {
+    int v[TOK_CHUNK];
+} ids_t; /* host ids passed by value in kernel arguments */
+
+/* ---- element access -------------------------------------------------------- */
+
+__device__ __forceinline__ float ld(const float *p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float ld(const __nv_bfloat16 *p, int64_t i) { return __bfloat162float(p[i]); }
+__device__ __forceinline__ float ld(const __half *p, int64_t i) { return __half2float(p[i]); }
+
+/* 16 bytes of weights widened: 4 floats or 8 halves */
+template <typename W> struct vec_of;
+template <> struct vec_of<float> { enum { N = 4 }; };
+template <> struct vec_of<__nv_bfloat16> { enum { N = 8 }; };
+template <> struct vec_of<__half> { enum { N = 8 }; };
+
+__device__ __forceinline__ void widen(const uint4 &u, float *f, const float *) {
+    f[0] = __uint_as_float(u.x), f[1] = __uint_as_float(u.y), f[2] = __uint_as_float(u.z), f[3] = __uint_as_float(u.w);
+}
+__device__ __forceinline__ void widen(const uint4 &u, float *f, const __nv_bfloat16 *) {
+    /* bf16 is the top half of an f32: a shift widens it exactly */
+    uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) f[2 * i] = __uint_as_float(w[i] << 16), f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+}
+__device__ __forceinline__ void widen(const uint4 &u, float *f, const __half *) {
+    uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __half2 h = *reinterpret_cast<__half2 *>(&w[i]);
+        float2 g = __half22float2(h);
+        f[2 * i] = g.x, f[2 * i + 1] = g.y;
+    }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over a block of blockDim.x (a multiple of 32, <= 1024) threads; every thread gets it. */
+__device__ float block_sum(float v) {
+    __shared__ float part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) part[w] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+/* ---- the matmul kernel for short blocks -------------------------------------
+ * For each job j of up to GEMV_JOBS sharing the input x (T, d), T <= TT:
+ * out_j[t, row] (op)= sum_k x[t, k] W_j[row, k]. One launch covers every job
+ * (the Q, K and V projections are one launch): block b belongs to the job
+ * whose range of blocks holds it. A warp owns R consecutive rows. MODE 0:
+ * store; 1: accumulate; 2: SwiGLU (one job; w3 is W3 and out = silu(x W^T) *
+ * (x W3^T)). VEC: 16-byte loads (d a multiple of the vector length, rows and
+ * x 16-byte aligned), else scalar loads. */
+#define GEMV_JOBS 3
+typedef struct {
+    const void *w[GEMV_JOBS];
+    float *out[GEMV_JOBS];
+    int n[GEMV_JOBS];
+    int blk_end[GEMV_JOBS]; /* cumulative block counts */
+    int nj;
+    const void *w3;
+    const float *x;
+    int T, d;
+} gemv_args_t;
+
+template <typename W, int TT, int R, int MODE, bool VEC>
+__global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
+    int b = blockIdx.x, j = 0;
+    while (j < a.nj - 1 && b >= a.blk_end[j]) j++;
+    int lb = b - (j ? a.blk_end[j - 1] : 0), lane = threadIdx.x & 31;
+    int row0 = (lb * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R, n = a.n[j], d = a.d, T = a.T;
+    if (row0 >= n) return;
+    const W *__restrict__ w = (const W *)a.w[j];
+    const W *__restrict__ w3 = (const W *)a.w3;
+    const float *__restrict__ x = a.x;
+    float *__restrict__ out = a.out[j];
+    const int NW = MODE == 2 ? 2 : 1;
+    float acc[NW][R][TT];
+#pragma unroll
+    for (int m = 0; m < NW; m++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < TT; t++) acc[m][r][t] = 0.0f;
+    const int VN = VEC ? vec_of<W>::N : 1;
+    int nrows = n - row0 < R ? n - row0 : R;
+    if (VEC) {
+#pragma unroll 4
+        for (int k = lane * VN; k < d; k += 32 * VN) {
+            float wf[NW][R][VN];
+#pragma unroll
+            for (int m = 0; m < NW; m++)
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    const W *base = (m ? w3 : w) + (int64_t)(r < nrows ? row0 + r : row0) * d + k;
+                    uint4 u = __ldg(reinterpret_cast<const uint4 *>(base));
+                    widen(u, wf[m][r], base);
+                }
+#pragma unroll
+            for (int t = 0; t < TT; t++) {
+                if (t < T) {
+                    float xf[VN];
+                    const float4 *xp = reinterpret_cast<const float4 *>(x + (int64_t)t * d + k);
+#pragma unroll
+                    for (int q = 0; q < VN / 4; q++) {
+                        float4 v = __ldg(xp + q);
+                        xf[4 * q] = v.x, xf[4 * q + 1] = v.y, xf[4 * q + 2] = v.z, xf[4 * q + 3] = v.w;
+                    }
+#pragma unroll
+                    for (int m = 0; m < NW; m++)
+#pragma unroll
+                        for (int r = 0; r < R; r++)
+#pragma unroll
+                            for (int e = 0; e < VN; e++) acc[m][r][t] = fmaf(wf[m][r][e], xf[e], acc[m][r][t]);
+                }
+            }
+        }
+    } else {
+        for (int k = lane; k < d; k += 32) {
+#pragma unroll
+            for (int t = 0; t < TT; t++) {
+                if (t < T) {
+                    float xv = x[(int64_t)t * d + k];
+#pragma unroll
+                    for (int m = 0; m < NW; m++)
+#pragma unroll
+                        for (int r = 0; r < R; r++)
+                            if (r < nrows) acc[m][r][t] = fmaf(ld(m ? w3 : w, (int64_t)(row0 + r) * d + k), xv, acc[m][r][t]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < NW; m++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int t = 0; t < TT; t++) acc[m][r][t] = warp_sum(acc[m][r][t]);
+    /* lane i writes the (r, t) pairs with (r * TT + t) % 32 == i */
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < TT; t++) {
+            if (((r * TT + t) & 31) != lane || r >= nrows || t >= T) continue;
+            float *o = out + (int64_t)t * n + row0 + r;
+            if (MODE == 2) {
+                float g = acc[0][r][t];
+                *o = g / (1.0f + expf(-g)) * acc[NW - 1][r][t];
+            } else if (MODE == 1)
+                *o += acc[0][r][t];
+            else
+                *o = acc[0][r][t];
+        }
+}
+
+template <typename W, int TT, int MODE>
+static void gemv_launch(cu_t *c, gemv_args_t a) {
+    /* rows per warp: more rows reuse each activation load more (long blocks);
+     * fewer give more warps, hence more loads in flight (single steps) */
+    const int R = MODE == 2 ? (TT >= 8 ? 1 : 2) : (TT == 1 ? 2 : 4);
+    const int rows_per_block = 4 * R;
+    bool vec = a.d % vec_of<W>::N == 0 && ((uintptr_t)a.x & 15) == 0 && (!a.w3 || ((uintptr_t)a.w3 & 15) == 0);
+    int blocks = 0;
+    for (int j = 0; j < a.nj; j++) {
+        vec = vec && ((uintptr_t)a.w[j] & 15) == 0;
+        blocks += (a.n[j] + rows_per_block - 1) / rows_per_block;
+        a.blk_end[j] = blocks;
+    }
+    if (vec) gemv_kernel<W, TT, R, MODE, true><<<blocks, 128, 0, c->stream>>>(a);
+    else gemv_kernel<W, TT, R, MODE, false><<<blocks, 128, 0, c->stream>>>(a);
+    LAUNCHED();
+}
+
+template <typename W, int MODE>
+static void gemv_t(cu_t *c, const gemv_args_t &a) {
+    if (a.T == 1) gemv_launch<W, 1, MODE>(c, a);
+    else if (a.T == 2) gemv_launch<W, 2, MODE>(c, a);
+    else if (a.T <= 4) gemv_launch<W, 4, MODE>(c, a);
+    else if (a.T <= 8) gemv_launch<W, 8, MODE>(c, a);
+    else gemv_launch<W, 16, MODE>(c, a);
+}
+
+template <int MODE>
+static void gemv(cu_t *c, const gemv_args_t &a, dtype_t dt) {
+    if (dt == DTYPE_F32) gemv_t<float, MODE>(c, a);
+    else if (dt == DTYPE_BF16) gemv_t<__nv_bfloat16, MODE>(c, a);
+    else gemv_t<__half, MODE>(c, a);
+}
+
+/* ---- small kernels ------------------------------------------------------- */
+
+template <typename W>
+__global__ void embed_kernel(float *out, const W *table, ids_t ids, int d) {
+    int t = blockIdx.x;
+    const W *row = table + (int64_t)ids.v[t] * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) out[(int64_t)t * d + i] = ld(row, i);
+}
+
+template <typename W>
+__global__ void rmsnorm_kernel(float *out, const float *x, const W *w, int d, float eps) {
+    const float *xr = x + (int64_t)blockIdx.x * d;
+    float ss = 0;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf(ss / d + eps);
+    float *o = out + (int64_t)blockIdx.x * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = xr[i] * inv * ld(w, i);
+}
+
+__global__ void rope_kernel(float *x, int row_stride, int T, int nh, int hd, int pos0, const float *cs, int halves) {
+    int half = hd / 2;
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, total = (int64_t)T * nh * half;
+    if (i >= total) return;
+    int p = (int)(i % half), h = (int)(i / half % nh), t = (int)(i / half / nh);
+    const float *c = cs + (int64_t)(pos0 + t) * hd + 2 * p;
+    float *v = x + (int64_t)t * row_stride + (int64_t)h * hd;
+    int a = halves ? p : 2 * p, b = halves ? p + half : 2 * p + 1;
+    float x0 = v[a], x1 = v[b];
+    v[a] = x0 * c[0] - x1 * c[1];
+    v[b] = x0 * c[1] + x1 * c[0];
+}
+
+/* One block per (query head, query row). Scores of the pos0 + t + 1 visible
+ * positions in shared memory, a warp per key; softmax; then each thread
+ * sums one output dimension over the positions (coalesced over hd). */
+__global__ void attention_kernel(float *out, const float *q, const float *kc, const float *vc, int pos0, int nh, int nkv,
+                                 int hd) {
+    extern __shared__ float sm[];
+    int h = blockIdx.x, t = blockIdx.y, kvh = h / (nh / nkv), n = pos0 + t + 1;
+    int qd = nh * hd, kvd = nkv * hd;
+    float *qs = sm, *sc = sm + hd;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = q[(int64_t)t * qd + (int64_t)h * hd + i];
+    __syncthreads();
+    float scale = rsqrtf((float)hd);
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int j = wid; j < n; j += nw) {
+        const float *k = kc + (int64_t)j * kvd + (int64_t)kvh * hd;
+        float s = 0;
+        for (int i = lane; i < hd; i += 32) s += qs[i] * k[i];
+        s = warp_sum(s);
+        if (lane == 0) sc[j] = s * scale;
+    }
+    __syncthreads();
+    /* max */
+    __shared__ float red[32];
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, sc[j]);
+    mx = warp_max(mx);
+    if (lane == 0) red[wid] = mx;
+    __syncthreads();
+    mx = lane < nw ? red[lane] : -INFINITY;
+    mx = warp_max(mx);
+    __syncthreads();
+    float sum = 0;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float e = expf(sc[j] - mx);
+        sc[j] = e;
+        sum += e;
+    }
+    sum = block_sum(sum); /* its __syncthreads also publishes sc */
+    float inv = 1.0f / sum;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        const float *v = vc + (int64_t)kvh * hd + i;
+        float a = 0;
+        for (int j = 0; j < n; j++) a += sc[j] * v[(int64_t)j * kvd];
+        out[(int64_t)t * qd + (int64_t)h * hd + i] = a * inv;
+    }
+}
+
+/* Per row: argmax (lowest index on ties; NaN skipped), 1 / sum exp(x - max),
+ * and max + log(sum) - x[next]. One block of 1024 threads per row. */
+__global__ void row_stats_kernel(const float *x, int V, ids_t next, float *stats, int cap) {
+    int r = blockIdx.x;
+    const float *row = x + (int64_t)r * V;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = row[i];
+        if (v > best || (v == best && i < bi)) best = v, bi = i;
+    }
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+    }
+    if (lane == 0) sv[wid] = best, si[wid] = bi;
+    __syncthreads();
+    best = lane < nw ? sv[lane] : -INFINITY;
+    bi = lane < nw ? si[lane] : 0x7fffffff;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
+    }
+    float s = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) s += expf(row[i] - best);
+    s = block_sum(s);
+    if (threadIdx.x == 0) {
+        if (bi == 0x7fffffff) bi = 0; /* all NaN or -inf */
+        stats[r] = (float)bi;
+        stats[cap + r] = 1.0f / s;
+        int nx = next.v[r];
+        stats[2 * cap + r] = nx >= 0 ? best + logf(s) - row[nx] : 0.0f;
+    }
+}
+
+template <typename W>
+__global__ void random_kernel(W *out, int64_t n, uint64_t seed, float lo, float hi) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = dummy_uniform(seed, (uint64_t)i, lo, hi);
+        if constexpr (sizeof(W) == 4) out[i] = v;
+        else if constexpr (std::is_same<W, __nv_bfloat16>::value) out[i] = __float2bfloat16_rn(v);
+        else out[i] = __float2half_rn(v);
+    }
+}
+
+/* hi = half(x), lo = half(x - hi), stacked: rows 0..T-1 hi, T..2T-1 lo */
+template <typename H>
+__global__ void split_kernel(H *out, const float *x, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = x[i];
+        H h, l;
+        if constexpr (std::is_same<H, __nv_bfloat16>::value) {
+            h = __float2bfloat16_rn(v);
+            l = __float2bfloat16_rn(v - __bfloat162float(h));
+        } else {
+            h = __float2half_rn(v);
+            l = __float2half_rn(v - __half2float(h));
+        }
+        out[i] = h, out[n + i] = l;
+    }
+}
+
+/* out[t, i] (op)= a[t, i] + a[T + t, i] (the two halves of a split GEMM);
+ * MODE 2: out = silu(g) * u with g from the first and u from the second
+ * stacked product (each already summed). */
+__global__ void combine_kernel(float *out, int ldo, const float *a, int T, int n, int accumulate) {
+    int64_t total = (int64_t)T * n;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        int t = (int)(i / n), j = (int)(i % n);
+        float v = a[i] + a[total + i];
+        float *o = out + (int64_t)t * ldo + j;
+        *o = accumulate ? *o + v : v;
+    }
+}
+
+__global__ void silu_mul_kernel(float *out, const float *g, const float *u, int64_t n) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v = g[i];
+        out[i] = v / (1.0f + expf(-v)) * u[i];
+    }
+}
+
+/* ---- the backend ------------------------------------------------------------ */
+
+static cu_t *CU_(backend_t *be) { return (cu_t *)be->impl; }
+
+static int grid_for(int64_t n, int block) {
+    int64_t g = (n + block - 1) / block;
+    return (int)(g < 1 ? 1 : g > 65535 ? 65535 : g);
+}
+
+static void *scratch(cu_t *c, size_t bytes) {
+    if (bytes > c->scratch_bytes) {
+        CU(cudaStreamSynchronize(c->stream));
+        if (c->scratch) CU(cudaFree(c->scratch));
+        c->scratch = NULL;
+        CU(cudaMalloc(&c->scratch, bytes));
+        c->scratch_bytes = bytes;
+    }
+    return c->scratch;
+}
+
+static void check_own(const tensor_t &t) { REQUIRE(t.device == DEVICE_CUDA && t.data); }
+
+static tensor_t cu_alloc(backend_t *be, int64_t n) {
+    cu_t *c = CU_(be);
+    tensor_t t = {NULL, DTYPE_F32, DEVICE_CUDA, n};
+    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
+    if (cudaMalloc(&t.data, bytes) != cudaSuccess) {
+        cudaGetLastError(); /* clear the sticky-free error state of a failed malloc */
+        t.data = NULL;
+        return t;
+    }
+    CU(cudaMemsetAsync(t.data, 0, bytes, c->stream));
+    CU(cudaStreamSynchronize(c->stream));
+    return t;
+}
+
+static void cu_free(backend_t *be, tensor_t *t) {
+    if (t->data) {
+        CU(cudaStreamSynchronize(CU_(be)->stream));
+        CU(cudaFree(t->data));
+    }
+    t->data = NULL;
+}
+
+static tensor_t cu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t n) {
+    return tensor_t{NULL, dtype, DEVICE_CUDA, n}; /* cannot: the caller uploads */
+}
+
+static tensor_t cu_upload(backend_t *be, const void *host, dtype_t dtype, int64_t n) {
+    tensor_t t = {NULL, dtype, DEVICE_CUDA, n};
+    size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
+    if (cudaMalloc(&t.data, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        t.data = NULL;
+        return t;
+    }
+    CU(cudaMemcpy(t.data, host, (size_t)n * dtype_size(dtype), cudaMemcpyHostToDevice));
+    return t;
+}
+
+static tensor_t cu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed, float lo, float hi) {
+    cu_t *c = CU_(be);
+    tensor_t t = {NULL, dtype, DEVICE_CUDA, n};
+    if (cudaMalloc(&t.data, (size_t)(n > 0 ? n : 1) * dtype_size(dtype)) != cudaSuccess) {
+        cudaGetLastError();
+        t.data = NULL;
+        return t;
+    }
+    int g = grid_for(n, 256);
+    if (dtype == DTYPE_F32) random_kernel<float><<<g, 256, 0, c->stream>>>((float *)t.data, n, seed, lo, hi);
+    else if (dtype == DTYPE_BF16)
+        random_kernel<__nv_bfloat16><<<g, 256, 0, c->stream>>>((__nv_bfloat16 *)t.data, n, seed, lo, hi);
+    else random_kernel<__half><<<g, 256, 0, c->stream>>>((__half *)t.data, n, seed, lo, hi);
+    LAUNCHED();
+    CU(cudaStreamSynchronize(c->stream));
+    return t;
+}
+
+static void cu_to_host(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n) {
+    cu_t *c = CU_(be);
+    check_own(src);
+    REQUIRE(off >= 0 && off + n <= src.ne);
+    CU(cudaMemcpyAsync(dst, (const float *)src.data + off, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+    CU(cudaStreamSynchronize(c->stream));
+}
+
+static void cu_from_host(backend_t *be, tensor_t dst, int64_t off, const float *src, int64_t n) {
+    cu_t *c = CU_(be);
+    check_own(dst);
+    REQUIRE(off >= 0 && off + n <= dst.ne);
+    CU(cudaMemcpyAsync((float *)dst.data + off, src, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+    CU(cudaStreamSynchronize(c->stream));
+}
+
+static void cu_embed(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d) {
+    cu_t *c = CU_(be);
+    check_own(out), check_own(table);
+    REQUIRE((int64_t)T * d <= out.ne);
+    for (int t0 = 0; t0 < T; t0 += TOK_CHUNK) {
+        int m = T - t0 < TOK_CHUNK ? T - t0 : TOK_CHUNK;
+        ids_t ids;
+        for (int i = 0; i < m; i++) {
+            REQUIRE(tokens[t0 + i] >= 0 && (int64_t)(tokens[t0 + i] + 1) * d <= table.ne);
+            ids.v[i] = tokens[t0 + i];
+        }
+        float *o = (float *)out.data + (int64_t)t0 * d;
+        if (table.dtype == DTYPE_F32) embed_kernel<<<m, 256, 0, c->stream>>>(o, (const float *)table.data, ids, d);
+        else if (table.dtype == DTYPE_BF16)
+            embed_kernel<<<m, 256, 0, c->stream>>>(o, (const __nv_bfloat16 *)table.data, ids, d);
+        else embed_kernel<<<m, 256, 0, c->stream>>>(o, (const __half *)table.data, ids, d);
+        LAUNCHED();
+    }
+}
+
+static void cu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int T, int d, float eps) {
+    cu_t *c = CU_(be);
+    check_own(out), check_own(x), check_own(w);
+    REQUIRE((int64_t)T * d <= out.ne && (int64_t)T * d <= x.ne && d <= w.ne);
+    int nt = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
+    float *o = (float *)out.data;
+    const float *xp = (const float *)x.data;
+    if (w.dtype == DTYPE_F32) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(o, xp, (const float *)w.data, d, eps);
+    else if (w.dtype == DTYPE_BF16) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(o, xp, (const __nv_bfloat16 *)w.data, d, eps);
+    else rmsnorm_kernel<<<T, nt, 0, c->stream>>>(o, xp, (const __half *)w.data, d, eps);
+    LAUNCHED();
+}
+
+static cudaDataType_t cuda_type(dtype_t t) {
+    return t == DTYPE_F32 ? CUDA_R_32F : t == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+/* out (T, n) at row stride ldo = x (T, d) W^T through cuBLAS (column-major:
+ * out^T (n, T) = W (n, d) . x^T (d, T) with W read transposed). */
+static void blas_matmul(cu_t *c, float *out, int ldo, const float *x, int T, int d, tensor_t w, int n, int accumulate) {
+    if (w.dtype == DTYPE_F32) {
+        float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+        BLAS(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, T, d, &one, (const float *)w.data, d, x, d, &beta, out, ldo));
+        return;
+    }
+    /* half weights: split x = hi + lo (2T rows of half), one GEMM into
+     * scratch (2T, n) f32, then out (+)= hi-part + lo-part */
+    size_t xs = (size_t)2 * T * d * 2, ps = (size_t)2 * T * n * sizeof(float);
+    xs = (xs + 255) & ~(size_t)255;
+    char *s = (char *)scratch(c, xs + ps);
+    void *xh = s;
+    float *prod = (float *)(s + xs);
+    int64_t nx = (int64_t)T * d;
+    if (w.dtype == DTYPE_BF16) split_kernel<__nv_bfloat16><<<grid_for(nx, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)xh, x, nx);
+    else split_kernel<__half><<<grid_for(nx, 256), 256, 0, c->stream>>>((__half *)xh, x, nx);
+    LAUNCHED();
+    float one = 1.0f, zero = 0.0f;
+    BLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * T, d, &one, w.data, cuda_type(w.dtype), d, xh,
+                      cuda_type(w.dtype), d, &zero, prod, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    combine_kernel<<<grid_for((int64_t)T * n, 256), 256, 0, c->stream>>>(out, ldo, prod, T, n, accumulate);
+    LAUNCHED();
+}
+
+static int use_gemv(cu_t *c, int T) { return c->gemm_mode == 1 ? T <= GEMV_MAX_T : c->gemm_mode == 2 ? 0 : T <= GEMV_MAX_T; }
+
+static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_t *jobs, int n_jobs, int accumulate) {
+    cu_t *c = CU_(be);
+    check_own(x);
+    REQUIRE((int64_t)T * d <= x.ne);
+    for (int j = 0; j < n_jobs; j++) {
+        const matmul_job_t *jb = &jobs[j];
+        check_own(jb->w), check_own(jb->out);
+        REQUIRE((int64_t)jb->n * d <= jb->w.ne && jb->out_off + (int64_t)T * jb->n <= jb->out.ne);
+    }
+    if (use_gemv(c, T)) { /* one launch for up to GEMV_JOBS jobs of one weight dtype */
+        for (int j0 = 0; j0 < n_jobs;) {
+            gemv_args_t a = {};
+            a.x = (const float *)x.data, a.T = T, a.d = d;
+            dtype_t dt = jobs[j0].w.dtype;
+            while (j0 < n_jobs && a.nj < GEMV_JOBS && jobs[j0].w.dtype == dt) {
+                a.w[a.nj] = jobs[j0].w.data, a.out[a.nj] = (float *)jobs[j0].out.data + jobs[j0].out_off;
+                a.n[a.nj++] = jobs[j0++].n;
+            }
+            if (accumulate) gemv<1>(c, a, dt);
+            else gemv<0>(c, a, dt);
+        }
+        return;
+    }
+    for (int j = 0; j < n_jobs; j++)
+        blas_matmul(c, (float *)jobs[j].out.data + jobs[j].out_off, jobs[j].n, (const float *)x.data, T, d, jobs[j].w,
+                    jobs[j].n, accumulate);
+}
+
+static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tensor_t w3, int T, int d, int hid) {
+    cu_t *c = CU_(be);
+    check_own(out), check_own(x), check_own(w1), check_own(w3);
+    REQUIRE((int64_t)T * hid <= out.ne && (int64_t)T * d <= x.ne && (int64_t)hid * d <= w1.ne && (int64_t)hid * d <= w3.ne);
+    if (use_gemv(c, T) && w1.dtype == w3.dtype) {
+        gemv_args_t a = {};
+        a.w[0] = w1.data, a.out[0] = (float *)out.data, a.n[0] = hid, a.nj = 1, a.w3 = w3.data;
+        a.x = (const float *)x.data, a.T = T, a.d = d;
+        gemv<2>(c, a, w1.dtype);
+        return;
+    }
+    /* cuBLAS: the gate into its own buffer, the up projection into out, then out = silu(gate) * out */
+    size_t bytes = (size_t)T * hid * sizeof(float);
+    if (bytes > c->gate_bytes) {
+        CU(cudaStreamSynchronize(c->stream));
+        if (c->gate) CU(cudaFree(c->gate));
+        c->gate = NULL;
+        CU(cudaMalloc(&c->gate, bytes));
+        c->gate_bytes = bytes;
+    }
+    blas_matmul(c, c->gate, hid, (const float *)x.data, T, d, w1, hid, 0);
+    blas_matmul(c, (float *)out.data, hid, (const float *)x.data, T, d, w3, hid, 0);
+    silu_mul_kernel<<<grid_for((int64_t)T * hid, 256), 256, 0, c->stream>>>((float *)out.data, c->gate,
+                                                                          (const float *)out.data, (int64_t)T * hid);
+    LAUNCHED();
+}
+
+static void cu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd, int pos0,
+                    tensor_t cs, rope_style_t style) {
+    cu_t *c = CU_(be);
+    check_own(x), check_own(cs);
+    REQUIRE(hd % 2 == 0);
+    REQUIRE(off + (int64_t)(T - 1) * row_stride + (int64_t)n_heads * hd <= x.ne);
+    REQUIRE((int64_t)(pos0 + T) * hd <= cs.ne);
+    int64_t total = (int64_t)T * n_heads * (hd / 2);
+    rope_kernel<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>((float *)x.data + off, row_stride, T, n_heads, hd,
+                                                                        pos0, (const float *)cs.data,
+                                                                        style == ROPE_HALVES);
+    LAUNCHED();
+}
+
+static void cu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T, int pos0, int n_heads,
+                         int n_kv, int hd) {
+    cu_t *c = CU_(be);
+    check_own(out), check_own(q), check_own(kc), check_own(vc);
+    REQUIRE(n_kv > 0 && n_heads % n_kv == 0);
+    REQUIRE((int64_t)(pos0 + T) * n_kv * hd <= kc.ne && (int64_t)(pos0 + T) * n_kv * hd <= vc.ne);
+    REQUIRE((int64_t)T * n_heads * hd <= out.ne && (int64_t)T * n_heads * hd <= q.ne);
+    size_t smem = (size_t)(hd + pos0 + T) * sizeof(float);
+    if ((int)smem > c->max_smem)
+        cuda_die("attention", "context longer than this GPU's shared memory holds (lower --ctx)", __FILE__, __LINE__);
+    dim3 grid(n_heads, T);
+    attention_kernel<<<grid, 128, smem, c->stream>>>((float *)out.data, (const float *)q.data, (const float *)kc.data,
+                                                     (const float *)vc.data, pos0, n_heads, n_kv, hd);
+    LAUNCHED();
+}
+
+static void cu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax, float *max_p,
+                         float *nll) {
+    cu_t *c = CU_(be);
+    check_own(x);
+    REQUIRE(off >= 0 && off + (int64_t)T * V <= x.ne);
+    if (T > c->stats_cap) {
+        if (c->d_stats) {
+            CU(cudaFree(c->d_stats));
+            CU(cudaFreeHost(c->h_stats));
+        }
+        c->stats_cap = T < 64 ? 64 : T;
+        CU(cudaMalloc(&c->d_stats, sizeof(float) * 3 * c->stats_cap));
+        CU(cudaMallocHost(&c->h_stats, sizeof(float) * 3 * c->stats_cap));
+    }
+    for (int t0 = 0; t0 < T; t0 += TOK_CHUNK) {
+        int m = T - t0 < TOK_CHUNK ? T - t0 : TOK_CHUNK;
+        ids_t nx;
+        for (int i = 0; i < m; i++) {
+            nx.v[i] = next && next[t0 + i] >= 0 ? next[t0 + i] : -1;
+            REQUIRE(nx.v[i] < V);
+        }
+        row_stats_kernel<<<m, 1024, 0, c->stream>>>((const float *)x.data + off + (int64_t)t0 * V, V, nx,
+                                                   c->d_stats + t0, c->stats_cap);
+        LAUNCHED();
+    }
+    CU(cudaMemcpyAsync(c->h_stats, c->d_stats, sizeof(float) * 3 * c->stats_cap, cudaMemcpyDeviceToHost, c->stream));
+    CU(cudaStreamSynchronize(c->stream));
+    for (int t = 0; t < T; t++) {
+        if (argmax) argmax[t] = (int)c->h_stats[t];
+        if (max_p) max_p[t] = c->h_stats[c->stats_cap + t];
+        if (nll) nll[t] = c->h_stats[2 * c->stats_cap + t];
+    }
+}
+
+static void cu_idle(backend_t *be) { CU(cudaStreamSynchronize(CU_(be)->stream)); }
+
+static void cu_destroy(backend_t *be) {
+    cu_t *c = CU_(be);
+    cudaStreamSynchronize(c->stream);
+    if (c->scratch) cudaFree(c->scratch);
+    if (c->gate) cudaFree(c->gate);
+    if (c->d_stats) cudaFree(c->d_stats);
+    if (c->h_stats) cudaFreeHost(c->h_stats);
+    cublasDestroy(c->blas);
+    cudaStreamDestroy(c->stream);
+    free(c);
+    free(be);
+}
+
+extern "C" void backend_cuda_sync(backend_t *be) { CU(cudaStreamSynchronize(CU_(be)->stream)); }
+
+extern "C" void backend_cuda_set_gemm(backend_t *be, int mode) { CU_(be)->gemm_mode = mode; }
+
+extern "C" double backend_cuda_measure_bandwidth(backend_t *be) {
+    cu_t *c = CU_(be);
+    size_t bytes = (size_t)1 << 30;
+    void *a, *b;
+    CU(cudaMalloc(&a, bytes));
+    CU(cudaMalloc(&b, bytes));
+    CU(cudaMemsetAsync(a, 1, bytes, c->stream));
+    cudaEvent_t e0, e1;
+    CU(cudaEventCreate(&e0));
+    CU(cudaEventCreate(&e1));
+    float best = 1e30f;
+    for (int r = 0; r < 6; r++) {
+        CU(cudaEventRecord(e0, c->stream));
+        CU(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, c->stream));
+        CU(cudaEventRecord(e1, c->stream));
+        CU(cudaEventSynchronize(e1));
+        float ms;
+        CU(cudaEventElapsedTime(&ms, e0, e1));
+        if (r > 0 && ms < best) best = ms; /* the first warms up */
+    }
+    CU(cudaEventDestroy(e0));
+    CU(cudaEventDestroy(e1));
+    CU(cudaFree(a));
+    CU(cudaFree(b));
+    return 2.0 * bytes / (best / 1e3); /* read + write */
+}
+
+extern "C" backend_t *backend_cuda_new(int dev, char *err, size_t errlen) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        snprintf(err, errlen, "cuda:%d: no usable GPU here (%s: %s); use --device cpu", dev, cudaGetErrorName(e),
+                 cudaGetErrorString(e));
+        cudaGetLastError();
+        return NULL;
+    }
+    if (dev >= n) {
+        snprintf(err, errlen, "cuda:%d: this machine has %d GPU%s (cuda:0%s)", dev, n, n == 1 ? "" : "s",
+                 n > 1 ? " .. cuda:N-1" : "");
+        return NULL;
+    }
+    if ((e = cudaSetDevice(dev)) != cudaSuccess) {
+        snprintf(err, errlen, "cuda:%d: cannot use it (%s)", dev, cudaGetErrorString(e));
+        return NULL;
+    }
+    backend_t *be = (backend_t *)calloc(1, sizeof(*be));
+    cu_t *c = (cu_t *)calloc(1, sizeof(*c));
+    if (!be || !c) {
+        free(be), free(c);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->dev = dev;
+    cudaDeviceProp p;
+    CU(cudaGetDeviceProperties(&p, dev));
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        snprintf(err, errlen, "cuda:%d: cannot create a stream (%s)", dev, cudaGetErrorString(e));
+        free(be), free(c);
+        return NULL;
+    }
+    cublasStatus_t bs = cublasCreate(&c->blas);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        snprintf(err, errlen, "cuda:%d: cuBLAS does not start (%s)", dev, cublasGetStatusString(bs));
+        cudaStreamDestroy(c->stream);
+        free(be), free(c);
+        return NULL;
+    }
+    BLAS(cublasSetStream(c->blas, c->stream));
+    BLAS(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH)); /* no TF32: f32 stays f32 */
+    c->max_smem = (int)p.sharedMemPerBlockOptin;
+    CU(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, c->max_smem));
+    const char *g = getenv("BILD_CUDA_GEMM");
+    c->gemm_mode = g && !strcmp(g, "custom") ? 1 : g && !strcmp(g, "cublas") ? 2 : 0;
+    snprintf(c->name, sizeof c->name, "cuda:%d", dev);
+    snprintf(c->isa, sizeof c->isa, "%s, sm_%d%d, %.0f GiB", p.name, p.major, p.minor,
+             p.totalGlobalMem / (1024.0 * 1024 * 1024));
+    *be = backend_t{};
+    be->name = c->name;
+    be->device = DEVICE_CUDA;
+    be->n_threads = 1;
+    be->isa = c->isa;
+    be->alloc = cu_alloc, be->free = cu_free, be->wrap_host = cu_wrap_host, be->upload = cu_upload;
+    be->random = cu_random, be->to_host = cu_to_host, be->from_host = cu_from_host;
+    be->embed = cu_embed, be->rmsnorm = cu_rmsnorm, be->matmul = cu_matmul, be->swiglu = cu_swiglu;
+    be->rope = cu_rope, be->attention = cu_attention, be->row_stats = cu_row_stats, be->idle = cu_idle;
+    be->destroy = cu_destroy, be->impl = c;
+    return be;
+}

@@ -1,0 +1,38 @@
+/* cuda.h - the CUDA backend (kernels/cuda/cuda.cu; built with make CUDA=1).
+ *
+ * Device memory for weights (uploaded once), activations and KV caches; one
+ * CUDA stream and one cuBLAS handle per backend; every op is enqueued on
+ * that stream, and only the calls that return data to the host (to_host,
+ * row_stats) wait for it. */
+#ifndef BILD_CUDA_H
+#define BILD_CUDA_H
+
+#include <stddef.h>
+
+#include "kernels/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Creates a backend on GPU dev. Returns NULL with a one-line message in err
+ * when there is no such GPU, no driver, or not enough memory. */
+backend_t *backend_cuda_new(int dev, char *err, size_t errlen);
+
+/* Waits until every op enqueued so far has finished (benchmarks). */
+void backend_cuda_sync(backend_t *be);
+
+/* Bytes per second the GPU copies device to device, measured with a large
+ * cudaMemcpy (read + write counted): the bandwidth floor's denominator. */
+double backend_cuda_measure_bandwidth(backend_t *be);
+
+/* How the large matmuls run: 0 automatic (custom kernel for blocks of up to
+ * BILD_CUDA_GEMV_MAX_T rows, cuBLAS above), 1 always the custom kernel where
+ * it applies, 2 always cuBLAS. From BILD_CUDA_GEMM=auto|custom|cublas. */
+void backend_cuda_set_gemm(backend_t *be, int mode);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
