@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #ifdef BILD_CUDA
 #include "kernels/cuda/cuda.h"
@@ -59,6 +60,8 @@ static const char *HELP =
     "                   measured on a GPU, n/a on the CPU)\n"
     "  --dtype T        matrices of random-weight models: bf16 (default), f16, f32\n"
     "  --gemm MODE      CUDA matmuls: auto (default), custom, cublas\n"
+    "  --kernels        first time the matmul op alone at Llama-2-7B's shapes\n"
+    "                   (T = 1..16, each path) and a tiny op's launch cost\n"
     "  -h, --help       this help\n";
 
 /* Bytes of weights one decoding step reads in the model's own dtype:
@@ -189,6 +192,68 @@ bad:
     return rc;
 }
 
+/* --kernels: the matmul op alone at Llama-2-7B's shapes (random bf16
+ * weights), T = 1 and 8, each path, in microseconds and GB/s of weights
+ * streamed; and the cost of one tiny op (launch overhead). Best of reps. */
+static void bench_kernels(backend_t *be, dtype_t dt) {
+    static const struct { const char *name; int n, d, jobs; } sh[] = {
+        {"qkv 3x(4096,4096)", 4096, 4096, 3}, {"wo (4096,4096)", 4096, 4096, 1}, {"w2 (4096,11008)", 4096, 11008, 1},
+        {"swiglu 2x(11008,4096)", 11008, 4096, -1}, {"wcls (32000,4096)", 32000, 4096, 1}};
+    tensor_t x = be->alloc(be, 16 * 11008), out = be->alloc(be, 16 * 32000 * 3);
+    fprintf(stderr, "%-24s %4s %-7s %10s %9s\n", "matmul", "T", "path", "us", "GB/s");
+    for (size_t k = 0; k < sizeof sh / sizeof *sh; k++) {
+        int nj = sh[k].jobs < 0 ? 2 : sh[k].jobs;
+        tensor_t w[3];
+        for (int j = 0; j < nj; j++) w[j] = be->random(be, dt, (int64_t)sh[k].n * sh[k].d, 7 + j, -0.02f, 0.02f);
+        double bytes = (double)nj * sh[k].n * sh[k].d * (dt == DTYPE_F32 ? 4 : 2);
+        static const int Ts[] = {1, 2, 4, 8, 16};
+        for (int ti = 0; ti < 5; ti++)
+            for (int path = 1; path <= 2; path++) {
+                int T = Ts[ti];
+#ifdef BILD_CUDA
+                if (be->device == DEVICE_CUDA) backend_cuda_set_gemm(be, path);
+                else if (path == 2) continue;
+#else
+                if (path == 2) continue;
+#endif
+                double best = 1e30;
+                for (int rep = 0; rep < 30; rep++) {
+                    sync_be(be);
+                    double t0 = now_s();
+                    if (sh[k].jobs < 0) be->swiglu(be, out, x, w[0], w[1], T, sh[k].d, sh[k].n);
+                    else {
+                        matmul_job_t jb[3];
+                        for (int j = 0; j < nj; j++) jb[j] = (matmul_job_t){w[j], out, (int64_t)j * 16 * sh[k].n, sh[k].n};
+                        be->matmul(be, x, T, sh[k].d, jb, nj, 0);
+                    }
+                    sync_be(be);
+                    double t = now_s() - t0;
+                    if (rep >= 3 && t < best) best = t;
+                }
+                const char *pn = be->device == DEVICE_CPU ? "cpu" : path == 1 ? "custom" : "cublas";
+                fprintf(stderr, "%-24s %4d %-7s %10.1f %9.0f\n", sh[k].name, T, pn, best * 1e6, bytes / best / 1e9);
+                printf("{\"kernel\":\"%s\",\"T\":%d,\"path\":\"%s\",\"us\":%.2f,\"gbs\":%.1f}\n", sh[k].name, T, pn,
+                       best * 1e6, bytes / best / 1e9);
+            }
+        for (int j = 0; j < nj; j++) be->free(be, &w[j]);
+    }
+#ifdef BILD_CUDA
+    if (be->device == DEVICE_CUDA) backend_cuda_set_gemm(be, 0);
+#endif
+    /* launch overhead: 2000 rmsnorms of one row of 64, enqueued back to back */
+    tensor_t nw = be->random(be, DTYPE_F32, 64, 3, 0.9f, 1.1f);
+    sync_be(be);
+    double t0 = now_s();
+    for (int i = 0; i < 2000; i++) be->rmsnorm(be, out, x, nw, 1, 64, 1e-5f);
+    double enq = now_s() - t0;
+    sync_be(be);
+    double all = now_s() - t0;
+    fprintf(stderr, "tiny op (rmsnorm 1x64) x2000: %.2f us each to enqueue, %.2f us each to finish\n", enq / 2000 * 1e6,
+            all / 2000 * 1e6);
+    printf("{\"kernel\":\"tiny op\",\"enqueue_us\":%.2f,\"finish_us\":%.2f}\n", enq / 2000 * 1e6, all / 2000 * 1e6);
+    be->free(be, &nw), be->free(be, &x), be->free(be, &out);
+}
+
 static int int_arg(const char *name, const char *v, int lo, int hi, int *out) {
     char *end;
     long x = v ? strtol(v, &end, 10) : 0;
@@ -202,7 +267,7 @@ static int int_arg(const char *name, const char *v, int lo, int hi, int *out) {
 
 int main(int argc, char **argv) {
     const char *device = "cpu", *gemm = NULL, *dts = "bf16";
-    int rounds = 64, ctx = 32, threads = 0, n_models = 0;
+    int rounds = 64, ctx = 32, threads = 0, n_models = 0, kernels = 0;
     double bw_given = 0;
     const char **models = calloc((size_t)argc, sizeof *models);
     if (!models) return 1;
@@ -229,6 +294,7 @@ int main(int argc, char **argv) {
             i++;
         } else if (!strcmp(a, "--gemm") && v) gemm = v, i++;
         else if (!strcmp(a, "--dtype") && v) dts = v, i++;
+        else if (!strcmp(a, "--kernels")) kernels = 1;
         else if (a[0] == '-') {
             fprintf(stderr, "bench/gpu: unknown option or missing value '%s' (see --help)\n", a);
             return 2;
@@ -246,6 +312,17 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench/gpu: --gemm: unknown mode '%s' (auto, custom or cublas)\n", gemm);
             return 2;
         }
+    }
+    if (kernels) {
+        char e2[1024];
+        backend_t *kb = backend_new(device, threads, e2, sizeof e2);
+        if (!kb) {
+            fprintf(stderr, "bench/gpu: %s\n", e2);
+            return 1;
+        }
+        bench_kernels(kb, dt);
+        backend_destroy(&kb);
+        if (!n_models) return 0;
     }
     if (!n_models) {
         fprintf(stderr, "bench/gpu: give at least one model or config folder (see --help)\n");

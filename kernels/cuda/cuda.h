@@ -26,9 +26,12 @@ void backend_cuda_sync(backend_t *be);
  * cudaMemcpy (read + write counted): the bandwidth floor's denominator. */
 double backend_cuda_measure_bandwidth(backend_t *be);
 
-/* How the large matmuls run: 0 automatic (custom kernel for blocks of up to
- * BILD_CUDA_GEMV_MAX_T rows, cuBLAS above), 1 always the custom kernel where
- * it applies, 2 always cuBLAS. From BILD_CUDA_GEMM=auto|custom|cublas. */
+/* How the large matmuls run: 0 automatic (our kernel for blocks of up to
+ * BILD_CUDA_GEMV_MAX_T rows, cuBLAS above), 1 our kernel up to
+ * BILD_CUDA_GEMV_LIMIT rows, 2 always cuBLAS. From
+ * BILD_CUDA_GEMM=auto|custom|cublas. */
+#define BILD_CUDA_GEMV_MAX_T 3
+#define BILD_CUDA_GEMV_LIMIT 16
 void backend_cuda_set_gemm(backend_t *be, int mode);
 
 #ifdef __cplusplus

@@ -123,6 +123,12 @@ multi() {
         same_tokens bild_gpu.jsonl bild_3proc.jsonl
 }
 check "BiLD text: 3 processes, workers on cuda:0" bild_3proc.log multi
+multi_overlap() {
+    SMALL_DEVICE=$DEV LARGE_DEVICE=$DEV BILD="$B/bild" sh launch/multi-gpu.sh --small "$SMALL" --large "$LARGE" \
+        --tokenizer "$TOK" -- --prompts "$WORK/prompts.txt" -n "$TOKENS" --overlap >"$WORK/bild_overlap.jsonl" \
+        2>"$WORK/bild_overlap.err" && same_tokens bild_gpu.jsonl bild_overlap.jsonl
+}
+check "BiLD text: 3 processes, --overlap" bild_overlap.log multi_overlap
 no_gpu_message() { # a worker asked for a GPU that is not there says so and exits
     CUDA_VISIBLE_DEVICES= timeout 20 "$B/bild" large-worker -m "$LARGE" -z "$TOK" -b "ipc://$WORK/nogpu.sock" \
         --device cuda:0 >/dev/null 2>"$WORK/nogpu.err"
@@ -137,6 +143,9 @@ check "worker on a hidden GPU: clear error" nogpu.log no_gpu_message
 bench() {
     "$B/bench/gpu" --device "$DEV" --rounds 64 "$@"
 }
+say "== bench: the matmul op alone, and launch cost"
+"$B/bench/gpu" --device "$DEV" --kernels >"$WORK/kernels.jsonl" 2>"$WORK/kernels.err" ||
+    { row "bench/gpu --kernels" FAIL "$(tail -n 1 "$WORK/kernels.err")"; FAILED=1; }
 say "== bench: decode and verify blocks"
 bench ${BENCH_MODELS:-tests/gpu/configs/llama3.2-1b tests/gpu/configs/llama2-7b} "$LARGE" "$LARGE_BF16" >"$WORK/bench.jsonl" 2>"$WORK/bench.err" ||
     { row "bench/gpu" FAIL "$(tail -n 1 "$WORK/bench.err")"; FAILED=1; }
@@ -154,6 +163,9 @@ print(f"{g / s:.1f}")' "$WORK/$1"; }
     echo "==== tests/gpu/run.sh summary: $GPU (sm_$CAP)"
     cat "$SUMMARY"
     echo
+    echo "the matmul op alone at Llama-2-7B shapes (bf16 weights), bench/gpu --kernels:"
+    cat "$WORK/kernels.err"
+    echo
     echo "decode (T = 1) and verify blocks, bench/gpu:"
     $PY - "$WORK/bench.jsonl" "$WORK/bench_cublas.jsonl" <<'EOF'
 import json, sys
@@ -169,6 +181,7 @@ for path in [p for p in sys.argv[1:] if __import__("os").path.exists(p)]:
               f"{r['bytes_step'] / 1e9:8.3f} {bw:>6} {r['verify8_ratio']:8.2f} {r['verify16_ratio']:9.2f}")
 EOF
     echo
+    echo "stories pair, 3 processes on the GPU: BiLD $(speed bild_3proc.jsonl) tok/s, with --overlap $(speed bild_overlap.jsonl) tok/s"
     echo "stories pair on the GPU (greedy, $N_PROMPTS prompts x $TOKENS tokens): BiLD $(speed bild_gpu.jsonl) tok/s," \
          "large alone $(speed large_gpu.jsonl) tok/s; on this machine's CPU: BiLD $(speed bild_cpu.jsonl)," \
          "large alone $(speed large_cpu.jsonl) tok/s"

@@ -50,13 +50,11 @@
 #include "kernels/half.h"
 #include "kernels/ops.h"
 #include "kernels/ref/ref.h"
-#ifdef BILD_CUDA
 #include "kernels/cuda/cuda.h"
-#endif
 
 /* Blocks of up to this many rows take the CUDA backend's f32-exact custom
  * kernels (kernels/cuda/cuda.cu, GEMV_MAX_T); longer ones may take cuBLAS. */
-#define GEMV_MAX_T 16
+#define GEMV_MAX_T BILD_CUDA_GEMV_MAX_T
 #define SENTINEL 12345.0f
 
 static uint64_t rng = 88172645463325252ULL;
