@@ -60,6 +60,9 @@ static const char *HELP =
     "                   measured on a GPU, n/a on the CPU)\n"
     "  --dtype T        matrices of random-weight models: bf16 (default), f16, f32\n"
     "  --gemm MODE      CUDA matmuls: auto (default), custom, cublas\n"
+    "  --graphs         CUDA: run each decoding step as one CUDA graph (recorded\n"
+    "                   and updated each step) instead of launching its kernels\n"
+    "                   one by one (for comparison; off by default)\n"
     "  --kernels        first time the matmul op alone at Llama-2-7B's shapes\n"
     "                   (T = 1..16, each path) and a tiny op's launch cost\n"
     "  -h, --help       this help\n";
@@ -267,7 +270,7 @@ static int int_arg(const char *name, const char *v, int lo, int hi, int *out) {
 
 int main(int argc, char **argv) {
     const char *device = "cpu", *gemm = NULL, *dts = "bf16";
-    int rounds = 64, ctx = 32, threads = 0, n_models = 0, kernels = 0;
+    int rounds = 64, ctx = 32, threads = 0, n_models = 0, kernels = 0, graphs = 0;
     double bw_given = 0;
     const char **models = calloc((size_t)argc, sizeof *models);
     if (!models) return 1;
@@ -295,11 +298,13 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--gemm") && v) gemm = v, i++;
         else if (!strcmp(a, "--dtype") && v) dts = v, i++;
         else if (!strcmp(a, "--kernels")) kernels = 1;
+        else if (!strcmp(a, "--graphs")) graphs = 1;
         else if (a[0] == '-') {
             fprintf(stderr, "bench/gpu: unknown option or missing value '%s' (see --help)\n", a);
             return 2;
         } else models[n_models++] = a;
     }
+    (void)graphs; /* used with CUDA only */
     dtype_t dt = !strcmp(dts, "f32") ? DTYPE_F32 : !strcmp(dts, "f16") ? DTYPE_F16 : DTYPE_BF16;
     if (strcmp(dts, "f32") && strcmp(dts, "f16") && strcmp(dts, "bf16")) {
         fprintf(stderr, "bench/gpu: --dtype: unknown type '%s' (bf16, f16 or f32)\n", dts);
@@ -338,6 +343,7 @@ int main(int argc, char **argv) {
 #ifdef BILD_CUDA
     if (be->device == DEVICE_CUDA) {
         if (gemm_mode >= 0) backend_cuda_set_gemm(be, gemm_mode);
+        if (graphs) backend_cuda_set_graphs(be, 1);
         if (!bw_given) bw = backend_cuda_measure_bandwidth(be);
     }
 #endif

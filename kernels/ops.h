@@ -138,6 +138,15 @@ struct backend {
     void (*row_stats)(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax,
                       float *max_p, float *nll);
 
+    /* Optional (NULL on the CPU): the ops between graph_begin and graph_end
+     * are recorded instead of run, then run as one unit (a CUDA graph: one
+     * submission instead of one launch per op). The transformer brackets
+     * each single-token step with them. Between the two calls no op may
+     * read results on the host (to_host, row_stats) and nothing may be
+     * allocated. */
+    void (*graph_begin)(backend_t *be);
+    void (*graph_end)(backend_t *be);
+
     /* A hint that no work will come for a while (a worker process between
      * requests): helper threads stop spinning and sleep. May be NULL. */
     void (*idle)(backend_t *be);

@@ -259,7 +259,11 @@ int transformer_run(transformer_t *tf, const int *tokens, int T, int pos, logits
     for (int done = 0; done < T;) {
         int n = T - done < tf->max_block ? T - done : tf->max_block;
         int last = done + n == T;
+        /* a decoding step runs as one recorded graph where the backend has them */
+        int graph = n == 1 && tf->be->graph_begin;
+        if (graph) tf->be->graph_begin(tf->be);
         forward_block(tf, tokens + done, n, pos + done, last ? (mode == LOGITS_ALL ? 2 : 1) : 0);
+        if (graph) tf->be->graph_end(tf->be);
         done += n;
         tf->cached = pos + done;
     }

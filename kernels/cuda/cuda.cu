@@ -83,6 +83,24 @@ typedef struct {
     size_t scratch_bytes;
     float *gate;         /* grow-only: SwiGLU's gate product on the cuBLAS path */
     size_t gate_bytes;
+    int graphs;          /* record single-token steps as a graph */
+    int capturing;
+    cudaGraphExec_t exec; /* the last step's graph, updated in place by the next */
+    /* ops held back so the next op can absorb them (flush runs them):
+     * an rmsnorm whose output the next matmul reads is computed inside that
+     * matmul; two RoPEs in a row (q, then k) are one launch */
+    int fuse;            /* BILD_CUDA_FUSE=0 turns this off */
+    struct {
+        int on, T, d;
+        float *out;
+        const float *x, *w;
+        float eps;
+    } pn;
+    struct {
+        int on, T, hd, pos0, halves, stride, nh;
+        float *x;
+        const float *cs;
+    } pr;
     float *d_stats;      /* (3, stats_cap): argmax, max_p, nll */
     float *h_stats;      /* pinned host copy */
     int stats_cap;
@@ -164,19 +182,77 @@ typedef struct {
     const void *w3;
     const float *x;
     int T, d;
+    /* NORM kernels: x is rmsnorm(nsrc) * nw, computed here (the rmsnorm op
+     * before this matmul, fused); block 0 also stores it in x's place */
+    const float *nw;
+    float *nout;
+    float eps;
 } gemv_args_t;
 
-template <typename W, int TT, int R, int MODE, bool VEC>
+/* acc[m][r][t] += sum over the VN elements at column k of chunk u[m][r][q] * x[t][k..] */
+template <typename W, int TT, int R, int NW, int VN, int UU, bool NORM>
+__device__ __forceinline__ void gemv_chunk(float (&acc)[NW][R][TT], const uint4 (&u)[NW][R][UU], int q,
+                                           const float *__restrict__ x, int T, int d, int k, const W *tag,
+                                           const float *inv, const float *__restrict__ nw) {
+    float wf[NW][R][VN];
+#pragma unroll
+    for (int m = 0; m < NW; m++)
+#pragma unroll
+        for (int r = 0; r < R; r++) widen(u[m][r][q], wf[m][r], tag);
+#pragma unroll
+    for (int t = 0; t < TT; t++) {
+        if (t < T) {
+            float xf[VN];
+            const float4 *xp = reinterpret_cast<const float4 *>(x + (int64_t)t * d + k);
+#pragma unroll
+            for (int e = 0; e < VN / 4; e++) {
+                float4 v = __ldg(xp + e);
+                xf[4 * e] = v.x, xf[4 * e + 1] = v.y, xf[4 * e + 2] = v.z, xf[4 * e + 3] = v.w;
+                if (NORM) { /* as the rmsnorm kernel: (x * inv) * w */
+                    float4 g = __ldg(reinterpret_cast<const float4 *>(nw + k) + e);
+                    xf[4 * e] = xf[4 * e] * inv[t] * g.x, xf[4 * e + 1] = xf[4 * e + 1] * inv[t] * g.y;
+                    xf[4 * e + 2] = xf[4 * e + 2] * inv[t] * g.z, xf[4 * e + 3] = xf[4 * e + 3] * inv[t] * g.w;
+                }
+            }
+#pragma unroll
+            for (int m = 0; m < NW; m++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+#pragma unroll
+                    for (int e = 0; e < VN; e++) acc[m][r][t] = fmaf(wf[m][r][e], xf[e], acc[m][r][t]);
+        }
+    }
+}
+
+template <typename W, int TT, int R, int MODE, bool VEC, bool NORM>
 __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
-    int b = blockIdx.x, j = 0;
-    while (j < a.nj - 1 && b >= a.blk_end[j]) j++;
-    int lb = b - (j ? a.blk_end[j - 1] : 0), lane = threadIdx.x & 31;
-    int row0 = (lb * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R, n = a.n[j], d = a.d, T = a.T;
+    __shared__ float inv[TT];
+    if (NORM) { /* every block finds the rows' 1/rms itself (T <= 4 rows of d from L2) */
+        for (int t = 0; t < a.T; t++) {
+            const float *xr = a.x + (int64_t)t * a.d;
+            float ss = 0;
+            for (int k = threadIdx.x; k < a.d; k += blockDim.x) ss += xr[k] * xr[k];
+            ss = block_sum(ss);
+            if (threadIdx.x == 0) inv[t] = 1.0f / sqrtf(ss / a.d + a.eps);
+        }
+        __syncthreads();
+        if (blockIdx.x == 0) /* the rmsnorm op's own output, for whoever reads it later */
+            for (int e = threadIdx.x; e < a.T * a.d; e += blockDim.x) a.nout[e] = a.x[e] * inv[e / a.d] * a.nw[e % a.d];
+    }
+    /* which job: unrolled selects keep the argument block out of local memory */
+    int b = blockIdx.x, lb = b, n = a.n[0];
+    const void *wj = a.w[0];
+    float *oj = a.out[0];
+#pragma unroll
+    for (int i = 1; i < GEMV_JOBS; i++)
+        if (i < a.nj && b >= a.blk_end[i - 1]) lb = b - a.blk_end[i - 1], n = a.n[i], wj = a.w[i], oj = a.out[i];
+    int lane = threadIdx.x & 31, row0 = (lb * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R, d = a.d, T = a.T;
     if (row0 >= n) return;
-    const W *__restrict__ w = (const W *)a.w[j];
+    const W *__restrict__ w = (const W *)wj;
     const W *__restrict__ w3 = (const W *)a.w3;
     const float *__restrict__ x = a.x;
-    float *__restrict__ out = a.out[j];
+    float *__restrict__ out = oj;
+    (void)inv;
     const int NW = MODE == 2 ? 2 : 1;
     float acc[NW][R][TT];
 #pragma unroll
@@ -188,35 +264,36 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
     const int VN = VEC ? vec_of<W>::N : 1;
     int nrows = n - row0 < R ? n - row0 : R;
     if (VEC) {
-#pragma unroll 4
-        for (int k = lane * VN; k < d; k += 32 * VN) {
-            float wf[NW][R][VN];
+        /* U chunks of 16 bytes per row and lane are loaded before any is
+         * used, so each lane keeps U * R * NW loads in flight (the weight
+         * stream is latency-bound otherwise); weights bypass L1 (read once),
+         * activations stay there (read by every warp). */
+        const int STEP = 32 * VN, U = 4;
+        const W *rp[NW][R];
+#pragma unroll
+        for (int m = 0; m < NW; m++)
+#pragma unroll
+            for (int r = 0; r < R; r++) rp[m][r] = (m ? w3 : w) + (int64_t)(r < nrows ? row0 + r : row0) * d;
+        int k = lane * VN;
+        for (; k + (U - 1) * STEP < d; k += U * STEP) {
+            uint4 u[NW][R][U];
 #pragma unroll
             for (int m = 0; m < NW; m++)
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    const W *base = (m ? w3 : w) + (int64_t)(r < nrows ? row0 + r : row0) * d + k;
-                    uint4 u = __ldg(reinterpret_cast<const uint4 *>(base));
-                    widen(u, wf[m][r], base);
-                }
+                for (int r = 0; r < R; r++)
 #pragma unroll
-            for (int t = 0; t < TT; t++) {
-                if (t < T) {
-                    float xf[VN];
-                    const float4 *xp = reinterpret_cast<const float4 *>(x + (int64_t)t * d + k);
+                    for (int q = 0; q < U; q++) u[m][r][q] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k + q * STEP));
 #pragma unroll
-                    for (int q = 0; q < VN / 4; q++) {
-                        float4 v = __ldg(xp + q);
-                        xf[4 * q] = v.x, xf[4 * q + 1] = v.y, xf[4 * q + 2] = v.z, xf[4 * q + 3] = v.w;
-                    }
+            for (int q = 0; q < U; q++)
+                gemv_chunk<W, TT, R, NW, VN, U, NORM>(acc, u, q, x, T, d, k + q * STEP, w, inv, a.nw);
+        }
+        for (; k < d; k += STEP) {
+            uint4 u[NW][R][1];
 #pragma unroll
-                    for (int m = 0; m < NW; m++)
+            for (int m = 0; m < NW; m++)
 #pragma unroll
-                        for (int r = 0; r < R; r++)
-#pragma unroll
-                            for (int e = 0; e < VN; e++) acc[m][r][t] = fmaf(wf[m][r][e], xf[e], acc[m][r][t]);
-                }
-            }
+                for (int r = 0; r < R; r++) u[m][r][0] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k));
+            gemv_chunk<W, TT, R, NW, VN, 1, NORM>(acc, u, 0, x, T, d, k, w, inv, a.nw);
         }
     } else {
         for (int k = lane; k < d; k += 32) {
@@ -256,38 +333,52 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
         }
 }
 
+/* 16-byte loads are possible: d a multiple of the vector length, every
+ * matrix and x (and a fused norm's weight) 16-byte aligned */
+static bool gemv_vec_ok(const gemv_args_t &a, dtype_t dt) {
+    int vn = dt == DTYPE_F32 ? 4 : 8;
+    bool ok = a.d % vn == 0 && ((uintptr_t)a.x & 15) == 0 && (!a.w3 || ((uintptr_t)a.w3 & 15) == 0) &&
+              (!a.nw || ((uintptr_t)a.nw & 15) == 0);
+    for (int j = 0; j < a.nj; j++) ok = ok && ((uintptr_t)a.w[j] & 15) == 0;
+    return ok;
+}
+
 template <typename W, int TT, int MODE>
-static void gemv_launch(cu_t *c, gemv_args_t a) {
+static void gemv_launch(cu_t *c, gemv_args_t a, bool vec) {
     /* rows per warp: more rows reuse each activation load more (long blocks);
      * fewer give more warps, hence more loads in flight (single steps) */
     const int R = MODE == 2 ? (TT >= 8 ? 1 : 2) : (TT == 1 ? 2 : 4);
     const int rows_per_block = 4 * R;
-    bool vec = a.d % vec_of<W>::N == 0 && ((uintptr_t)a.x & 15) == 0 && (!a.w3 || ((uintptr_t)a.w3 & 15) == 0);
     int blocks = 0;
     for (int j = 0; j < a.nj; j++) {
-        vec = vec && ((uintptr_t)a.w[j] & 15) == 0;
         blocks += (a.n[j] + rows_per_block - 1) / rows_per_block;
         a.blk_end[j] = blocks;
     }
-    if (vec) gemv_kernel<W, TT, R, MODE, true><<<blocks, 128, 0, c->stream>>>(a);
-    else gemv_kernel<W, TT, R, MODE, false><<<blocks, 128, 0, c->stream>>>(a);
+    if (a.nw) { /* fused rmsnorm: only vector kernels of up to 4 rows exist (the caller checks) */
+        REQUIRE(vec && TT <= 4);
+        if constexpr (TT <= 4) gemv_kernel<W, TT, R, MODE, true, true><<<blocks, 128, 0, c->stream>>>(a);
+    } else if (vec)
+        gemv_kernel<W, TT, R, MODE, true, false><<<blocks, 128, 0, c->stream>>>(a);
+    else
+        gemv_kernel<W, TT, R, MODE, false, false><<<blocks, 128, 0, c->stream>>>(a);
     LAUNCHED();
 }
 
 template <typename W, int MODE>
-static void gemv_t(cu_t *c, const gemv_args_t &a) {
-    if (a.T == 1) gemv_launch<W, 1, MODE>(c, a);
-    else if (a.T == 2) gemv_launch<W, 2, MODE>(c, a);
-    else if (a.T <= 4) gemv_launch<W, 4, MODE>(c, a);
-    else if (a.T <= 8) gemv_launch<W, 8, MODE>(c, a);
-    else gemv_launch<W, 16, MODE>(c, a);
+static void gemv_t(cu_t *c, const gemv_args_t &a, bool vec) {
+    if (a.T == 1) gemv_launch<W, 1, MODE>(c, a, vec);
+    else if (a.T == 2) gemv_launch<W, 2, MODE>(c, a, vec);
+    else if (a.T <= 4) gemv_launch<W, 4, MODE>(c, a, vec);
+    else if (a.T <= 8) gemv_launch<W, 8, MODE>(c, a, vec);
+    else gemv_launch<W, 16, MODE>(c, a, vec);
 }
 
 template <int MODE>
 static void gemv(cu_t *c, const gemv_args_t &a, dtype_t dt) {
-    if (dt == DTYPE_F32) gemv_t<float, MODE>(c, a);
-    else if (dt == DTYPE_BF16) gemv_t<__nv_bfloat16, MODE>(c, a);
-    else gemv_t<__half, MODE>(c, a);
+    bool vec = gemv_vec_ok(a, dt);
+    if (dt == DTYPE_F32) gemv_t<float, MODE>(c, a, vec);
+    else if (dt == DTYPE_BF16) gemv_t<__nv_bfloat16, MODE>(c, a, vec);
+    else gemv_t<__half, MODE>(c, a, vec);
 }
 
 /* ---- small kernels ------------------------------------------------------- */
@@ -310,10 +401,19 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const W *w, int d, fl
     for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = xr[i] * inv * ld(w, i);
 }
 
-__global__ void rope_kernel(float *x, int row_stride, int T, int nh, int hd, int pos0, const float *cs, int halves) {
+typedef struct {
+    float *x[2];
+    int stride[2], nh[2];
+} rope_parts_t; /* one launch rotates up to two tensors (q and k) at the same positions */
+
+__global__ void rope_kernel(rope_parts_t rp, int T, int hd, int pos0, const float *cs, int halves) {
     int half = hd / 2;
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, total = (int64_t)T * nh * half;
-    if (i >= total) return;
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, total0 = (int64_t)T * rp.nh[0] * half;
+    int part = i >= total0;
+    if (part) i -= total0;
+    int nh = rp.nh[part], row_stride = rp.stride[part];
+    float *x = rp.x[part];
+    if (i >= (int64_t)T * nh * half) return;
     int p = (int)(i % half), h = (int)(i / half % nh), t = (int)(i / half / nh);
     const float *c = cs + (int64_t)(pos0 + t) * hd + 2 * p;
     float *v = x + (int64_t)t * row_stride + (int64_t)h * hd;
@@ -323,29 +423,42 @@ __global__ void rope_kernel(float *x, int row_stride, int T, int nh, int hd, int
     v[b] = x0 * c[1] + x1 * c[0];
 }
 
-/* One block per (query head, query row). Scores of the pos0 + t + 1 visible
- * positions in shared memory, a warp per key; softmax; then each thread
- * sums one output dimension over the positions (coalesced over hd). */
-__global__ void attention_kernel(float *out, const float *q, const float *kc, const float *vc, int pos0, int nh, int nkv,
-                                 int hd) {
+/* One block of ATT_THREADS per (query head, query row); the row sees the
+ * n = pos0 + t + 1 positions up to its own. Scores: a group of 8 lanes per
+ * position (32 positions per pass of the block), each lane a strided part
+ * of the head, summed with three shuffles; kept in shared memory. Softmax
+ * with block reductions. Output: the block is split into P = threads / hd
+ * parts, each summing every P-th position for every dimension (coalesced
+ * over hd), then the parts are added. Sequential work per thread is about
+ * n / 32 positions, not n, which a decoding step's latency needs. */
+#define ATT_THREADS 256
+__global__ void __launch_bounds__(ATT_THREADS) attention_kernel(float *out, const float *q, const float *kc,
+                                                                const float *vc, int pos0, int nh, int nkv, int hd) {
     extern __shared__ float sm[];
     int h = blockIdx.x, t = blockIdx.y, kvh = h / (nh / nkv), n = pos0 + t + 1;
-    int qd = nh * hd, kvd = nkv * hd;
-    float *qs = sm, *sc = sm + hd;
+    int qd = nh * hd, kvd = nkv * hd, P = ATT_THREADS / hd > 0 ? ATT_THREADS / hd : 1;
+    float *qs = sm, *part = sm + hd, *sc = part + P * hd;
     for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = q[(int64_t)t * qd + (int64_t)h * hd + i];
     __syncthreads();
     float scale = rsqrtf((float)hd);
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    for (int j = wid; j < n; j += nw) {
-        const float *k = kc + (int64_t)j * kvd + (int64_t)kvh * hd;
+    int g = threadIdx.x >> 3, gl = threadIdx.x & 7, ng = blockDim.x >> 3;
+    const float *kbase = kc + (int64_t)kvh * hd;
+    for (int j0 = 0; j0 < n; j0 += ng) {
+        int j = j0 + g;
         float s = 0;
-        for (int i = lane; i < hd; i += 32) s += qs[i] * k[i];
-        s = warp_sum(s);
-        if (lane == 0) sc[j] = s * scale;
+        if (j < n) {
+            const float *k = kbase + (int64_t)j * kvd;
+#pragma unroll 4
+            for (int i = gl; i < hd; i += 8) s += qs[i] * k[i];
+        }
+        s += __shfl_xor_sync(0xffffffffu, s, 4);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        if (j < n && gl == 0) sc[j] = s * scale;
     }
     __syncthreads();
-    /* max */
     __shared__ float red[32];
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, sc[j]);
     mx = warp_max(mx);
@@ -353,19 +466,32 @@ __global__ void attention_kernel(float *out, const float *q, const float *kc, co
     __syncthreads();
     mx = lane < nw ? red[lane] : -INFINITY;
     mx = warp_max(mx);
-    __syncthreads();
     float sum = 0;
     for (int j = threadIdx.x; j < n; j += blockDim.x) {
         float e = expf(sc[j] - mx);
         sc[j] = e;
         sum += e;
     }
-    sum = block_sum(sum); /* its __syncthreads also publishes sc */
+    sum = block_sum(sum); /* its barriers also publish sc */
     float inv = 1.0f / sum;
+    const float *vbase = vc + (int64_t)kvh * hd;
+    for (int e = threadIdx.x; e < P * hd; e += blockDim.x) {
+        int i = e % hd, p = e / hd;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        int j = p;
+        for (; j + 3 * P < n; j += 4 * P) { /* four independent loads in flight */
+            a0 += sc[j] * vbase[(int64_t)j * kvd + i];
+            a1 += sc[j + P] * vbase[(int64_t)(j + P) * kvd + i];
+            a2 += sc[j + 2 * P] * vbase[(int64_t)(j + 2 * P) * kvd + i];
+            a3 += sc[j + 3 * P] * vbase[(int64_t)(j + 3 * P) * kvd + i];
+        }
+        for (; j < n; j += P) a0 += sc[j] * vbase[(int64_t)j * kvd + i];
+        part[e] = (a0 + a1) + (a2 + a3);
+    }
+    __syncthreads();
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        const float *v = vc + (int64_t)kvh * hd + i;
         float a = 0;
-        for (int j = 0; j < n; j++) a += sc[j] * v[(int64_t)j * kvd];
+        for (int p = 0; p < P; p++) a += part[p * hd + i];
         out[(int64_t)t * qd + (int64_t)h * hd + i] = a * inv;
     }
 }
@@ -439,16 +565,19 @@ __global__ void split_kernel(H *out, const float *x, int64_t n) {
     }
 }
 
-/* out[t, i] (op)= a[t, i] + a[T + t, i] (the two halves of a split GEMM);
- * MODE 2: out = silu(g) * u with g from the first and u from the second
- * stacked product (each already summed). */
-__global__ void combine_kernel(float *out, int ldo, const float *a, int T, int n, int accumulate) {
+/* v = a[t, i] + a[T + t, i] (the two halves of a split GEMM); mode 0:
+ * out = v, 1: out += v, 2: out = silu(gate) * v (SwiGLU's up projection). */
+__global__ void combine_kernel(float *out, int ldo, const float *a, int T, int n, int mode, const float *gate) {
     int64_t total = (int64_t)T * n;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
         int t = (int)(i / n), j = (int)(i % n);
         float v = a[i] + a[total + i];
         float *o = out + (int64_t)t * ldo + j;
-        *o = accumulate ? *o + v : v;
+        if (mode == 2) {
+            float g = gate[i];
+            *o = g / (1.0f + expf(-g)) * v;
+        } else
+            *o = mode == 1 ? *o + v : v;
     }
 }
 
@@ -481,8 +610,43 @@ static void *scratch(cu_t *c, size_t bytes) {
 
 static void check_own(const tensor_t &t) { REQUIRE(t.device == DEVICE_CUDA && t.data); }
 
+static void launch_rope(cu_t *c, rope_parts_t rp, int T, int hd, int pos0, const float *cs, int halves) {
+    int64_t total = (int64_t)T * (rp.nh[0] + rp.nh[1]) * (hd / 2);
+    rope_kernel<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(rp, T, hd, pos0, cs, halves);
+    LAUNCHED();
+}
+
+static void launch_rmsnorm(cu_t *c, float *out, const float *x, tensor_t w, int T, int d, float eps) {
+    int nt = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
+    if (w.dtype == DTYPE_F32) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(out, x, (const float *)w.data, d, eps);
+    else if (w.dtype == DTYPE_BF16) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(out, x, (const __nv_bfloat16 *)w.data, d, eps);
+    else rmsnorm_kernel<<<T, nt, 0, c->stream>>>(out, x, (const __half *)w.data, d, eps);
+    LAUNCHED();
+}
+
+/* Runs the held-back ops. Every entry point calls it first, except the ops
+ * that may absorb them (matmul, swiglu, rope), which call it when they do not. */
+static void flush(cu_t *c) {
+    if (c->pn.on) {
+        c->pn.on = 0;
+        launch_rmsnorm(c, c->pn.out, c->pn.x, tensor_t{(void *)c->pn.w, DTYPE_F32, DEVICE_CUDA, c->pn.d}, c->pn.T, c->pn.d,
+                       c->pn.eps);
+    }
+    if (c->pr.on) {
+        c->pr.on = 0;
+        rope_parts_t rp = {{c->pr.x, NULL}, {c->pr.stride, 0}, {c->pr.nh, 0}};
+        launch_rope(c, rp, c->pr.T, c->pr.hd, c->pr.pos0, c->pr.cs, c->pr.halves);
+    }
+}
+
+/* the held-back rmsnorm writes x: a matmul of x at T, d can compute it itself */
+static int norm_pending_for(cu_t *c, const tensor_t &x, int T, int d) {
+    return c->pn.on && c->pn.out == (float *)x.data && c->pn.T == T && c->pn.d == d && T <= 4;
+}
+
 static tensor_t cu_alloc(backend_t *be, int64_t n) {
     cu_t *c = CU_(be);
+    flush(c);
     tensor_t t = {NULL, DTYPE_F32, DEVICE_CUDA, n};
     size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
     if (cudaMalloc(&t.data, bytes) != cudaSuccess) {
@@ -496,6 +660,7 @@ static tensor_t cu_alloc(backend_t *be, int64_t n) {
 }
 
 static void cu_free(backend_t *be, tensor_t *t) {
+    flush(CU_(be));
     if (t->data) {
         CU(cudaStreamSynchronize(CU_(be)->stream));
         CU(cudaFree(t->data));
@@ -508,6 +673,7 @@ static tensor_t cu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t n
 }
 
 static tensor_t cu_upload(backend_t *be, const void *host, dtype_t dtype, int64_t n) {
+    flush(CU_(be));
     tensor_t t = {NULL, dtype, DEVICE_CUDA, n};
     size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
     if (cudaMalloc(&t.data, bytes) != cudaSuccess) {
@@ -525,6 +691,7 @@ static tensor_t cu_upload(backend_t *be, const void *host, dtype_t dtype, int64_
 
 static tensor_t cu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed, float lo, float hi) {
     cu_t *c = CU_(be);
+    flush(c);
     tensor_t t = {NULL, dtype, DEVICE_CUDA, n};
     if (cudaMalloc(&t.data, (size_t)(n > 0 ? n : 1) * dtype_size(dtype)) != cudaSuccess) {
         cudaGetLastError();
@@ -543,6 +710,7 @@ static tensor_t cu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed
 
 static void cu_to_host(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n) {
     cu_t *c = CU_(be);
+    flush(c);
     check_own(src);
     REQUIRE(off >= 0 && off + n <= src.ne);
     CU(cudaMemcpyAsync(dst, (const float *)src.data + off, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
@@ -551,6 +719,7 @@ static void cu_to_host(backend_t *be, float *dst, tensor_t src, int64_t off, int
 
 static void cu_from_host(backend_t *be, tensor_t dst, int64_t off, const float *src, int64_t n) {
     cu_t *c = CU_(be);
+    flush(c);
     check_own(dst);
     REQUIRE(off >= 0 && off + n <= dst.ne);
     CU(cudaMemcpyAsync((float *)dst.data + off, src, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
@@ -559,6 +728,7 @@ static void cu_from_host(backend_t *be, tensor_t dst, int64_t off, const float *
 
 static void cu_embed(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d) {
     cu_t *c = CU_(be);
+    flush(c);
     check_own(out), check_own(table);
     REQUIRE((int64_t)T * d <= out.ne);
     for (int t0 = 0; t0 < T; t0 += TOK_CHUNK) {
@@ -581,47 +751,74 @@ static void cu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int 
     cu_t *c = CU_(be);
     check_own(out), check_own(x), check_own(w);
     REQUIRE((int64_t)T * d <= out.ne && (int64_t)T * d <= x.ne && d <= w.ne);
-    int nt = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
-    float *o = (float *)out.data;
-    const float *xp = (const float *)x.data;
-    if (w.dtype == DTYPE_F32) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(o, xp, (const float *)w.data, d, eps);
-    else if (w.dtype == DTYPE_BF16) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(o, xp, (const __nv_bfloat16 *)w.data, d, eps);
-    else rmsnorm_kernel<<<T, nt, 0, c->stream>>>(o, xp, (const __half *)w.data, d, eps);
-    LAUNCHED();
+    flush(c);
+    if (c->fuse && w.dtype == DTYPE_F32 && T <= 4 && out.data != x.data) { /* held for the next matmul */
+        c->pn.on = 1, c->pn.T = T, c->pn.d = d, c->pn.out = (float *)out.data, c->pn.x = (const float *)x.data;
+        c->pn.w = (const float *)w.data, c->pn.eps = eps;
+        return;
+    }
+    launch_rmsnorm(c, (float *)out.data, (const float *)x.data, w, T, d, eps);
 }
 
 static cudaDataType_t cuda_type(dtype_t t) {
     return t == DTYPE_F32 ? CUDA_R_32F : t == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 }
 
-/* out (T, n) at row stride ldo = x (T, d) W^T through cuBLAS (column-major:
- * out^T (n, T) = W (n, d) . x^T (d, T) with W read transposed). */
-static void blas_matmul(cu_t *c, float *out, int ldo, const float *x, int T, int d, tensor_t w, int n, int accumulate) {
+/* cuBLAS works column-major: out^T (n, T) = W (n, d) . x^T (d, T) with W
+ * read transposed. f32 weights: one SGEMM straight into out. Half weights:
+ * x is split once per op into hi and lo halves (2T rows of half; one split
+ * serves every job of the op), each job is one GEMM of 2T columns into the
+ * product scratch, and one combine kernel adds the halves into out. */
+typedef struct {
+    const void *xh; /* (2T, d) half: hi rows, then lo rows */
+    float *prod;    /* (2T, n_max) f32 */
+} split_t;
+
+static split_t blas_split(cu_t *c, const float *x, int T, int d, dtype_t dt, int n_max) {
+    size_t xs = ((size_t)2 * T * d * 2 + 255) & ~(size_t)255, ps = (size_t)2 * T * n_max * sizeof(float);
+    char *s = (char *)scratch(c, xs + ps);
+    int64_t nx = (int64_t)T * d;
+    if (dt == DTYPE_BF16) split_kernel<__nv_bfloat16><<<grid_for(nx, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)s, x, nx);
+    else split_kernel<__half><<<grid_for(nx, 256), 256, 0, c->stream>>>((__half *)s, x, nx);
+    LAUNCHED();
+    return split_t{s, (float *)(s + xs)};
+}
+
+/* out (T, n) at row stride ldo: mode 0 = x W^T, 1 += x W^T, 2 = silu(gate) * (x W^T)
+ * with gate (T, n) at row stride n. */
+static void blas_job(cu_t *c, const split_t *sp, const float *x, int T, int d, tensor_t w, int n, float *out, int ldo,
+                     int mode, const float *gate) {
+    float one = 1.0f, zero = 0.0f;
     if (w.dtype == DTYPE_F32) {
-        float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+        float beta = mode == 1 ? 1.0f : 0.0f;
         BLAS(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, T, d, &one, (const float *)w.data, d, x, d, &beta, out, ldo));
+        if (mode == 2) {
+            REQUIRE(ldo == n);
+            silu_mul_kernel<<<grid_for((int64_t)T * n, 256), 256, 0, c->stream>>>(out, gate, out, (int64_t)T * n);
+            LAUNCHED();
+        }
         return;
     }
-    /* half weights: split x = hi + lo (2T rows of half), one GEMM into
-     * scratch (2T, n) f32, then out (+)= hi-part + lo-part */
-    size_t xs = (size_t)2 * T * d * 2, ps = (size_t)2 * T * n * sizeof(float);
-    xs = (xs + 255) & ~(size_t)255;
-    char *s = (char *)scratch(c, xs + ps);
-    void *xh = s;
-    float *prod = (float *)(s + xs);
-    int64_t nx = (int64_t)T * d;
-    if (w.dtype == DTYPE_BF16) split_kernel<__nv_bfloat16><<<grid_for(nx, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)xh, x, nx);
-    else split_kernel<__half><<<grid_for(nx, 256), 256, 0, c->stream>>>((__half *)xh, x, nx);
-    LAUNCHED();
-    float one = 1.0f, zero = 0.0f;
-    BLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * T, d, &one, w.data, cuda_type(w.dtype), d, xh,
-                      cuda_type(w.dtype), d, &zero, prod, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    combine_kernel<<<grid_for((int64_t)T * n, 256), 256, 0, c->stream>>>(out, ldo, prod, T, n, accumulate);
+    BLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * T, d, &one, w.data, cuda_type(w.dtype), d, sp->xh,
+                      cuda_type(w.dtype), d, &zero, sp->prod, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    combine_kernel<<<grid_for((int64_t)T * n, 256), 256, 0, c->stream>>>(out, ldo, sp->prod, T, n, mode, gate);
     LAUNCHED();
 }
 
 static int use_gemv(cu_t *c, int T) {
     return c->gemm_mode == 1 ? T <= BILD_CUDA_GEMV_LIMIT : c->gemm_mode == 2 ? 0 : T <= BILD_CUDA_GEMV_MAX_T;
+}
+
+/* Takes the held-back rmsnorm into a (its input and weight; the kernel
+ * writes its output too) if the vector kernel applies, else runs it first. */
+static void absorb_norm(cu_t *c, gemv_args_t *a, dtype_t dt) {
+    gemv_args_t b = *a;
+    b.x = c->pn.x, b.nw = c->pn.w, b.nout = c->pn.out, b.eps = c->pn.eps;
+    if (gemv_vec_ok(b, dt)) {
+        c->pn.on = 0;
+        *a = b;
+    } else
+        flush(c);
 }
 
 static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_t *jobs, int n_jobs, int accumulate) {
@@ -633,6 +830,8 @@ static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_
         check_own(jb->w), check_own(jb->out);
         REQUIRE((int64_t)jb->n * d <= jb->w.ne && jb->out_off + (int64_t)T * jb->n <= jb->out.ne);
     }
+    int fuse = use_gemv(c, T) && norm_pending_for(c, x, T, d);
+    if (!fuse) flush(c);
     if (use_gemv(c, T)) { /* one launch for up to GEMV_JOBS jobs of one weight dtype */
         for (int j0 = 0; j0 < n_jobs;) {
             gemv_args_t a = {};
@@ -642,14 +841,24 @@ static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_
                 a.w[a.nj] = jobs[j0].w.data, a.out[a.nj] = (float *)jobs[j0].out.data + jobs[j0].out_off;
                 a.n[a.nj++] = jobs[j0++].n;
             }
+            if (fuse) absorb_norm(c, &a, dt), fuse = 0;
             if (accumulate) gemv<1>(c, a, dt);
             else gemv<0>(c, a, dt);
         }
         return;
     }
-    for (int j = 0; j < n_jobs; j++)
-        blas_matmul(c, (float *)jobs[j].out.data + jobs[j].out_off, jobs[j].n, (const float *)x.data, T, d, jobs[j].w,
-                    jobs[j].n, accumulate);
+    int n_max = 0;
+    for (int j = 0; j < n_jobs; j++) n_max = jobs[j].n > n_max ? jobs[j].n : n_max;
+    /* one split per run of jobs of one half type (the scratch holds one;
+     * stream order keeps a later split from overwriting it under a GEMM) */
+    split_t sp = {};
+    dtype_t split_dt = DTYPE_F32;
+    for (int j = 0; j < n_jobs; j++) {
+        dtype_t dt = jobs[j].w.dtype;
+        if (dt != DTYPE_F32 && dt != split_dt) sp = blas_split(c, (const float *)x.data, T, d, dt, n_max), split_dt = dt;
+        blas_job(c, &sp, (const float *)x.data, T, d, jobs[j].w, jobs[j].n, (float *)jobs[j].out.data + jobs[j].out_off,
+                 jobs[j].n, accumulate, NULL);
+    }
 }
 
 static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tensor_t w3, int T, int d, int hid) {
@@ -660,9 +869,12 @@ static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tens
         gemv_args_t a = {};
         a.w[0] = w1.data, a.out[0] = (float *)out.data, a.n[0] = hid, a.nj = 1, a.w3 = w3.data;
         a.x = (const float *)x.data, a.T = T, a.d = d;
+        if (norm_pending_for(c, x, T, d)) absorb_norm(c, &a, w1.dtype);
+        else flush(c);
         gemv<2>(c, a, w1.dtype);
         return;
     }
+    flush(c);
     /* cuBLAS: the gate into its own buffer, the up projection into out, then out = silu(gate) * out */
     size_t bytes = (size_t)T * hid * sizeof(float);
     if (bytes > c->gate_bytes) {
@@ -672,11 +884,12 @@ static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tens
         CU(cudaMalloc(&c->gate, bytes));
         c->gate_bytes = bytes;
     }
-    blas_matmul(c, c->gate, hid, (const float *)x.data, T, d, w1, hid, 0);
-    blas_matmul(c, (float *)out.data, hid, (const float *)x.data, T, d, w3, hid, 0);
-    silu_mul_kernel<<<grid_for((int64_t)T * hid, 256), 256, 0, c->stream>>>((float *)out.data, c->gate,
-                                                                          (const float *)out.data, (int64_t)T * hid);
-    LAUNCHED();
+    split_t sp = {}, sp3 = {};
+    if (w1.dtype != DTYPE_F32) sp = blas_split(c, (const float *)x.data, T, d, w1.dtype, hid);
+    blas_job(c, &sp, (const float *)x.data, T, d, w1, hid, c->gate, hid, 0, NULL);
+    if (w3.dtype != DTYPE_F32 && w3.dtype != w1.dtype) sp3 = blas_split(c, (const float *)x.data, T, d, w3.dtype, hid);
+    else sp3 = sp;
+    blas_job(c, &sp3, (const float *)x.data, T, d, w3, hid, (float *)out.data, hid, 2, c->gate);
 }
 
 static void cu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd, int pos0,
@@ -686,25 +899,44 @@ static void cu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int 
     REQUIRE(hd % 2 == 0);
     REQUIRE(off + (int64_t)(T - 1) * row_stride + (int64_t)n_heads * hd <= x.ne);
     REQUIRE((int64_t)(pos0 + T) * hd <= cs.ne);
-    int64_t total = (int64_t)T * n_heads * (hd / 2);
-    rope_kernel<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>((float *)x.data + off, row_stride, T, n_heads, hd,
-                                                                        pos0, (const float *)cs.data,
-                                                                        style == ROPE_HALVES);
-    LAUNCHED();
+    int halves = style == ROPE_HALVES;
+    float *xp = (float *)x.data + off;
+    if (c->pr.on && c->pr.T == T && c->pr.hd == hd && c->pr.pos0 == pos0 && c->pr.cs == (const float *)cs.data &&
+        c->pr.halves == halves &&
+        (xp >= c->pr.x + (int64_t)(T - 1) * c->pr.stride + (int64_t)c->pr.nh * hd ||
+         c->pr.x >= xp + (int64_t)(T - 1) * row_stride + (int64_t)n_heads * hd)) {
+        /* the second of a pair on another region (q, then k): one launch for both */
+        c->pr.on = 0;
+        rope_parts_t rp = {{c->pr.x, xp}, {c->pr.stride, row_stride}, {c->pr.nh, n_heads}};
+        launch_rope(c, rp, T, hd, pos0, (const float *)cs.data, halves);
+        return;
+    }
+    flush(c);
+    if (c->fuse) {
+        c->pr.on = 1, c->pr.T = T, c->pr.hd = hd, c->pr.pos0 = pos0, c->pr.halves = halves;
+        c->pr.stride = row_stride, c->pr.nh = n_heads, c->pr.x = xp, c->pr.cs = (const float *)cs.data;
+        return;
+    }
+    rope_parts_t rp = {{xp, NULL}, {row_stride, 0}, {n_heads, 0}};
+    launch_rope(c, rp, T, hd, pos0, (const float *)cs.data, halves);
 }
 
 static void cu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T, int pos0, int n_heads,
                          int n_kv, int hd) {
     cu_t *c = CU_(be);
+    flush(c);
     check_own(out), check_own(q), check_own(kc), check_own(vc);
     REQUIRE(n_kv > 0 && n_heads % n_kv == 0);
     REQUIRE((int64_t)(pos0 + T) * n_kv * hd <= kc.ne && (int64_t)(pos0 + T) * n_kv * hd <= vc.ne);
     REQUIRE((int64_t)T * n_heads * hd <= out.ne && (int64_t)T * n_heads * hd <= q.ne);
-    size_t smem = (size_t)(hd + pos0 + T) * sizeof(float);
+    /* rounded up to 4 KiB: successive steps' graphs then differ in arguments only */
+    int P = ATT_THREADS / hd > 0 ? ATT_THREADS / hd : 1;
+    size_t need = (size_t)(hd + P * hd + pos0 + T) * sizeof(float), smem = (need + 4095) & ~(size_t)4095;
+    if ((int)smem > c->max_smem) smem = need;
     if ((int)smem > c->max_smem)
         cuda_die("attention", "context longer than this GPU's shared memory holds (lower --ctx)", __FILE__, __LINE__);
     dim3 grid(n_heads, T);
-    attention_kernel<<<grid, 128, smem, c->stream>>>((float *)out.data, (const float *)q.data, (const float *)kc.data,
+    attention_kernel<<<grid, ATT_THREADS, smem, c->stream>>>((float *)out.data, (const float *)q.data, (const float *)kc.data,
                                                      (const float *)vc.data, pos0, n_heads, n_kv, hd);
     LAUNCHED();
 }
@@ -712,6 +944,7 @@ static void cu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, t
 static void cu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax, float *max_p,
                          float *nll) {
     cu_t *c = CU_(be);
+    flush(c);
     check_own(x);
     REQUIRE(off >= 0 && off + (int64_t)T * V <= x.ne);
     if (T > c->stats_cap) {
@@ -743,27 +976,70 @@ static void cu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, c
     }
 }
 
-static void cu_idle(backend_t *be) { CU(cudaStreamSynchronize(CU_(be)->stream)); }
+/* A step is recorded with stream capture and run as a graph. The next
+ * step's recording differs only in kernel arguments (position, token), so
+ * cudaGraphExecUpdate patches the instantiated graph instead of building a
+ * new one; if it cannot, the graph is instantiated again. */
+static void cu_graph_begin(backend_t *be) {
+    cu_t *c = CU_(be);
+    flush(c);
+    if (!c->graphs || c->gemm_mode == 2) return; /* cuBLAS's workspace does not go into our graph */
+    CU(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    c->capturing = 1;
+}
+
+static void cu_graph_end(backend_t *be) {
+    cu_t *c = CU_(be);
+    flush(c);
+    if (!c->capturing) return;
+    c->capturing = 0;
+    cudaGraph_t g;
+    CU(cudaStreamEndCapture(c->stream, &g));
+    if (c->exec) {
+        cudaGraphExecUpdateResultInfo info;
+        if (cudaGraphExecUpdate(c->exec, g, &info) != cudaSuccess) {
+            cudaGetLastError();
+            CU(cudaGraphExecDestroy(c->exec));
+            c->exec = NULL;
+        }
+    }
+    if (!c->exec) CU(cudaGraphInstantiate(&c->exec, g, 0));
+    CU(cudaGraphDestroy(g));
+    CU(cudaGraphLaunch(c->exec, c->stream));
+}
+
+extern "C" void backend_cuda_set_graphs(backend_t *be, int on) { CU_(be)->graphs = on; }
+
+static void cu_idle(backend_t *be) {
+    flush(CU_(be));
+    CU(cudaStreamSynchronize(CU_(be)->stream));
+}
 
 static void cu_destroy(backend_t *be) {
     cu_t *c = CU_(be);
+    flush(c);
     cudaStreamSynchronize(c->stream);
     if (c->scratch) cudaFree(c->scratch);
     if (c->gate) cudaFree(c->gate);
     if (c->d_stats) cudaFree(c->d_stats);
     if (c->h_stats) cudaFreeHost(c->h_stats);
+    if (c->exec) cudaGraphExecDestroy(c->exec);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
     free(c);
     free(be);
 }
 
-extern "C" void backend_cuda_sync(backend_t *be) { CU(cudaStreamSynchronize(CU_(be)->stream)); }
+extern "C" void backend_cuda_sync(backend_t *be) {
+    flush(CU_(be));
+    CU(cudaStreamSynchronize(CU_(be)->stream));
+}
 
 extern "C" void backend_cuda_set_gemm(backend_t *be, int mode) { CU_(be)->gemm_mode = mode; }
 
 extern "C" double backend_cuda_measure_bandwidth(backend_t *be) {
     cu_t *c = CU_(be);
+    flush(c);
     size_t bytes = (size_t)1 << 30;
     void *a, *b;
     CU(cudaMalloc(&a, bytes));
@@ -835,6 +1111,10 @@ extern "C" backend_t *backend_cuda_new(int dev, char *err, size_t errlen) {
     CU(cudaFuncGetAttributes(&fa, attention_kernel));
     c->max_smem = (int)(p.sharedMemPerBlockOptin - fa.sharedSizeBytes); /* dynamic beside its static arrays */
     CU(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, c->max_smem));
+    const char *gr = getenv("BILD_CUDA_GRAPH");
+    c->graphs = gr && !strcmp(gr, "1"); /* off by default: measured no faster (docs/gpu.md) */
+    const char *fu = getenv("BILD_CUDA_FUSE");
+    c->fuse = !(fu && !strcmp(fu, "0"));
     const char *g = getenv("BILD_CUDA_GEMM");
     c->gemm_mode = g && !strcmp(g, "custom") ? 1 : g && !strcmp(g, "cublas") ? 2 : 0;
     snprintf(c->name, sizeof c->name, "cuda:%d", dev);
@@ -849,6 +1129,7 @@ extern "C" backend_t *backend_cuda_new(int dev, char *err, size_t errlen) {
     be->random = cu_random, be->to_host = cu_to_host, be->from_host = cu_from_host;
     be->embed = cu_embed, be->rmsnorm = cu_rmsnorm, be->matmul = cu_matmul, be->swiglu = cu_swiglu;
     be->rope = cu_rope, be->attention = cu_attention, be->row_stats = cu_row_stats, be->idle = cu_idle;
+    be->graph_begin = cu_graph_begin, be->graph_end = cu_graph_end;
     be->destroy = cu_destroy, be->impl = c;
     return be;
 }

@@ -31,6 +31,11 @@ double backend_cuda_measure_bandwidth(backend_t *be);
  * BILD_CUDA_GEMV_LIMIT rows, 2 always cuBLAS. From
  * BILD_CUDA_GEMM=auto|custom|cublas. */
 #define BILD_CUDA_GEMV_MAX_T 3
+
+/* 1: single-token steps run as one CUDA graph, re-recorded each step and
+ * updated in place. Off by default (BILD_CUDA_GRAPH=1 turns it on): on an
+ * H200 it measured no faster than launching the kernels (docs/gpu.md). */
+void backend_cuda_set_graphs(backend_t *be, int on);
 #define BILD_CUDA_GEMV_LIMIT 16
 void backend_cuda_set_gemm(backend_t *be, int mode);
 

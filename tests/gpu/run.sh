@@ -149,6 +149,9 @@ say "== bench: the matmul op alone, and launch cost"
 say "== bench: decode and verify blocks"
 bench ${BENCH_MODELS:-tests/gpu/configs/llama3.2-1b tests/gpu/configs/llama2-7b} "$LARGE" "$LARGE_BF16" >"$WORK/bench.jsonl" 2>"$WORK/bench.err" ||
     { row "bench/gpu" FAIL "$(tail -n 1 "$WORK/bench.err")"; FAILED=1; }
+[ "$DEV" = cpu ] || bench --graphs ${BENCH_MODELS:-tests/gpu/configs/llama3.2-1b tests/gpu/configs/llama2-7b} "$LARGE_BF16" \
+    >"$WORK/bench_graphs.jsonl" 2>"$WORK/bench_graphs.err" ||
+    { row "bench/gpu --graphs" FAIL "$(tail -n 1 "$WORK/bench_graphs.err")"; FAILED=1; }
 [ "$DEV" = cpu ] || bench --gemm cublas ${BENCH_CUBLAS:-tests/gpu/configs/llama2-7b} >"$WORK/bench_cublas.jsonl" 2>"$WORK/bench_cublas.err" ||
     { row "bench/gpu --gemm cublas" FAIL "$(tail -n 1 "$WORK/bench_cublas.err")"; FAILED=1; }
 # 5. BiLD vs the large model alone on the stories pair, on the GPU (tok/s of the runs above)
@@ -167,14 +170,14 @@ print(f"{g / s:.1f}")' "$WORK/$1"; }
     cat "$WORK/kernels.err"
     echo
     echo "decode (T = 1) and verify blocks, bench/gpu:"
-    $PY - "$WORK/bench.jsonl" "$WORK/bench_cublas.jsonl" <<'EOF'
+    $PY - "$WORK/bench.jsonl" "$WORK/bench_graphs.jsonl" "$WORK/bench_cublas.jsonl" <<'EOF'
 import json, sys
 print(f"{'model':34} {'dtype':5} {'params':>8} {'tok/s':>9} {'ms/step':>8} {'GB/step':>8} {'of BW':>6} {'T=8/T=1':>8} {'T=16/T=1':>9}")
 for path in [p for p in sys.argv[1:] if __import__("os").path.exists(p)]:
     for l in open(path):
         try: r = json.loads(l)
         except ValueError: continue
-        tag = " (cublas)" if "cublas" in path else ""
+        tag = " (cublas)" if "cublas" in path else " (graphs)" if "graphs" in path else ""
         name = r["model"].rstrip("/").split("/")[-1] + tag
         bw = r.get("bw_frac"); bw = f"{100 * bw:.0f}%" if isinstance(bw, (int, float)) else "n/a"
         print(f"{name:34} {r.get('dtype', '?'):5} {r.get('params', 0) / 1e6:7.0f}M {r['tok_s']:9.1f} {r['ms_step']:8.3f} "
