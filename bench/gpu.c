@@ -63,6 +63,7 @@ static const char *HELP =
     "  --graphs         CUDA: run each decoding step as one CUDA graph (recorded\n"
     "                   and updated each step) instead of launching its kernels\n"
     "                   one by one (for comparison; off by default)\n"
+    "  --profile        CUDA: after the timing, where 16 steps' GPU time goes, by kernel\n"
     "  --kernels        first time the matmul op alone at Llama-2-7B's shapes\n"
     "                   (T = 1..16, each path) and a tiny op's launch cost\n"
     "  -h, --help       this help\n";
@@ -145,6 +146,8 @@ static double verify_time(transformer_t *tf, backend_t *be, int pos, int T, int 
 }
 
 /* Runs the three measurements on one model. 0, or -1 with a message. */
+static int profile;
+
 static int bench_model(backend_t *be, model_file_t *m, int ctx, int rounds, result_t *r, char *err, size_t errlen) {
     int need = ctx + rounds + 2 + 16;
     model_limit_context(m, need);
@@ -187,6 +190,26 @@ static int bench_model(backend_t *be, model_file_t *m, int ctx, int rounds, resu
            t16 = verify_time(tf, be, ctx, 16, reps, V);
     if (t1 <= 0 || t8 < 0 || t16 < 0) goto bad;
     r->v8 = t8 / t1, r->v16 = t16 / t1;
+#ifdef BILD_CUDA
+    if (profile && be->device == DEVICE_CUDA) { /* where a decoding step's GPU time goes */
+        transformer_truncate(tf, ctx);
+        backend_cuda_profile(be, 1);
+        int steps = rounds < 16 ? rounds : 16;
+        for (int i = 0; i < steps; i++) {
+            if (transformer_run(tf, &tok, 1, ctx + i, LOGITS_LAST)) goto bad;
+            transformer_logits_stats(tf, 1, NULL, &tok, NULL, NULL);
+        }
+        const char *names[32];
+        double ms[32], total = 0;
+        int cnt[32], k = backend_cuda_profile_report(be, names, ms, cnt, 32);
+        backend_cuda_profile(be, 0);
+        for (int i = 0; i < k; i++) total += ms[i];
+        fprintf(stderr, "  GPU time per step by kernel (from its start to the next kernel's), %d steps:\n", steps);
+        for (int i = 0; i < k; i++)
+            fprintf(stderr, "    %-40s %8.3f ms %5.1f%%  %5.1f launches\n", names[i], ms[i] / steps, 100 * ms[i] / total,
+                    (double)cnt[i] / steps);
+    }
+#endif
     rc = 0;
 bad:
     if (rc) snprintf(err, errlen, "a forward pass refused its input (internal error)");
@@ -299,6 +322,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--dtype") && v) dts = v, i++;
         else if (!strcmp(a, "--kernels")) kernels = 1;
         else if (!strcmp(a, "--graphs")) graphs = 1;
+        else if (!strcmp(a, "--profile")) profile = 1;
         else if (a[0] == '-') {
             fprintf(stderr, "bench/gpu: unknown option or missing value '%s' (see --help)\n", a);
             return 2;

@@ -101,10 +101,26 @@ typedef struct {
         float *x;
         const float *cs;
     } pr;
+    struct prof *prof;   /* backend_cuda_profile: an event before each kernel */
     float *d_stats;      /* (3, stats_cap): argmax, max_p, nll */
     float *h_stats;      /* pinned host copy */
     int stats_cap;
 } cu_t;
+
+#define PROF_MAX 16384
+struct prof {
+    int n;
+    cudaEvent_t ev[PROF_MAX + 1];
+    const char *name[PROF_MAX];
+};
+
+/* Marks the start of the kernels launched next, named what, while profiling. */
+static void prof_mark(cu_t *c, const char *what) {
+    struct prof *p = c->prof;
+    if (!p || p->n >= PROF_MAX || c->capturing) return;
+    CU(cudaEventRecord(p->ev[p->n], c->stream));
+    p->name[p->n++] = what;
+}
 
 typedef struct {
     int v[TOK_CHUNK];
@@ -226,19 +242,6 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[NW][R][TT], const uint4 
 
 template <typename W, int TT, int R, int MODE, bool VEC, bool NORM>
 __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
-    __shared__ float inv[TT];
-    if (NORM) { /* every block finds the rows' 1/rms itself (T <= 4 rows of d from L2) */
-        for (int t = 0; t < a.T; t++) {
-            const float *xr = a.x + (int64_t)t * a.d;
-            float ss = 0;
-            for (int k = threadIdx.x; k < a.d; k += blockDim.x) ss += xr[k] * xr[k];
-            ss = block_sum(ss);
-            if (threadIdx.x == 0) inv[t] = 1.0f / sqrtf(ss / a.d + a.eps);
-        }
-        __syncthreads();
-        if (blockIdx.x == 0) /* the rmsnorm op's own output, for whoever reads it later */
-            for (int e = threadIdx.x; e < a.T * a.d; e += blockDim.x) a.nout[e] = a.x[e] * inv[e / a.d] * a.nw[e % a.d];
-    }
     /* which job: unrolled selects keep the argument block out of local memory */
     int b = blockIdx.x, lb = b, n = a.n[0];
     const void *wj = a.w[0];
@@ -247,13 +250,51 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
     for (int i = 1; i < GEMV_JOBS; i++)
         if (i < a.nj && b >= a.blk_end[i - 1]) lb = b - a.blk_end[i - 1], n = a.n[i], wj = a.w[i], oj = a.out[i];
     int lane = threadIdx.x & 31, row0 = (lb * (blockDim.x >> 5) + (threadIdx.x >> 5)) * R, d = a.d, T = a.T;
-    if (row0 >= n) return;
+    bool live = row0 < n; /* a warp past the last row only helps with the norm */
     const W *__restrict__ w = (const W *)wj;
     const W *__restrict__ w3 = (const W *)a.w3;
     const float *__restrict__ x = a.x;
     float *__restrict__ out = oj;
-    (void)inv;
     const int NW = MODE == 2 ? 2 : 1;
+    const int VN = VEC ? vec_of<W>::N : 1, STEP = 32 * VN, U = 4;
+    int nrows = n - row0 < R ? n - row0 : R;
+    /* U chunks of 16 bytes per row and lane are loaded before any is used,
+     * so each lane keeps U * R * NW loads in flight (the weight stream is
+     * latency-bound otherwise); weights bypass L1 (read once), activations
+     * stay there (read by every warp). The first batch is asked for before
+     * the fused norm's reduction, which then hides under its latency. */
+    const W *rp[NW][R];
+    uint4 u[NW][R][U];
+    int k = lane * VN;
+    bool first = VEC && live && k + (U - 1) * STEP < d;
+    if (VEC && live) {
+#pragma unroll
+        for (int m = 0; m < NW; m++)
+#pragma unroll
+            for (int r = 0; r < R; r++) rp[m][r] = (m ? w3 : w) + (int64_t)(r < nrows ? row0 + r : row0) * d;
+    }
+    if (first) {
+#pragma unroll
+        for (int m = 0; m < NW; m++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int q = 0; q < U; q++) u[m][r][q] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k + q * STEP));
+    }
+    __shared__ float inv[TT];
+    if (NORM) { /* every block finds the rows' 1/rms itself (T <= 4 rows of d from L2) */
+        for (int t = 0; t < T; t++) {
+            const float *xr = x + (int64_t)t * d;
+            float ss = 0;
+            for (int e = threadIdx.x; e < d; e += blockDim.x) ss += xr[e] * xr[e];
+            ss = block_sum(ss);
+            if (threadIdx.x == 0) inv[t] = 1.0f / sqrtf(ss / d + a.eps);
+        }
+        __syncthreads();
+        if (blockIdx.x == 0) /* the rmsnorm op's own output, for whoever reads it later */
+            for (int e = threadIdx.x; e < T * d; e += blockDim.x) a.nout[e] = x[e] * inv[e / d] * a.nw[e % d];
+    }
+    if (!live) return;
     float acc[NW][R][TT];
 #pragma unroll
     for (int m = 0; m < NW; m++)
@@ -261,22 +302,14 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
         for (int r = 0; r < R; r++)
 #pragma unroll
             for (int t = 0; t < TT; t++) acc[m][r][t] = 0.0f;
-    const int VN = VEC ? vec_of<W>::N : 1;
-    int nrows = n - row0 < R ? n - row0 : R;
     if (VEC) {
-        /* U chunks of 16 bytes per row and lane are loaded before any is
-         * used, so each lane keeps U * R * NW loads in flight (the weight
-         * stream is latency-bound otherwise); weights bypass L1 (read once),
-         * activations stay there (read by every warp). */
-        const int STEP = 32 * VN, U = 4;
-        const W *rp[NW][R];
+        if (first) {
 #pragma unroll
-        for (int m = 0; m < NW; m++)
-#pragma unroll
-            for (int r = 0; r < R; r++) rp[m][r] = (m ? w3 : w) + (int64_t)(r < nrows ? row0 + r : row0) * d;
-        int k = lane * VN;
+            for (int q = 0; q < U; q++)
+                gemv_chunk<W, TT, R, NW, VN, U, NORM>(acc, u, q, x, T, d, k + q * STEP, w, inv, a.nw);
+            k += U * STEP;
+        }
         for (; k + (U - 1) * STEP < d; k += U * STEP) {
-            uint4 u[NW][R][U];
 #pragma unroll
             for (int m = 0; m < NW; m++)
 #pragma unroll
@@ -288,12 +321,12 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
                 gemv_chunk<W, TT, R, NW, VN, U, NORM>(acc, u, q, x, T, d, k + q * STEP, w, inv, a.nw);
         }
         for (; k < d; k += STEP) {
-            uint4 u[NW][R][1];
+            uint4 u1[NW][R][1];
 #pragma unroll
             for (int m = 0; m < NW; m++)
 #pragma unroll
-                for (int r = 0; r < R; r++) u[m][r][0] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k));
-            gemv_chunk<W, TT, R, NW, VN, 1, NORM>(acc, u, 0, x, T, d, k, w, inv, a.nw);
+                for (int r = 0; r < R; r++) u1[m][r][0] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k));
+            gemv_chunk<W, TT, R, NW, VN, 1, NORM>(acc, u1, 0, x, T, d, k, w, inv, a.nw);
         }
     } else {
         for (int k = lane; k < d; k += 32) {
@@ -354,6 +387,8 @@ static void gemv_launch(cu_t *c, gemv_args_t a, bool vec) {
         blocks += (a.n[j] + rows_per_block - 1) / rows_per_block;
         a.blk_end[j] = blocks;
     }
+    prof_mark(c, MODE == 2 ? (a.nw ? "swiglu+norm (ours)" : "swiglu (ours)")
+                           : (a.nw ? "matmul+norm (ours)" : "matmul (ours)"));
     if (a.nw) { /* fused rmsnorm: only vector kernels of up to 4 rows exist (the caller checks) */
         REQUIRE(vec && TT <= 4);
         if constexpr (TT <= 4) gemv_kernel<W, TT, R, MODE, true, true><<<blocks, 128, 0, c->stream>>>(a);
@@ -611,12 +646,14 @@ static void *scratch(cu_t *c, size_t bytes) {
 static void check_own(const tensor_t &t) { REQUIRE(t.device == DEVICE_CUDA && t.data); }
 
 static void launch_rope(cu_t *c, rope_parts_t rp, int T, int hd, int pos0, const float *cs, int halves) {
+    prof_mark(c, "rope");
     int64_t total = (int64_t)T * (rp.nh[0] + rp.nh[1]) * (hd / 2);
     rope_kernel<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(rp, T, hd, pos0, cs, halves);
     LAUNCHED();
 }
 
 static void launch_rmsnorm(cu_t *c, float *out, const float *x, tensor_t w, int T, int d, float eps) {
+    prof_mark(c, "rmsnorm");
     int nt = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
     if (w.dtype == DTYPE_F32) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(out, x, (const float *)w.data, d, eps);
     else if (w.dtype == DTYPE_BF16) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(out, x, (const __nv_bfloat16 *)w.data, d, eps);
@@ -739,6 +776,7 @@ static void cu_embed(backend_t *be, tensor_t out, tensor_t table, const int *tok
             ids.v[i] = tokens[t0 + i];
         }
         float *o = (float *)out.data + (int64_t)t0 * d;
+        prof_mark(c, "embed");
         if (table.dtype == DTYPE_F32) embed_kernel<<<m, 256, 0, c->stream>>>(o, (const float *)table.data, ids, d);
         else if (table.dtype == DTYPE_BF16)
             embed_kernel<<<m, 256, 0, c->stream>>>(o, (const __nv_bfloat16 *)table.data, ids, d);
@@ -775,6 +813,7 @@ typedef struct {
 } split_t;
 
 static split_t blas_split(cu_t *c, const float *x, int T, int d, dtype_t dt, int n_max) {
+    prof_mark(c, "cuBLAS (split, GEMM, combine)");
     size_t xs = ((size_t)2 * T * d * 2 + 255) & ~(size_t)255, ps = (size_t)2 * T * n_max * sizeof(float);
     char *s = (char *)scratch(c, xs + ps);
     int64_t nx = (int64_t)T * d;
@@ -789,6 +828,7 @@ static split_t blas_split(cu_t *c, const float *x, int T, int d, dtype_t dt, int
 static void blas_job(cu_t *c, const split_t *sp, const float *x, int T, int d, tensor_t w, int n, float *out, int ldo,
                      int mode, const float *gate) {
     float one = 1.0f, zero = 0.0f;
+    prof_mark(c, "cuBLAS (split, GEMM, combine)");
     if (w.dtype == DTYPE_F32) {
         float beta = mode == 1 ? 1.0f : 0.0f;
         BLAS(cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, T, d, &one, (const float *)w.data, d, x, d, &beta, out, ldo));
@@ -936,6 +976,7 @@ static void cu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, t
     if ((int)smem > c->max_smem)
         cuda_die("attention", "context longer than this GPU's shared memory holds (lower --ctx)", __FILE__, __LINE__);
     dim3 grid(n_heads, T);
+    prof_mark(c, "attention");
     attention_kernel<<<grid, ATT_THREADS, smem, c->stream>>>((float *)out.data, (const float *)q.data, (const float *)kc.data,
                                                      (const float *)vc.data, pos0, n_heads, n_kv, hd);
     LAUNCHED();
@@ -963,6 +1004,7 @@ static void cu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, c
             nx.v[i] = next && next[t0 + i] >= 0 ? next[t0 + i] : -1;
             REQUIRE(nx.v[i] < V);
         }
+        prof_mark(c, "row_stats (and the copy to the host)");
         row_stats_kernel<<<m, 1024, 0, c->stream>>>((const float *)x.data + off + (int64_t)t0 * V, V, nx,
                                                    c->d_stats + t0, c->stats_cap);
         LAUNCHED();
@@ -1006,6 +1048,45 @@ static void cu_graph_end(backend_t *be) {
     if (!c->exec) CU(cudaGraphInstantiate(&c->exec, g, 0));
     CU(cudaGraphDestroy(g));
     CU(cudaGraphLaunch(c->exec, c->stream));
+}
+
+extern "C" void backend_cuda_profile(backend_t *be, int on) {
+    cu_t *c = CU_(be);
+    flush(c);
+    if (on && !c->prof) {
+        c->prof = (struct prof *)calloc(1, sizeof *c->prof);
+        REQUIRE(c->prof);
+        for (int i = 0; i <= PROF_MAX; i++) CU(cudaEventCreate(&c->prof->ev[i]));
+    }
+    if (on) c->prof->n = 0;
+    else if (c->prof) {
+        for (int i = 0; i <= PROF_MAX; i++) CU(cudaEventDestroy(c->prof->ev[i]));
+        free(c->prof);
+        c->prof = NULL;
+    }
+}
+
+extern "C" int backend_cuda_profile_report(backend_t *be, const char **names, double *ms, int *count, int max) {
+    cu_t *c = CU_(be);
+    struct prof *p = c->prof;
+    if (!p) return 0;
+    flush(c);
+    CU(cudaEventRecord(p->ev[p->n], c->stream));
+    CU(cudaEventSynchronize(p->ev[p->n]));
+    int k = 0;
+    for (int i = 0; i < p->n; i++) {
+        float t;
+        CU(cudaEventElapsedTime(&t, p->ev[i], p->ev[i + 1]));
+        int j = 0;
+        while (j < k && strcmp(names[j], p->name[i])) j++;
+        if (j == k) {
+            if (k == max) continue;
+            names[k] = p->name[i], ms[k] = 0, count[k] = 0, k++;
+        }
+        ms[j] += t, count[j]++;
+    }
+    p->n = 0;
+    return k;
 }
 
 extern "C" void backend_cuda_set_graphs(backend_t *be, int on) { CU_(be)->graphs = on; }

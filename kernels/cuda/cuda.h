@@ -39,6 +39,14 @@ void backend_cuda_set_graphs(backend_t *be, int on);
 #define BILD_CUDA_GEMV_LIMIT 16
 void backend_cuda_set_gemm(backend_t *be, int mode);
 
+/* Profiling (benchmarks): on = 1 puts an event before every kernel from now
+ * on; backend_cuda_profile_report then waits and sums the GPU time from each
+ * event to the next (the kernel and the gap after it) by kernel name: up to
+ * max names into names, ms and count; returns how many, and starts a new
+ * sum. on = 0 stops. */
+void backend_cuda_profile(backend_t *be, int on);
+int backend_cuda_profile_report(backend_t *be, const char **names, double *ms, int *count, int max);
+
 #ifdef __cplusplus
 }
 #endif

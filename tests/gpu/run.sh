@@ -147,7 +147,7 @@ say "== bench: the matmul op alone, and launch cost"
 "$B/bench/gpu" --device "$DEV" --kernels >"$WORK/kernels.jsonl" 2>"$WORK/kernels.err" ||
     { row "bench/gpu --kernels" FAIL "$(tail -n 1 "$WORK/kernels.err")"; FAILED=1; }
 say "== bench: decode and verify blocks"
-bench ${BENCH_MODELS:-tests/gpu/configs/llama3.2-1b tests/gpu/configs/llama2-7b} "$LARGE" "$LARGE_BF16" >"$WORK/bench.jsonl" 2>"$WORK/bench.err" ||
+bench --profile ${BENCH_MODELS:-tests/gpu/configs/llama3.2-1b tests/gpu/configs/llama2-7b} "$LARGE" "$LARGE_BF16" >"$WORK/bench.jsonl" 2>"$WORK/bench.err" ||
     { row "bench/gpu" FAIL "$(tail -n 1 "$WORK/bench.err")"; FAILED=1; }
 [ "$DEV" = cpu ] || bench --graphs ${BENCH_MODELS:-tests/gpu/configs/llama3.2-1b tests/gpu/configs/llama2-7b} "$LARGE_BF16" \
     >"$WORK/bench_graphs.jsonl" 2>"$WORK/bench_graphs.err" ||
@@ -183,6 +183,9 @@ for path in [p for p in sys.argv[1:] if __import__("os").path.exists(p)]:
         print(f"{name:34} {r.get('dtype', '?'):5} {r.get('params', 0) / 1e6:7.0f}M {r['tok_s']:9.1f} {r['ms_step']:8.3f} "
               f"{r['bytes_step'] / 1e9:8.3f} {bw:>6} {r['verify8_ratio']:8.2f} {r['verify16_ratio']:9.2f}")
 EOF
+    echo
+    echo "bench/gpu --profile (GPU time of a decoding step by kernel):"
+    grep -v '^bench/gpu:' "$WORK/bench.err"
     echo
     echo "stories pair, 3 processes on the GPU: BiLD $(speed bild_3proc.jsonl) tok/s, with --overlap $(speed bild_overlap.jsonl) tok/s"
     echo "stories pair on the GPU (greedy, $N_PROMPTS prompts x $TOKENS tokens): BiLD $(speed bild_gpu.jsonl) tok/s," \
