@@ -209,7 +209,7 @@ typedef struct {
 template <typename W, int TT, int R, int NW, int VN, int UU, bool NORM>
 __device__ __forceinline__ void gemv_chunk(float (&acc)[NW][R][TT], const uint4 (&u)[NW][R][UU], int q,
                                            const float *__restrict__ x, int T, int d, int k, const W *tag,
-                                           const float *inv, const float *__restrict__ nw) {
+                                           float (&ss)[TT], const float *__restrict__ nw) {
     float wf[NW][R][VN];
 #pragma unroll
     for (int m = 0; m < NW; m++)
@@ -224,10 +224,10 @@ __device__ __forceinline__ void gemv_chunk(float (&acc)[NW][R][TT], const uint4 
             for (int e = 0; e < VN / 4; e++) {
                 float4 v = __ldg(xp + e);
                 xf[4 * e] = v.x, xf[4 * e + 1] = v.y, xf[4 * e + 2] = v.z, xf[4 * e + 3] = v.w;
-                if (NORM) { /* as the rmsnorm kernel: (x * inv) * w */
+                if (NORM) { /* sum x^2 as we go; the dot products use x * w, scaled by 1/rms at the end */
                     float4 g = __ldg(reinterpret_cast<const float4 *>(nw + k) + e);
-                    xf[4 * e] = xf[4 * e] * inv[t] * g.x, xf[4 * e + 1] = xf[4 * e + 1] * inv[t] * g.y;
-                    xf[4 * e + 2] = xf[4 * e + 2] * inv[t] * g.z, xf[4 * e + 3] = xf[4 * e + 3] * inv[t] * g.w;
+                    ss[t] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss[t]))));
+                    xf[4 * e] *= g.x, xf[4 * e + 1] *= g.y, xf[4 * e + 2] *= g.z, xf[4 * e + 3] *= g.w;
                 }
             }
 #pragma unroll
@@ -281,20 +281,26 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
 #pragma unroll
                 for (int q = 0; q < U; q++) u[m][r][q] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k + q * STEP));
     }
-    __shared__ float inv[TT];
-    if (NORM) { /* every block finds the rows' 1/rms itself (T <= 4 rows of d from L2) */
-        for (int t = 0; t < T; t++) {
-            const float *xr = x + (int64_t)t * d;
-            float ss = 0;
-            for (int e = threadIdx.x; e < d; e += blockDim.x) ss += xr[e] * xr[e];
-            ss = block_sum(ss);
-            if (threadIdx.x == 0) inv[t] = 1.0f / sqrtf(ss / d + a.eps);
+    /* fused rmsnorm: each warp sums x^2 over the whole row as it streams
+     * (every lane walks all of d), so it has 1/rms at the end without a
+     * block reduction or a barrier; warps without rows of their own still
+     * do that in block 0, which also writes the norm's output */
+    float ss[TT];
+#pragma unroll
+    for (int t = 0; t < TT; t++) ss[t] = 0.0f;
+    if (!live) {
+        if constexpr (!NORM) return;
+        else {
+            if (blockIdx.x != 0) return;
+            for (int kk = lane * 4; kk < d; kk += 128) /* d is a multiple of 4 here */
+#pragma unroll
+                for (int t = 0; t < TT; t++) {
+                    if (t >= T) break;
+                    float4 v = *reinterpret_cast<const float4 *>(x + (int64_t)t * d + kk);
+                    ss[t] = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss[t]))));
+                }
         }
-        __syncthreads();
-        if (blockIdx.x == 0) /* the rmsnorm op's own output, for whoever reads it later */
-            for (int e = threadIdx.x; e < T * d; e += blockDim.x) a.nout[e] = x[e] * inv[e / d] * a.nw[e % d];
     }
-    if (!live) return;
     float acc[NW][R][TT];
 #pragma unroll
     for (int m = 0; m < NW; m++)
@@ -306,7 +312,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
         if (first) {
 #pragma unroll
             for (int q = 0; q < U; q++)
-                gemv_chunk<W, TT, R, NW, VN, U, NORM>(acc, u, q, x, T, d, k + q * STEP, w, inv, a.nw);
+                gemv_chunk<W, TT, R, NW, VN, U, NORM>(acc, u, q, x, T, d, k + q * STEP, w, ss, a.nw);
             k += U * STEP;
         }
         for (; k + (U - 1) * STEP < d; k += U * STEP) {
@@ -318,7 +324,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
                     for (int q = 0; q < U; q++) u[m][r][q] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k + q * STEP));
 #pragma unroll
             for (int q = 0; q < U; q++)
-                gemv_chunk<W, TT, R, NW, VN, U, NORM>(acc, u, q, x, T, d, k + q * STEP, w, inv, a.nw);
+                gemv_chunk<W, TT, R, NW, VN, U, NORM>(acc, u, q, x, T, d, k + q * STEP, w, ss, a.nw);
         }
         for (; k < d; k += STEP) {
             uint4 u1[NW][R][1];
@@ -326,7 +332,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
             for (int m = 0; m < NW; m++)
 #pragma unroll
                 for (int r = 0; r < R; r++) u1[m][r][0] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k));
-            gemv_chunk<W, TT, R, NW, VN, 1, NORM>(acc, u1, 0, x, T, d, k, w, inv, a.nw);
+            gemv_chunk<W, TT, R, NW, VN, 1, NORM>(acc, u1, 0, x, T, d, k, w, ss, a.nw);
         }
     } else {
         for (int k = lane; k < d; k += 32) {
@@ -349,6 +355,29 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
         for (int r = 0; r < R; r++)
 #pragma unroll
             for (int t = 0; t < TT; t++) acc[m][r][t] = warp_sum(acc[m][r][t]);
+    if (NORM) {
+        float inv[TT];
+#pragma unroll
+        for (int t = 0; t < TT; t++) inv[t] = t < T ? 1.0f / sqrtf(warp_sum(ss[t]) / d + a.eps) : 0.0f;
+#pragma unroll
+        for (int m = 0; m < NW; m++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int t = 0; t < TT; t++) acc[m][r][t] *= inv[t];
+        if (blockIdx.x == 0) { /* the rmsnorm op's own output, a quarter per warp */
+            int wid = threadIdx.x >> 5, nwp = blockDim.x >> 5;
+            for (int e = wid * 32 + lane; e < T * d; e += nwp * 32) {
+                int t = e / d;
+                float it = inv[0];
+#pragma unroll
+                for (int q = 1; q < TT; q++)
+                    if (q == t) it = inv[q];
+                a.nout[e] = x[e] * it * a.nw[e - t * d];
+            }
+        }
+        if (!live) return;
+    }
     /* lane i writes the (r, t) pairs with (r * TT + t) % 32 == i */
 #pragma unroll
     for (int r = 0; r < R; r++)

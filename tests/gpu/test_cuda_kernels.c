@@ -501,6 +501,67 @@ static void usage(void) {
     exit(2);
 }
 
+/* ---- rmsnorm followed by a matmul or SwiGLU of its output ----
+ * The CUDA backend may compute the norm inside the next op (and write the
+ * norm's output from there). Checked against rmsnorm_ref then matmul_ref /
+ * swiglu_ref, with the matmul's tolerance on the products and the norm's
+ * on its output; the norm's output starts poisoned. Three jobs (Q, K, V
+ * like) share the normalised input. */
+static void test_norm_then(backend_t *be, int T, int d, int n, dtype_t wt, int swiglu) {
+    size_t nx = (size_t)T * d;
+    float *x = xmalloc(sizeof(float) * nx), *nw = xmalloc(sizeof(float) * d), *xb = xmalloc(sizeof(float) * nx);
+    float *poison = xmalloc(sizeof(float) * (nx > (size_t)T * n * 3 ? nx : (size_t)T * n * 3));
+    float *r = xmalloc(sizeof(float) * (size_t)T * n * 3);
+    fill(x, nx, 2), fill(nw, (size_t)d, 1);
+    for (int i = 0; i < d; i++) nw[i] += 1.5f; /* weights around 1.5 */
+    fill_value(poison, nx > (size_t)T * n * 3 ? nx : (size_t)T * n * 3, NAN);
+    void *w[3];
+    for (int j = 0; j < 3; j++) w[j] = weights(wt, (size_t)n * d, 0.3f);
+    tensor_t xt = dev_f32(be, x, (int64_t)nx), xbt = dev_f32(be, poison, (int64_t)nx), nwt = dev_f32(be, nw, d);
+    tensor_t ot = dev_f32(be, poison, (int64_t)T * n * 3), wt_[3];
+    for (int j = 0; j < 3; j++) wt_[j] = dev_w(be, w[j], wt, (int64_t)n * d);
+    be->rmsnorm(be, xbt, xt, nwt, T, d, 1e-5f);
+    rmsnorm_ref(xb, x, nw, T, d, 1e-5f);
+    if (swiglu) {
+        be->swiglu(be, ot, xbt, wt_[0], wt_[1], T, d, n);
+        swiglu_ref(r, xb, w[0], w[1], wt, T, d, n);
+    } else {
+        matmul_job_t jobs[3];
+        for (int j = 0; j < 3; j++) {
+            jobs[j] = (matmul_job_t){wt_[j], ot, (int64_t)j * T * n, n};
+            matmul_ref(r + (size_t)j * T * n, n, xb, d, w[j], wt, d, T, n, d, 0);
+        }
+        be->matmul(be, xbt, T, d, jobs, 3, 0);
+    }
+    size_t no = (size_t)T * n * (swiglu ? 1 : 3);
+    float *o = read_back(be, ot, (int64_t)no), *ob = read_back(be, xbt, (int64_t)nx);
+    char what[128];
+    snprintf(what, sizeof what, "rmsnorm then %s %s T=%d d=%d n=%d", swiglu ? "swiglu" : "matmul x3", dtype_name(wt), T,
+             d, n);
+    /* the normalised inputs are O(1.5 * 1.7): the products' scale */
+    tol_t tol = tol_dot(wt, T, d, 0.3 * 2.6);
+    tol.atol *= 2, tol.rtol *= 2; /* the norm's own rounding rides on every term */
+    check(what, o, r, no, tol);
+    snprintf(what, sizeof what, "rmsnorm output before %s %s T=%d d=%d", swiglu ? "swiglu" : "matmul", dtype_name(wt), T, d);
+    check(what, ob, xb, nx, tol_rmsnorm());
+    be->free(be, &xt), be->free(be, &xbt), be->free(be, &nwt), be->free(be, &ot);
+    for (int j = 0; j < 3; j++) be->free(be, &wt_[j]), free(w[j]);
+    free(x), free(nw), free(xb), free(poison), free(r), free(o), free(ob);
+}
+
+static void norm_groups(backend_t *be) {
+    static const int Ts[] = {1, 2, 3, 8}, shapes[][2] = {{64, 5}, {288, 768}, {768, 288}, {4096, 40}, {36, 17}};
+    char name[96];
+    for (int k = 0; k < 3; k++) {
+        snprintf(name, sizeof name, "rmsnorm then matmul/swiglu %s", dtype_name(DTYPES[k]));
+        group_begin(name);
+        for (size_t a = 0; a < sizeof Ts / sizeof *Ts; a++)
+            for (size_t b = 0; b < sizeof shapes / sizeof *shapes; b++)
+                for (int sw = 0; sw < 2; sw++) test_norm_then(be, Ts[a], shapes[b][0], shapes[b][1], DTYPES[k], sw);
+        group_end();
+    }
+}
+
 int main(int argc, char **argv) {
     const char *device = "cuda:0";
     for (int i = 1; i < argc; i++) {
@@ -525,6 +586,7 @@ int main(int argc, char **argv) {
 
     matmul_groups(be, "");
     swiglu_groups(be, "");
+    norm_groups(be);
 #ifdef BILD_CUDA
     /* the other matmul path: every block through cuBLAS (prompt-sized blocks
      * already took it above; this covers the short ones on it too) */
