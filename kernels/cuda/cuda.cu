@@ -308,7 +308,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
         for (int r = 0; r < R; r++)
 #pragma unroll
             for (int t = 0; t < TT; t++) acc[m][r][t] = 0.0f;
-    if (VEC) {
+    if (VEC && live) { /* (a warp without rows only summed x^2 above) */
         if (first) {
 #pragma unroll
             for (int q = 0; q < U; q++)
@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(const gemv_args_t a) {
                 for (int r = 0; r < R; r++) u1[m][r][0] = __ldcs(reinterpret_cast<const uint4 *>(rp[m][r] + k));
             gemv_chunk<W, TT, R, NW, VN, 1, NORM>(acc, u1, 0, x, T, d, k, w, ss, a.nw);
         }
-    } else {
+    } else if (!VEC) {
         for (int k = lane; k < d; k += 32) {
 #pragma unroll
             for (int t = 0; t < TT; t++) {
@@ -629,6 +629,61 @@ __global__ void split_kernel(H *out, const float *x, int64_t n) {
     }
 }
 
+/* split_kernel with the held-back rmsnorm done first: one block per row
+ * finds 1/rms, writes the norm's output nout = (x * inv) * w (as the rmsnorm
+ * kernel does) and splits those values */
+template <typename H>
+__global__ void split_norm_kernel(H *out, float *nout, const float *x, const float *nw, int d, float eps, int64_t n) {
+    int t = blockIdx.x;
+    const float *xr = x + (int64_t)t * d;
+    float ss = 0;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf(ss / d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = xr[i] * inv * nw[i];
+        int64_t e = (int64_t)t * d + i;
+        nout[e] = v;
+        H h, l;
+        if constexpr (std::is_same<H, __nv_bfloat16>::value) {
+            h = __float2bfloat16_rn(v);
+            l = __float2bfloat16_rn(v - __bfloat162float(h));
+        } else {
+            h = __float2half_rn(v);
+            l = __float2half_rn(v - __half2float(h));
+        }
+        out[e] = h, out[n + e] = l;
+    }
+}
+
+/* The halves of up to three split GEMMs added into their outputs in one
+ * launch: out_j[t, i] (+)= prod_j[t, i] + prod_j[T + t, i]. */
+typedef struct {
+    float *out[3];
+    const float *prod[3];
+    int n[3], nj, accumulate;
+} combine_args_t;
+
+__global__ void combine_multi_kernel(combine_args_t a, int T) {
+    int64_t e0 = (int64_t)T * a.n[0], e1 = e0 + (int64_t)T * a.n[1], total = e1 + (a.nj > 2 ? (int64_t)T * a.n[2] : 0);
+    if (a.nj < 2) total = e0;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        int j = i < e0 ? 0 : i < e1 ? 1 : 2;
+        int64_t li = i - (j == 0 ? 0 : j == 1 ? e0 : e1), tn = (int64_t)T * a.n[j];
+        float v = a.prod[j][li] + a.prod[j][tn + li];
+        float *o = a.out[j] + li;
+        *o = a.accumulate ? *o + v : v;
+    }
+}
+
+/* SwiGLU from the split GEMMs of the gate and the up projection: out = silu(g) * u */
+__global__ void combine_swiglu_kernel(float *out, const float *pg, const float *pu, int64_t tn) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < tn; i += (int64_t)gridDim.x * blockDim.x) {
+        float g = pg[i] + pg[tn + i], u = pu[i] + pu[tn + i];
+        out[i] = g / (1.0f + expf(-g)) * u;
+    }
+}
+
 /* v = a[t, i] + a[T + t, i] (the two halves of a split GEMM); mode 0:
  * out = v, 1: out += v, 2: out = silu(gate) * v (SwiGLU's up projection). */
 __global__ void combine_kernel(float *out, int ldo, const float *a, int T, int n, int mode, const float *gate) {
@@ -819,7 +874,7 @@ static void cu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int 
     check_own(out), check_own(x), check_own(w);
     REQUIRE((int64_t)T * d <= out.ne && (int64_t)T * d <= x.ne && d <= w.ne);
     flush(c);
-    if (c->fuse && w.dtype == DTYPE_F32 && T <= 4 && out.data != x.data) { /* held for the next matmul */
+    if (c->fuse && w.dtype == DTYPE_F32 && out.data != x.data) { /* held for the next matmul */
         c->pn.on = 1, c->pn.T = T, c->pn.d = d, c->pn.out = (float *)out.data, c->pn.x = (const float *)x.data;
         c->pn.w = (const float *)w.data, c->pn.eps = eps;
         return;
@@ -874,6 +929,51 @@ static void blas_job(cu_t *c, const split_t *sp, const float *x, int T, int d, t
     LAUNCHED();
 }
 
+/* The half-weight cuBLAS path for n_w matrices of one half type sharing x:
+ * one split (with the held-back rmsnorm if it produced x), one GEMM each
+ * into its own product region, then one combine launch for all (swiglu:
+ * the gate and up products into out = silu(g) * u). */
+static void blas_half_jobs(cu_t *c, const float *x, int T, int d, const tensor_t *w, const int *n, float *const *out,
+                           int n_w, int accumulate, int swiglu, int absorb) {
+    dtype_t dt = w[0].dtype;
+    size_t xs = ((size_t)2 * T * d * 2 + 255) & ~(size_t)255, ps = 0;
+    for (int j = 0; j < n_w; j++) ps += (size_t)2 * T * n[j] * sizeof(float);
+    char *s = (char *)scratch(c, xs + ps);
+    int64_t nx = (int64_t)T * d;
+    prof_mark(c, "cuBLAS (split, GEMM, combine)");
+    if (absorb) {
+        c->pn.on = 0;
+        if (dt == DTYPE_BF16)
+            split_norm_kernel<__nv_bfloat16><<<T, 256, 0, c->stream>>>((__nv_bfloat16 *)s, c->pn.out, c->pn.x, c->pn.w, d,
+                                                                      c->pn.eps, nx);
+        else
+            split_norm_kernel<__half><<<T, 256, 0, c->stream>>>((__half *)s, c->pn.out, c->pn.x, c->pn.w, d, c->pn.eps, nx);
+    } else if (dt == DTYPE_BF16)
+        split_kernel<__nv_bfloat16><<<grid_for(nx, 256), 256, 0, c->stream>>>((__nv_bfloat16 *)s, x, nx);
+    else
+        split_kernel<__half><<<grid_for(nx, 256), 256, 0, c->stream>>>((__half *)s, x, nx);
+    LAUNCHED();
+    float one = 1.0f, zero = 0.0f, *prod[3];
+    size_t off = xs;
+    for (int j = 0; j < n_w; j++) {
+        prod[j] = (float *)(s + off);
+        off += (size_t)2 * T * n[j] * sizeof(float);
+        BLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n[j], 2 * T, d, &one, w[j].data, cuda_type(dt), d, s,
+                          cuda_type(dt), d, &zero, prod[j], CUDA_R_32F, n[j], CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
+    if (swiglu) {
+        int64_t tn = (int64_t)T * n[0];
+        combine_swiglu_kernel<<<grid_for(tn, 256), 256, 0, c->stream>>>(out[0], prod[0], prod[1], tn);
+    } else {
+        combine_args_t a = {};
+        int64_t total = 0;
+        for (int j = 0; j < n_w; j++) a.out[j] = out[j], a.prod[j] = prod[j], a.n[j] = n[j], total += (int64_t)T * n[j];
+        a.nj = n_w, a.accumulate = accumulate;
+        combine_multi_kernel<<<grid_for(total, 256), 256, 0, c->stream>>>(a, T);
+    }
+    LAUNCHED();
+}
+
 static int use_gemv(cu_t *c, int T) {
     return c->gemm_mode == 1 ? T <= BILD_CUDA_GEMV_LIMIT : c->gemm_mode == 2 ? 0 : T <= BILD_CUDA_GEMV_MAX_T;
 }
@@ -900,7 +1000,7 @@ static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_
         REQUIRE((int64_t)jb->n * d <= jb->w.ne && jb->out_off + (int64_t)T * jb->n <= jb->out.ne);
     }
     int fuse = use_gemv(c, T) && norm_pending_for(c, x, T, d);
-    if (!fuse) flush(c);
+    if (!fuse && use_gemv(c, T)) flush(c);
     if (use_gemv(c, T)) { /* one launch for up to GEMV_JOBS jobs of one weight dtype */
         for (int j0 = 0; j0 < n_jobs;) {
             gemv_args_t a = {};
@@ -916,6 +1016,20 @@ static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_
         }
         return;
     }
+    int same_half = n_jobs <= 3 && jobs[0].w.dtype != DTYPE_F32;
+    for (int j = 1; j < n_jobs; j++) same_half = same_half && jobs[j].w.dtype == jobs[0].w.dtype;
+    if (same_half) { /* a layer's Q, K, V or one projection: the short path */
+        tensor_t w[3];
+        int n[3];
+        float *out[3];
+        for (int j = 0; j < n_jobs; j++)
+            w[j] = jobs[j].w, n[j] = jobs[j].n, out[j] = (float *)jobs[j].out.data + jobs[j].out_off;
+        int absorb = c->pn.on && c->pn.out == (float *)x.data && c->pn.T == T && c->pn.d == d;
+        if (!absorb) flush(c);
+        blas_half_jobs(c, (const float *)x.data, T, d, w, n, out, n_jobs, accumulate, 0, absorb);
+        return;
+    }
+    flush(c);
     int n_max = 0;
     for (int j = 0; j < n_jobs; j++) n_max = jobs[j].n > n_max ? jobs[j].n : n_max;
     /* one split per run of jobs of one half type (the scratch holds one;
@@ -941,6 +1055,15 @@ static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tens
         if (norm_pending_for(c, x, T, d)) absorb_norm(c, &a, w1.dtype);
         else flush(c);
         gemv<2>(c, a, w1.dtype);
+        return;
+    }
+    if (w1.dtype == w3.dtype && w1.dtype != DTYPE_F32) {
+        tensor_t w[2] = {w1, w3};
+        int n[2] = {hid, hid};
+        float *o[2] = {(float *)out.data, NULL};
+        int absorb = c->pn.on && c->pn.out == (float *)x.data && c->pn.T == T && c->pn.d == d;
+        if (!absorb) flush(c);
+        blas_half_jobs(c, (const float *)x.data, T, d, w, n, o, 2, 0, 1, absorb);
         return;
     }
     flush(c);

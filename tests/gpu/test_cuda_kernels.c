@@ -549,11 +549,11 @@ static void test_norm_then(backend_t *be, int T, int d, int n, dtype_t wt, int s
     free(x), free(nw), free(xb), free(poison), free(r), free(o), free(ob);
 }
 
-static void norm_groups(backend_t *be) {
+static void norm_groups(backend_t *be, const char *tag) {
     static const int Ts[] = {1, 2, 3, 8}, shapes[][2] = {{64, 5}, {288, 768}, {768, 288}, {4096, 40}, {36, 17}};
     char name[96];
     for (int k = 0; k < 3; k++) {
-        snprintf(name, sizeof name, "rmsnorm then matmul/swiglu %s", dtype_name(DTYPES[k]));
+        snprintf(name, sizeof name, "rmsnorm then matmul/swiglu %s%s", dtype_name(DTYPES[k]), tag);
         group_begin(name);
         for (size_t a = 0; a < sizeof Ts / sizeof *Ts; a++)
             for (size_t b = 0; b < sizeof shapes / sizeof *shapes; b++)
@@ -586,7 +586,7 @@ int main(int argc, char **argv) {
 
     matmul_groups(be, "");
     swiglu_groups(be, "");
-    norm_groups(be);
+    norm_groups(be, "");
 #ifdef BILD_CUDA
     /* the other matmul path: every block through cuBLAS (prompt-sized blocks
      * already took it above; this covers the short ones on it too) */
@@ -595,6 +595,7 @@ int main(int argc, char **argv) {
         all_cublas = 1;
         matmul_groups(be, " [cublas]");
         swiglu_groups(be, " [cublas]");
+        norm_groups(be, " [cublas]");
         backend_cuda_set_gemm(be, 0);
         all_cublas = 0;
     }
