@@ -512,8 +512,24 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(float *out, cons
         float s = 0;
         if (j < n) {
             const float *k = kbase + (int64_t)j * kvd;
+            if ((hd & 31) == 0 && ((uintptr_t)k & 15) == 0) { /* 16-byte loads, all issued at once */
+                float4 kv[4];
+                int nv = hd / 32; /* float4s per lane: 2 for hd 64, 4 for hd 128 */
+#pragma unroll
+                for (int v = 0; v < 4; v++)
+                    if (v < nv) kv[v] = *reinterpret_cast<const float4 *>(k + 4 * (gl + 8 * v));
+#pragma unroll
+                for (int v = 0; v < 4; v++)
+                    if (v < nv) {
+                        const float *qq = qs + 4 * (gl + 8 * v);
+                        s += qq[0] * kv[v].x + qq[1] * kv[v].y + qq[2] * kv[v].z + qq[3] * kv[v].w;
+                    }
+                for (int i = 4 * (gl + 32); i < hd; i += 32) /* hd above 128 */
+                    s += qs[i] * k[i] + qs[i + 1] * k[i + 1] + qs[i + 2] * k[i + 2] + qs[i + 3] * k[i + 3];
+            } else {
 #pragma unroll 4
-            for (int i = gl; i < hd; i += 8) s += qs[i] * k[i];
+                for (int i = gl; i < hd; i += 8) s += qs[i] * k[i];
+            }
         }
         s += __shfl_xor_sync(0xffffffffu, s, 4);
         s += __shfl_xor_sync(0xffffffffu, s, 2);
@@ -541,16 +557,17 @@ __global__ void __launch_bounds__(ATT_THREADS) attention_kernel(float *out, cons
     const float *vbase = vc + (int64_t)kvh * hd;
     for (int e = threadIdx.x; e < P * hd; e += blockDim.x) {
         int i = e % hd, p = e / hd;
-        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         int j = p;
-        for (; j + 3 * P < n; j += 4 * P) { /* four independent loads in flight */
-            a0 += sc[j] * vbase[(int64_t)j * kvd + i];
-            a1 += sc[j + P] * vbase[(int64_t)(j + P) * kvd + i];
-            a2 += sc[j + 2 * P] * vbase[(int64_t)(j + 2 * P) * kvd + i];
-            a3 += sc[j + 3 * P] * vbase[(int64_t)(j + 3 * P) * kvd + i];
+        for (; j + 7 * P < n; j += 8 * P) { /* eight independent loads in flight */
+            float v[8];
+#pragma unroll
+            for (int q = 0; q < 8; q++) v[q] = vbase[(int64_t)(j + q * P) * kvd + i];
+#pragma unroll
+            for (int q = 0; q < 8; q++) a[q] += sc[j + q * P] * v[q];
         }
-        for (; j < n; j += P) a0 += sc[j] * vbase[(int64_t)j * kvd + i];
-        part[e] = (a0 + a1) + (a2 + a3);
+        for (; j < n; j += P) a[0] += sc[j] * vbase[(int64_t)j * kvd + i];
+        part[e] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
     }
     __syncthreads();
     for (int i = threadIdx.x; i < hd; i += blockDim.x) {
