@@ -31,6 +31,7 @@
 #include "coordinator/session.h"
 #include "large_worker/server.h"
 #include "large_worker/verifier.h"
+#include "proto/plane.h"
 #include "proto/serve.h"
 #include "proto/transport.h"
 #include "small_worker/drafter.h"
@@ -139,11 +140,17 @@ static const char *GEN_HELP =
     "                          ('-': stdin); a failed request gives {\"id\", \"error\"}\n"
     "                          and serving goes on (workers are reconnected)\n"
     "\n"
-    "Workers in other processes (greedy only; see bild small-worker --help):\n"
+    "Workers in other processes (see bild small-worker --help):\n"
     "      --small-endpoint EP use a running small worker at EP (ipc:// or tcp://)\n"
     "      --large-endpoint EP use a running large worker at EP\n"
     "      --overlap           while the large worker verifies, the small worker drafts\n"
-    "                          on from its own guess (same text; kept when right)\n"
+    "                          on from its own guess (same text; kept when right;\n"
+    "                          greedy only)\n"
+    "      --data-plane KIND   how spec sampling's distributions reach the large\n"
+    "                          worker: auto (default: nccl between two GPUs, host on\n"
+    "                          one GPU, messages for CPU workers), messages (through\n"
+    "                          this process), host (worker to worker over ipc://, one\n"
+    "                          host), nccl (worker to worker, two GPUs; make CUDA=1)\n"
     "      --timeout MS        longest wait for one reply (default 30000)\n"
     "      --heartbeat MS      connection heartbeat; a worker silent for 3 beats is\n"
     "                          reported lost (default 1000)\n"
@@ -477,11 +484,83 @@ typedef struct {
     remote_t *rs, *rl;
     hello_reply_t hs, hl;
     long trips_done, bytes_done; /* from links closed after a failure */
+    /* remote workers: how they sample (sent with SESSION) and the data plane */
+    float temperature, top_p;
+    uint64_t seed_s, seed_l;
+    int plane_want;  /* --data-plane: PLANE_AUTO or a kind */
+    int plane_kind;  /* the one set up (PLANE_MESSAGES: none) */
+    char plane_why[600];
+    int setup_done;  /* gen_setup_remote ran on the current links */
 } gen_t;
+
+/* Sets up what remote workers need beyond the handshake, after (re)connects:
+ * their sampling settings, and for speculative sampling with both workers
+ * remote the data plane (proto/plane.h) over which the small model's
+ * distributions go straight to the large worker. */
+static int gen_setup_remote(gen_t *g, char *err, size_t errlen) {
+    char why[900];
+    if (g->temperature > 0) {
+        session_req_t q = {g->temperature, g->top_p, g->seed_s};
+        if (g->rs && remote_session(g->rs, &q, why, sizeof why)) goto fail;
+        q.seed = g->seed_l;
+        if (g->rl && remote_session(g->rl, &q, why, sizeof why)) goto fail;
+    }
+    g->plane_kind = PLANE_MESSAGES;
+    if (!g->base.sampling || !g->rs || !g->rl || g->plane_want == PLANE_MESSAGES) {
+        snprintf(g->plane_why, sizeof g->plane_why, "%s",
+                 !g->base.sampling ? "greedy: nothing large to move" : !g->rs || !g->rl ? "a model in process"
+                                                                                         : "asked for");
+        return 0;
+    }
+    plane_req_t pq = {.op = PLANE_OP_QUERY};
+    plane_res_t as, al;
+    if (remote_plane(g->rs, &pq, &as, why, sizeof why) || remote_plane(g->rl, &pq, &al, why, sizeof why)) goto fail;
+    int kind;
+    if (plane_select(g->plane_want, &as, &al, &kind, g->plane_why, sizeof g->plane_why)) {
+        snprintf(err, errlen, "%s", g->plane_why);
+        return -1;
+    }
+    plane_res_t r;
+    if (kind == PLANE_HOST) { /* the large worker binds, the small one connects */
+        pq = (plane_req_t){.op = PLANE_OP_OPEN, .kind = PLANE_HOST, .rank = 0};
+        if (remote_plane(g->rl, &pq, &r, why, sizeof why)) goto fail;
+        pq.rank = 1;
+        snprintf(pq.endpoint, sizeof pq.endpoint, "%s", r.endpoint);
+        if (remote_plane(g->rs, &pq, &r, why, sizeof why)) goto fail;
+    } else if (kind == PLANE_NCCL) { /* the large worker makes the id; both join at once */
+        pq = (plane_req_t){.op = PLANE_OP_ID, .kind = PLANE_NCCL};
+        if (remote_plane(g->rl, &pq, &r, why, sizeof why)) goto fail;
+        if (!r.has_id) {
+            snprintf(err, errlen, "large worker at %s: no NCCL unique id in its reply", g->large_ep);
+            return -1;
+        }
+        pq = (plane_req_t){.op = PLANE_OP_OPEN, .kind = PLANE_NCCL, .rank = 0, .has_id = 1};
+        memcpy(pq.id, r.id, sizeof pq.id);
+        if (remote_plane_start(g->rl, &pq, why, sizeof why)) goto fail;
+        pq.rank = 1;
+        int e1 = remote_plane_start(g->rs, &pq, why, sizeof why);
+        char why2[900];
+        int e2 = remote_plane_finish(g->rl, &r, why2, sizeof why2);
+        if (e1 || (!e1 && remote_plane_finish(g->rs, &r, why, sizeof why))) goto fail;
+        if (e2) {
+            snprintf(err, errlen, "data plane: %s", why2);
+            return -1;
+        }
+    }
+    g->plane_kind = kind;
+    if (!g->quiet)
+        fprintf(stderr, "bild %s: data plane %s (%s): small on %s, large on %s\n", g->cmd, plane_kind_name(kind),
+                g->plane_why, as.device, al.device);
+    return 0;
+fail:
+    snprintf(err, errlen, "%s", why);
+    return -1;
+}
 
 /* (Re)connects the remote links that are missing or broken, with a fresh
  * handshake and the vocabulary check. Returns 0, or -1 with a message. */
 static int gen_connect(gen_t *g, char *err, size_t errlen) {
+    int fresh = 0;
     remote_t **rr[2] = {&g->rs, &g->rl};
     const char *eps[2] = {g->small_ep, g->large_ep};
     hello_reply_t *hh[2] = {&g->hs, &g->hl};
@@ -500,6 +579,17 @@ static int gen_connect(gen_t *g, char *err, size_t errlen) {
         if (!(*rr[i] = remote_connect(g->zctx, eps[i], i ? ROLE_LARGE : ROLE_SMALL, g->tok ? g->V : 0, g->fp, &ro,
                                       hh[i], err, errlen)))
             return -1;
+        fresh = 1;
+    }
+    if (fresh) g->setup_done = 0;
+    /* after the tokenizer is known (the first request), and after every reconnect */
+    if (!g->setup_done && g->tok && (g->rs || g->rl)) {
+        if (gen_setup_remote(g, err, errlen)) {
+            if (g->rs) remote_destroy(&g->rs); /* start afresh next time */
+            if (g->rl) remote_destroy(&g->rl);
+            return -1;
+        }
+        g->setup_done = 1;
     }
     return 0;
 }
@@ -551,6 +641,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         rc = GEN_WORKER;
         goto done;
     }
+    policy_set_accept_remote(pol, q.sampling && g->plane_kind != PLANE_MESSAGES);
     long trips0, bytes0;
     gen_remote_totals(g, &trips0, &bytes0);
     small_link_t sl = g->dr ? drafter_link(g->dr) : g->rs ? remote_small_link(g->rs) : (small_link_t){0};
@@ -587,6 +678,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         if (id) cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
         cJSON_AddStringToObject(j, "mode", policy_mode_name(q.mode));
         cJSON_AddBoolToObject(j, "faithful", q.faithful);
+        if (g->rs && g->rl) cJSON_AddStringToObject(j, "data_plane", plane_kind_name(g->plane_kind));
         cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
         cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
         for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
@@ -777,7 +869,7 @@ static int cmd_generate(int argc, char **argv) {
     dummy_t dummy = {0};
     int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0, overlap = 0;
     int seed_given = 0, fb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
-    const char *small_ep = NULL, *large_ep = NULL;
+    const char *small_ep = NULL, *large_ep = NULL, *plane_s = "auto";
     float alpha_fb = 0.6f, alpha_rb = 5.0f, temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
     const opt_t opts[] = {
@@ -791,6 +883,7 @@ static int cmd_generate(int argc, char **argv) {
         {NULL, "--small-server-key", OPT_STR, &small_key, 0, 0, 0, NULL},
         {NULL, "--large-server-key", OPT_STR, &large_key, 0, 0, 0, NULL},
         {NULL, "--overlap", OPT_FLAG, &overlap, 0, 0, 0, NULL},
+        {NULL, "--data-plane", OPT_STR, &plane_s, 0, 0, 0, NULL},
         {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
         {"-p", "--prompt", OPT_STR, &prompt, 0, 0, 0, NULL},
         {"-f", "--prompt-file", OPT_STR, &prompt_file, 0, 0, 0, NULL},
@@ -824,8 +917,9 @@ static int cmd_generate(int argc, char **argv) {
     if (large_path && large_ep) return cli_usage_error(cmd, "give --large or --large-endpoint, not both");
     if (!small_path && !small_ep && mode != POLICY_LARGE) return cli_usage_error(cmd, "--small is required");
     if (!large_path && !large_ep && mode != POLICY_SMALL) return cli_usage_error(cmd, "--large is required");
-    if ((small_ep || large_ep) && temperature > 0)
-        return cli_usage_error(cmd, "remote workers decode greedily for now; drop --temperature or run in process");
+    int plane_want = plane_kind_parse(plane_s);
+    if (plane_want < PLANE_AUTO)
+        return cli_usage_error(cmd, "--data-plane: unknown kind '%s' (auto, messages, host or nccl)", plane_s);
     if (overlap && temperature > 0) return cli_usage_error(cmd, "--overlap is for greedy decoding; drop --temperature");
     if (mode == POLICY_LARGE) small_path = small_ep = NULL; /* not used */
     if (mode == POLICY_SMALL) large_path = large_ep = NULL;
@@ -859,7 +953,7 @@ static int cmd_generate(int argc, char **argv) {
     char *prompt_buf = NULL;
     FILE *req_f = NULL;
     gen_t g = {.cmd = cmd, .json = json, .quiet = quiet, .overlap = overlap,
-               .small_ep = small_ep, .large_ep = large_ep};
+               .small_ep = small_ep, .large_ep = large_ep, .plane_want = plane_want};
     g.ro = (remote_opts_t){.timeout_ms = timeout_ms, .heartbeat_ms = heartbeat_ms};
     if (curve_key) {
         if (transport_load_keypair(curve_key, &kp, err, sizeof err) != 0 ||
@@ -963,6 +1057,8 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         goto done;
     }
+    /* remote workers get the same settings and seeds (SESSION) */
+    g.temperature = temperature, g.top_p = top_p, g.seed_s = seed, g.seed_l = seed ^ 0x9E3779B97F4A7C15ULL;
     if (temperature > 0) { /* independent streams for the two models */
         smp_s = sampler_new(V, temperature, top_p, 0, seed);
         smp_l = sampler_new(V, temperature, top_p, 0, seed ^ 0x9E3779B97F4A7C15ULL);
@@ -1153,8 +1249,12 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    small_server_t ss = {dr, c->vocab_size};
-    large_server_t ls = {vf, c->vocab_size};
+    plane_t *plane = NULL;
+    small_server_t ss = {.drafter = dr, .vocab = c->vocab_size, .tf = tf, .stop_a = c->eos_id, .stop_b = c->bos_id,
+                         .plane = &plane};
+    large_server_t ls = {.verifier = vf, .vocab = c->vocab_size, .tf = tf, .plane = &plane,
+                         .timeout_ms = BILD_PLANE_TIMEOUT_MS};
+    dr = NULL, vf = NULL; /* the servers own them now (SESSION replaces them) */
     serve_t sv = {.name = name,
                   .hello = {.role = role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
                             .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
@@ -1163,7 +1263,10 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
                   .ctx = role == ROLE_SMALL ? (void *)&ss : (void *)&ls,
                   .stop = &g_stop,
                   .idle = backend_idle_hint,
-                  .idle_ctx = be};
+                  .idle_ctx = be,
+                  .device = device,
+                  .zctx = zctx,
+                  .plane = &plane};
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
     char where[256];
     fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s): listening on %s\n", cmd, model, c->vocab_size,
@@ -1171,6 +1274,8 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
             curve_key ? ", CURVE" : "", bind_ep);
     rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
     fprintf(stderr, "bild %s: %s\n", cmd, g_stop ? "stopped by a signal" : "shut down");
+    small_server_free(&ss);
+    large_server_free(&ls);
 done:
     transport_server_destroy(&srv);
     if (zctx) zmq_ctx_term(zctx);

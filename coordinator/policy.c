@@ -10,6 +10,8 @@
  */
 #include "coordinator/policy.h"
 
+#include "coordinator/accept.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,31 +41,7 @@ struct policy {
     unsigned long long rng;
 };
 
-/* xorshift64* after a splitmix64 scramble of the seed; uniform in [0, 1). */
-static double rng_uniform(policy_t *p) {
-    p->rng ^= p->rng >> 12, p->rng ^= p->rng << 25, p->rng ^= p->rng >> 27;
-    return (double)((p->rng * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-/* Draws from w[0..V) (non-negative, not necessarily normalised). Returns -1
- * if the total mass is zero. */
-static int draw_weights(policy_t *p, const float *w, const float *minus, int V) {
-    double total = 0;
-    for (int i = 0; i < V; i++) {
-        double x = minus ? (double)w[i] - minus[i] : w[i];
-        total += x > 0 ? x : 0;
-    }
-    if (!(total > 0)) return -1;
-    double u = rng_uniform(p) * total, c = 0;
-    int last = -1;
-    for (int i = 0; i < V; i++) {
-        double x = minus ? (double)w[i] - minus[i] : w[i];
-        if (x <= 0) continue;
-        last = i;
-        if ((c += x) > u) return i;
-    }
-    return last;
-}
+void policy_set_accept_remote(policy_t *p, int on) { p->pp.accept_remote = on && p->pp.sampling; }
 
 const char *policy_mode_name(policy_mode_t m) {
     return m == POLICY_BILD ? "bild" : m == POLICY_LARGE ? "large" : m == POLICY_SMALL ? "small" : "spec";
@@ -175,7 +153,7 @@ policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq) {
             int keep = p->S_cached < p->len - 1 ? p->S_cached : p->len - 1;
             float fb = p->pp.mode == POLICY_SMALL ? 0.0f : p->pp.alpha_fb;
             *dreq = (draft_req_t){.keep = keep, .feed = p->seq + keep, .n_feed = p->len - keep, .k = k, .alpha_fb = fb,
-                                  .want_probs = p->pp.sampling};
+                                  .want_probs = p->pp.sampling, .plane_send = p->pp.sampling && p->pp.accept_remote};
             p->pending_k = k;
             return ACT_DRAFT;
         }
@@ -188,6 +166,9 @@ policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq) {
         /* positions before L_pos that the large model has not cached run in the same pass */
         *vreq = (verify_req_t){.pos = pos, .tokens = p->seq + pos, .T = p->L_pos - pos + n, .n_out = n,
                                .want_probs = p->pp.sampling};
+        if (p->pp.sampling && p->pp.accept_remote) /* the large worker decides, with our random stream */
+            vreq->accept_here = 1, vreq->plane_rows = p->dprobs_rows, vreq->rng = p->rng,
+            vreq->bonus = !(p->vstop >= 0 || p->final_check);
         p->pending_T = n, p->pending_pass_T = vreq->T;
         return ACT_VERIFY;
     }
@@ -243,8 +224,9 @@ int policy_on_draft(policy_t *p, const draft_res_t *r, char *err, int errlen) {
     p->S_cached = r->cached;
     if (p->pp.sampling) { /* keep the distributions the tokens were drawn from */
         int rows = r->n + (r->end == DRAFT_STOP);
-        if (rows && !r->probs) return refuse(p, err, errlen, "draft result lacks the distributions asked for");
-        if (rows) memcpy(p->dprobs, r->probs, sizeof(float) * (size_t)rows * p->pp.vocab_size);
+        if (rows && !r->probs && !p->pp.accept_remote)
+            return refuse(p, err, errlen, "draft result lacks the distributions asked for");
+        if (rows && !p->pp.accept_remote) memcpy(p->dprobs, r->probs, sizeof(float) * (size_t)rows * p->pp.vocab_size);
         p->dprobs_rows = rows;
     }
     for (int i = 0; i < r->n; i++) p->seq[p->len] = r->tokens[i], p->src[p->len++] = 'S';
@@ -277,8 +259,12 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
         if (r->argmax[j] < 0 || r->argmax[j] >= p->pp.vocab_size || r->sampled[j] < 0 ||
             r->sampled[j] >= p->pp.vocab_size || !(r->nll[j] >= -1e-3f) || isinf(r->nll[j]))
             return refuse(p, err, errlen, "verify result holds an out-of-range token or distance");
-    if (p->pp.sampling && p->state == ST_LARGE && !r->probs)
+    int remote = p->pp.sampling && p->pp.accept_remote && p->state == ST_LARGE;
+    if (p->pp.sampling && p->state == ST_LARGE && !remote && !r->probs)
         return refuse(p, err, errlen, "verify result lacks the distributions asked for");
+    if (remote && (!r->accept_done || r->accept_m < 0 || r->accept_m >= T || r->accept_z < -1 ||
+                   r->accept_z >= p->pp.vocab_size || (r->accept_m && r->accept_z < 0)))
+        return refuse(p, err, errlen, "verify result lacks a consistent acceptance verdict");
     policy_stats_t *s = &p->st;
     s->verify_calls++;
     s->large_passes++;
@@ -294,16 +280,18 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
      * distance is nll[m - 1] and the large model's token there is sampled[m - 1]. */
     const int *chunk = p->seq + p->L_pos;
     int m_rb = 0, V = p->pp.vocab_size, z_rb = -1;
-    for (int m = 1; m < T; m++) {
+    int bonus = -1;
+    if (p->pp.sampling) { /* accept_chunk, here or on the large worker (the same code and stream) */
+        int z;
+        if (remote) m_rb = r->accept_m, z = r->accept_z, p->rng = r->rng;
+        else if (accept_chunk(chunk, T, r->probs, p->dprobs, V, !(p->vstop >= 0 || p->final_check), &p->rng, &m_rb,
+                              &z))
+            return refuse(p, err, errlen, "verify result holds an empty distribution");
+        if (m_rb) z_rb = z;
+        else bonus = z;
+    }
+    for (int m = 1; m < T && !p->pp.sampling; m++) {
         int y = chunk[m], z = r->sampled[m - 1];
-        if (p->pp.sampling) { /* accept y with probability min(1, p_L(y) / p_S(y)) */
-            const float *pl = r->probs + (size_t)(m - 1) * V, *ps = p->dprobs + (size_t)(m - 1) * V;
-            if (rng_uniform(p) * ps[y] < pl[y]) continue;
-            m_rb = m; /* rejected: resample from norm(max(0, p_L - p_S)) */
-            z_rb = draw_weights(p, pl, ps, V);
-            if (z_rb < 0) z_rb = draw_weights(p, pl, NULL, V);
-            break;
-        }
         if (p->pp.mode == POLICY_SPEC) {
             if (z != y) {
                 m_rb = m;
@@ -337,9 +325,8 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
     s->accepted += real_small;
     if (p->vstop >= 0 || p->final_check) /* the stop, or the tail at the length limit, is confirmed */
         return finish(p, p->vstop >= 0 ? STOP_AT_EOS : STOP_AT_LENGTH), 0;
-    int bonus = r->sampled[T - 1];
-    if (p->pp.sampling && (bonus = draw_weights(p, r->probs + (size_t)(T - 1) * V, NULL, V)) < 0)
-        return refuse(p, err, errlen, "verify result holds an empty distribution");
+    if (!p->pp.sampling) bonus = r->sampled[T - 1];
+    else if (bonus < 0) return refuse(p, err, errlen, "verify result lacks the bonus token");
     if (!append_large(p, bonus)) p->L_pos = p->len - 1, p->state = ST_SMALL;
     return 0;
 }

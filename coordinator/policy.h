@@ -37,6 +37,8 @@ typedef struct {
     int stop_a, stop_b; /* stop tokens (EOS and BOS for llama2.c vocabularies) */
     int sampling;     /* SPEC: Leviathan rejection sampling on the workers' full distributions */
     unsigned long long seed; /* SPEC sampling: the accept/resample random stream */
+    int accept_remote; /* SPEC sampling: the small model's distributions go to the large worker over the data
+                          plane, and it runs the acceptance with this policy's stream (coordinator/accept.h) */
 } policy_params_t;
 
 typedef struct {
@@ -67,6 +69,8 @@ typedef struct policy policy_t;
  * a one-line reason in err on bad parameters or allocation failure. */
 policy_t *policy_new(const policy_params_t *pp, const int *prompt, int n_prompt, char *err, int errlen);
 void policy_destroy(policy_t **pp);
+/* Sets pp.accept_remote (before the first step): the link set-up decides it. */
+void policy_set_accept_remote(policy_t *p, int on);
 
 /* The next step. ACT_DRAFT fills *dreq, ACT_VERIFY fills *vreq (their token
  * pointers borrow the policy's sequence until the next policy call). */

@@ -144,6 +144,30 @@ static int remote_verify(void *self, const verify_req_t *req, verify_res_t *res,
     return remote_verify_start(self, req, err, errlen) ? -1 : remote_verify_finish(self, res, err, errlen);
 }
 
+int remote_session(remote_t *r, const session_req_t *q, char *err, int errlen) {
+    proto_buf_t b = {0};
+    int rc = proto_encode_session(&b, r->next_id++, q) == 0 ? call(r, &b, MSG_PONG, err, errlen) : -1;
+    proto_buf_free(&b);
+    return rc;
+}
+
+int remote_plane_start(remote_t *r, const plane_req_t *q, char *err, int errlen) {
+    proto_buf_t b = {0};
+    int rc = proto_encode_plane_req(&b, r->next_id++, q) == 0 ? start_call(r, &b, MSG_PLANE_RES, err, errlen) : -1;
+    proto_buf_free(&b);
+    return rc;
+}
+
+int remote_plane_finish(remote_t *r, plane_res_t *res, char *err, int errlen) {
+    if (finish_call(r, MSG_PLANE_RES, err, errlen)) return -1;
+    *res = r->last.plane_res;
+    return 0;
+}
+
+int remote_plane(remote_t *r, const plane_req_t *q, plane_res_t *res, char *err, int errlen) {
+    return remote_plane_start(r, q, err, errlen) ? -1 : remote_plane_finish(r, res, err, errlen);
+}
+
 small_link_t remote_small_link(remote_t *r) { return (small_link_t){r, remote_draft}; }
 large_link_t remote_large_link(remote_t *r) {
     return (large_link_t){r, remote_verify, remote_verify_start, remote_verify_finish};

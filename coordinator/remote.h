@@ -40,6 +40,14 @@ remote_t *remote_connect(void *zctx, const char *endpoint, worker_role_t role, i
 void remote_shutdown(remote_t **pr);
 void remote_destroy(remote_t **pr);
 
+/* SESSION: the worker samples with these settings from now on. 0 or -1. */
+int remote_session(remote_t *r, const session_req_t *q, char *err, int errlen);
+/* One data-plane set-up step (proto/plane.h); start/finish let the caller
+ * send to both workers before waiting (an NCCL open blocks until both join). */
+int remote_plane(remote_t *r, const plane_req_t *q, plane_res_t *res, char *err, int errlen);
+int remote_plane_start(remote_t *r, const plane_req_t *q, char *err, int errlen);
+int remote_plane_finish(remote_t *r, plane_res_t *res, char *err, int errlen);
+
 small_link_t remote_small_link(remote_t *r);
 large_link_t remote_large_link(remote_t *r);
 const remote_stats_t *remote_stats(const remote_t *r);

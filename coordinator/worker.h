@@ -27,6 +27,8 @@ typedef struct {
     int k;           /* 1..BILD_MAX_DRAFT */
     float alpha_fb;  /* 0 never falls back */
     int want_probs;  /* sample from softmax(logits / T) in full and return it (rejection sampling) */
+    int plane_send;  /* want_probs: send the distributions to the large worker over the data plane
+                        (proto/plane.h) instead of returning them */
 } draft_req_t;
 
 typedef struct {
@@ -55,6 +57,15 @@ typedef struct {
     int T;             /* >= 1; the n_out last ones <= BILD_MAX_DRAFT */
     int n_out;         /* 1..T */
     int want_probs;    /* also return softmax(logits / T) at the n_out positions */
+    /* Rejection sampling done here rather than by the caller (the small
+     * model's distributions came over the data plane): accept_here = 1,
+     * plane_rows of them to receive first (0..n_out), bonus = 1 to draw a
+     * bonus token when every draft token is accepted, rng the caller's
+     * random stream (coordinator/accept.h). */
+    int accept_here;
+    int plane_rows;
+    int bonus;
+    unsigned long long rng;
 } verify_req_t;
 
 typedef struct {
@@ -63,6 +74,12 @@ typedef struct {
     int sampled[BILD_MAX_DRAFT];
     float nll[BILD_MAX_DRAFT];
     const float *probs; /* want_probs: (n_out, vocab), borrowed until the next call */
+    /* accept_here: the verdict (accept_m 0 all accepted, else the first
+     * rejected position; accept_z the resampled or bonus token, -1 none) and
+     * the random stream after it */
+    int accept_done;
+    int accept_m, accept_z;
+    unsigned long long rng;
 } verify_res_t;
 
 /* A worker: a call returns 0, or a negative code with a message in err. */

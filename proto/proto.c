@@ -84,12 +84,15 @@ int proto_encode_hello_reply(proto_buf_t *b, uint32_t id, const hello_reply_t *h
 
 int proto_encode_draft_req(proto_buf_t *b, uint32_t id, const draft_req_t *r) {
     enc_t e;
-    enc_begin(&e, id, MSG_DRAFT_REQ, 5);
+    /* plane_send travels as a sixth field only when set: a worker that
+     * predates the data plane still understands every other request */
+    enc_begin(&e, id, MSG_DRAFT_REQ, r->plane_send ? 6 : 5);
     msgpack_pack_int(&e.pk, r->keep);
     pack_ints(&e.pk, r->feed, r->n_feed);
     msgpack_pack_int(&e.pk, r->k);
     msgpack_pack_float(&e.pk, r->alpha_fb);
     msgpack_pack_int(&e.pk, r->want_probs);
+    if (r->plane_send) msgpack_pack_int(&e.pk, 1);
     return enc_end(&e, b);
 }
 
@@ -110,21 +113,31 @@ int proto_encode_draft_res(proto_buf_t *b, uint32_t id, const draft_res_t *r, in
 
 int proto_encode_verify_req(proto_buf_t *b, uint32_t id, const verify_req_t *r) {
     enc_t e;
-    enc_begin(&e, id, MSG_VERIFY_REQ, 4);
+    enc_begin(&e, id, MSG_VERIFY_REQ, r->accept_here ? 7 : 4); /* the acceptance fields only when used */
     msgpack_pack_int(&e.pk, r->pos);
     pack_ints(&e.pk, r->tokens, r->T);
     msgpack_pack_int(&e.pk, r->n_out);
     msgpack_pack_int(&e.pk, r->want_probs);
+    if (r->accept_here) {
+        msgpack_pack_int(&e.pk, r->plane_rows);
+        msgpack_pack_int(&e.pk, r->bonus);
+        msgpack_pack_uint64(&e.pk, r->rng);
+    }
     return enc_end(&e, b);
 }
 
 int proto_encode_verify_res(proto_buf_t *b, uint32_t id, const verify_res_t *r, int vocab) {
     enc_t e;
-    enc_begin(&e, id, MSG_VERIFY_RES, 4);
+    enc_begin(&e, id, MSG_VERIFY_RES, r->accept_done ? 7 : 4);
     pack_ints(&e.pk, r->argmax, r->n_out);
     pack_ints(&e.pk, r->sampled, r->n_out);
     pack_floats(&e.pk, r->nll, r->n_out);
     pack_probs(&e.pk, r->probs, r->n_out, vocab);
+    if (r->accept_done) {
+        msgpack_pack_int(&e.pk, r->accept_m);
+        msgpack_pack_int(&e.pk, r->accept_z);
+        msgpack_pack_uint64(&e.pk, r->rng);
+    }
     return enc_end(&e, b);
 }
 
@@ -139,6 +152,47 @@ int proto_encode_error(proto_buf_t *b, uint32_t id, int code, const char *text) 
 int proto_encode_simple(proto_buf_t *b, uint32_t id, msg_type_t type) {
     enc_t e;
     enc_begin(&e, id, type, 0);
+    return enc_end(&e, b);
+}
+
+int proto_encode_session(proto_buf_t *b, uint32_t id, const session_req_t *r) {
+    enc_t e;
+    enc_begin(&e, id, MSG_SESSION, 3);
+    msgpack_pack_float(&e.pk, r->temperature);
+    msgpack_pack_float(&e.pk, r->top_p);
+    msgpack_pack_uint64(&e.pk, r->seed);
+    return enc_end(&e, b);
+}
+
+static void pack_id(msgpack_packer *pk, int has, const unsigned char *id) {
+    if (!has) {
+        msgpack_pack_nil(pk);
+        return;
+    }
+    msgpack_pack_bin(pk, PROTO_PLANE_ID);
+    msgpack_pack_bin_body(pk, id, PROTO_PLANE_ID);
+}
+
+int proto_encode_plane_req(proto_buf_t *b, uint32_t id, const plane_req_t *r) {
+    enc_t e;
+    enc_begin(&e, id, MSG_PLANE_REQ, 5);
+    msgpack_pack_int(&e.pk, r->op);
+    msgpack_pack_int(&e.pk, r->kind);
+    msgpack_pack_int(&e.pk, r->rank);
+    pack_str(&e.pk, r->endpoint);
+    pack_id(&e.pk, r->has_id, r->id);
+    return enc_end(&e, b);
+}
+
+int proto_encode_plane_res(proto_buf_t *b, uint32_t id, const plane_res_t *r) {
+    enc_t e;
+    enc_begin(&e, id, MSG_PLANE_RES, 6);
+    pack_str(&e.pk, r->device);
+    pack_str(&e.pk, r->uuid);
+    pack_str(&e.pk, r->host);
+    msgpack_pack_int(&e.pk, r->nccl);
+    pack_str(&e.pk, r->endpoint);
+    pack_id(&e.pk, r->has_id, r->id);
     return enc_end(&e, b);
 }
 
@@ -214,6 +268,16 @@ static proto_err_t get_probs(const msgpack_object *o, int rows, int vocab, proto
     return PROTO_OK;
 }
 
+/* nil, or a bin of exactly PROTO_PLANE_ID bytes */
+static int get_id(const msgpack_object *o, int *has, unsigned char *id) {
+    *has = 0;
+    if (o->type == MSGPACK_OBJECT_NIL) return 0;
+    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != PROTO_PLANE_ID) return -1;
+    memcpy(id, o->via.bin.ptr, PROTO_PLANE_ID);
+    *has = 1;
+    return 0;
+}
+
 static proto_err_t decode_body(const msgpack_object *f, int nf, int vocab, proto_msg_t *m) {
     int V = vocab > 0 ? vocab : PROTO_MAX_VOCAB, n, role;
     int64_t u;
@@ -233,14 +297,15 @@ static proto_err_t decode_body(const msgpack_object *f, int nf, int vocab, proto
         return PROTO_OK;
     case MSG_DRAFT_REQ: {
         draft_req_t *r = &m->draft_req;
-        if (nf != 5 || f[1].type != MSGPACK_OBJECT_ARRAY) return PROTO_E_FORMAT;
+        if ((nf != 5 && nf != 6) || f[1].type != MSGPACK_OBJECT_ARRAY) return PROTO_E_FORMAT;
         uint32_t nfeed = f[1].via.array.size;
         if (nfeed < 1 || nfeed > PROTO_MAX_FEED) return PROTO_E_RANGE;
         if (!(m->feed_buf = malloc(sizeof(int) * nfeed))) return PROTO_E_NOMEM;
         if (get_int(&f[0], 0, 1 << 24, &r->keep) || get_ints(&f[1], PROTO_MAX_FEED, 0, V - 1, m->feed_buf, &n) ||
             get_int(&f[2], 1, BILD_MAX_DRAFT, &r->k) || get_float(&f[3], 0, 1, &r->alpha_fb) ||
-            get_int(&f[4], 0, 1, &r->want_probs))
+            get_int(&f[4], 0, 1, &r->want_probs) || (nf == 6 && get_int(&f[5], 0, 1, &r->plane_send)))
             return PROTO_E_RANGE;
+        if (r->plane_send && !r->want_probs) return PROTO_E_RANGE;
         r->feed = m->feed_buf, r->n_feed = n;
         return PROTO_OK;
     }
@@ -258,24 +323,58 @@ static proto_err_t decode_body(const msgpack_object *f, int nf, int vocab, proto
     }
     case MSG_VERIFY_REQ: {
         verify_req_t *r = &m->verify_req;
-        if (nf != 4 || f[1].type != MSGPACK_OBJECT_ARRAY) return PROTO_E_FORMAT;
+        if ((nf != 4 && nf != 7) || f[1].type != MSGPACK_OBJECT_ARRAY) return PROTO_E_FORMAT;
         uint32_t nt = f[1].via.array.size;
         if (nt < 1 || nt > PROTO_MAX_FEED) return PROTO_E_RANGE;
         if (!(m->feed_buf = malloc(sizeof(int) * nt))) return PROTO_E_NOMEM;
         if (get_int(&f[0], 0, 1 << 24, &r->pos) || get_ints(&f[1], PROTO_MAX_FEED, 0, V - 1, m->feed_buf, &n) ||
             get_int(&f[2], 1, BILD_MAX_DRAFT, &r->n_out) || r->n_out > n || get_int(&f[3], 0, 1, &r->want_probs))
             return PROTO_E_RANGE;
+        if (nf == 7) {
+            if (get_int(&f[4], 0, r->n_out, &r->plane_rows) || get_int(&f[5], 0, 1, &r->bonus) ||
+                f[6].type != MSGPACK_OBJECT_POSITIVE_INTEGER || !r->want_probs)
+                return PROTO_E_RANGE;
+            r->accept_here = 1, r->rng = f[6].via.u64;
+        }
         r->tokens = m->feed_buf, r->T = n;
         return PROTO_OK;
     }
     case MSG_VERIFY_RES: {
         verify_res_t *r = &m->verify_res;
         int n2;
-        if (nf != 4 || get_ints(&f[0], BILD_MAX_DRAFT, 0, V - 1, r->argmax, &r->n_out) ||
+        if ((nf != 4 && nf != 7) || get_ints(&f[0], BILD_MAX_DRAFT, 0, V - 1, r->argmax, &r->n_out) ||
             get_ints(&f[1], BILD_MAX_DRAFT, 0, V - 1, r->sampled, &n2) || n2 != r->n_out ||
             get_floats(&f[2], r->n_out, 0, 1e9, r->nll))
             return PROTO_E_RANGE;
+        if (nf == 7) {
+            if (get_int(&f[4], 0, r->n_out - 1, &r->accept_m) || get_int(&f[5], -1, V - 1, &r->accept_z) ||
+                f[6].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+                return PROTO_E_RANGE;
+            r->accept_done = 1, r->rng = f[6].via.u64;
+        }
         return get_probs(&f[3], r->n_out, vocab, m, &r->probs);
+    }
+    case MSG_SESSION: {
+        session_req_t *r = &m->session;
+        if (nf != 3 || get_float(&f[0], 0, 100, &r->temperature) || get_float(&f[1], 0, 1, &r->top_p) ||
+            f[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return PROTO_E_RANGE;
+        r->seed = f[2].via.u64;
+        return PROTO_OK;
+    }
+    case MSG_PLANE_REQ: {
+        plane_req_t *r = &m->plane_req;
+        if (nf != 5 || get_int(&f[0], PLANE_OP_QUERY, PLANE_OP_CLOSE, &r->op) || get_int(&f[1], 0, 2, &r->kind) ||
+            get_int(&f[2], 0, 1, &r->rank) || get_str(&f[3], r->endpoint) || get_id(&f[4], &r->has_id, r->id))
+            return PROTO_E_RANGE;
+        return PROTO_OK;
+    }
+    case MSG_PLANE_RES: {
+        plane_res_t *r = &m->plane_res;
+        if (nf != 6 || get_str(&f[0], r->device) || get_str(&f[1], r->uuid) || get_str(&f[2], r->host) ||
+            get_int(&f[3], 0, 1, &r->nccl) || get_str(&f[4], r->endpoint) || get_id(&f[5], &r->has_id, r->id))
+            return PROTO_E_RANGE;
+        return PROTO_OK;
     }
     case MSG_ERROR:
         if (nf != 2 || get_int(&f[0], INT32_MIN + 1, INT32_MAX, &m->err_code) || get_str(&f[1], m->err_text))

@@ -35,6 +35,9 @@ typedef enum {
     MSG_PING = 8,
     MSG_PONG = 9,
     MSG_SHUTDOWN = 10,
+    MSG_SESSION = 11,    /* coordinator -> worker: sampling settings (answered with PONG) */
+    MSG_PLANE_REQ = 12,  /* coordinator -> worker: data-plane set-up step (proto/plane.h) */
+    MSG_PLANE_RES = 13,  /* worker -> coordinator: its device, and what the step produced */
 } msg_type_t;
 
 typedef enum { ROLE_SMALL = 1, ROLE_LARGE = 2 } worker_role_t;
@@ -57,6 +60,37 @@ typedef struct {
     uint32_t caps; /* capability bits, reserved */
 } hello_reply_t;
 
+/* MSG_SESSION: how the worker samples from now on (temperature 0: greedy).
+ * Its random stream starts afresh from seed. */
+typedef struct {
+    float temperature, top_p;
+    uint64_t seed;
+} session_req_t;
+
+#define PROTO_PLANE_ID 128 /* bytes of an NCCL unique id */
+
+typedef enum { PLANE_OP_QUERY = 1, PLANE_OP_ID = 2, PLANE_OP_OPEN = 3, PLANE_OP_CLOSE = 4 } plane_op_t;
+
+/* MSG_PLANE_REQ: QUERY (which device?), ID (large: make an NCCL unique id),
+ * OPEN (join a plane of kind as rank, at endpoint or with id), CLOSE. */
+typedef struct {
+    int op, kind, rank;
+    char endpoint[PROTO_MAX_TEXT + 1];
+    int has_id;
+    unsigned char id[PROTO_PLANE_ID];
+} plane_req_t;
+
+/* MSG_PLANE_RES: the worker's device ("cpu", "cuda:1"), the GPU's UUID ("" on
+ * a CPU), a host identity, whether it can use NCCL; and the endpoint it
+ * bound (OPEN of a host plane, rank 0) or the id it made (ID). */
+typedef struct {
+    char device[PROTO_MAX_TEXT + 1], uuid[PROTO_MAX_TEXT + 1], host[PROTO_MAX_TEXT + 1];
+    int nccl;
+    char endpoint[PROTO_MAX_TEXT + 1];
+    int has_id;
+    unsigned char id[PROTO_PLANE_ID];
+} plane_res_t;
+
 /* One decoded message. Fields not used by its type are zero. The feed
  * tokens and distributions are owned by the message (proto_msg_free). */
 typedef struct {
@@ -68,6 +102,9 @@ typedef struct {
     draft_res_t draft_res;   /* .probs points into probs_buf */
     verify_req_t verify_req; /* .tokens points into feed_buf */
     verify_res_t verify_res; /* .probs points into probs_buf */
+    session_req_t session;   /* MSG_SESSION */
+    plane_req_t plane_req;   /* MSG_PLANE_REQ */
+    plane_res_t plane_res;   /* MSG_PLANE_RES */
     int err_code;            /* MSG_ERROR */
     char err_text[PROTO_MAX_TEXT + 1];
     int version;             /* PROTO_E_VERSION: the version the sender speaks */
@@ -93,6 +130,9 @@ int proto_encode_verify_req(proto_buf_t *b, uint32_t id, const verify_req_t *r);
 int proto_encode_verify_res(proto_buf_t *b, uint32_t id, const verify_res_t *r, int vocab);
 int proto_encode_error(proto_buf_t *b, uint32_t id, int code, const char *text);
 int proto_encode_simple(proto_buf_t *b, uint32_t id, msg_type_t type); /* PING, PONG, SHUTDOWN */
+int proto_encode_session(proto_buf_t *b, uint32_t id, const session_req_t *r);
+int proto_encode_plane_req(proto_buf_t *b, uint32_t id, const plane_req_t *r);
+int proto_encode_plane_res(proto_buf_t *b, uint32_t id, const plane_res_t *r);
 
 /* Decodes one message from data[0, n). vocab is the expected row length of
  * any distribution it carries (0: none may be present). Returns PROTO_OK

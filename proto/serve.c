@@ -3,7 +3,55 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <zmq.h>
+
+/* One PLANE_REQ step (see plane.h for the sequence). */
+static void plane_step(const serve_t *sv, const proto_msg_t *m, proto_buf_t *out) {
+    const plane_req_t *q = &m->plane_req;
+    plane_res_t r;
+    char err[1536];
+    plane_local_info(sv->device, &r);
+    if (!sv->plane) {
+        proto_encode_error(out, m->id, PROTO_E_TYPE, "this worker has no data plane");
+        return;
+    }
+    switch (q->op) {
+    case PLANE_OP_QUERY: break;
+    case PLANE_OP_ID:
+        if (plane_nccl_id(r.id, err, sizeof err)) goto fail;
+        r.has_id = 1;
+        break;
+    case PLANE_OP_OPEN:
+        plane_close(sv->plane);
+        if (q->kind == PLANE_HOST) {
+            *sv->plane = q->rank == 0 ? plane_host_bind(sv->zctx, r.endpoint, sizeof r.endpoint, err, sizeof err)
+                                      : plane_host_connect(sv->zctx, q->endpoint, err, sizeof err);
+        } else if (q->kind == PLANE_NCCL) {
+            int gpu = 0;
+            if (strncmp(r.device, "cuda", 4) || (r.device[4] && sscanf(r.device + 4, ":%d", &gpu) != 1)) {
+                snprintf(err, sizeof err, "an NCCL data plane needs a worker on a GPU; this one is on %s", r.device);
+                goto fail;
+            }
+            if (!q->has_id) {
+                snprintf(err, sizeof err, "an NCCL data plane needs the unique id");
+                goto fail;
+            }
+            *sv->plane = plane_nccl_open(q->id, q->rank, gpu, err, sizeof err);
+        } else
+            break; /* messages: no plane */
+        if (!*sv->plane) goto fail;
+        fprintf(stderr, "bild %s: data plane %s open (rank %d%s%s)\n", sv->name, plane_kind_name(q->kind), q->rank,
+                r.endpoint[0] ? ", " : "", r.endpoint);
+        break;
+    case PLANE_OP_CLOSE: plane_close(sv->plane); break;
+    }
+    proto_encode_plane_res(out, m->id, &r);
+    return;
+fail:
+    fprintf(stderr, "bild %s: data plane: %s\n", sv->name, err);
+    proto_encode_error(out, m->id, -100, err);
+}
 
 static int reply(void *sock, const proto_buf_t *b) {
     return b->data && zmq_send(sock, b->data, b->size, 0) >= 0 ? 0 : -1;
@@ -49,7 +97,9 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
                     proto_encode_error(&out, m.id, PROTO_E_RANGE, "wrong role: this worker holds the other model");
                 else
                     proto_encode_hello_reply(&out, m.id, &sv->hello);
+                if (sv->plane) plane_close(sv->plane); /* a new coordinator sets up its own */
                 break;
+            case MSG_PLANE_REQ: plane_step(sv, &m, &out); break;
             case MSG_PING: proto_encode_simple(&out, m.id, MSG_PONG); break;
             case MSG_SHUTDOWN:
                 proto_encode_simple(&out, m.id, MSG_PONG);
@@ -70,5 +120,6 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
         if (quit) break;
     }
     proto_buf_free(&out);
+    if (sv->plane) plane_close(sv->plane);
     return rc;
 }

@@ -6,6 +6,7 @@
 
 #include <signal.h>
 
+#include "proto/plane.h"
 #include "proto/proto.h"
 #include "proto/transport.h"
 
@@ -23,6 +24,11 @@ typedef struct {
     volatile sig_atomic_t *stop; /* set by a signal handler: leave the loop */
     void (*idle)(void *idle_ctx);  /* called before each reply goes out (the compute threads may sleep); may be NULL */
     void *idle_ctx;
+    /* data plane (proto/plane.h): set up by PLANE_REQ, closed by the next
+     * HELLO (a new coordinator) and when the loop ends */
+    const char *device;      /* "cpu", "cuda:N" */
+    void *zctx;              /* for a host plane's socket */
+    plane_t **plane;         /* where the open plane lives (the handlers read it); NULL: no data plane */
 } serve_t;
 
 /* Serves on a bound server. Returns 0 after SHUTDOWN or a stop signal,
