@@ -18,7 +18,7 @@ static uint32_t rnd(void) {
     return (uint32_t)(rng >> 32);
 }
 
-static proto_buf_t enc[16];
+static proto_buf_t enc[32];
 static int n_enc = 0;
 
 static void keep(proto_buf_t *b) { enc[n_enc++] = *b, *b = (proto_buf_t){0}; }
@@ -94,8 +94,66 @@ int main(void) {
     EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_OK && m.type == MSG_PING && m.id == 14);
     proto_msg_free(&m), keep(&b);
 
+    /* the data-plane fields: trailing, only when used */
+    draft_req_t dp = {.keep = 1, .feed = feed, .n_feed = 1, .k = 4, .alpha_fb = 0, .want_probs = 1, .plane_send = 1};
+    EXPECT(proto_encode_draft_req(&b, 15, &dp) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_OK && m.draft_req.plane_send == 1 && m.draft_req.want_probs);
+    proto_msg_free(&m), keep(&b);
+    dp.want_probs = 0; /* distributions over the plane that were never asked for */
+    EXPECT(proto_encode_draft_req(&b, 15, &dp) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
+    proto_buf_free(&b);
+    verify_req_t va = {.pos = 3, .tokens = toks, .T = 4, .n_out = 3, .want_probs = 1, .accept_here = 1,
+                       .plane_rows = 2, .bonus = 1, .rng = 0xfedcba9876543210ULL};
+    EXPECT(proto_encode_verify_req(&b, 16, &va) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_OK && m.verify_req.accept_here && m.verify_req.plane_rows == 2 &&
+           m.verify_req.bonus == 1 && m.verify_req.rng == 0xfedcba9876543210ULL);
+    proto_msg_free(&m), keep(&b);
+    va.plane_rows = 4; /* more rows than positions */
+    EXPECT(proto_encode_verify_req(&b, 16, &va) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
+    proto_buf_free(&b);
+    verify_res_t vd = {.n_out = 3, .argmax = {1, 2, 3}, .sampled = {1, 4, 3}, .nll = {0.5f, 2.5f, 0},
+                       .accept_done = 1, .accept_m = 2, .accept_z = 9, .rng = 77};
+    EXPECT(proto_encode_verify_res(&b, 17, &vd, V) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_OK && m.verify_res.accept_done && m.verify_res.accept_m == 2 &&
+           m.verify_res.accept_z == 9 && m.verify_res.rng == 77);
+    proto_msg_free(&m), keep(&b);
+    vd.accept_m = 3; /* a rejection past the chunk */
+    EXPECT(proto_encode_verify_res(&b, 17, &vd, V) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
+    vd.accept_m = 1, vd.accept_z = V; /* a token outside the vocabulary */
+    EXPECT(proto_encode_verify_res(&b, 17, &vd, V) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
+    proto_buf_free(&b);
+    session_req_t se = {.temperature = 0.8f, .top_p = 1, .seed = 1ULL << 63};
+    EXPECT(proto_encode_session(&b, 18, &se) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_OK && m.type == MSG_SESSION && m.session.temperature == 0.8f &&
+           m.session.seed == 1ULL << 63);
+    proto_msg_free(&m), keep(&b);
+    se.top_p = 1.5f;
+    EXPECT(proto_encode_session(&b, 18, &se) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
+    proto_buf_free(&b);
+    plane_req_t pq = {.op = PLANE_OP_OPEN, .kind = 2, .rank = 1, .has_id = 1};
+    for (int i = 0; i < PROTO_PLANE_ID; i++) pq.id[i] = (unsigned char)(i * 7);
+    EXPECT(proto_encode_plane_req(&b, 19, &pq) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_OK && m.plane_req.op == PLANE_OP_OPEN && m.plane_req.rank == 1 &&
+           m.plane_req.has_id && !memcmp(m.plane_req.id, pq.id, PROTO_PLANE_ID));
+    proto_msg_free(&m), keep(&b);
+    pq.rank = 2; /* two ranks only */
+    EXPECT(proto_encode_plane_req(&b, 19, &pq) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
+    proto_buf_free(&b);
+    plane_res_t pr = {.device = "cuda:1", .uuid = "GPU-1234", .host = "h/boot", .nccl = 1, .endpoint = "ipc:///x"};
+    EXPECT(proto_encode_plane_res(&b, 20, &pr) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_OK && !strcmp(m.plane_res.device, "cuda:1") &&
+           !strcmp(m.plane_res.uuid, "GPU-1234") && m.plane_res.nccl == 1 && !m.plane_res.has_id &&
+           !strcmp(m.plane_res.endpoint, "ipc:///x"));
+    proto_msg_free(&m), keep(&b);
+
     /* another version, an unknown type, trailing bytes, every truncation */
-    unsigned char raw[64];
+    unsigned char raw[4096];
     memcpy(raw, enc[0].data, enc[0].size);
     raw[1] = 2; /* [fixarray, version ...]: version 2 */
     EXPECT(proto_decode(raw, enc[0].size, V, &m) == PROTO_E_VERSION);
