@@ -95,7 +95,7 @@ void plane_local_info(const char *device, plane_res_t *out) {
     }
     snprintf(out->host, sizeof out->host, "%s/%s", host, boot);
 #ifdef BILD_CUDA
-    out->nccl = 1;
+    out->nccl = bild_nccl_available(NULL, 0);
     int gpu = 0;
     if (!strncmp(out->device, "cuda", 4) && (out->device[4] == 0 || sscanf(out->device + 4, ":%d", &gpu) == 1))
         bild_cuda_uuid(gpu, out->uuid, sizeof out->uuid);

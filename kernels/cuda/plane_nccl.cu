@@ -2,11 +2,55 @@
 #include "kernels/cuda/plane_nccl.h"
 
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <nccl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* NCCL is loaded at run time (dlopen), so that the binary runs where NCCL is
+ * not installed: there the data plane falls back and says why. */
+static struct {
+    int tried, ok;
+    char why[256];
+    ncclResult_t (*GetUniqueId)(ncclUniqueId *);
+    ncclResult_t (*CommInitRankConfig)(ncclComm_t *, int, ncclUniqueId, int, ncclConfig_t *);
+    ncclResult_t (*CommGetAsyncError)(ncclComm_t, ncclResult_t *);
+    const char *(*GetErrorString)(ncclResult_t);
+    ncclResult_t (*Send)(const void *, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+    ncclResult_t (*Recv)(void *, size_t, ncclDataType_t, int, ncclComm_t, cudaStream_t);
+    ncclResult_t (*CommFinalize)(ncclComm_t);
+    ncclResult_t (*CommDestroy)(ncclComm_t);
+    ncclResult_t (*CommAbort)(ncclComm_t);
+} N;
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int load_nccl(void) {
+    pthread_mutex_lock(&load_lock);
+    if (!N.tried) {
+        N.tried = 1;
+        void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+        if (!h) h = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+        if (!h) snprintf(N.why, sizeof N.why, "NCCL is not installed here (libnccl.so.2: %s)", dlerror());
+        else {
+#define SYM(f) (N.f = (decltype(N.f))dlsym(h, "nccl" #f)) != NULL
+            N.ok = SYM(GetUniqueId) && SYM(CommInitRankConfig) && SYM(CommGetAsyncError) && SYM(GetErrorString) &&
+                   SYM(Send) && SYM(Recv) && SYM(CommFinalize) && SYM(CommDestroy) && SYM(CommAbort);
+#undef SYM
+            if (!N.ok) snprintf(N.why, sizeof N.why, "libnccl.so.2 lacks NCCL 2.18+ functions (need ncclCommFinalize)");
+        }
+    }
+    pthread_mutex_unlock(&load_lock);
+    return N.ok;
+}
+
+int bild_nccl_available(char *why, size_t n) {
+    if (load_nccl()) return 1;
+    if (why) snprintf(why, n, "%s", N.why);
+    return 0;
+}
 
 struct nccl_plane {
     int gpu, rank;
@@ -43,10 +87,10 @@ static int nccl_wait(ncclComm_t comm, ncclResult_t r, const char *what, double l
             snprintf(err, errlen, "data plane: %s: the other worker did not answer within %.0f ms", what, limit_ms);
             return -1;
         }
-        if (ncclCommGetAsyncError(comm, &r) != ncclSuccess) break;
+        if (N.CommGetAsyncError(comm, &r) != ncclSuccess) break;
     }
     if (r != ncclSuccess) {
-        snprintf(err, errlen, "data plane: %s: %s", what, ncclGetErrorString(r));
+        snprintf(err, errlen, "data plane: %s: %s", what, N.GetErrorString(r));
         return -1;
     }
     return 0;
@@ -69,8 +113,8 @@ static int wait_gpu(struct nccl_plane *p, cudaEvent_t ev, double limit_ms, const
             return -1;
         }
         ncclResult_t a;
-        if (ncclCommGetAsyncError(p->comm, &a) != ncclSuccess || (a != ncclSuccess && a != ncclInProgress)) {
-            snprintf(err, errlen, "data plane: %s: %s", what, ncclGetErrorString(a));
+        if (N.CommGetAsyncError(p->comm, &a) != ncclSuccess || (a != ncclSuccess && a != ncclInProgress)) {
+            snprintf(err, errlen, "data plane: %s: %s", what, N.GetErrorString(a));
             return -1;
         }
         if (now_ms() - t0 > limit_ms) {
@@ -93,10 +137,11 @@ int bild_cuda_uuid(int gpu, char *out, size_t n) {
 }
 
 int bild_nccl_id(unsigned char *id, char *err, size_t errlen) {
+    if (!load_nccl()) return snprintf(err, errlen, "data plane: %s", N.why), -1;
     ncclUniqueId u;
-    ncclResult_t r = ncclGetUniqueId(&u);
+    ncclResult_t r = N.GetUniqueId(&u);
     if (r != ncclSuccess) {
-        snprintf(err, errlen, "data plane: ncclGetUniqueId: %s", ncclGetErrorString(r));
+        snprintf(err, errlen, "data plane: ncclGetUniqueId: %s", N.GetErrorString(r));
         return -1;
     }
     static_assert(sizeof u.internal == 128, "NCCL unique id size");
@@ -118,6 +163,7 @@ fail:
 }
 
 void *bild_nccl_open(const unsigned char *id, int rank, int gpu, char *err, size_t errlen) {
+    if (!load_nccl()) return snprintf(err, errlen, "data plane: %s", N.why), (void *)NULL;
     struct nccl_plane *p = (struct nccl_plane *)calloc(1, sizeof *p);
     if (!p) return snprintf(err, errlen, "out of memory"), (void *)NULL;
     p->gpu = gpu, p->rank = rank;
@@ -129,10 +175,10 @@ void *bild_nccl_open(const unsigned char *id, int rank, int gpu, char *err, size
     CU(cudaStreamCreateWithFlags(&p->stream, cudaStreamNonBlocking));
     CU(cudaEventCreateWithFlags(&p->sent, cudaEventDisableTiming));
     {
-        ncclResult_t r = ncclCommInitRankConfig(&p->comm, 2, u, rank, &cfg);
+        ncclResult_t r = N.CommInitRankConfig(&p->comm, 2, u, rank, &cfg);
         if (r != ncclSuccess && r != ncclInProgress) {
             snprintf(err, errlen, "data plane: ncclCommInitRankConfig (rank %d on cuda:%d): %s", rank, gpu,
-                     ncclGetErrorString(r));
+                     N.GetErrorString(r));
             p->comm = NULL;
             goto fail;
         }
@@ -157,8 +203,8 @@ int bild_nccl_send(void *h, const void *head, size_t hbytes, const void *body, s
     memcpy(p->pin, head, hbytes);
     if (bbytes) memcpy(p->pin + hbytes, body, bbytes);
     CU(cudaMemcpyAsync(p->dev, p->pin, hbytes + bbytes, cudaMemcpyHostToDevice, p->stream));
-    NC(ncclSend(p->dev, hbytes, ncclUint8, peer, p->comm, p->stream), "ncclSend", BILD_NCCL_INIT_MS);
-    if (bbytes) NC(ncclSend(p->dev + hbytes, bbytes, ncclUint8, peer, p->comm, p->stream), "ncclSend", BILD_NCCL_INIT_MS);
+    NC(N.Send(p->dev, hbytes, ncclUint8, peer, p->comm, p->stream), "ncclSend", BILD_NCCL_INIT_MS);
+    if (bbytes) NC(N.Send(p->dev + hbytes, bbytes, ncclUint8, peer, p->comm, p->stream), "ncclSend", BILD_NCCL_INIT_MS);
     CU(cudaEventRecord(p->sent, p->stream));
     CU(cudaGetLastError());
     p->send_pending = 1;
@@ -172,7 +218,7 @@ int bild_nccl_recv(void *h, void *buf, size_t bytes, int timeout_ms, char *err, 
     if (!bytes) return 0;
     CU(cudaSetDevice(p->gpu));
     if (grow(p, bytes, err, errlen)) return -1;
-    NC(ncclRecv(p->dev, bytes, ncclUint8, 1 - p->rank, p->comm, p->stream), "ncclRecv", timeout_ms);
+    NC(N.Recv(p->dev, bytes, ncclUint8, 1 - p->rank, p->comm, p->stream), "ncclRecv", timeout_ms);
     CU(cudaMemcpyAsync(p->pin, p->dev, bytes, cudaMemcpyDeviceToHost, p->stream));
     if (wait_gpu(p, NULL, timeout_ms, "receiving from the small worker", err, errlen)) return -1;
     memcpy(buf, p->pin, bytes);
@@ -186,16 +232,16 @@ void bild_nccl_close(void *h) {
     if (!p) return;
     if (p->comm) {
         ncclResult_t a = ncclSuccess;
-        ncclCommGetAsyncError(p->comm, &a);
+        N.CommGetAsyncError(p->comm, &a);
         /* a healthy communicator is finalized; one with an error or a peer gone is aborted */
         if (a == ncclSuccess && !(p->send_pending && cudaEventQuery(p->sent) != cudaSuccess)) {
-            ncclResult_t r = ncclCommFinalize(p->comm);
+            ncclResult_t r = N.CommFinalize(p->comm);
             double t0 = now_ms();
-            while (r == ncclInProgress && now_ms() - t0 < 5000) ncclCommGetAsyncError(p->comm, &r);
-            if (r == ncclSuccess) ncclCommDestroy(p->comm);
-            else ncclCommAbort(p->comm);
+            while (r == ncclInProgress && now_ms() - t0 < 5000) N.CommGetAsyncError(p->comm, &r);
+            if (r == ncclSuccess) N.CommDestroy(p->comm);
+            else N.CommAbort(p->comm);
         } else
-            ncclCommAbort(p->comm);
+            N.CommAbort(p->comm);
     }
     if (p->sent) cudaEventDestroy(p->sent);
     if (p->stream) cudaStreamDestroy(p->stream);

@@ -1,5 +1,7 @@
 /* plane_nccl.h - the NCCL half of the data plane (proto/plane.c): a 2-rank
  * communicator between the two workers' GPUs, with its own CUDA stream.
+ * NCCL itself is loaded with dlopen on first use: a machine without it runs
+ * everything else and reports the data plane as unavailable.
  * Host buffers in and out: the bytes are staged through pinned and device
  * memory here (the distributions are made on the host today). Every CUDA
  * and NCCL call is checked; waits poll with a time limit and abort the
@@ -13,6 +15,9 @@
 extern "C" {
 #endif
 
+/* 1 if NCCL (libnccl.so.2, loaded at run time) can be used here; else 0
+ * with the reason in why. */
+int bild_nccl_available(char *why, size_t n);
 /* 16 characters of the GPU's UUID as "GPU-xxxxxxxx-..." into out; 0 or -1. */
 int bild_cuda_uuid(int gpu, char *out, size_t n);
 /* ncclGetUniqueId into id (128 bytes). */
