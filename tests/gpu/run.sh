@@ -80,10 +80,13 @@ check() { # NAME LOG CMD...: runs a check, records PASS/FAIL and the log's last 
     else row "$name" FAIL "exit $rc: $last"; FAILED=1; tail -n 20 "$log" >&2; fi
 }
 
+# ONLY=plane: the data-plane check alone (a short device run)
+if [ "${ONLY:-}" != plane ]; then
 # 1. every CUDA kernel against the CPU reference (outputs poisoned first)
 check "kernels vs CPU reference" kernels.log "$B/gpu/test_cuda_kernels" --device "$DEV"
 # 2. logits on the GPU vs the CPU engine: stories15M in f32 and in bf16
 check "logits stories15M f32 + bf16, GPU vs CPU" model.log "$B/gpu/test_cuda_model" --device "$DEV" "$LARGE" "$LARGE_BF16"
+fi
 
 # 3. BiLD greedy on the stories pair: the same tokens on the GPU as on the CPU,
 #    in process and as three processes with both workers on the GPU
@@ -111,6 +114,22 @@ print(f"{len(a) - bad}/{len(a)} prompts: same tokens and statistics, {sum(len(x[
 sys.exit(1 if bad else 0)
 EOF
 }
+plane_one_gpu() { # spec sampling, both workers on one GPU: auto picks the host plane; same tokens as in process
+    "$B/bild" generate -S "$SMALL" -L "$LARGE" -z "$TOK" --prompts "$WORK/prompts.txt" -n 40 --mode spec -t 0.8 -s 7 \
+        --device "$DEV" >"$WORK/spec_gpu.jsonl" 2>"$WORK/spec_gpu.err" || { cat "$WORK/spec_gpu.err"; return 1; }
+    SMALL_DEVICE=$DEV LARGE_DEVICE=$DEV BILD="$B/bild" sh launch/multi-gpu.sh --small "$SMALL" --large "$LARGE" \
+        --tokenizer "$TOK" -- --prompts "$WORK/prompts.txt" -n 40 --mode spec -t 0.8 -s 7 >"$WORK/spec_3proc.jsonl" \
+        2>"$WORK/spec_3proc.err" || { cat "$WORK/spec_3proc.err"; return 1; }
+    grep "data plane" "$WORK/spec_3proc.err"
+    [ "$DEV" = cpu ] || grep -q "data plane host (both workers on one GPU" "$WORK/spec_3proc.err" || return 1
+    same_tokens spec_gpu.jsonl spec_3proc.jsonl
+}
+if [ "${ONLY:-}" = plane ]; then
+    check "spec sampling, 3 processes on one GPU: host plane" plane.log plane_one_gpu
+    { echo; echo "==== tests/gpu/run.sh ONLY=plane summary: $GPU (sm_$CAP)"; cat "$SUMMARY"; } | tee "$WORK/summary_table.txt"
+    [ -n "${OUT:-}" ] && mkdir -p "$OUT" && cp "$WORK"/summary_table.txt "$WORK"/spec_3proc.err "$WORK"/plane.log "$OUT"/
+    exit $FAILED
+fi
 gen cpu bild_cpu.jsonl
 gen "$DEV" bild_gpu.jsonl
 check "BiLD text: GPU vs CPU (in process)" bild_text.log same_tokens bild_cpu.jsonl bild_gpu.jsonl
@@ -129,6 +148,7 @@ multi_overlap() {
         2>"$WORK/bild_overlap.err" && same_tokens bild_gpu.jsonl bild_overlap.jsonl
 }
 check "BiLD text: 3 processes, --overlap" bild_overlap.log multi_overlap
+check "spec sampling, 3 processes on one GPU: host plane" plane.log plane_one_gpu
 no_gpu_message() { # a worker asked for a GPU that is not there says so and exits
     CUDA_VISIBLE_DEVICES= timeout 20 "$B/bild" large-worker -m "$LARGE" -z "$TOK" -b "ipc://$WORK/nogpu.sock" \
         --device cuda:0 >/dev/null 2>"$WORK/nogpu.err"
