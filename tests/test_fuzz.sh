@@ -15,4 +15,4 @@
 fuzz_probe
 echo "+ make fuzz"
 make fuzz FUZZ_CC="$FUZZ_CC" || { echo "FAIL: make fuzz"; exit 1; }
-fuzz_run build/fuzz/fuzz_proto "${FUZZ_RUNS:-200000}" 12 build/fuzz/corpus tests/fuzz/crashes
+fuzz_run build/fuzz/fuzz_proto "${FUZZ_RUNS:-200000}" 19 build/fuzz/corpus tests/fuzz/crashes

@@ -59,16 +59,31 @@ static void check_limits(const proto_msg_t *m, int vocab) {
         CHECK(r->T >= 1 && r->T <= PROTO_MAX_FEED && r->tokens);
         CHECK(r->n_out >= 1 && r->n_out <= BILD_MAX_DRAFT && r->n_out <= r->T);
         for (int i = 0; i < r->T; i++) CHECK(r->tokens[i] >= 0 && r->tokens[i] < V);
+        CHECK(!r->accept_here || (r->want_probs && r->plane_rows >= 0 && r->plane_rows <= r->n_out));
         break;
     }
     case MSG_VERIFY_RES: {
         const verify_res_t *r = &m->verify_res;
         CHECK(r->n_out >= 0 && r->n_out <= BILD_MAX_DRAFT);
+        CHECK(!r->accept_done || (r->accept_m >= 0 && r->accept_m < r->n_out && r->accept_z >= -1 && r->accept_z < V));
         for (int i = 0; i < r->n_out; i++) CHECK(r->argmax[i] >= 0 && r->argmax[i] < V && r->sampled[i] >= 0 && r->sampled[i] < V);
         CHECK(!r->probs || vocab > 0);
         break;
     }
     case MSG_ERROR: CHECK(strlen(m->err_text) <= PROTO_MAX_TEXT); break;
+    case MSG_SESSION:
+        CHECK(m->session.temperature >= 0 && m->session.temperature <= 100);
+        CHECK(m->session.top_p >= 0 && m->session.top_p <= 1);
+        break;
+    case MSG_PLANE_REQ:
+        CHECK(m->plane_req.op >= PLANE_OP_QUERY && m->plane_req.op <= PLANE_OP_CLOSE);
+        CHECK(m->plane_req.kind >= 0 && m->plane_req.kind <= 2 && m->plane_req.rank >= 0 && m->plane_req.rank <= 1);
+        CHECK(strlen(m->plane_req.endpoint) <= PROTO_MAX_TEXT);
+        break;
+    case MSG_PLANE_RES:
+        CHECK(strlen(m->plane_res.device) <= PROTO_MAX_TEXT && strlen(m->plane_res.endpoint) <= PROTO_MAX_TEXT);
+        CHECK(m->plane_res.nccl == 0 || m->plane_res.nccl == 1);
+        break;
     case MSG_PING:
     case MSG_PONG:
     case MSG_SHUTDOWN: break;
@@ -85,6 +100,9 @@ static int encode(proto_buf_t *b, const proto_msg_t *m, int vocab) {
     case MSG_VERIFY_REQ: return proto_encode_verify_req(b, m->id, &m->verify_req);
     case MSG_VERIFY_RES: return proto_encode_verify_res(b, m->id, &m->verify_res, vocab);
     case MSG_ERROR: return proto_encode_error(b, m->id, m->err_code, m->err_text);
+    case MSG_SESSION: return proto_encode_session(b, m->id, &m->session);
+    case MSG_PLANE_REQ: return proto_encode_plane_req(b, m->id, &m->plane_req);
+    case MSG_PLANE_RES: return proto_encode_plane_res(b, m->id, &m->plane_res);
     case MSG_PING:
     case MSG_PONG:
     case MSG_SHUTDOWN: return proto_encode_simple(b, m->id, m->type);
@@ -106,6 +124,7 @@ static void check_same(const proto_msg_t *a, const proto_msg_t *b, int vocab) {
     case MSG_DRAFT_REQ: {
         const draft_req_t *x = &a->draft_req, *y = &b->draft_req;
         CHECK(x->keep == y->keep && x->n_feed == y->n_feed && x->k == y->k && x->want_probs == y->want_probs);
+        CHECK(x->plane_send == y->plane_send);
         CHECK(same_floats(&x->alpha_fb, &y->alpha_fb, 1));
         CHECK(!memcmp(x->feed, y->feed, sizeof(int) * (size_t)x->n_feed));
         break;
@@ -123,6 +142,8 @@ static void check_same(const proto_msg_t *a, const proto_msg_t *b, int vocab) {
     case MSG_VERIFY_REQ: {
         const verify_req_t *x = &a->verify_req, *y = &b->verify_req;
         CHECK(x->pos == y->pos && x->T == y->T && x->n_out == y->n_out && x->want_probs == y->want_probs);
+        CHECK(x->accept_here == y->accept_here && x->plane_rows == y->plane_rows && x->bonus == y->bonus &&
+              x->rng == y->rng);
         CHECK(!memcmp(x->tokens, y->tokens, sizeof(int) * (size_t)x->T));
         break;
     }
@@ -132,11 +153,30 @@ static void check_same(const proto_msg_t *a, const proto_msg_t *b, int vocab) {
         CHECK(x->n_out == y->n_out);
         CHECK(!memcmp(x->argmax, y->argmax, sizeof(int) * n) && !memcmp(x->sampled, y->sampled, sizeof(int) * n));
         CHECK(same_floats(x->nll, y->nll, n));
+        CHECK(x->accept_done == y->accept_done && x->accept_m == y->accept_m && x->accept_z == y->accept_z &&
+              x->rng == y->rng);
         CHECK(!x->probs == !y->probs);
         if (x->probs) CHECK(same_floats(x->probs, y->probs, n * (size_t)vocab));
         break;
     }
     case MSG_ERROR: CHECK(a->err_code == b->err_code && !strcmp(a->err_text, b->err_text)); break;
+    case MSG_SESSION:
+        CHECK(same_floats(&a->session.temperature, &b->session.temperature, 1) &&
+              same_floats(&a->session.top_p, &b->session.top_p, 1) && a->session.seed == b->session.seed);
+        break;
+    case MSG_PLANE_REQ: {
+        const plane_req_t *x = &a->plane_req, *y = &b->plane_req;
+        CHECK(x->op == y->op && x->kind == y->kind && x->rank == y->rank && !strcmp(x->endpoint, y->endpoint));
+        CHECK(x->has_id == y->has_id && (!x->has_id || !memcmp(x->id, y->id, PROTO_PLANE_ID)));
+        break;
+    }
+    case MSG_PLANE_RES: {
+        const plane_res_t *x = &a->plane_res, *y = &b->plane_res;
+        CHECK(!strcmp(x->device, y->device) && !strcmp(x->uuid, y->uuid) && !strcmp(x->host, y->host));
+        CHECK(x->nccl == y->nccl && !strcmp(x->endpoint, y->endpoint) && x->has_id == y->has_id);
+        CHECK(!x->has_id || !memcmp(x->id, y->id, PROTO_PLANE_ID));
+        break;
+    }
     case MSG_PING:
     case MSG_PONG:
     case MSG_SHUTDOWN: break;

@@ -79,7 +79,23 @@ int main(int argc, char **argv) {
     put(dir, "ping", proto_encode_simple(&b, 10, MSG_PING), &b);
     put(dir, "pong", proto_encode_simple(&b, 11, MSG_PONG), &b);
     put(dir, "shutdown", proto_encode_simple(&b, 12, MSG_SHUTDOWN), &b);
+    dq.plane_send = 1;
+    put(dir, "draft_req_plane", proto_encode_draft_req(&b, 13, &dq), &b);
+    vq.want_probs = 1, vq.accept_here = 1, vq.plane_rows = 2, vq.bonus = 1, vq.rng = 0x123456789abcdefULL;
+    put(dir, "verify_req_accept", proto_encode_verify_req(&b, 14, &vq), &b);
+    vr.probs = NULL, vr.accept_done = 1, vr.accept_m = 1, vr.accept_z = 5, vr.rng = 99;
+    put(dir, "verify_res_accept", proto_encode_verify_res(&b, 15, &vr, V), &b);
+    session_req_t se = {.temperature = 0.8f, .top_p = 0.9f, .seed = 7};
+    put(dir, "session", proto_encode_session(&b, 16, &se), &b);
+    plane_req_t pq = {.op = PLANE_OP_OPEN, .kind = 1, .rank = 1, .endpoint = "ipc:///tmp/bild-plane-x/plane"};
+    put(dir, "plane_req", proto_encode_plane_req(&b, 17, &pq), &b);
+    pq.kind = 2, pq.has_id = 1, pq.endpoint[0] = 0;
+    for (int i = 0; i < PROTO_PLANE_ID; i++) pq.id[i] = (unsigned char)i;
+    put(dir, "plane_req_id", proto_encode_plane_req(&b, 18, &pq), &b);
+    plane_res_t pr = {.device = "cuda:1", .uuid = "GPU-00112233-4455-6677-8899-aabbccddeeff", .host = "node7/boot",
+                      .nccl = 1, .endpoint = ""};
+    put(dir, "plane_res", proto_encode_plane_res(&b, 19, &pr), &b);
     if (fails) return 1;
-    printf("make_corpus: 12 seeds in %s\n", dir);
+    printf("make_corpus: 19 seeds in %s\n", dir);
     return 0;
 }
