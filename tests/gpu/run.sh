@@ -122,6 +122,13 @@ plane_one_gpu() { # spec sampling, both workers on one GPU: auto picks the host 
         2>"$WORK/spec_3proc.err" || { cat "$WORK/spec_3proc.err"; return 1; }
     grep "data plane" "$WORK/spec_3proc.err"
     [ "$DEV" = cpu ] || grep -q "data plane host (both workers on one GPU" "$WORK/spec_3proc.err" || return 1
+    if [ "$DEV" != cpu ]; then # NCCL cannot put both ranks on one GPU: asking for it is refused with the reason
+        SMALL_DEVICE=$DEV LARGE_DEVICE=$DEV BILD="$B/bild" sh launch/multi-gpu.sh --small "$SMALL" --large "$LARGE" \
+            --tokenizer "$TOK" -- -p "Tom had a dog" -n 10 --mode spec -t 0.8 --data-plane nccl >/dev/null \
+            2>"$WORK/spec_nccl.err" && { echo "--data-plane nccl on one GPU was not refused"; return 1; }
+        grep "data-plane nccl" "$WORK/spec_nccl.err"
+        grep -q "the same GPU" "$WORK/spec_nccl.err" || return 1
+    fi
     same_tokens spec_gpu.jsonl spec_3proc.jsonl
 }
 if [ "${ONLY:-}" = plane ]; then
