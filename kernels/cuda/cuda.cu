@@ -78,6 +78,7 @@ typedef struct {
     char name[24];
     char isa[320];
     int gemm_mode;       /* 0 auto, 1 custom, 2 cublas */
+    int mma;             /* compute capability >= 8.0: the tensor-core kernel for 4..16-row blocks */
     int max_smem;        /* opt-in shared memory per block, bytes */
     void *scratch;       /* grow-only device scratch (split activations and products of a cuBLAS matmul) */
     size_t scratch_bytes;
@@ -903,6 +904,138 @@ static cudaDataType_t cuda_type(dtype_t t) {
     return t == DTYPE_F32 ? CUDA_R_32F : t == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 }
 
+
+/* ---- tensor-core GEMM for verification blocks (opt-in: BILD_CUDA_MMA=1) -------
+ * Measured on an H200 at the Llama-2-7B shape: a block of 8 costs 1.87x a
+ * step with it, 1.46x with cuBLAS, so it is off by default; kept for the
+ * work that remains (deeper pipelining, more blocks per SM).
+ * prod (2T columns of n, column-major like cuBLAS's output) = W (n, d) . xs^T,
+ * xs = the (2T, d) hi/lo split of the activations, for 4 <= 2T/2 <= 16: the
+ * block is too thin for cuBLAS to stream the weights at full speed, and thin
+ * enough that each weight element is read once by one warp and used for all
+ * 2T columns. mma.sync m16n8k16 (bf16 or f16 in, f32 accumulate). A warp
+ * owns RT tiles of 16 rows and one share of the k range (the KW warps of a
+ * block split k and add up through shared memory). Each thread loads 16
+ * bytes of a weight row (8 consecutive k) and the same 8 k of its column of
+ * x: the k order inside an mma is a free choice as long as A and B agree, so
+ * those 8 values feed two k16 mmas (4 each) with no shuffles. */
+#define MMA_KW 8  /* warps per block, splitting k */
+#define MMA_RT 2  /* 16-row tiles per warp */
+#define MMA_U 4   /* chunks of 32 k loaded before their mmas */
+
+template <typename H>
+__device__ __forceinline__ void mma16816(float *acc, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+    if constexpr (std::is_same<H, __nv_bfloat16>::value)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                     "{%0,%1,%2,%3};\n"
+                     : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <typename H, int NT>
+__global__ void __launch_bounds__(32 * MMA_KW) mma_gemm_kernel(const H *__restrict__ w, int n, int d,
+                                                              const H *__restrict__ xs, int cols,
+                                                              float *__restrict__ prod) {
+#if __CUDA_ARCH__ >= 800
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int row0 = blockIdx.x * (16 * MMA_RT);
+    float acc[MMA_RT][NT][4] = {};
+    const uint4 *wr[MMA_RT][2];
+    for (int r = 0; r < MMA_RT; r++)
+        for (int h = 0; h < 2; h++) {
+            int row = row0 + 16 * r + g + 8 * h;
+            wr[r][h] = (const uint4 *)(w + (int64_t)(row < n ? row : n - 1) * d) + t;
+        }
+    const uint4 *xr[NT];
+    bool xon[NT];
+    for (int j = 0; j < NT; j++) {
+        int col = 8 * j + g;
+        xon[j] = col < cols;
+        xr[j] = (const uint4 *)(xs + (int64_t)(xon[j] ? col : 0) * d) + t;
+    }
+    /* each warp takes a contiguous share of the 32-k chunks and loads MMA_U
+     * chunks (all rows and columns) before their mmas: bytes in flight */
+    int chunks = d >> 5, cpw = (chunks + MMA_KW - 1) / MMA_KW;
+    int c0 = warp * cpw, c1 = c0 + cpw < chunks ? c0 + cpw : chunks;
+    const uint4 z4 = make_uint4(0, 0, 0, 0);
+    for (int cb = c0; cb < c1; cb += MMA_U) {
+        uint4 a[MMA_U][MMA_RT][2], b[MMA_U][NT];
+#pragma unroll
+        for (int u = 0; u < MMA_U; u++) {
+            int ch = cb + u;
+            bool on = ch < c1;
+#pragma unroll
+            for (int r = 0; r < MMA_RT; r++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) a[u][r][h] = on ? __ldg(wr[r][h] + 4 * ch) : z4;
+#pragma unroll
+            for (int j = 0; j < NT; j++) b[u][j] = on && xon[j] ? __ldg(xr[j] + 4 * ch) : z4;
+        }
+#pragma unroll
+        for (int u = 0; u < MMA_U; u++)
+#pragma unroll
+            for (int r = 0; r < MMA_RT; r++)
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    mma16816<H>(acc[r][j], a[u][r][0].x, a[u][r][1].x, a[u][r][0].y, a[u][r][1].y, b[u][j].x,
+                                b[u][j].y);
+                    mma16816<H>(acc[r][j], a[u][r][0].z, a[u][r][1].z, a[u][r][0].w, a[u][r][1].w, b[u][j].z,
+                                b[u][j].w);
+                }
+    }
+    /* add the KW warps' shares: warp w's accumulators at red[w], summed by all threads */
+    __shared__ float red[MMA_KW][MMA_RT * NT * 4][32];
+    for (int r = 0; r < MMA_RT; r++)
+        for (int j = 0; j < NT; j++)
+            for (int e = 0; e < 4; e++) red[warp][(r * NT + j) * 4 + e][lane] = acc[r][j][e];
+    __syncthreads();
+    for (int i = threadIdx.x; i < MMA_RT * NT * 4 * 32; i += blockDim.x) {
+        int slot = i >> 5, l = i & 31;
+        float v = 0;
+        for (int k = 0; k < MMA_KW; k++) v += red[k][slot][l];
+        int e = slot & 3, rj = slot >> 2, j = rj % NT, r = rj / NT;
+        int row = row0 + 16 * r + (l >> 2) + (e >= 2 ? 8 : 0), col = 8 * j + 2 * (l & 3) + (e & 1);
+        if (row < n && col < cols) prod[(int64_t)col * n + row] = v;
+    }
+#endif
+}
+
+/* 1 if the tensor-core kernel takes this GEMM: T in 4..16, k a multiple of
+ * 32, 16-byte aligned rows, a GPU of compute capability 8.0 or more. */
+static int mma_ok(const cu_t *c, const void *w, int d, int T, const void *xs) {
+    return c->mma && c->gemm_mode != 2 && T >= 4 && T <= 16 && d % 32 == 0 && ((uintptr_t)w & 15) == 0 &&
+           ((uintptr_t)xs & 15) == 0;
+}
+
+/* prod (2T, n) f32 = W (n, d) . xs (2T, d)^T, by the tensor-core kernel or cuBLAS. */
+static void half_gemm(cu_t *c, const void *w, dtype_t dt, int n, int d, const void *xs, int T, float *prod) {
+    if (mma_ok(c, w, d, T, xs)) {
+        int blocks = (n + 16 * MMA_RT - 1) / (16 * MMA_RT), cols = 2 * T;
+        if (dt == DTYPE_BF16) {
+            if (cols <= 16) mma_gemm_kernel<__nv_bfloat16, 2><<<blocks, 32 * MMA_KW, 0, c->stream>>>(
+                (const __nv_bfloat16 *)w, n, d, (const __nv_bfloat16 *)xs, cols, prod);
+            else mma_gemm_kernel<__nv_bfloat16, 4><<<blocks, 32 * MMA_KW, 0, c->stream>>>(
+                (const __nv_bfloat16 *)w, n, d, (const __nv_bfloat16 *)xs, cols, prod);
+        } else {
+            if (cols <= 16) mma_gemm_kernel<__half, 2><<<blocks, 32 * MMA_KW, 0, c->stream>>>(
+                (const __half *)w, n, d, (const __half *)xs, cols, prod);
+            else mma_gemm_kernel<__half, 4><<<blocks, 32 * MMA_KW, 0, c->stream>>>(
+                (const __half *)w, n, d, (const __half *)xs, cols, prod);
+        }
+        LAUNCHED();
+        return;
+    }
+    float one = 1.0f, zero = 0.0f;
+    BLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * T, d, &one, w, cuda_type(dt), d, xs, cuda_type(dt), d,
+                      &zero, prod, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 /* cuBLAS works column-major: out^T (n, T) = W (n, d) . x^T (d, T) with W
  * read transposed. f32 weights: one SGEMM straight into out. Half weights:
  * x is split once per op into hi and lo halves (2T rows of half; one split
@@ -928,7 +1061,7 @@ static split_t blas_split(cu_t *c, const float *x, int T, int d, dtype_t dt, int
  * with gate (T, n) at row stride n. */
 static void blas_job(cu_t *c, const split_t *sp, const float *x, int T, int d, tensor_t w, int n, float *out, int ldo,
                      int mode, const float *gate) {
-    float one = 1.0f, zero = 0.0f;
+    float one = 1.0f;
     prof_mark(c, "cuBLAS (split, GEMM, combine)");
     if (w.dtype == DTYPE_F32) {
         float beta = mode == 1 ? 1.0f : 0.0f;
@@ -940,8 +1073,7 @@ static void blas_job(cu_t *c, const split_t *sp, const float *x, int T, int d, t
         }
         return;
     }
-    BLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, 2 * T, d, &one, w.data, cuda_type(w.dtype), d, sp->xh,
-                      cuda_type(w.dtype), d, &zero, sp->prod, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    half_gemm(c, w.data, w.dtype, n, d, sp->xh, T, sp->prod);
     combine_kernel<<<grid_for((int64_t)T * n, 256), 256, 0, c->stream>>>(out, ldo, sp->prod, T, n, mode, gate);
     LAUNCHED();
 }
@@ -970,13 +1102,12 @@ static void blas_half_jobs(cu_t *c, const float *x, int T, int d, const tensor_t
     else
         split_kernel<__half><<<grid_for(nx, 256), 256, 0, c->stream>>>((__half *)s, x, nx);
     LAUNCHED();
-    float one = 1.0f, zero = 0.0f, *prod[3];
+    float *prod[3];
     size_t off = xs;
     for (int j = 0; j < n_w; j++) {
         prod[j] = (float *)(s + off);
         off += (size_t)2 * T * n[j] * sizeof(float);
-        BLAS(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n[j], 2 * T, d, &one, w[j].data, cuda_type(dt), d, s,
-                          cuda_type(dt), d, &zero, prod[j], CUDA_R_32F, n[j], CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        half_gemm(c, w[j].data, dt, n[j], d, s, T, prod[j]);
     }
     if (swiglu) {
         int64_t tn = (int64_t)T * n[0];
@@ -1367,6 +1498,10 @@ extern "C" backend_t *backend_cuda_new(int dev, char *err, size_t errlen) {
     c->fuse = !(fu && !strcmp(fu, "0"));
     const char *g = getenv("BILD_CUDA_GEMM");
     c->gemm_mode = g && !strcmp(g, "custom") ? 1 : g && !strcmp(g, "cublas") ? 2 : 0;
+    /* the tensor-core kernel for 4..16-row blocks: opt-in (BILD_CUDA_MMA=1);
+     * on an H200 it is correct but slower than cuBLAS so far (docs/gpu.md) */
+    const char *mm = getenv("BILD_CUDA_MMA");
+    c->mma = p.major >= 8 && mm && !strcmp(mm, "1");
     snprintf(c->name, sizeof c->name, "cuda:%d", dev);
     snprintf(c->isa, sizeof c->isa, "%s, sm_%d%d, %.0f GiB", p.name, p.major, p.minor,
              p.totalGlobalMem / (1024.0 * 1024 * 1024));
