@@ -97,6 +97,16 @@ static double rope_inv_freq(const model_config_t *c, int i) {
     return (1 - smooth) * inv / factor + smooth * inv;
 }
 
+void transformer_rope_table(const model_config_t *c, int n_pos, float *cs) {
+    int half = c->head_dim / 2;
+    for (int p = 0; p < n_pos; p++)
+        for (int i = 0; i < half; i++) {
+            double ang = p * rope_inv_freq(c, i);
+            cs[(size_t)p * c->head_dim + 2 * i] = (float)cos(ang);
+            cs[(size_t)p * c->head_dim + 2 * i + 1] = (float)sin(ang);
+        }
+}
+
 transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const model_weights_t *w,
                                int max_block, char *err, size_t errlen) {
     /* Matrices may be f32, bf16 or f16 (w->dtype; the kernels widen half in
@@ -166,19 +176,13 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
      * (scaled for llama3) in both conventions (they differ in which
      * dimensions form the pair). Computed once here in double, instead of
      * per layer and per call. */
-    int half = c->head_dim / 2;
     tf->rope_cs = be->alloc(be, (int64_t)c->seq_len * c->head_dim);
     float *cs = malloc(sizeof(float) * (size_t)c->seq_len * c->head_dim);
     if (!tf->rope_cs.data || !cs) {
         free(cs);
         goto oom;
     }
-    for (int p = 0; p < c->seq_len; p++)
-        for (int i = 0; i < half; i++) {
-            double ang = p * rope_inv_freq(c, i);
-            cs[(size_t)p * c->head_dim + 2 * i] = (float)cos(ang);
-            cs[(size_t)p * c->head_dim + 2 * i + 1] = (float)sin(ang);
-        }
+    transformer_rope_table(c, c->seq_len, cs);
     be->from_host(be, tf->rope_cs, 0, cs, (int64_t)c->seq_len * c->head_dim);
     free(cs);
     if (be->device != DEVICE_CPU && !(tf->logits_host = malloc(sizeof(float) * (size_t)(B * V)))) goto oom;

@@ -59,6 +59,11 @@ int transformer_cached(const transformer_t *tf);
 /* Forgets positions >= len (len <= cached length; larger values are ignored). */
 void transformer_truncate(transformer_t *tf, int len);
 const model_config_t *transformer_config(const transformer_t *tf);
+/* The RoPE table the forward pass uses, for positions [0, n_pos): cs
+ * (n_pos, head_dim/2, 2) gets cos and sin of each pair's angle (theta and
+ * llama3 scaling from c), computed in double. Shared with model/batch.c so
+ * that both compute bit-identical rotations. */
+void transformer_rope_table(const model_config_t *c, int n_pos, float *cs);
 int transformer_max_block(const transformer_t *tf);
 
 #endif
