@@ -5,6 +5,8 @@
  *   bild small-worker, large-worker
  *                   serve one model to a coordinator over ZeroMQ
  *   bild keygen     CURVE key pairs
+ *   bild align-data, align-eval
+ *                   alignment corpus and small/large evaluation (align.c)
  * Every command that runs a model takes --device (cpu, cuda:N: backend_new)
  * and --dummy-weights (a config.json's shape with random weights).
  * The logic lives in the library (model/, kernels/); this file only checks
@@ -25,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "coordinator/align.h"
 #include "coordinator/cli.h"
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"
@@ -178,6 +181,8 @@ static const char *MAIN_HELP =
     "  small-worker, large-worker\n"
     "             serve a model to a coordinator over ZeroMQ (bild small-worker --help)\n"
     "  keygen     make a CURVE key pair for encrypted, authenticated connections\n"
+    "  align-data write a calibration corpus with the large model (bild align-data --help)\n"
+    "  align-eval compare a small and a large model on a text (bild align-eval --help)\n"
     "\n"
     "  bild --version   print the version\n";
 
@@ -1326,6 +1331,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "small-worker")) return cmd_worker(argc - 2, argv + 2, ROLE_SMALL);
     if (!strcmp(argv[1], "large-worker")) return cmd_worker(argc - 2, argv + 2, ROLE_LARGE);
     if (!strcmp(argv[1], "keygen")) return cmd_keygen(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "align-data")) return cmd_align_data(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "align-eval")) return cmd_align_eval(argc - 2, argv + 2);
     fprintf(stderr, "bild: unknown command '%s' (see bild --help)\n", argv[1]);
     return EXIT_USAGE;
 }
