@@ -940,10 +940,12 @@ def main(argv=None):
             say(f"step {st['step']}/{a.steps}: loss {rec['loss']:.4f} (ce {rec['ce']:.4f}{kd}), lr {lr:.2e}, "
                 f"{tok_s:,.0f} tok/s, {fmt_s(now - t_start)} elapsed, ETA {fmt_s(eta)}")
             win = dict(t=time.time(), steps=0, loss=0.0, ce=0.0, kd=0.0)
+        t_aside = time.time()
         if st["step"] % a.eval_every == 0 and st["step"] < a.steps:
             run_eval()
         if st["step"] % a.ckpt_every == 0 and st["step"] < a.steps:
             checkpoint()
+        win["t"] += time.time() - t_aside  # tokens/s counts training steps only
     for s, h in old.items():
         signal.signal(s, h)
     st["stopped"] = stop["why"] or "completed"
