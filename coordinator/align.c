@@ -248,36 +248,9 @@ static int open_model(const char *cmd, const char *path, const char *tokpath, in
 /* Reads a whole text file (NUL bytes refused). NULL with a message naming
  * the file and `what` it is. Caller frees. */
 static char *read_text(const char *cmd, const char *what, const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "bild %s: %s '%s': cannot open: %s\n", cmd, what, path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += r;
-        if (n + 1 == cap) {
-            char *nb = cap > ((size_t)1 << 31) ? NULL : realloc(buf, cap * 2);
-            if (!nb) free(buf);
-            buf = nb, cap *= 2;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf || bad) {
-        free(buf);
-        fprintf(stderr, "bild %s: %s '%s': %s\n", cmd, what, path,
-                bad ? "read error (is it a directory?)" : "too large");
-        return NULL;
-    }
-    buf[n] = 0;
-    if (strlen(buf) != n) {
-        free(buf);
-        fprintf(stderr, "bild %s: %s '%s': contains a NUL byte; expected text\n", cmd, what, path);
-        return NULL;
-    }
-    *len = n;
+    char err[1024];
+    char *buf = cli_read_text_file(path, what, len, err, sizeof err);
+    if (!buf) fprintf(stderr, "bild %s: %s\n", cmd, err);
     return buf;
 }
 

@@ -89,10 +89,10 @@ int cli_parse(const char *cmd, int argc, char **argv, const opt_t *opts, int n_o
     return 0;
 }
 
-char *cli_read_prompt_file(const char *path, char *err, size_t errlen) {
+char *cli_read_text_file(const char *path, const char *what, size_t *len, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        snprintf(err, errlen, "prompt file '%s': cannot open: %s", path, strerror(errno));
+        snprintf(err, errlen, "%s '%s': cannot open: %s", what, path, strerror(errno));
         return NULL;
     }
     size_t cap = 4096, n = 0;
@@ -100,7 +100,7 @@ char *cli_read_prompt_file(const char *path, char *err, size_t errlen) {
     for (size_t r; buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
         n += r;
         if (n + 1 == cap) {
-            char *nb = cap > ((size_t)1 << 30) ? NULL : realloc(buf, cap * 2);
+            char *nb = cap > ((size_t)1 << 31) ? NULL : realloc(buf, cap * 2);
             if (!nb) free(buf);
             buf = nb, cap *= 2;
         }
@@ -109,17 +109,24 @@ char *cli_read_prompt_file(const char *path, char *err, size_t errlen) {
     fclose(f);
     if (!buf || bad) {
         free(buf);
-        snprintf(err, errlen, "prompt file '%s': %s", path, bad ? "read error (is it a directory?)" : "too large");
+        snprintf(err, errlen, "%s '%s': %s", what, path, bad ? "read error (is it a directory?)" : "too large");
         return NULL;
     }
     buf[n] = 0;
-    if (n && buf[n - 1] == '\n') buf[--n] = 0;
-    if (n && buf[n - 1] == '\r') buf[--n] = 0;
     if (strlen(buf) != n) {
         free(buf);
-        snprintf(err, errlen, "prompt file '%s': contains a NUL byte; expected text", path);
+        snprintf(err, errlen, "%s '%s': contains a NUL byte; expected text", what, path);
         return NULL;
     }
+    if (len) *len = n;
+    return buf;
+}
+
+char *cli_read_prompt_file(const char *path, char *err, size_t errlen) {
+    size_t n;
+    char *buf = cli_read_text_file(path, "prompt file", &n, err, errlen);
+    if (buf && n && buf[n - 1] == '\n') buf[--n] = 0;
+    if (buf && n && buf[n - 1] == '\r') buf[--n] = 0;
     return buf;
 }
 

@@ -46,6 +46,11 @@ const char *cli_backend_desc(const backend_t *be, char *buf, size_t n);
  * with a message when path is neither. */
 int cli_dummy_dir(const char *path, char *out, size_t n, char *err, size_t errlen);
 
+/* Reads a whole text file (no NUL bytes; at most 2 GiB) and its length
+ * into *len (may be NULL). NULL with a message naming `what` and the file on
+ * failure. Caller frees. */
+char *cli_read_text_file(const char *path, const char *what, size_t *len, char *err, size_t errlen);
+
 /* Reads a text prompt file (one trailing newline dropped). NULL with a
  * message naming the file on failure. Caller frees. */
 char *cli_read_prompt_file(const char *path, char *err, size_t errlen);

@@ -1,10 +1,15 @@
 # cli_lib.sh - shared helpers of the shell tests (sourced, not run):
-# BILD, SH (../shared), the model paths LG, SM, TOK, M260, a temp folder $tmp removed on exit, and
+# BILD, SH (../shared), the model paths LG, SM, TOK, M260, a temp folder $tmp
+# removed on exit (with every pid in $pids killed), and
 #   fail MESSAGE      count a failure
 #   expect NAME CODE PATTERN -- ARGS
 #                     run bild ARGS; require exit code CODE, exactly one
 #                     stderr line containing PATTERN (a fixed string), and
 #                     nothing on stdout
+#   start_worker ROLE MODEL ENDPOINT LOG
+#                     start bild ROLE (small-worker, large-worker) serving
+#                     MODEL on ENDPOINT, its stderr in LOG; its pid goes to
+#                     $last and $pids; waits (<= 20 s) for "listening on"
 BILD=${BUILD:-build}/bild
 SH=${BILD_SHARED:-../shared}
 LG=$SH/models/stories15M/stories15M.bin       # the large model
@@ -12,7 +17,9 @@ SM=$SH/models/stories15M-small/small.bin      # the small model
 TOK=$SH/models/stories15M/tokenizer.bin       # their tokenizer
 M260=$SH/models/stories260K/stories260K.bin
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
+trap cleanup EXIT INT TERM
 fails=0
 
 fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
@@ -29,4 +36,16 @@ expect() {
     elif [ -s "$tmp/out" ]; then fail "$name: wrote to stdout"
     else echo "ok   $name: $(cat "$tmp/err")"
     fi
+}
+
+start_worker() {
+    "$BILD" "$1" -m "$2" -z "$TOK" -b "$3" -j 1 >/dev/null 2>"$4" &
+    last=$!
+    pids="$pids $last"
+    i=0
+    while ! grep -q "listening on" "$4" 2>/dev/null; do
+        i=$((i + 1))
+        if [ $i -gt 200 ]; then fail "$1 did not start: $(cat "$4")"; return 1; fi
+        sleep 0.1
+    done
 }

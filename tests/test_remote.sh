@@ -12,21 +12,6 @@
 # mismatch fails the handshake. Workers are killed by pid on any exit.
 set -u
 . tests/cli_lib.sh
-pids=""
-cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
-trap cleanup EXIT INT TERM
-
-# start_worker ROLE MODEL ENDPOINT LOG: starts it and waits (<= 20 s) for "listening"
-start_worker() {
-    "$BILD" "$1" -m "$2" -z "$TOK" -b "$3" -j 1 >/dev/null 2>"$4" &
-    pids="$pids $!"
-    i=0
-    while ! grep -q "listening on" "$4" 2>/dev/null; do
-        i=$((i + 1))
-        if [ $i -gt 200 ]; then fail "$1 did not start: $(cat "$4")"; return 1; fi
-        sleep 0.1
-    done
-}
 
 PORT=$((20000 + $$ % 20000))
 start_worker small-worker "$SM" "ipc://$tmp/small.sock" "$tmp/s.log" || exit 1
