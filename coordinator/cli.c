@@ -249,11 +249,9 @@ void sink_tokens(sink_t *s, const tokenizer_t *tok, int prev, const int *tokens,
 uint64_t cli_vocab_fingerprint(const tokenizer_t *tok) {
     uint64_t fp = PROTO_FP_INIT;
     for (int id = 0; id < tokenizer_vocab_size(tok); id++) {
-        /* control tokens count as one marker whatever their text: tokenizer.bin
-         * spells <unk>, <s> and </s> out, tokenizer.json marks them special and
-         * decodes them to nothing; one vocabulary, one fingerprint */
-        const char *piece = tokenizer_piece(tok, id);
-        if (tokenizer_is_special(tok, id) || (piece && !strcmp(piece, "<unk>"))) {
+        /* control tokens count as one marker whatever their text
+         * (tokenizer_is_control); one vocabulary, one fingerprint */
+        if (tokenizer_is_control(tok, id)) {
             fp = proto_fingerprint_add(fp, "\xff<control>", 10);
             continue;
         }

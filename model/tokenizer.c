@@ -534,10 +534,17 @@ int tokenizer_encode(const tokenizer_t *t, const char *text, int add_bos, int *o
     return count;
 }
 
+int tokenizer_is_control(const tokenizer_t *t, int id) {
+    return tokenizer_is_special(t, id) || !strcmp(tokenizer_piece(t, id), "<unk>");
+}
+
 int tokenizer_first_difference(const tokenizer_t *a, const tokenizer_t *b) {
     int n = a->vocab_size < b->vocab_size ? a->vocab_size : b->vocab_size;
     if (tokenizer_bos(a) != tokenizer_bos(b) || tokenizer_eos(a) != tokenizer_eos(b)) return 0;
     for (int id = 0; id < n; id++) {
+        int ca = tokenizer_is_control(a, id), cb = tokenizer_is_control(b, id);
+        if (ca != cb) return id;
+        if (ca) continue;
         size_t la, lb;
         /* compare what the pieces decode to (prev 0: no BOS space rule), so
          * "<0x0A>" and a raw newline byte piece count as the same piece */

@@ -65,6 +65,12 @@ void tokenizer_set_bos_eos(tokenizer_t *t, int bos, int eos);
  * special; tokenizer.bin: BOS or EOS). Special tokens decode to no bytes. */
 int tokenizer_is_special(const tokenizer_t *t, int id);
 
+/* 1 if id is a control token: special, or the piece "<unk>". tokenizer.bin
+ * spells <unk>, <s> and </s> out while tokenizer.json marks them special and
+ * decodes them to nothing; vocabulary comparisons count every control token
+ * as one marker, whatever its text, so the two files of one vocabulary agree. */
+int tokenizer_is_control(const tokenizer_t *t, int id);
+
 /* Accepts NULL; sets *pt = NULL. */
 void tokenizer_destroy(tokenizer_t **pt);
 
@@ -103,7 +109,7 @@ const char *tokenizer_decode(const tokenizer_t *t, int prev, int id, size_t *len
 const char *tokenizer_piece(const tokenizer_t *t, int id);
 
 /* -1 if a and b are the same vocabulary (same size, BOS and EOS, and every
- * id decoding to the same bytes); otherwise the first id where they differ
+ * id decoding to the same bytes, or a control token in both); otherwise the first id where they differ
  * (the smaller size if one is a prefix of the other). */
 int tokenizer_first_difference(const tokenizer_t *a, const tokenizer_t *b);
 
