@@ -133,14 +133,14 @@ test: deps
 # The README's first command: install, build, fetch the models, and write a
 # story with BiLD as three processes (launch/local.sh: the large and the
 # small worker over ipc://, the coordinator in front; stories15M large, the
-# provisional small model from ../shared/models). Story on stdout,
+# project's aligned small model, tools/align/stories15M-aligned). Story on stdout,
 # statistics on stderr.
-SMALL_MODEL ?= ../shared/models/stories15M-small/small.bin
+SMALL_MODEL ?= tools/align/stories15M-aligned
 DEMO_PROMPT ?= Once upon a time, there was a little girl named Lily.
 demo: deps
 	$(MAKE) all
 	sh scripts/get-models.sh
-	@if [ -f $(SMALL_MODEL) ]; then \
+	@if [ -e $(SMALL_MODEL) ]; then \
 	  echo "+ launch/local.sh: BiLD in three processes (small $(SMALL_MODEL), large stories15M)"; \
 	  BILD=$(BUILD)/bild sh launch/local.sh --small $(SMALL_MODEL) -- -p "$(DEMO_PROMPT)" -n 200; \
 	else \

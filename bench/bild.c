@@ -14,7 +14,12 @@
  * The costs are measured here first: a small step, and a large pass over
  * T = 1..16 tokens (fitted as a + b T).
  *
- * usage: bench/bild [--large PATH] [--small PATH] [--tokenizer PATH] [-n N] [--threads N]
+ * --small may be given up to 4 times: every small model runs every BiLD
+ * configuration in the same interleaved loop, against the one large-alone
+ * baseline, and gets its own table (e.g. the provisional small model beside
+ * the aligned one, as the paper's Table 1 sets unaligned beside aligned).
+ *
+ * usage: bench/bild [--large PATH] [--small PATH]... [--tokenizer PATH] [-n N] [--threads N]
  * Not a test: it prints numbers and asserts nothing.
  */
 #include <stdio.h>
@@ -29,6 +34,7 @@
 #include "small_worker/drafter.h"
 
 #define NP 20
+#define MAX_SMALL 4
 
 typedef struct {
     const char *name;
@@ -83,25 +89,55 @@ static double median(double *x, int n) {
     return x[n / 2];
 }
 
+/* One small model: its weights, engine, drafter and measured step cost. */
+typedef struct {
+    const char *path;
+    model_file_t *m;
+    transformer_t *tf;
+    drafter_t *dr;
+    small_link_t link;
+    double t_small;
+} small_t;
+
+#define BILD_CFG(fb, rb) {.name = "BiLD fb " #fb " rb " #rb, .pp = {.mode = POLICY_BILD, .alpha_fb = fb##f, .alpha_rb = rb, .max_small = 10}}
+/* a grid over the two thresholds: fallback (lower: the small model goes on
+ * longer) and rollback (lower: closer to the large model's own text) */
+static const config_t configs[] = {
+    BILD_CFG(0.2, 1), BILD_CFG(0.2, 2), BILD_CFG(0.2, 3),
+    BILD_CFG(0.3, 1), BILD_CFG(0.3, 2), BILD_CFG(0.3, 3),
+    BILD_CFG(0.4, 1), BILD_CFG(0.4, 2), BILD_CFG(0.4, 3),
+    BILD_CFG(0.5, 1), BILD_CFG(0.5, 2), BILD_CFG(0.5, 3),
+    BILD_CFG(0.6, 5), BILD_CFG(0.8, 5),
+    {.name = "BiLD fb 0.6 rb 5 faithful", .pp = {.mode = POLICY_BILD, .faithful = 1, .alpha_fb = 0.6f, .alpha_rb = 5, .max_small = 10}},
+    {.name = "spec gamma 4 (greedy)", .pp = {.mode = POLICY_SPEC, .max_small = 4}},
+    {.name = "small alone", .pp = {.mode = POLICY_SMALL}},
+};
+#define NCONF ((int)(sizeof configs / sizeof *configs))
+
 int main(int argc, char **argv) {
-    const char *lp = "models/stories15M/stories15M.bin", *sp = "../shared/models/stories15M-small/small.bin",
-               *tp = NULL;
-    int N = 128, threads = 0;
+    const char *lp = "models/stories15M/stories15M.bin", *tp = NULL;
+    const char *sp[MAX_SMALL] = {"tools/align/stories15M-aligned"};
+    int N = 128, threads = 0, ns = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--large") && i + 1 < argc) lp = argv[++i];
-        else if (!strcmp(argv[i], "--small") && i + 1 < argc) sp = argv[++i];
+        else if (!strcmp(argv[i], "--small") && i + 1 < argc && ns < MAX_SMALL) sp[ns++] = argv[++i];
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tp = argv[++i];
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) N = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bild [--large PATH] [--small PATH] [--tokenizer PATH] [-n N] [--threads N]\n");
+            fprintf(stderr, "usage: bild [--large PATH] [--small PATH (up to %d times)] [--tokenizer PATH] [-n N] "
+                            "[--threads N]\n", MAX_SMALL);
             return 2;
         }
     }
+    if (!ns) ns = 1;
     if (N < 1 || N > 200) N = 128;
     char err[512], tokbuf[1024];
-    model_file_t *ml = model_open(lp, err, sizeof err), *ms = ml ? model_open(sp, err, sizeof err) : NULL;
-    if (!ml || !ms) {
+    model_file_t *ml = model_open(lp, err, sizeof err);
+    small_t sm[MAX_SMALL] = {{0}};
+    for (int k = 0; ml && k < ns; k++)
+        if (!(sm[k].m = model_open(sm[k].path = sp[k], err, sizeof err))) break;
+    if (!ml || !sm[ns - 1].m) {
         fprintf(stderr, "bench/bild: %s (run `make models` first)\n", err);
         return 1;
     }
@@ -117,10 +153,25 @@ int main(int argc, char **argv) {
     }
     backend_t *be = backend_cpu_new(threads);
     transformer_t *tfl = transformer_new(be, model_config(ml), model_weights(ml), BILD_MAX_DRAFT, err, sizeof err);
-    transformer_t *tfs = transformer_new(be, model_config(ms), model_weights(ms), BILD_MAX_DRAFT, err, sizeof err);
-    drafter_t *dr = drafter_new(tfs, NULL, 0, 2, 1);
+    if (!tfl) {
+        fprintf(stderr, "bench/bild: %s: %s\n", lp, err);
+        return 1;
+    }
+    for (int k = 0; k < ns; k++) {
+        if (model_config(sm[k].m)->vocab_size != model_config(ml)->vocab_size) {
+            fprintf(stderr, "bench/bild: %s: vocabulary of %d tokens, the large model has %d\n", sm[k].path,
+                    model_config(sm[k].m)->vocab_size, model_config(ml)->vocab_size);
+            return 1;
+        }
+        sm[k].tf = transformer_new(be, model_config(sm[k].m), model_weights(sm[k].m), BILD_MAX_DRAFT, err, sizeof err);
+        if (!sm[k].tf) {
+            fprintf(stderr, "bench/bild: %s: %s\n", sm[k].path, err);
+            return 1;
+        }
+        sm[k].dr = drafter_new(sm[k].tf, NULL, 0, 2, 1);
+        sm[k].link = drafter_link(sm[k].dr);
+    }
     verifier_t *vf = verifier_new(tfl, NULL, 0);
-    small_link_t sl = drafter_link(dr);
     large_link_t ll = verifier_link(vf);
 
     int prompts[NP][64], np[NP];
@@ -140,16 +191,18 @@ int main(int argc, char **argv) {
     int toks[96];
     for (int i = 0; i < 96; i++) toks[i] = i ? 3 + (i * 7919) % 31000 : 1;
     double ts[41], tl[31];
-    transformer_forward(tfs, toks, 64, 0, LOGITS_LAST);
-    for (int r = 0; r < 41; r++) {
-        double t0 = now_s();
-        transformer_forward(tfs, toks + 64, 1, 64, LOGITS_LAST);
-        int am;
-        float mp;
-        transformer_logits_stats(tfs, 1, NULL, &am, &mp, NULL); /* as a draft step does */
-        ts[r] = now_s() - t0;
+    for (int k = 0; k < ns; k++) {
+        transformer_forward(sm[k].tf, toks, 64, 0, LOGITS_LAST);
+        for (int r = 0; r < 41; r++) {
+            double t0 = now_s();
+            transformer_forward(sm[k].tf, toks + 64, 1, 64, LOGITS_LAST);
+            int am;
+            float mp;
+            transformer_logits_stats(sm[k].tf, 1, NULL, &am, &mp, NULL); /* as a draft step does */
+            ts[r] = now_s() - t0;
+        }
+        sm[k].t_small = median(ts, 41);
     }
-    double t_small = median(ts, 41);
     transformer_forward(tfl, toks, 64, 0, LOGITS_LAST);
     double tL[25] = {0};
     for (int T = 1; T <= 24; T++) {
@@ -168,26 +221,23 @@ int main(int argc, char **argv) {
     for (int T = 1; T <= 24; T++) sx += T, sy += tL[T], sxx += (double)T * T, sxy += T * tL[T];
     double b = (24 * sxy - sx * sy) / (24 * sxx - sx * sx), a = (sy - b * sx) / 24;
 
-    config_t cf[] = {
-        {.name = "large alone", .pp = {.mode = POLICY_LARGE}},
-        {.name = "BiLD fb 0.3 rb 2", .pp = {.mode = POLICY_BILD, .alpha_fb = 0.3f, .alpha_rb = 2, .max_small = 10}},
-        {.name = "BiLD fb 0.5 rb 3", .pp = {.mode = POLICY_BILD, .alpha_fb = 0.5f, .alpha_rb = 3, .max_small = 10}},
-        {.name = "BiLD fb 0.6 rb 5", .pp = {.mode = POLICY_BILD, .alpha_fb = 0.6f, .alpha_rb = 5, .max_small = 10}},
-        {.name = "BiLD fb 0.8 rb 5", .pp = {.mode = POLICY_BILD, .alpha_fb = 0.8f, .alpha_rb = 5, .max_small = 10}},
-        {.name = "BiLD fb 0.6 rb 5 faithful", .pp = {.mode = POLICY_BILD, .faithful = 1, .alpha_fb = 0.6f, .alpha_rb = 5, .max_small = 10}},
-        {.name = "spec gamma 4 (greedy)", .pp = {.mode = POLICY_SPEC, .max_small = 4}},
-        {.name = "small alone", .pp = {.mode = POLICY_SMALL}},
-    };
-    int NC = (int)(sizeof cf / sizeof *cf);
+    /* cf[0]: the large model alone (shared); then NCONF configurations per small model */
+    static config_t cf[1 + MAX_SMALL * NCONF];
+    cf[0] = (config_t){.name = "large alone", .pp = {.mode = POLICY_LARGE}};
+    for (int k = 0; k < ns; k++)
+        for (int c = 0; c < NCONF; c++) cf[1 + k * NCONF + c] = configs[c];
+    int NC = 1 + ns * NCONF;
     static int large_out[NP][256];
     int large_n[NP];
     for (int i = 0; i < NP; i++)
         for (int c = 0; c < NC; c++) {
+            int k = c ? (c - 1) / NCONF : 0; /* the small model (unused by large alone) */
             policy_params_t pp = cf[c].pp;
-            pp.max_new = N, pp.vocab_size = 32000, pp.stop_a = 2, pp.stop_b = 1;
+            pp.max_new = N, pp.vocab_size = model_config(ml)->vocab_size;
+            pp.stop_a = model_config(ml)->eos_id, pp.stop_b = model_config(ml)->bos_id;
             policy_t *p = policy_new(&pp, prompts[i], np[i], err, sizeof err);
             session_times_t tm;
-            if (!p || session_run(p, &sl, &ll, 0, &tm, err, sizeof err)) {
+            if (!p || session_run(p, &sm[k].link, &ll, 0, &tm, err, sizeof err)) {
                 fprintf(stderr, "bench/bild: %s\n", err);
                 return 1;
             }
@@ -195,51 +245,58 @@ int main(int argc, char **argv) {
             const int *out = policy_output(p, &n);
             const policy_stats_t *s = policy_stats(p);
             if (c == 0) memcpy(large_out[i], out, sizeof(int) * (size_t)(large_n[i] = n));
-            config_t *k = &cf[c];
-            k->time_s += tm.total_s, k->n += n, k->small += s->small_tokens, k->fallbacks += s->fallbacks;
-            k->rollbacks += s->rollbacks, k->NL += s->large_passes, k->NS += s->small_passes;
-            k->Lpos += s->large_positions, k->Spos += s->small_positions;
+            config_t *q = &cf[c];
+            q->time_s += tm.total_s, q->n += n, q->small += s->small_tokens, q->fallbacks += s->fallbacks;
+            q->rollbacks += s->rollbacks, q->NL += s->large_passes, q->NS += s->small_passes;
+            q->Lpos += s->large_positions, q->Spos += s->small_positions;
             for (int T = 1; T <= BILD_MAX_DRAFT; T++) /* measured cost of each pass length */
-                k->model_s += s->large_pass_len[T] * (T <= 24 ? tL[T] : a + b * T);
-            k->model_s += s->small_passes * t_small;
-            k->exact += n == large_n[i] && !memcmp(out, large_out[i], sizeof(int) * (size_t)n);
-            k->rouge += rouge_l(out, n, large_out[i], large_n[i]);
-            k->nll += mean_nll(tfl, prompts[i], np[i], out, n);
+                q->model_s += s->large_pass_len[T] * (T <= 24 ? tL[T] : a + b * T);
+            q->model_s += s->small_passes * sm[k].t_small;
+            q->exact += n == large_n[i] && !memcmp(out, large_out[i], sizeof(int) * (size_t)n);
+            q->rouge += rouge_l(out, n, large_out[i], large_n[i]);
+            q->nll += mean_nll(tfl, prompts[i], np[i], out, n);
             policy_destroy(&p);
         }
 
-    printf("bench/bild: large %s, small %s; cpu/%s, %d threads; %d prompts x %d new tokens, greedy\n", lp, sp,
-           be->isa, be->n_threads, NP, N);
-    printf("\ncosts: small step %.3f ms; large pass over T tokens (ms):", t_small * 1e3);
+    printf("bench/bild: large %s; cpu/%s, %d threads; %d prompts x %d new tokens, greedy; all configurations of all "
+           "%d small model(s) interleaved prompt by prompt\n",
+           lp, be->isa, be->n_threads, NP, N, ns);
+    printf("\ncosts: large pass over T tokens (ms):");
     for (int T = 1; T <= 16; T *= 2) printf("  T=%d %.3f", T, tL[T] * 1e3);
-    printf("\n  fit a + b T over T <= 24 (used beyond): a = %.3f ms, b = %.3f ms; c = small step / large step = %.3f\n\n",
-           a * 1e3, b * 1e3, t_small / tL[1]);
-    printf("%-26s %7s %7s %6s %6s %6s %6s %7s %7s %8s %8s %6s\n", "config", "speedup", "small%", "fb/100", "rb/100",
-           "exact", "rougeL", "nll_L", "paper", "costmdl", "effic.", "tok/s");
+    printf("\n  fit a + b T over T <= 24 (used beyond): a = %.3f ms, b = %.3f ms\n", a * 1e3, b * 1e3);
     double base = cf[0].time_s;
-    for (int c = 0; c < NC; c++) {
-        config_t *k = &cf[c];
-        double speed = base / k->time_s * k->n / cf[0].n; /* per token, so early stops do not count as speed */
-        double cst = t_small / tL[1];
-        double paper = k->NL + cst * k->NS > 0 ? k->n / (k->NL + cst * k->NS) : 0;
-        /* cost model: each large pass charged the measured time of its
-         * length; each small pass one small step (catch-up passes are short) */
-        double costmdl = cf[0].model_s / cf[0].n / (k->model_s / k->n);
-        printf("%-26s %7.2f %7.1f %6.1f %6.1f %3ld/%-2d %6.3f %7.3f %7.2f %8.2f %8.2f %6.0f\n", k->name, speed,
-               100.0 * k->small / k->n, 100.0 * k->fallbacks / k->n, 100.0 * k->rollbacks / k->n, k->exact, NP,
-               k->rouge / NP, k->nll / NP, c == NC - 1 ? 0 : paper, costmdl, speed / costmdl, k->n / k->time_s);
+    for (int k = 0; k < ns; k++) {
+        double cst = sm[k].t_small / tL[1];
+        printf("\nsmall model %s: step %.3f ms, c = small step / large step = %.3f\n", sm[k].path,
+               sm[k].t_small * 1e3, cst);
+        printf("%-26s %7s %7s %6s %6s %6s %6s %7s %7s %8s %8s %6s\n", "config", "speedup", "small%", "fb/100",
+               "rb/100", "exact", "rougeL", "nll_L", "paper", "costmdl", "effic.", "tok/s");
+        for (int j = 0; j <= NCONF; j++) {
+            config_t *q = j ? &cf[1 + k * NCONF + j - 1] : &cf[0];
+            int alone = j == NCONF; /* small alone: no paper prediction */
+            double speed = base / q->time_s * q->n / cf[0].n; /* per token, so early stops do not count as speed */
+            double paper = !alone && q->NL + cst * q->NS > 0 ? q->n / (q->NL + cst * q->NS) : 0;
+            /* cost model: each large pass charged the measured time of its
+             * length; each small pass one small step (catch-up passes are short) */
+            double costmdl = cf[0].model_s / cf[0].n / (q->model_s / q->n);
+            printf("%-26s %7.2f %7.1f %6.1f %6.1f %3ld/%-2d %6.3f %7.3f %7.2f %8.2f %8.2f %6.0f\n", q->name, speed,
+                   100.0 * q->small / q->n, 100.0 * q->fallbacks / q->n, 100.0 * q->rollbacks / q->n, q->exact, NP,
+                   q->rouge / NP, q->nll / NP, paper, costmdl, speed / costmdl, q->n / q->time_s);
+        }
     }
     printf("\nspeedup = (tokens/s) / (tokens/s of the large model alone), all runs interleaved in this process.\n"
            "paper = n / (N_L + c N_S) (every pass one step); costmdl = predicted speedup from the measured cost of\n"
            "each pass (large: by its block length; small: one step), relative to the same prediction for the large\n"
            "model alone; effic. = speedup / costmdl (systems efficiency). exact = outputs identical to the large model's.\n");
-    drafter_destroy(&dr);
     verifier_destroy(&vf);
-    transformer_destroy(&tfs);
+    for (int k = 0; k < ns; k++) {
+        drafter_destroy(&sm[k].dr);
+        transformer_destroy(&sm[k].tf);
+        model_close(&sm[k].m);
+    }
     transformer_destroy(&tfl);
     backend_destroy(&be);
     tokenizer_destroy(&tok);
-    model_close(&ms);
     model_close(&ml);
     return 0;
 }

@@ -12,7 +12,7 @@
 # log folder, default a new temporary one, removed at exit).
 set -u
 BILD=${BILD:-build/bild}
-SMALL=../shared/models/stories15M-small/small.bin
+SMALL=tools/align/stories15M-aligned
 LARGE=models/stories15M/stories15M.bin
 TOK=models/stories15M/tokenizer.bin
 THREADS=$(nproc 2>/dev/null || echo 1) # each worker gets every core: they compute in turn, and park their threads in between

@@ -24,7 +24,7 @@ if [ -z "${BILD:-}" ]; then
     BILD=build/bild
     [ -x build/cuda/bild ] && BILD=build/cuda/bild
 fi
-SMALL=../shared/models/stories15M-small/small.bin
+SMALL=tools/align/stories15M-aligned
 LARGE=models/stories15M/stories15M.bin
 TOK=models/stories15M/tokenizer.bin
 SMALL_DEVICE=${SMALL_DEVICE:-cuda:0}

@@ -10,7 +10,7 @@
 #   BILD_BUILD=DIR   use binaries already built there (make CUDA=1 BUILD=DIR) instead of building
 #   LARGE=PATH       stories15M (llama2.c .bin or HF directory; default models/stories15M/stories15M.bin)
 #   LARGE_BF16=DIR   stories15M as a bf16 HF directory (default: made with tools/llama2c_to_hf.py)
-#   SMALL=PATH       the small model (default ../shared/models/stories15M-small/small.bin)
+#   SMALL=PATH       the small model (default tools/align/stories15M-aligned)
 #   TOK=PATH         tokenizer.bin (default models/stories15M/tokenizer.bin)
 #   WORK=DIR         scratch folder (default a new temporary one)
 #   OUT=DIR          where results.json and the logs are copied (optional)
@@ -46,7 +46,7 @@ else
         { tail -30 "$WORK/build.log" >&2; say "build failed"; exit 1; }
 fi
 LARGE=${LARGE:-models/stories15M/stories15M.bin}
-SMALL=${SMALL:-../shared/models/stories15M-small/small.bin}
+SMALL=${SMALL:-tools/align/stories15M-aligned}
 TOK=${TOK:-models/stories15M/tokenizer.bin}
 N_PROMPTS=${N_PROMPTS:-5}
 TOKENS=${TOKENS:-100}
