@@ -101,8 +101,11 @@ typedef struct {
 
 #define BILD_CFG(fb, rb) {.name = "BiLD fb " #fb " rb " #rb, .pp = {.mode = POLICY_BILD, .alpha_fb = fb##f, .alpha_rb = rb, .max_small = 10}}
 /* a grid over the two thresholds: fallback (lower: the small model goes on
- * longer) and rollback (lower: closer to the large model's own text) */
+ * longer) and rollback (lower: closer to the large model's own text; below
+ * ln 2 = 0.69 nats every kept token has p_L > 1/2, so it is the large
+ * model's greedy choice and BiLD's text is the large model's) */
 static const config_t configs[] = {
+    BILD_CFG(0.2, 0.5), BILD_CFG(0.3, 0.5), BILD_CFG(0.5, 0.5),
     BILD_CFG(0.2, 1), BILD_CFG(0.2, 2), BILD_CFG(0.2, 3),
     BILD_CFG(0.3, 1), BILD_CFG(0.3, 2), BILD_CFG(0.3, 3),
     BILD_CFG(0.4, 1), BILD_CFG(0.4, 2), BILD_CFG(0.4, 3),
