@@ -109,8 +109,9 @@ const char *tokenizer_decode(const tokenizer_t *t, int prev, int id, size_t *len
 const char *tokenizer_piece(const tokenizer_t *t, int id);
 
 /* -1 if a and b are the same vocabulary (same size, BOS and EOS, and every
- * id decoding to the same bytes, or a control token in both); otherwise the first id where they differ
- * (the smaller size if one is a prefix of the other). */
+ * id decoding to the same bytes, or a control token in both); otherwise the
+ * first id where they differ (the smaller size if one is a prefix of the
+ * other). */
 int tokenizer_first_difference(const tokenizer_t *a, const tokenizer_t *b);
 
 /* Streaming UTF-8 sanitizer: token pieces may split a multi-byte character

@@ -38,5 +38,4 @@ stage train /usr/bin/python3 tools/align/train_small.py --corpus "$W/corpus$SEED
     --seed "$SEED" --threads 2 --no-hf
 stage export /usr/bin/python3 tools/llama2c_to_hf.py "$W/small$SEED/model.bin" "$W/small$SEED-bf16" --dtype bf16
 build/bild align-eval -S "$W/small$SEED-bf16" -L "$L" -z "$TOK" --text "$VAL" -j 2 --json >"$W/eval$SEED.json"
-build/bild align-eval -S "$W/small$SEED-bf16" -L "$L" -z "$TOK" --text "$VAL" -j 2 -q
-cat "$W/times$SEED.txt"
+cat "$W/eval$SEED.json" "$W/times$SEED.txt"
