@@ -19,7 +19,10 @@
  * baseline, and gets its own table (e.g. the provisional small model beside
  * the aligned one, as the paper's Table 1 sets unaligned beside aligned).
  *
- * usage: bench/bild [--large PATH] [--small PATH]... [--tokenizer PATH] [-n N] [--threads N]
+ * --only SUBSTRING runs only the configurations whose name contains it
+ * (besides the large model alone), e.g. --only "rb 0.5".
+ *
+ * usage: bench/bild [--large PATH] [--small PATH]... [--tokenizer PATH] [-n N] [--threads N] [--only S]
  * Not a test: it prints numbers and asserts nothing.
  */
 #include <stdio.h>
@@ -80,6 +83,49 @@ static double mean_nll(transformer_t *tf, const int *prompt, int np, const int *
     return n ? sum / n : 0;
 }
 
+/* The small model teacher-forced on prompt + out: am[g], mp[g] = its greedy
+ * token and max probability at the position that predicts out[g]. */
+static void teacher_forced(transformer_t *tf, const int *prompt, int np, const int *out, int n, int *am, float *mp) {
+    int seq[512], L = np + n, B = transformer_max_block(tf);
+    memcpy(seq, prompt, sizeof(int) * np);
+    memcpy(seq + np, out, sizeof(int) * n);
+    transformer_truncate(tf, 0);
+    if (np > 1) transformer_forward(tf, seq, np - 1, 0, LOGITS_LAST);
+    for (int pos = np - 1; pos < L - 1;) {
+        int T = L - 1 - pos < B ? L - 1 - pos : B;
+        transformer_forward(tf, seq + pos, T, pos, LOGITS_ALL);
+        transformer_logits_stats(tf, T, NULL, am + pos - (np - 1), mp + pos - (np - 1), NULL);
+        pos += T;
+    }
+}
+
+/* What any fallback policy could reach with this small model, and how well
+ * its confidence points at its mistakes, from its greedy predictions along
+ * the large model's own greedy text (exact output). */
+#define NFB 5
+static const float fb_grid[NFB] = {0.3f, 0.5f, 0.6f, 0.7f, 0.8f};
+typedef struct {
+    long n, wrong;                      /* positions; small greedy token != large's */
+    long below[NFB], wrong_above[NFB];  /* max p < fb (a fallback); mistakes at max p >= fb (missed) */
+    double model_s;                     /* oracle: a large pass exactly at each mistake */
+} oracle_t;
+
+static void oracle_add(oracle_t *o, const int *am, const float *mp, const int *out, int n, const double *tL,
+                       double a, double b, double t_small) {
+    int last = -1; /* generated index of the last large-model token (-1: the prompt) */
+    for (int g = 0; g < n; g++) {
+        int bad = am[g] != out[g];
+        o->n++, o->wrong += bad;
+        for (int f = 0; f < NFB; f++) o->below[f] += mp[g] < fb_grid[f], o->wrong_above[f] += bad && mp[g] >= fb_grid[f];
+        if (bad) { /* one large pass over the tokens since its last one, ending in its token out[g] */
+            int T = g - last;
+            o->model_s += T <= 24 ? tL[T] : a + b * T;
+            last = g;
+        }
+    }
+    o->model_s += n * t_small; /* the small model steps once per position */
+}
+
 static double median(double *x, int n) {
     for (int i = 1; i < n; i++)
         for (int j = i; j > 0 && x[j] < x[j - 1]; j--) {
@@ -105,7 +151,7 @@ typedef struct {
  * ln 2 = 0.69 nats every kept token has p_L > 1/2, so it is the large
  * model's greedy choice and BiLD's text is the large model's) */
 static const config_t configs[] = {
-    BILD_CFG(0.2, 0.5), BILD_CFG(0.3, 0.5), BILD_CFG(0.5, 0.5),
+    BILD_CFG(0.2, 0.5), BILD_CFG(0.3, 0.5), BILD_CFG(0.5, 0.5), BILD_CFG(0.6, 0.5), BILD_CFG(0.7, 0.5),
     BILD_CFG(0.2, 1), BILD_CFG(0.2, 2), BILD_CFG(0.2, 3),
     BILD_CFG(0.3, 1), BILD_CFG(0.3, 2), BILD_CFG(0.3, 3),
     BILD_CFG(0.4, 1), BILD_CFG(0.4, 2), BILD_CFG(0.4, 3),
@@ -120,6 +166,7 @@ static const config_t configs[] = {
 int main(int argc, char **argv) {
     const char *lp = "models/stories15M/stories15M.bin", *tp = NULL;
     const char *sp[MAX_SMALL] = {"tools/align/stories15M-aligned"};
+    const char *only = NULL;
     int N = 128, threads = 0, ns = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--large") && i + 1 < argc) lp = argv[++i];
@@ -127,9 +174,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tp = argv[++i];
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) N = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else {
             fprintf(stderr, "usage: bild [--large PATH] [--small PATH (up to %d times)] [--tokenizer PATH] [-n N] "
-                            "[--threads N]\n", MAX_SMALL);
+                            "[--threads N] [--only SUBSTRING]\n", MAX_SMALL);
             return 2;
         }
     }
@@ -224,17 +272,24 @@ int main(int argc, char **argv) {
     for (int T = 1; T <= 24; T++) sx += T, sy += tL[T], sxx += (double)T * T, sxy += T * tL[T];
     double b = (24 * sxy - sx * sy) / (24 * sxx - sx * sx), a = (sy - b * sx) / 24;
 
-    /* cf[0]: the large model alone (shared); then NCONF configurations per small model */
+    /* --only: the configurations whose name contains it */
+    config_t sel[NCONF];
+    int nconf = 0;
+    for (int c = 0; c < NCONF; c++)
+        if (!only || strstr(configs[c].name, only)) sel[nconf++] = configs[c];
+    /* cf[0]: the large model alone (shared); then nconf configurations per small model */
     static config_t cf[1 + MAX_SMALL * NCONF];
     cf[0] = (config_t){.name = "large alone", .pp = {.mode = POLICY_LARGE}};
     for (int k = 0; k < ns; k++)
-        for (int c = 0; c < NCONF; c++) cf[1 + k * NCONF + c] = configs[c];
-    int NC = 1 + ns * NCONF;
+        for (int c = 0; c < nconf; c++) cf[1 + k * nconf + c] = sel[c];
+    int NC = 1 + ns * nconf;
     static int large_out[NP][256];
     int large_n[NP];
+    oracle_t orc[MAX_SMALL] = {{0}};
+    double alone_model_s = 0; /* the large model alone, one T = 1 pass per token */
     for (int i = 0; i < NP; i++)
         for (int c = 0; c < NC; c++) {
-            int k = c ? (c - 1) / NCONF : 0; /* the small model (unused by large alone) */
+            int k = c ? (c - 1) / nconf : 0; /* the small model (unused by large alone) */
             policy_params_t pp = cf[c].pp;
             pp.max_new = N, pp.vocab_size = model_config(ml)->vocab_size;
             pp.stop_a = model_config(ml)->eos_id, pp.stop_b = model_config(ml)->bos_id;
@@ -247,7 +302,16 @@ int main(int argc, char **argv) {
             int n;
             const int *out = policy_output(p, &n);
             const policy_stats_t *s = policy_stats(p);
-            if (c == 0) memcpy(large_out[i], out, sizeof(int) * (size_t)(large_n[i] = n));
+            if (c == 0) {
+                memcpy(large_out[i], out, sizeof(int) * (size_t)(large_n[i] = n));
+                alone_model_s += n * tL[1];
+                for (int j = 0; j < ns; j++) {
+                    int am[256];
+                    float mp[256];
+                    teacher_forced(sm[j].tf, prompts[i], np[i], out, n, am, mp);
+                    oracle_add(&orc[j], am, mp, out, n, tL, a, b, sm[j].t_small);
+                }
+            }
             config_t *q = &cf[c];
             q->time_s += tm.total_s, q->n += n, q->small += s->small_tokens, q->fallbacks += s->fallbacks;
             q->rollbacks += s->rollbacks, q->NL += s->large_passes, q->NS += s->small_passes;
@@ -274,9 +338,9 @@ int main(int argc, char **argv) {
                sm[k].t_small * 1e3, cst);
         printf("%-26s %7s %7s %6s %6s %6s %6s %7s %7s %8s %8s %6s\n", "config", "speedup", "small%", "fb/100",
                "rb/100", "exact", "rougeL", "nll_L", "paper", "costmdl", "effic.", "tok/s");
-        for (int j = 0; j <= NCONF; j++) {
-            config_t *q = j ? &cf[1 + k * NCONF + j - 1] : &cf[0];
-            int alone = j == NCONF; /* small alone: no paper prediction */
+        for (int j = 0; j <= nconf; j++) {
+            config_t *q = j ? &cf[1 + k * nconf + j - 1] : &cf[0];
+            int alone = q->pp.mode == POLICY_SMALL; /* no paper prediction */
             double speed = base / q->time_s * q->n / cf[0].n; /* per token, so early stops do not count as speed */
             double paper = !alone && q->NL + cst * q->NS > 0 ? q->n / (q->NL + cst * q->NS) : 0;
             /* cost model: each large pass charged the measured time of its
@@ -286,11 +350,28 @@ int main(int argc, char **argv) {
                    100.0 * q->small / q->n, 100.0 * q->fallbacks / q->n, 100.0 * q->rollbacks / q->n, q->exact, NP,
                    q->rouge / NP, q->nll / NP, paper, costmdl, speed / costmdl, q->n / q->time_s);
         }
+        oracle_t *o = &orc[k];
+        double e = (double)o->wrong / o->n;
+        printf("oracle (a large pass exactly where the small model's greedy token differs from the large model's, so\n"
+               "  the text is the large model's): agreement %.1f%%, %.1f mistakes/100; predicted speedup %.2f "
+               "(paper-style %.2f)\n",
+               100 * (1 - e), 100 * e, alone_model_s / o->model_s, 1 / (e + cst));
+        printf("  fallback threshold         ");
+        for (int x = 0; x < NFB; x++) printf("  %5.1f", fb_grid[x]);
+        printf("\n  fallbacks/100 (max p < fb)  ");
+        for (int x = 0; x < NFB; x++) printf("  %5.1f", 100.0 * o->below[x] / o->n);
+        printf("\n  mistakes not caught (/100) ");
+        for (int x = 0; x < NFB; x++) printf("  %5.1f", 100.0 * o->wrong_above[x] / o->n);
+        printf("\n");
     }
     printf("\nspeedup = (tokens/s) / (tokens/s of the large model alone), all runs interleaved in this process.\n"
            "paper = n / (N_L + c N_S) (every pass one step); costmdl = predicted speedup from the measured cost of\n"
            "each pass (large: by its block length; small: one step), relative to the same prediction for the large\n"
-           "model alone; effic. = speedup / costmdl (systems efficiency). exact = outputs identical to the large model's.\n");
+           "model alone; effic. = speedup / costmdl (systems efficiency). exact = outputs identical to the large model's.\n"
+           "oracle: the small model teacher-forced along the large model's greedy text; predicted speedup by the same\n"
+           "cost model (a pass over the tokens since the last large token at each mistake, a small step per token);\n"
+           "the bound for any policy that keeps the text exact. Mistakes not caught: greedy tokens that differ from\n"
+           "the large model's at max p >= fb (a fallback policy must find them by rollback, at the next large pass).\n");
     verifier_destroy(&vf);
     for (int k = 0; k < ns; k++) {
         drafter_destroy(&sm[k].dr);
