@@ -4,19 +4,22 @@
  * registers while the reduction dimension is walked 16 floats at a time, so
  * a weight row is loaded from memory once per 4 tokens (and from L1 after
  * that). With T = 1 it degenerates to 4 rows x 1 token, a pure streaming
- * matrix-vector product. The tail of d (d % 16) uses masked loads, so any d
- * works without padding.
+ * matrix-vector product. Blocks of 8 to 15 tokens with f32 or f16 weights
+ * (BiLD's verification passes) use 2 rows x 8 tokens instead (tile_2x8).
+ * The tail of d (d % 16) uses masked loads, so any d works without padding.
  *
  * Weights may be f32, bf16 or f16 (activations and sums stay f32): half
  * weights are widened in registers right after the load, so a step reads
  * half the bytes and the arithmetic is the f32 kernel's (bf16 two steps at
  * a time, see BF16_PAIR_X: about 16% more weights/s than widening 16 at a
- * time, on a 768 x 288 matrix in L2). AVX-512 BF16 dot products
+ * time, on a 768 x 288 matrix in L2; for blocks of 4 or more tokens x is
+ * split into even and odd elements once per call, see split_x). AVX-512 BF16 dot products
  * (vdpbf16ps) are not used: they need bf16 activations, which would change
  * the numerics, and at T = 1 the kernel is bound by memory, not FMAs.
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "kernels/cpu/simd.h"
 
@@ -83,8 +86,12 @@ static inline __attribute__((always_inline)) __m512 wload_any(const char *p, int
  * depend on how the tokens were tiled. */
 #define BF16_PAIR_X(p, e, o)                                                                          \
     do {                                                                                              \
-        __m512 lo_ = _mm512_loadu_ps((p) + j), hi_ = _mm512_loadu_ps((p) + j + 16);                  \
-        e = _mm512_permutex2var_ps(lo_, idx_even, hi_), o = _mm512_permutex2var_ps(lo_, idx_odd, hi_); \
+        if (XS) { /* x was split beforehand (split_x): the same two vectors, loaded */                \
+            e = _mm512_loadu_ps((p) + j), o = _mm512_loadu_ps((p) + j + 16);                          \
+        } else {                                                                                      \
+            __m512 lo_ = _mm512_loadu_ps((p) + j), hi_ = _mm512_loadu_ps((p) + j + 16);               \
+            e = _mm512_permutex2var_ps(lo_, idx_even, hi_), o = _mm512_permutex2var_ps(lo_, idx_odd, hi_); \
+        }                                                                                             \
     } while (0)
 #define BF16_PAIR_W(p, e, o)                                                                          \
     do {                                                                                              \
@@ -94,11 +101,77 @@ static inline __attribute__((always_inline)) __m512 wload_any(const char *p, int
     } while (0)
 #define BF16_FMA2(a, we, wo, xe, xo) (a = _mm512_fmadd_ps(wo, xo, _mm512_fmadd_ps(we, xe, a)))
 
+/* Two weight rows x 8 tokens, for blocks of 8 to 15 tokens with f32 or f16
+ * weights: 16 accumulators, and each weight vector, once loaded, serves 8
+ * tokens. The 4 x 4 tile ran a block of 8 as two passes over each row
+ * group, the second from L1 while the weight stream stood still; here one
+ * pass carries all 8 tokens. In a whole stories15M forward (f32, 2
+ * threads, interleaved A/B in one process): T = 8 0.87-0.89x and T = 12
+ * 0.90-0.92x the time of 4 x 4 tiles alone; at T = 16 no gain, so 16 and
+ * more keep the 4 x 4 tiles. Not for bf16: its pair steps need two
+ * permutes of x per token, which the 4 x 4 tile shares across 4 rows
+ * (measured: 2 x 8 was 1.07-1.09x slower there).
+ * Each (row, token) accumulator sees exactly the FMAs of the 4 x 4 tile in
+ * the same order, and hsum4 reduces each vector on its own, so a row's
+ * result for a token has the same bits whichever tile computed it. nx: the
+ * two rows to prefetch (8 ahead), or NULL. */
+#define XREG(v) __asm__("" : "+v"(v)) /* keep v in a register: else GCC folds its load into both FMAs */
+static inline __attribute__((always_inline)) void tile_2x8(float *out, int ldo, const float *x, int ldx,
+                                                            const char *w0, const char *w1, dtype_t wt, int d,
+                                                            int r, const char *nx, size_t rowb, int accumulate) {
+    const int dv = d & ~15;
+    const __mmask16 m = (__mmask16)((1u << (d - dv)) - 1);
+    const size_t es = wt == DTYPE_F32 ? 4 : 2;
+    const int pf_mask = es == 4 ? 0 : 16;
+    const float *x0 = x, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx, *x4 = x3 + ldx, *x5 = x4 + ldx,
+                *x6 = x5 + ldx, *x7 = x6 + ldx;
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00, a06 = a00,
+           a07 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00, a16 = a00, a17 = a00;
+#define S1(LX, k)                                                                                           \
+    do {                                                                                                    \
+        __m512 xv_ = LX(x##k);                                                                              \
+        XREG(xv_);                                                                                          \
+        a0##k = _mm512_fmadd_ps(v0_, xv_, a0##k), a1##k = _mm512_fmadd_ps(v1_, xv_, a1##k);                 \
+    } while (0)
+#define S(LX, LW)                                                                                           \
+    do {                                                                                                    \
+        __m512 v0_ = LW(w0), v1_ = LW(w1);                                                                  \
+        S1(LX, 0); S1(LX, 1); S1(LX, 2); S1(LX, 3); S1(LX, 4); S1(LX, 5); S1(LX, 6); S1(LX, 7);             \
+    } while (0)
+#define XFULL(p) _mm512_loadu_ps((p) + j)
+#define XTAIL(p) _mm512_maskz_loadu_ps(m, (p) + j)
+#define WFULL(p) wload((p), j, wt)
+#define WTAIL(p) wload_tail((p), j, wt, m)
+    int j = 0;
+    for (; j < dv; j += 16) {
+        if (nx && !(j & pf_mask)) {
+            _mm_prefetch(nx + (size_t)j * es, _MM_HINT_T0);
+            _mm_prefetch(nx + rowb + (size_t)j * es, _MM_HINT_T0);
+        }
+        S(XFULL, WFULL);
+    }
+    if (j < d) S(XTAIL, WTAIL);
+#undef S
+#undef S1
+#undef XFULL
+#undef XTAIL
+#undef WFULL
+#undef WTAIL
+    float v[16];
+    _mm_storeu_ps(v, hsum4(a00, a01, a02, a03)), _mm_storeu_ps(v + 4, hsum4(a04, a05, a06, a07));
+    _mm_storeu_ps(v + 8, hsum4(a10, a11, a12, a13)), _mm_storeu_ps(v + 12, hsum4(a14, a15, a16, a17));
+    for (int k = 0; k < 8; k++) {
+        put(&out[(size_t)k * ldo + r], v[k], accumulate);
+        put(&out[(size_t)k * ldo + r + 1], v[8 + k], accumulate);
+    }
+}
+
 /* The kernel for one weight dtype wt (a compile-time constant at each call).
  * Weights are addressed in bytes: row i starts at w + i * ldw * es. */
 static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int ldo, const float *x, int ldx,
-                                                                  const char *w, dtype_t wt, int ldw, int T, int d,
-                                                                  int r0, int r1, int accumulate) {
+                                                                  const float *xu, int ldxu, const char *w, dtype_t wt,
+                                                                  int XS, int ldw, int T, int d, int r0, int r1,
+                                                                  int accumulate) {
     const int dv = d & ~15;
     const __mmask16 m = (__mmask16)((1u << (d - dv)) - 1);
     const int dend = d - dv ? dv + 16 : dv; /* one masked step covers the tail */
@@ -113,6 +186,13 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
     for (; r + 4 <= r1; r += 4) {
         const char *w0 = w + (size_t)r * rowb, *w1 = w0 + rowb, *w2 = w1 + rowb, *w3 = w2 + rowb;
         int t = 0;
+        for (; wt != DTYPE_BF16 && T < 16 && t + 8 <= T; t += 8) {
+            const char *nx = t == 0 && r + 12 <= r1 ? w + (size_t)(r + 8) * rowb : NULL;
+            float *o = out + (size_t)t * ldo;
+            const float *xt = x + (size_t)t * ldx;
+            tile_2x8(o, ldo, xt, ldx, w0, w1, wt, d, r, nx, rowb, accumulate);
+            tile_2x8(o, ldo, xt, ldx, w2, w3, wt, d, r + 2, nx ? nx + 2 * rowb : NULL, rowb, accumulate);
+        }
         for (; t + 4 <= T; t += 4) {
             const float *x0 = x + (size_t)t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
             /* 16 named accumulators: a<row><token>. Arrays of vectors tend to
@@ -245,10 +325,10 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
             put4(out + (size_t)t * ldo + r, hsum4(a0, a1, a2, a3), accumulate);
         }
     }
-    for (; r < r1; r++) { /* leftover rows (n % 4), one at a time */
+    for (; r < r1; r++) { /* leftover rows (n % 4), one at a time, from the unsplit x */
         const char *wr = w + (size_t)r * rowb;
         for (int t = 0; t < T; t++) {
-            const float *xt = x + (size_t)t * ldx;
+            const float *xt = xu + (size_t)t * ldxu;
             __m512 a0 = _mm512_setzero_ps();
             for (int j = 0; j < dend; j += 16) a0 = _mm512_fmadd_ps(wload_any(wr, j, dv, m, wt), ld(xt, j, dv, m), a0);
             put(&out[(size_t)t * ldo + r], _mm512_reduce_add_ps(a0), accumulate);
@@ -256,14 +336,49 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
     }
 }
 
+/* x (T, d) with each 32-element chunk of the bf16 pair loop stored as its
+ * even elements then its odd ones (what BF16_PAIR_X's permutes make), the
+ * rest of each row as it is: xs (T, d). */
+static void split_x(float *xs, const float *x, int ldx, int T, int d) {
+    const __m512i idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+                  idx_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        float *st = xs + (size_t)t * d;
+        int j = 0;
+        for (; j + 32 <= d; j += 32) {
+            __m512 lo = _mm512_loadu_ps(xt + j), hi = _mm512_loadu_ps(xt + j + 16);
+            _mm512_storeu_ps(st + j, _mm512_permutex2var_ps(lo, idx_even, hi));
+            _mm512_storeu_ps(st + j + 16, _mm512_permutex2var_ps(lo, idx_odd, hi));
+        }
+        for (; j < d; j++) st[j] = xt[j];
+    }
+}
+
+/* bf16 weights and a block of 4 or more tokens: x is split once per call
+ * (split_x) instead of by two permutes per token per 32 weights in every
+ * row tile. The permutes run on the vector ports the FMAs need; with them a
+ * block of 8 cost about 3 single-token steps of stories15M in bf16. The
+ * products and their order are the same either way. */
+#define SPLIT_STACK 16384 /* floats: 64 KiB on the stack, larger blocks on the heap */
+
 static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, const void *w, dtype_t wt, int ldw,
                                int T, int d, int r0, int r1, int accumulate) {
+    if (wt == DTYPE_BF16 && T >= 4 && d >= 32) {
+        float stack[SPLIT_STACK], *xs = (size_t)T * d <= SPLIT_STACK ? stack : malloc(sizeof(float) * (size_t)T * d);
+        if (xs) {
+            split_x(xs, x, ldx, T, d);
+            matmul_rows_dt(out, ldo, xs, d, x, ldx, w, DTYPE_BF16, 1, ldw, T, d, r0, r1, accumulate);
+            if (xs != stack) free(xs);
+            return;
+        }
+    }
     if (wt == DTYPE_BF16)
-        matmul_rows_dt(out, ldo, x, ldx, w, DTYPE_BF16, ldw, T, d, r0, r1, accumulate);
+        matmul_rows_dt(out, ldo, x, ldx, x, ldx, w, DTYPE_BF16, 0, ldw, T, d, r0, r1, accumulate);
     else if (wt == DTYPE_F16)
-        matmul_rows_dt(out, ldo, x, ldx, w, DTYPE_F16, ldw, T, d, r0, r1, accumulate);
+        matmul_rows_dt(out, ldo, x, ldx, x, ldx, w, DTYPE_F16, 0, ldw, T, d, r0, r1, accumulate);
     else
-        matmul_rows_dt(out, ldo, x, ldx, w, DTYPE_F32, ldw, T, d, r0, r1, accumulate);
+        matmul_rows_dt(out, ldo, x, ldx, x, ldx, w, DTYPE_F32, 0, ldw, T, d, r0, r1, accumulate);
 }
 
 static void axpy_avx512(float *y, float a, const float *x, int n) {
