@@ -321,8 +321,11 @@ int main(void) {
             for (int dt = 0; dt < 3; dt++) {
                 dtype_t wt = (dtype_t[]){DTYPE_F32, DTYPE_BF16, DTYPE_F16}[dt];
                 test_matmul_block_invariance(be, 9, 37, 77, wt), test_matmul_block_invariance(be, 8, 64, 288, wt);
-                /* 12: a 2 x 8 tile and a 4 x 4 one; 16: 4 x 4 tiles; T d > 16384: bf16's split x on the heap */
+                /* 12: a 2 x 8 tile and a 4 x 4 one; 16: 4 x 4 tiles; T d > 16384: bf16's split x on the heap;
+                 * 3, 7, 10: a last group of 2 or 3 tokens in a 4 x 4 tile with its last token repeated */
                 test_matmul_block_invariance(be, 12, 21, 2100, wt), test_matmul_block_invariance(be, 16, 40, 96, wt);
+                test_matmul_block_invariance(be, 3, 13, 50, wt), test_matmul_block_invariance(be, 7, 64, 288, wt);
+                test_matmul_block_invariance(be, 10, 30, 100, wt);
                 test_swiglu(be, 1, 60, 97, wt), test_swiglu(be, 5, 33, 130, wt), test_swiglu(be, 16, 288, 768, wt);
                 test_rmsnorm(be, 1, 288, wt), test_rmsnorm(be, 7, 61, wt);
                 test_embed(be, wt);
