@@ -7,8 +7,9 @@
  *      weights (which may stay cache-resident between steps), 1 and 2 threads;
  *   2. decode tokens/s with 1 and 2 threads (greedy, feeding back the argmax),
  *      and the fraction of the floor = bandwidth / weight bytes per step;
- *   3. time of a forward over T = 1, 2, 4, 8, 16 tokens (all logits, as a
- *      verification pass) relative to T = 1, at context position 64;
+ *   3. time of a forward over T = 1, 2, 3, 4, 8, 12, 16 tokens (all logits,
+ *      as a verification pass) relative to T = 1, at context position 64,
+ *      the lengths interleaved run by run (best of 61);
  *   4. half-precision weights: the model's matrices converted in memory to
  *      bf16 and f16 (round to nearest even) at start-up, then
  *      a. the matrix products of one decode step alone (every layer's
@@ -250,19 +251,18 @@ static int decode_tps_pair(const model_file_t *m, const model_weights_t *wb, int
 }
 
 /* Median time of a T-token verification block at position pos. */
-static double block_time(transformer_t *tf, const int *toks, int T, int pos, int reps) {
-    double ts[64];
-    for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
-        transformer_forward(tf, toks + pos, T, pos, LOGITS_ALL);
-        ts[r] = now_s() - t0;
-    }
-    for (int i = 1; i < reps; i++) /* insertion sort for the median */
-        for (int j = i; j > 0 && ts[j] < ts[j - 1]; j--) {
-            double x = ts[j];
-            ts[j] = ts[j - 1], ts[j - 1] = x;
+/* Times of a forward over each of the nT block lengths Ts (all logits, at
+ * position pos), the lengths interleaved run by run so that a change in the
+ * machine's speed hits them alike; the best of reps runs each. */
+static void block_times(transformer_t *tf, const int *toks, const int *Ts, int nT, int pos, int reps, double *best) {
+    for (int k = 0; k < nT; k++) best[k] = 1e30;
+    for (int r = 0; r < reps; r++)
+        for (int k = 0; k < nT; k++) {
+            double t0 = now_s();
+            transformer_forward(tf, toks + pos, Ts[k], pos, LOGITS_ALL);
+            double t = now_s() - t0;
+            if (t < best[k]) best[k] = t;
         }
-    return ts[reps / 2];
 }
 
 int main(int argc, char **argv) {
@@ -312,15 +312,15 @@ int main(int argc, char **argv) {
         }
 
     /* 3. block forward cost relative to one step, 2 threads and 1 thread */
-    int Ts[] = {1, 2, 4, 8, 16}, pos = 64;
-    double bt[3][5];
+    int Ts[] = {1, 2, 3, 4, 8, 12, 16}, pos = 64; /* 3, 12: blocks that end in a partial tile */
+    double bt[3][7];
     int *toks = malloc(sizeof(int) * (pos + 16));
     for (int i = 0; i < pos + 16; i++) toks[i] = i == 0 ? c->bos_id : 3 + (i * 7919) % (c->vocab_size - 3);
     for (int nt = 1; nt <= 2; nt++) {
         backend_t *be = backend_cpu_new(nt);
         transformer_t *tf = transformer_new(be, c, model_weights(m), 16, err, sizeof err);
         transformer_forward(tf, toks, pos, 0, LOGITS_LAST);
-        for (int k = 0; k < 5; k++) bt[nt][k] = block_time(tf, toks, Ts[k], pos, 31);
+        block_times(tf, toks, Ts, 7, pos, 61, bt[nt]);
         transformer_destroy(&tf);
         backend_destroy(&be);
     }
@@ -374,12 +374,12 @@ int main(int argc, char **argv) {
            tps[2] / (bw_dram[2] * 1e9 / wbytes));
     printf("  fraction of model-sized floor   %8.2f   %9.2f\n", tps[1] / (bw_model[1] * 1e9 / wbytes),
            tps[2] / (bw_model[2] * 1e9 / wbytes));
-    printf("\nblock forward at position %d, time relative to T = 1 (all logits)\n", pos);
+    printf("\nblock forward at position %d, time relative to T = 1 (all logits; lengths interleaved, best of 61)\n", pos);
     printf("  T        ");
-    for (int k = 0; k < 5; k++) printf("%7d", Ts[k]);
+    for (int k = 0; k < 7; k++) printf("%7d", Ts[k]);
     for (int nt = 1; nt <= 2; nt++) {
         printf("\n  %d thread%s", nt, nt > 1 ? "s" : " ");
-        for (int k = 0; k < 5; k++) printf("%7.2f", bt[nt][k] / bt[nt][0]);
+        for (int k = 0; k < 7; k++) printf("%7.2f", bt[nt][k] / bt[nt][0]);
     }
     printf("\n  (T = 1 takes %.3f ms with 1 thread, %.3f ms with 2)\n", bt[1][0] * 1e3, bt[2][0] * 1e3);
     printf("\nhalf-precision weights: the matrix products of one decode step (T = 1; 50 steps a run, dtypes\n"
@@ -423,12 +423,13 @@ int main(int argc, char **argv) {
            "  360-410 with 1; llama.cpp's 8-token block costs about 2x a single step.\n");
     if (json) {
         printf("{\"model\":\"%s\",\"weight_bytes\":%zu,\"bw_dram_gbs\":[%.2f,%.2f],\"bw_model_gbs\":[%.2f,%.2f],"
-               "\"decode_tps\":[%.1f,%.1f],\"block_rel_2t\":[%.3f,%.3f,%.3f,%.3f,%.3f],"
+               "\"decode_tps\":[%.1f,%.1f],\"block_T\":[1,2,3,4,8,12,16],\"block_rel_2t\":[%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f],"
                "\"matmul_steps_per_s\":{\"f32\":[%.1f,%.1f],\"bf16\":[%.1f,%.1f],\"f16\":[%.1f,%.1f]},"
                "\"bw_mats_gbs\":{\"f32\":[%.2f,%.2f],\"half\":[%.2f,%.2f]},\"decode_tps_bf16\":[%.1f,%.1f],"
                "\"decode_tps_f32_interleaved\":[%.1f,%.1f],\"decode_tps_bf16_estimate\":[%.1f,%.1f]}\n",
                path, wbytes, bw_dram[1], bw_dram[2], bw_model[1], bw_model[2], tps[1], tps[2], bt[2][0] / bt[2][0],
-               bt[2][1] / bt[2][0], bt[2][2] / bt[2][0], bt[2][3] / bt[2][0], bt[2][4] / bt[2][0], 1 / mt[0][1],
+               bt[2][1] / bt[2][0], bt[2][2] / bt[2][0], bt[2][3] / bt[2][0], bt[2][4] / bt[2][0],
+               bt[2][5] / bt[2][0], bt[2][6] / bt[2][0], 1 / mt[0][1],
                1 / mt[0][2], 1 / mt[1][1], 1 / mt[1][2], 1 / mt[2][1], 1 / mt[2][2], bw_mats[0][1], bw_mats[0][2],
                bw_mats[1][1], bw_mats[1][2], tps_b[1], tps_b[2], 1 / full[1], 1 / full[2],
                1 / (full[1] - mt[0][1] + mt[1][1]), 1 / (full[2] - mt[0][2] + mt[1][2]));
