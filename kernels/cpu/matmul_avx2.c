@@ -60,6 +60,26 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
     const size_t es = wt == DTYPE_F32 ? 4 : 2, rowb = (size_t)ldw * es;
 #define W(p) wload((p), j, dv, rem, m, wt)
 #define X(p) ld((p), j, dv, m)
+/* The reduction loop of a tile: the full 8-float steps (prefetching the
+ * row group after next on the first pass over these rows), then the masked
+ * tail step, STEP being the tile's step macro. */
+#define WALK(STEP)                                                                                  \
+    do {                                                                                            \
+        int j = 0;                                                                                  \
+        if (t == 0 && nx)                                                                           \
+            for (; j < dv; j += 8) {                                                                \
+                if (!((j * es) & 63)) {                                                             \
+                    _mm_prefetch(nx + (size_t)j * es, _MM_HINT_T0);                                 \
+                    _mm_prefetch(nx + rowb + (size_t)j * es, _MM_HINT_T0);                          \
+                    _mm_prefetch(nx + 2 * rowb + (size_t)j * es, _MM_HINT_T0);                      \
+                    _mm_prefetch(nx + 3 * rowb + (size_t)j * es, _MM_HINT_T0);                      \
+                }                                                                                   \
+                STEP();                                                                             \
+            }                                                                                       \
+        else                                                                                        \
+            for (; j < dv; j += 8) STEP();                                                          \
+        if (rem) STEP();                                                                            \
+    } while (0)
     int r = r0;
     for (; r + 4 <= r1; r += 4) {
         const char *w0 = w + (size_t)r * rowb, *w1 = w0 + rowb, *w2 = w1 + rowb, *w3 = w2 + rowb;
@@ -85,20 +105,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         wv = W(w3), a30 = _mm256_fmadd_ps(wv, xa, a30), a31 = _mm256_fmadd_ps(wv, xb, a31);         \
         a32 = _mm256_fmadd_ps(wv, xc, a32);                                                         \
     } while (0)
-            int j = 0;
-            if (t == 0 && nx)
-                for (; j < dv; j += 8) {
-                    if (!((j * es) & 63)) {
-                        _mm_prefetch(nx + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + rowb + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + 2 * rowb + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + 3 * rowb + (size_t)j * es, _MM_HINT_T0);
-                    }
-                    STEP3();
-                }
-            else
-                for (; j < dv; j += 8) STEP3();
-            if (rem) STEP3();
+            WALK(STEP3);
 #undef STEP3
             float *o0 = out + (size_t)t * ldo + r, *o1 = o0 + ldo, *o2 = o1 + ldo;
             put(o0 + 0, hsum(a00), accumulate), put(o1 + 0, hsum(a01), accumulate), put(o2 + 0, hsum(a02), accumulate);
@@ -118,20 +125,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         wv = W(w2), a20 = _mm256_fmadd_ps(wv, xa, a20), a21 = _mm256_fmadd_ps(wv, xb, a21);         \
         wv = W(w3), a30 = _mm256_fmadd_ps(wv, xa, a30), a31 = _mm256_fmadd_ps(wv, xb, a31);         \
     } while (0)
-            int j = 0;
-            if (t == 0 && nx)
-                for (; j < dv; j += 8) {
-                    if (!((j * es) & 63)) {
-                        _mm_prefetch(nx + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + rowb + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + 2 * rowb + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + 3 * rowb + (size_t)j * es, _MM_HINT_T0);
-                    }
-                    STEP2();
-                }
-            else
-                for (; j < dv; j += 8) STEP2();
-            if (rem) STEP2();
+            WALK(STEP2);
 #undef STEP2
             float *o0 = out + (size_t)t * ldo + r, *o1 = o0 + ldo;
             put(o0 + 0, hsum(a00), accumulate); put(o1 + 0, hsum(a01), accumulate);
@@ -148,20 +142,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         a0 = _mm256_fmadd_ps(W(w0), xv, a0), a1 = _mm256_fmadd_ps(W(w1), xv, a1);                  \
         a2 = _mm256_fmadd_ps(W(w2), xv, a2), a3 = _mm256_fmadd_ps(W(w3), xv, a3);                  \
     } while (0)
-            int j = 0;
-            if (t == 0 && nx)
-                for (; j < dv; j += 8) {
-                    if (!((j * es) & 63)) {
-                        _mm_prefetch(nx + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + rowb + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + 2 * rowb + (size_t)j * es, _MM_HINT_T0);
-                        _mm_prefetch(nx + 3 * rowb + (size_t)j * es, _MM_HINT_T0);
-                    }
-                    STEP1();
-                }
-            else
-                for (; j < dv; j += 8) STEP1();
-            if (rem) STEP1();
+            WALK(STEP1);
 #undef STEP1
             float *o = out + (size_t)t * ldo + r;
             put(o + 0, hsum(a0), accumulate);
@@ -183,6 +164,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
     }
 #undef W
 #undef X
+#undef WALK
 }
 
 static void matmul_rows_avx2(float *out, int ldo, const float *x, int ldx, const void *w, dtype_t wt, int ldw,

@@ -101,6 +101,12 @@ static inline __attribute__((always_inline)) __m512 wload_any(const char *p, int
     } while (0)
 #define BF16_FMA2(a, we, wo, xe, xo) (a = _mm512_fmadd_ps(wo, xo, _mm512_fmadd_ps(we, xe, a)))
 
+/* Loads at element j of the reduction in the tiles below (m: the tail mask) */
+#define XFULL(p) _mm512_loadu_ps((p) + j)
+#define XTAIL(p) _mm512_maskz_loadu_ps(m, (p) + j)
+#define WFULL(p) wload((p), j, wt)
+#define WTAIL(p) wload_tail((p), j, wt, m)
+
 /* Two weight rows x 8 tokens, for blocks of 8 to 15 tokens with f32 or f16
  * weights: 16 accumulators, and each weight vector, once loaded, serves 8
  * tokens. The 4 x 4 tile ran a block of 8 as two passes over each row
@@ -138,10 +144,6 @@ static inline __attribute__((always_inline)) void tile_2x8(float *out, int ldo, 
         __m512 v0_ = LW(w0), v1_ = LW(w1);                                                                  \
         S1(LX, 0); S1(LX, 1); S1(LX, 2); S1(LX, 3); S1(LX, 4); S1(LX, 5); S1(LX, 6); S1(LX, 7);             \
     } while (0)
-#define XFULL(p) _mm512_loadu_ps((p) + j)
-#define XTAIL(p) _mm512_maskz_loadu_ps(m, (p) + j)
-#define WFULL(p) wload((p), j, wt)
-#define WTAIL(p) wload_tail((p), j, wt, m)
     int j = 0;
     for (; j < dv; j += 16) {
         if (nx && !(j & pf_mask)) {
@@ -153,10 +155,6 @@ static inline __attribute__((always_inline)) void tile_2x8(float *out, int ldo, 
     if (j < d) S(XTAIL, WTAIL);
 #undef S
 #undef S1
-#undef XFULL
-#undef XTAIL
-#undef WFULL
-#undef WTAIL
     float v[16];
     _mm_storeu_ps(v, hsum4(a00, a01, a02, a03)), _mm_storeu_ps(v + 4, hsum4(a04, a05, a06, a07));
     _mm_storeu_ps(v + 8, hsum4(a10, a11, a12, a13)), _mm_storeu_ps(v + 12, hsum4(a14, a15, a16, a17));
@@ -221,10 +219,6 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         a30 = _mm512_fmadd_ps(wv, v0, a30), a31 = _mm512_fmadd_ps(wv, v1, a31);                      \
         a32 = _mm512_fmadd_ps(wv, v2, a32), a33 = _mm512_fmadd_ps(wv, v3, a33);                      \
     } while (0)
-#define XFULL(p) _mm512_loadu_ps((p) + j)
-#define XTAIL(p) _mm512_maskz_loadu_ps(m, (p) + j)
-#define WFULL(p) wload((p), j, wt)
-#define WTAIL(p) wload_tail((p), j, wt, m)
             int j = 0;
             if (wt == DTYPE_BF16) { /* pairs of steps first (see BF16_PAIR_X); prefetch as below */
                 const char *nx = t == 0 && r + 12 <= r1 ? w + (size_t)(r + 8) * rowb : NULL;
@@ -272,10 +266,6 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
                 for (; j < dv; j += 16) STEP(XFULL, WFULL);
             if (j < d) STEP(XTAIL, WTAIL);
 #undef STEP
-#undef XFULL
-#undef XTAIL
-#undef WFULL
-#undef WTAIL
             float *o0 = out + (size_t)t * ldo + r;
             put4(o0, hsum4(a00, a10, a20, a30), accumulate);
             put4(o0 + ldo, hsum4(a01, a11, a21, a31), accumulate);
@@ -341,6 +331,11 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         }
     }
 }
+
+#undef XFULL
+#undef XTAIL
+#undef WFULL
+#undef WTAIL
 
 /* x (T, d) with each 32-element chunk of the bf16 pair loop stored as its
  * even elements then its odd ones (what BF16_PAIR_X's permutes make), the
