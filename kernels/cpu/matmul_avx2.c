@@ -4,9 +4,10 @@
  * tokens (12 accumulators + 4 operands: the 16 ymm registers), then 4 x 2
  * and 4 x 1; the first pass over a row group prefetches the group after
  * next. The tail of d (d % 8) uses masked loads. The softmax and SiLU
- * exponentials use the same polynomial as AVX-512, on 8 floats. Half weights (bf16, f16) are widened to f32 in
- * registers after the load; f16 needs F16C (compiled with -mf16c, and
- * cpu_isa_supported("avx2") requires it).
+ * exponentials use the same polynomial as AVX-512, on 8 floats. Half
+ * weights (bf16, f16) are widened to f32 in registers after the load; f16
+ * needs F16C (compiled with -mf16c, and cpu_isa_supported("avx2") requires
+ * it).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -48,10 +49,7 @@ static inline __attribute__((always_inline)) __m256 wload(const char *p, int j, 
 static inline void put(float *o, float v, int accumulate) { *o = accumulate ? *o + v : v; }
 
 /* The kernel for one weight dtype wt (a constant at each call); row i of
- * the weights starts at byte i * ldw * (element size). Each loop walks the
- * full 8-float steps without a branch and then takes the masked tail step
- * (if any) on its own: the same FMAs in the same order as one loop with a
- * per-load test, which cost about half the speed of blocks. */
+ * the weights starts at byte i * ldw * (element size). */
 static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int ldo, const float *x, int ldx,
                                                                   const char *w, dtype_t wt, int ldw, int T, int d,
                                                                   int r0, int r1, int accumulate) {
@@ -60,9 +58,11 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
     const size_t es = wt == DTYPE_F32 ? 4 : 2, rowb = (size_t)ldw * es;
 #define W(p) wload((p), j, dv, rem, m, wt)
 #define X(p) ld((p), j, dv, m)
-/* The reduction loop of a tile: the full 8-float steps (prefetching the
- * row group after next on the first pass over these rows), then the masked
- * tail step, STEP being the tile's step macro. */
+/* The reduction loop of a tile, STEP being the tile's step macro: the full
+ * 8-float steps without a branch (prefetching the row group after next on
+ * the first pass over these rows), then the masked tail step on its own.
+ * The same FMAs in the same order as one loop with a test per load, which
+ * ran blocks at about half this speed. */
 #define WALK(STEP)                                                                                  \
     do {                                                                                            \
         int j = 0;                                                                                  \

@@ -13,9 +13,10 @@
  * half the bytes and the arithmetic is the f32 kernel's (bf16 two steps at
  * a time, see BF16_PAIR_X: about 16% more weights/s than widening 16 at a
  * time, on a 768 x 288 matrix in L2; for blocks of 4 or more tokens x is
- * split into even and odd elements once per call, see split_x). AVX-512 BF16 dot products
- * (vdpbf16ps) are not used: they need bf16 activations, which would change
- * the numerics, and at T = 1 the kernel is bound by memory, not FMAs.
+ * split into even and odd elements once per call, see split_x). AVX-512
+ * BF16 dot products (vdpbf16ps) are not used: they need bf16 activations,
+ * which would change the numerics, and at T = 1 the kernel is bound by
+ * memory, not FMAs.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -360,7 +361,9 @@ static void split_x(float *xs, const float *x, int ldx, int T, int d) {
  * (split_x) instead of by two permutes per token per 32 weights in every
  * row tile. The permutes run on the vector ports the FMAs need; with them a
  * block of 8 cost about 3 single-token steps of stories15M in bf16. The
- * products and their order are the same either way. */
+ * products and their order are the same either way. A call is one thread's
+ * chunk of rows, so each thread splits x for itself: T d permutes against
+ * at least 4 T d FMAs of the chunk (in practice dozens of rows). */
 #define SPLIT_STACK 16384 /* floats: 64 KiB on the stack, larger blocks on the heap */
 
 static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, const void *w, dtype_t wt, int ldw,
