@@ -19,6 +19,10 @@
  * baseline, and gets its own table (e.g. the provisional small model beside
  * the aligned one, as the paper's Table 1 sets unaligned beside aligned).
  *
+ * A --small PATH uses the draft vocabulary beside it (draft_vocab.txt, all of
+ * its ids) as bild generate does; PATH:K its first K ids; PATH:0 the full
+ * vocabulary (e.g. --small S:0 --small S:2048 to set them side by side).
+ *
  * --only SUBSTRING runs only the configurations whose name contains it
  * (besides the large model alone), e.g. --only "rb 0.5".
  *
@@ -29,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coordinator/cli.h"
 #include "coordinator/policy.h"
 #include "coordinator/session.h"
 #include "kernels/cpu/cpu.h"
@@ -187,8 +192,16 @@ int main(int argc, char **argv) {
     char err[512], tokbuf[1024];
     model_file_t *ml = model_open(lp, err, sizeof err);
     small_t sm[MAX_SMALL] = {{0}};
-    for (int k = 0; ml && k < ns; k++)
-        if (!(sm[k].m = model_open(sm[k].path = sp[k], err, sizeof err))) break;
+    char spath[MAX_SMALL][1024];
+    int stop_k[MAX_SMALL]; /* -1: the whole default draft vocabulary; 0: none; K: its first K */
+    for (int k = 0; ml && k < ns; k++) {
+        const char *colon = strrchr(sp[k], ':');
+        int plen = colon ? (int)(colon - sp[k]) : (int)strlen(sp[k]);
+        snprintf(spath[k], sizeof spath[k], "%.*s", plen, sp[k]);
+        stop_k[k] = colon ? atoi(colon + 1) : -1;
+        sm[k].path = sp[k];
+        if (!(sm[k].m = model_open(spath[k], err, sizeof err))) break;
+    }
     if (!ml || !sm[ns - 1].m) {
         fprintf(stderr, "bench/bild: %s (run `make models` first)\n", err);
         return 1;
@@ -220,6 +233,14 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench/bild: %s: %s\n", sm[k].path, err);
             return 1;
         }
+        char used[1024];
+        int hk = cli_draft_vocab(sm[k].tf, spath[k], stop_k[k] == 0 ? "none" : NULL, stop_k[k] > 0 ? stop_k[k] : 0,
+                                 used, sizeof used, err, sizeof err);
+        if (hk < 0) {
+            fprintf(stderr, "bench/bild: %s\n", err);
+            return 1;
+        }
+        if (hk) printf("small model %s drafts over %d tokens (%s)\n", sm[k].path, hk, used);
         sm[k].dr = drafter_new(sm[k].tf, NULL, 0, 2, 1);
         sm[k].link = drafter_link(sm[k].dr);
     }

@@ -122,6 +122,79 @@ char *cli_read_text_file(const char *path, const char *what, size_t *len, char *
     return buf;
 }
 
+int cli_draft_vocab(transformer_t *tf, const char *model_path, const char *spec, int top, char *used, size_t usedlen,
+                    char *err, size_t errlen) {
+    char path[4096];
+    struct stat st;
+    if (used && usedlen) used[0] = 0;
+    if (spec && !strcmp(spec, "none")) return 0;
+    if (spec)
+        snprintf(path, sizeof path, "%s", spec);
+    else { /* the model's folder, or the folder of its file */
+        if (!model_path) return 0;
+        if (stat(model_path, &st) == 0 && S_ISDIR(st.st_mode))
+            snprintf(path, sizeof path, "%s/draft_vocab.txt", model_path);
+        else {
+            const char *slash = strrchr(model_path, '/');
+            int dl = slash ? (int)(slash - model_path) : 1;
+            snprintf(path, sizeof path, "%.*s/draft_vocab.txt", dl, slash ? model_path : ".");
+        }
+        if (stat(path, &st) != 0) return 0;
+    }
+    size_t n;
+    char *text = cli_read_text_file(path, "draft vocabulary", &n, err, errlen);
+    if (!text) return -1;
+    int V = transformer_config(tf)->vocab_size, k = 0, cap = 0, line = 1, *ids = NULL, rc = -1;
+    for (char *p = text; *p;) {
+        if (*p == '#') { /* a comment to the end of the line */
+            while (*p && *p != '\n') p++;
+            continue;
+        }
+        if (*p == '\n') line++;
+        if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') {
+            p++;
+            continue;
+        }
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v >= V || (*end && !strchr(" \t\r\n#", *end))) {
+            snprintf(err, errlen, "draft vocabulary '%s', line %d: expected token ids in 0..%d", path, line, V - 1);
+            goto done;
+        }
+        p = end;
+        if (top > 0 && k == top) continue; /* the rest is checked, not used */
+        if (k == cap) {
+            int *ni = realloc(ids, sizeof(int) * (size_t)(cap = cap ? 2 * cap : 4096));
+            if (!ni) {
+                snprintf(err, errlen, "draft vocabulary '%s': out of memory", path);
+                goto done;
+            }
+            ids = ni;
+        }
+        ids[k++] = (int)v;
+    }
+    if (k == 0) {
+        snprintf(err, errlen, "draft vocabulary '%s': no token ids in it", path);
+        goto done;
+    }
+    if (top > k) {
+        snprintf(err, errlen, "draft vocabulary '%s' ranks %d ids; --draft-top %d asks for more", path, k, top);
+        goto done;
+    }
+    char e2[512];
+    if (transformer_set_head(tf, ids, k, e2, sizeof e2)) {
+        snprintf(err, errlen, "draft vocabulary '%s': %s", path, e2);
+        goto done;
+    }
+    if (used && usedlen) snprintf(used, usedlen, "%s", path);
+    rc = k;
+done:
+    free(ids);
+    free(text);
+    return rc;
+}
+
 char *cli_read_prompt_file(const char *path, char *err, size_t errlen) {
     size_t n;
     char *buf = cli_read_text_file(path, "prompt file", &n, err, errlen);

@@ -9,6 +9,7 @@
 
 #include "kernels/ops.h"
 #include "model/tokenizer.h"
+#include "model/transformer.h"
 
 typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } opt_kind_t;
 
@@ -69,6 +70,17 @@ tokenizer_t *cli_load_tokenizer(const char *path, int vocab, int bos, int eos, c
 /* The vocabulary fingerprint the workers' handshake carries: FNV-1a over
  * every piece's decoded bytes (proto_fingerprint_add). */
 uint64_t cli_vocab_fingerprint(const tokenizer_t *tok);
+
+/* The small model's draft vocabulary (docs/engine.md, "Draft vocabulary"):
+ * spec is a file of token ids ranked by frequency (one or more per line,
+ * '#' starts a comment), "none" (the full vocabulary), or NULL: the file
+ * draft_vocab.txt in the model's folder (a Hugging Face directory) or beside
+ * its file, when there is one. The first top ids (top <= 0: all of them)
+ * become tf's head (transformer_set_head). Returns the head size (0: full
+ * vocabulary) with the file used in used (may be NULL; "" when none), or -1
+ * with a message naming the file. */
+int cli_draft_vocab(transformer_t *tf, const char *model_path, const char *spec, int top, char *used, size_t usedlen,
+                    char *err, size_t errlen);
 
 /* Text output: streams to stdout, or collects (for --json). Bytes go through
  * a UTF-8 sanitiser, so what comes out is valid UTF-8. */

@@ -119,6 +119,16 @@ static const char *GEN_HELP =
     "      --rollback B        rollback threshold, -log p_large in nats (default 5)\n"
     "      --max-small N       most small tokens in a row (default 10)\n"
     "      --gamma G           spec mode: draft length (default 5)\n"
+    "      --exact             the large model's greedy text exactly, as fast as BiLD\n"
+    "                          gets it: rollback 0.5 (below ln 2, so every token the\n"
+    "                          large model would not have chosen is rolled back) with\n"
+    "                          fallback 0.5 and max-small 10 unless given (greedy only)\n"
+    "      --draft-vocab FILE  the small model's draft vocabulary: ranked token ids,\n"
+    "                          its output layer computes only those (docs/engine.md);\n"
+    "                          default draft_vocab.txt beside the small model if there\n"
+    "                          is one; 'none': the full vocabulary. The large model\n"
+    "                          always verifies over the full vocabulary\n"
+    "      --draft-top K       use the first K ids of the draft vocabulary (default all)\n"
     "      --faithful          reproduce the official BiLD loop exactly (first\n"
     "                          position above the threshold only; unchecked tail)\n"
     "  -t, --temperature T     0 = greedy (default 0)\n"
@@ -873,7 +883,9 @@ static int cmd_generate(int argc, char **argv) {
                *large_key = NULL, *device = "cpu", *small_dev = NULL, *large_dev = NULL, *dtype_s = "bf16";
     dummy_t dummy = {0};
     int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0, overlap = 0;
-    int seed_given = 0, fb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
+    int seed_given = 0, fb_given = 0, rb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
+    int exact = 0, draft_top = 0;
+    const char *draft_vocab = NULL;
     const char *small_ep = NULL, *large_ep = NULL, *plane_s = "auto";
     float alpha_fb = 0.6f, alpha_rb = 5.0f, temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
@@ -897,7 +909,10 @@ static int cmd_generate(int argc, char **argv) {
         {"-n", "--max-tokens", OPT_INT, &max_new, 1, INT_MAX, 0, NULL},
         {NULL, "--mode", OPT_STR, &mode_s, 0, 0, 0, NULL},
         {NULL, "--fallback", OPT_FLOAT, &alpha_fb, 0, 1, 0, &fb_given},
-        {NULL, "--rollback", OPT_FLOAT, &alpha_rb, 0, 1e6, 1, NULL},
+        {NULL, "--rollback", OPT_FLOAT, &alpha_rb, 0, 1e6, 1, &rb_given},
+        {NULL, "--exact", OPT_FLAG, &exact, 0, 0, 0, NULL},
+        {NULL, "--draft-vocab", OPT_STR, &draft_vocab, 0, 0, 0, NULL},
+        {NULL, "--draft-top", OPT_INT, &draft_top, 1, 1 << 24, 0, NULL},
         {NULL, "--max-small", OPT_INT, &max_small, 0, BILD_MAX_DRAFT - 2, 0, NULL},
         {NULL, "--gamma", OPT_INT, &gamma, 1, BILD_MAX_DRAFT - 2, 0, NULL},
         {NULL, "--faithful", OPT_FLAG, &faithful, 0, 0, 0, NULL},
@@ -931,6 +946,15 @@ static int cmd_generate(int argc, char **argv) {
     if ((prompt != NULL) + (prompt_file != NULL) + (prompts != NULL) + (requests != NULL) != 1)
         return cli_usage_error(cmd, "give exactly one of --prompt, --prompt-file, --prompts and --requests");
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
+    if (exact) { /* a named setting: see docs/algorithm.md, "Exact text" */
+        if (mode != POLICY_BILD || faithful)
+            return cli_usage_error(cmd, "--exact is a setting of the default BiLD mode (drop --mode/--faithful)");
+        if (temperature > 0) return cli_usage_error(cmd, "--exact is for greedy decoding; drop --temperature");
+        if (rb_given && alpha_rb >= 0.6931f)
+            return cli_usage_error(cmd, "--exact needs --rollback below ln 2 = 0.693 (got %g)", alpha_rb);
+        if (!rb_given) alpha_rb = 0.5f;
+        if (!fb_given) alpha_fb = 0.5f;
+    }
     const char *devs[3] = {device, small_dev, large_dev};
     if (check_device_opts(cmd, devs, 3, dtype_s, &dummy)) return EXIT_USAGE;
     if (!small_dev) small_dev = device;
@@ -1062,6 +1086,15 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         goto done;
     }
+    char dv_used[4096] = "";
+    int dv_k = 0;
+    if (tfs && !dummy.on && mode != POLICY_SMALL && (dv_k = cli_draft_vocab(tfs, small_path, draft_vocab, draft_top, dv_used, sizeof dv_used, err,
+                                                    sizeof err)) < 0) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        rc = EXIT_INPUT;
+        goto done;
+    }
+    if (!quiet && dv_k) fprintf(stderr, "bild: the small model drafts over %d tokens (%s)\n", dv_k, dv_used);
     /* remote workers get the same settings and seeds (SESSION) */
     g.temperature = temperature, g.top_p = top_p, g.seed_s = seed, g.seed_l = seed ^ 0x9E3779B97F4A7C15ULL;
     if (temperature > 0) { /* independent streams for the two models */
@@ -1153,6 +1186,10 @@ static const char *WORKER_HELP =
     "      --curve-allow FILE  public keys of the coordinators let in, one per line\n"
     "                          (required with --curve-key)\n"
     "      --heartbeat MS      connection heartbeat (default 1000)\n"
+    "      --draft-vocab FILE  small worker: the draft vocabulary (ranked token ids;\n"
+    "                          default draft_vocab.txt beside the model if there is\n"
+    "                          one; 'none': the full vocabulary; bild generate --help)\n"
+    "      --draft-top K       small worker: use the first K ids of it (default all)\n"
     "  -j, --threads N         CPU threads (default: all online cores)\n"
     "  -d, --device DEV        where the model runs: cpu (default), cuda (GPU 0) or\n"
     "                          cuda:N (needs make CUDA=1); a device that cannot be used\n"
@@ -1178,8 +1215,8 @@ static void on_signal(int sig) { g_stop = sig; }
 static int cmd_worker(int argc, char **argv, worker_role_t role) {
     const char *cmd = role == ROLE_SMALL ? "small-worker" : "large-worker";
     const char *model = NULL, *tokpath = NULL, *bind_ep = NULL, *curve_key = NULL, *curve_allow = NULL,
-               *device = "cpu", *dtype_s = "bf16";
-    int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
+               *device = "cpu", *dtype_s = "bf16", *draft_vocab = NULL;
+    int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS, draft_top = 0;
     dummy_t dummy = {0};
     const opt_t opts[] = {
         {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
@@ -1193,9 +1230,14 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
         {"-d", "--device", OPT_STR, &device, 0, 0, 0, NULL},
         {NULL, "--dummy-weights", OPT_FLAG, &dummy.on, 0, 0, 0, NULL},
         {NULL, "--dummy-dtype", OPT_STR, &dtype_s, 0, 0, 0, NULL},
+        {NULL, "--draft-vocab", OPT_STR, &draft_vocab, 0, 0, 0, NULL},
+        {NULL, "--draft-top", OPT_INT, &draft_top, 1, 1 << 24, 0, NULL},
     };
     int pr = cli_parse(cmd, argc, argv, opts, (int)(sizeof opts / sizeof *opts), WORKER_HELP);
     if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
+    if (role == ROLE_LARGE && (draft_vocab || draft_top))
+        return cli_usage_error(cmd, "--draft-vocab and --draft-top are for the small worker (the large model verifies "
+                                    "over the full vocabulary)");
     if (!model) return cli_usage_error(cmd, "--model is required");
     if (!bind_ep) return cli_usage_error(cmd, "--bind is required");
     if (!curve_key != !curve_allow) return cli_usage_error(cmd, "--curve-key and --curve-allow go together");
@@ -1236,6 +1278,15 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         goto done;
     }
+    char dv_used[4096] = "";
+    int dv_k = 0;
+    if (role == ROLE_SMALL && !dummy.on &&
+        (dv_k = cli_draft_vocab(tf, model, draft_vocab, draft_top, dv_used, sizeof dv_used, err, sizeof err)) < 0) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        rc = EXIT_INPUT;
+        goto done;
+    }
+    if (dv_k) fprintf(stderr, "bild %s: drafts over %d tokens (%s)\n", cmd, dv_k, dv_used);
     if ((role == ROLE_SMALL && !(dr = drafter_new(tf, NULL, 0, c->eos_id, c->bos_id))) ||
         (role == ROLE_LARGE && !(vf = verifier_new(tf, NULL, 0)))) {
         fprintf(stderr, "bild %s: cannot set up the model (out of memory?)\n", cmd);

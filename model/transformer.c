@@ -54,6 +54,16 @@ struct transformer {
     uint64_t dummy_seed;
     int n_owned;        /* weight tensors the backend allocated (uploads, dummies) */
     tensor_t **owned;
+    /* A draft vocabulary (transformer_set_head): the classifier computes only
+     * rows head_ids[0..head_k) (ascending ids) of wcls, gathered into head_w,
+     * so logits rows are head_k wide on the backend. 0 = the full vocabulary. */
+    const void *wcls_host; /* the host classifier rows the head is gathered from */
+    int head_k;
+    int *head_ids;      /* (head_k) vocabulary id of each head row, ascending */
+    int *head_inv;      /* (vocab) head row of each id, -1 outside the head */
+    tensor_t head_w;    /* (head_k, dim) in the weights' dtype */
+    float *head_rows;   /* (max_block, head_k) host copy of the head logits */
+    float *logits_full; /* (max_block, vocab) logits widened to the vocabulary, -inf outside the head */
 };
 
 /* Gives the backend weight tensor t: the host weights themselves where the
@@ -134,6 +144,7 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
     tf->bq = arr + 11 * L, tf->bk = arr + 12 * L, tf->bv = arr + 13 * L;
     /* matrices in the weights' dtype; norm weights and biases always f32 */
     dtype_t md = w->dtype, f = DTYPE_F32;
+    tf->wcls_host = c->shared_classifier ? w->tok_emb : w->wcls;
     int ok = wrap(tf, &tf->tok_emb, w->tok_emb, md, V * d) && wrap_norm(tf, &tf->rms_final, w->rms_final, d) &&
              (c->shared_classifier ? (tf->wcls = tf->tok_emb, 1) : wrap(tf, &tf->wcls, w->wcls, md, V * d));
     /* dummy weights have no per-layer arrays at all */
@@ -207,6 +218,8 @@ void transformer_destroy(transformer_t **ptf) {
     be->free(be, &tf->att), be->free(be, &tf->hb), be->free(be, &tf->logits), be->free(be, &tf->rope_cs);
     be->free(be, &tf->ones);
     free(tf->logits_host);
+    be->free(be, &tf->head_w);
+    free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
     free(tf);
     *ptf = NULL;
 }
@@ -249,7 +262,7 @@ static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, 
         xl.data = (float *)xl.data + (size_t)first * d, xl.ne -= (int64_t)first * d;
     }
     be->rmsnorm(be, xbl, xl, tf->rms_final, n, d, c->norm_eps);
-    matmul_job_t cls = {tf->wcls, tf->logits, 0, c->vocab_size};
+    matmul_job_t cls = {tf->head_k ? tf->head_w : tf->wcls, tf->logits, 0, tf->head_k ? tf->head_k : c->vocab_size};
     be->matmul(be, xbl, n, d, &cls, 1, 0);
 }
 
@@ -276,6 +289,16 @@ int transformer_run(transformer_t *tf, const int *tokens, int T, int pos, logits
 }
 
 const float *transformer_logits(transformer_t *tf) {
+    if (tf->head_k) { /* widen the head's rows to the vocabulary: -inf (probability 0) elsewhere */
+        int K = tf->head_k, V = tf->cfg.vocab_size;
+        tf->be->to_host(tf->be, tf->head_rows, tf->logits, 0, (int64_t)tf->logits_rows * K);
+        for (int t = 0; t < tf->logits_rows; t++) {
+            float *row = tf->logits_full + (size_t)t * V;
+            for (int i = 0; i < V; i++) row[i] = -INFINITY;
+            for (int k = 0; k < K; k++) row[tf->head_ids[k]] = tf->head_rows[(size_t)t * K + k];
+        }
+        return tf->logits_full;
+    }
     if (!tf->logits_host) return tf->logits.data;
     tf->be->to_host(tf->be, tf->logits_host, tf->logits, 0, (int64_t)tf->logits_rows * tf->cfg.vocab_size);
     return tf->logits_host;
@@ -288,8 +311,81 @@ const float *transformer_forward(transformer_t *tf, const int *tokens, int T, in
 void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, int *argmax, float *max_p,
                               float *nll) {
     CHECK(n_rows >= 1 && n_rows <= tf->max_block);
-    tf->be->row_stats(tf->be, tf->logits, 0, n_rows, tf->cfg.vocab_size, next, argmax, max_p, nll);
+    if (!tf->head_k) {
+        tf->be->row_stats(tf->be, tf->logits, 0, n_rows, tf->cfg.vocab_size, next, argmax, max_p, nll);
+        return;
+    }
+    /* rows are over the head: next ids map to head rows and argmax rows back
+     * to ids (ascending ids keep "lowest id on ties"); a next id outside the
+     * head has probability 0 */
+    int hn[64], *pn = NULL;
+    CHECK(n_rows <= 64);
+    if (next) {
+        for (int t = 0; t < n_rows; t++) hn[t] = next[t] >= 0 ? tf->head_inv[next[t]] : -1;
+        pn = hn;
+    }
+    tf->be->row_stats(tf->be, tf->logits, 0, n_rows, tf->head_k, pn, argmax, max_p, nll);
+    for (int t = 0; t < n_rows; t++) {
+        if (argmax) argmax[t] = tf->head_ids[argmax[t]];
+        if (nll && next && next[t] >= 0 && hn[t] < 0) nll[t] = INFINITY;
+    }
 }
+
+static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+
+int transformer_set_head(transformer_t *tf, const int *ids, int k, char *err, size_t errlen) {
+    backend_t *be = tf->be;
+    int V = tf->cfg.vocab_size, d = tf->cfg.dim;
+    be->free(be, &tf->head_w);
+    free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
+    tf->head_ids = tf->head_inv = NULL, tf->head_rows = tf->logits_full = NULL, tf->head_k = 0;
+    if (k <= 0 || !ids) return 0;
+    if (tf->dummy || !tf->wcls_host) {
+        snprintf(err, errlen, "a draft vocabulary needs real weights (not --dummy-weights)");
+        return -1;
+    }
+    if (k > V) {
+        snprintf(err, errlen, "draft vocabulary of %d tokens is larger than the model's %d", k, V);
+        return -1;
+    }
+    int *sorted = malloc(sizeof(int) * (size_t)k);
+    int *inv = malloc(sizeof(int) * (size_t)V);
+    if (!sorted || !inv) goto oom;
+    memcpy(sorted, ids, sizeof(int) * (size_t)k);
+    qsort(sorted, (size_t)k, sizeof(int), cmp_int);
+    for (int i = 0; i < V; i++) inv[i] = -1;
+    for (int i = 0; i < k; i++) {
+        if (sorted[i] < 0 || sorted[i] >= V || (i && sorted[i] == sorted[i - 1])) {
+            snprintf(err, errlen, "draft vocabulary: token id %d is %s", sorted[i],
+                     sorted[i] < 0 || sorted[i] >= V ? "outside the vocabulary" : "listed twice");
+            free(sorted), free(inv);
+            return -1;
+        }
+        inv[sorted[i]] = i;
+    }
+    /* gather the head's rows of the classifier, in the weights' dtype */
+    dtype_t dt = tf->wcls.dtype;
+    size_t rowb = (size_t)d * dtype_size(dt);
+    char *rows = malloc(rowb * (size_t)k);
+    if (!rows) goto oom;
+    for (int i = 0; i < k; i++) memcpy(rows + rowb * (size_t)i, (const char *)tf->wcls_host + rowb * (size_t)sorted[i], rowb);
+    tf->head_w = be->upload(be, rows, dt, (int64_t)k * d);
+    free(rows);
+    tf->head_rows = malloc(sizeof(float) * (size_t)tf->max_block * (size_t)k);
+    tf->logits_full = malloc(sizeof(float) * (size_t)tf->max_block * (size_t)V);
+    if (!tf->head_w.data || !tf->head_rows || !tf->logits_full) goto oom;
+    tf->head_ids = sorted, tf->head_inv = inv, tf->head_k = k;
+    return 0;
+oom:
+    free(sorted), free(inv);
+    be->free(be, &tf->head_w);
+    free(tf->head_rows), free(tf->logits_full);
+    tf->head_rows = tf->logits_full = NULL;
+    snprintf(err, errlen, "out of memory for a draft vocabulary of %d tokens", k);
+    return -1;
+}
+
+int transformer_head_size(const transformer_t *tf) { return tf->head_k; }
 
 int transformer_cached(const transformer_t *tf) { return tf->cached; }
 

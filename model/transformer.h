@@ -66,4 +66,18 @@ const model_config_t *transformer_config(const transformer_t *tf);
 void transformer_rope_table(const model_config_t *c, int n_pos, float *cs);
 int transformer_max_block(const transformer_t *tf);
 
+/* A draft vocabulary (frequency-ranked speculative drafting, FR-Spec, Zhao
+ * et al. 2025): the classifier computes only the rows of the k token ids in
+ * ids (any order; each once, each < vocab), so a small model's step skips
+ * most of its output layer. Logits are then a softmax over those k tokens
+ * only: transformer_logits returns rows over the whole vocabulary with
+ * -inf (probability 0) at every other id, and transformer_logits_stats
+ * gives vocabulary ids, the max probability over the k tokens, and an
+ * infinite -log p for a next id outside them. k = 0 (or ids NULL) restores
+ * the full classifier. The rows are copied (k x dim, the weights' dtype).
+ * 0, or -1 with a message in err (a bad id, out of memory, dummy weights). */
+int transformer_set_head(transformer_t *tf, const int *ids, int k, char *err, size_t errlen);
+/* Size of the draft vocabulary (0: the full one). */
+int transformer_head_size(const transformer_t *tf);
+
 #endif
