@@ -2,7 +2,7 @@
  *
  * Weights are read in address order wherever they come from DRAM: a single
  * token (decoding) takes one row after the other (row_dot), and f32 blocks
- * take one row for up to 8 tokens at a time (tile_1x4, tile_1x8), so the
+ * take one row for up to 4 tokens at a time (tile_1x4), so the
  * hardware prefetcher sees one sequential stream (rows of small models are
  * short: interleaving four of them defeated it on an AMD EPYC, see
  * matmul_rows_dt). Half-precision blocks tile 4 weight rows x 4 tokens (16
@@ -174,6 +174,26 @@ static inline __attribute__((always_inline)) __m512 row_dot(const char *wr, cons
                   hi16 = _mm512_set1_epi32((int)0xffff0000u);
     __m512 a = _mm512_setzero_ps();
     int j = 0;
+    if (wt == DTYPE_F32) { /* two accumulators: the even and the odd 16-float chunks (as tile_1x4) */
+        const float *wf = (const float *)wr;
+        __m512 o = _mm512_setzero_ps();
+        for (; j + 32 <= dv; j += 32) {
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(wf + j), _mm512_loadu_ps(xt + j), a);
+            o = _mm512_fmadd_ps(_mm512_loadu_ps(wf + j + 16), _mm512_loadu_ps(xt + j + 16), o);
+        }
+        if (j < dv) {
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(wf + j), _mm512_loadu_ps(xt + j), a);
+            j += 16;
+        }
+        if (j < d) {
+            __m512 p = _mm512_maskz_loadu_ps(m, wf + j), q = _mm512_maskz_loadu_ps(m, xt + j);
+            if ((j / 16) & 1)
+                o = _mm512_fmadd_ps(p, q, o);
+            else
+                a = _mm512_fmadd_ps(p, q, a);
+        }
+        return _mm512_add_ps(a, o);
+    }
     if (wt == DTYPE_BF16)
         for (; j + 32 <= d; j += 32) {
             __m512 xe, xo, we, wo;
@@ -186,64 +206,72 @@ static inline __attribute__((always_inline)) __m512 row_dot(const char *wr, cons
     return a;
 }
 
-/* One weight row times nt tokens (2 <= nt <= 4, or 5 <= nt <= 8 with
- * N8), one accumulator per token, the row read once from memory: a single
- * sequential stream (see the single-token path in matmul_rows_dt). A
- * missing token repeats the last one (computed, not stored). Each
- * accumulator sees exactly row_dot's FMAs and hsum4 reduces each vector on
- * its own, so the bits equal a single token's. */
+/* One f32 weight row times nt tokens (2 <= nt <= 4, or 5 <= nt <= 8 with
+ * N8 (not instantiated: see below)), the row read once from memory: a single sequential stream (see the
+ * single-token path in matmul_rows_dt). nt is a constant at each call site,
+ * so the FMAs of the tokens beyond it fold away. Each token has two accumulators, for the even
+ * and the odd 16-float chunks, exactly as row_dot's f32 path, and hsum4
+ * reduces each vector on its own, so the bits equal a single token's. */
 #define TILE_1XN(NAME, N8)                                                                                     \
     static inline __attribute__((always_inline)) void NAME(float *out, int ldo, const float *x, int ldx,     \
-                                                          const char *wr, dtype_t wt, int XS, int d, int r,   \
-                                                          int nt, int accumulate) {                           \
-        const int dv = d & ~15;                                                                                \
+                                                          const float *wr, int d, int r, int nt,              \
+                                                          int accumulate) {                                   \
+        const int dv = d & ~15, n8 = N8;                                                                       \
         const __mmask16 m = (__mmask16)((1u << (d - dv)) - 1);                                                 \
-        const __m512i idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), \
-                      idx_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),  \
-                      hi16 = _mm512_set1_epi32((int)0xffff0000u);                                              \
         const float *x0 = x, *x1 = nt > 1 ? x0 + ldx : x0, *x2 = nt > 2 ? x1 + ldx : x1,                      \
                     *x3 = nt > 3 ? x2 + ldx : x2, *x4 = N8 && nt > 4 ? x3 + ldx : x3,                         \
                     *x5 = N8 && nt > 5 ? x4 + ldx : x4, *x6 = N8 && nt > 6 ? x5 + ldx : x5,                   \
                     *x7 = N8 && nt > 7 ? x6 + ldx : x6;                                                       \
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;       \
+        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, e4 = e0, e5 = e0, e6 = e0, e7 = e0;       \
+        __m512 o0 = e0, o1 = e0, o2 = e0, o3 = e0, o4 = e0, o5 = e0, o6 = e0, o7 = e0;                         \
         int j = 0;                                                                                             \
-        if (wt == DTYPE_BF16)                                                                                  \
-            for (; j + 32 <= d; j += 32) {                                                                     \
-                __m512 we, wo, xe, xo;                                                                         \
-                BF16_PAIR_W(wr, we, wo);                                                                       \
-                BF16_PAIR_X(x0, xe, xo); BF16_FMA2(a0, we, wo, xe, xo);                                        \
-                BF16_PAIR_X(x1, xe, xo); BF16_FMA2(a1, we, wo, xe, xo);                                        \
-                BF16_PAIR_X(x2, xe, xo); BF16_FMA2(a2, we, wo, xe, xo);                                        \
-                BF16_PAIR_X(x3, xe, xo); BF16_FMA2(a3, we, wo, xe, xo);                                        \
-                if (N8) {                                                                                      \
-                    BF16_PAIR_X(x4, xe, xo); BF16_FMA2(a4, we, wo, xe, xo);                                    \
-                    BF16_PAIR_X(x5, xe, xo); BF16_FMA2(a5, we, wo, xe, xo);                                    \
-                    BF16_PAIR_X(x6, xe, xo); BF16_FMA2(a6, we, wo, xe, xo);                                    \
-                    BF16_PAIR_X(x7, xe, xo); BF16_FMA2(a7, we, wo, xe, xo);                                    \
-                }                                                                                              \
-            }                                                                                                  \
-        for (; j < d; j += 16) {                                                                               \
-            const int full = j < dv;                                                                           \
-            __m512 wv = full ? wload(wr, j, wt) : wload_tail(wr, j, wt, m);                                    \
-            a0 = _mm512_fmadd_ps(wv, full ? XFULL(x0) : XTAIL(x0), a0);                                        \
-            a1 = _mm512_fmadd_ps(wv, full ? XFULL(x1) : XTAIL(x1), a1);                                        \
-            a2 = _mm512_fmadd_ps(wv, full ? XFULL(x2) : XTAIL(x2), a2);                                        \
-            a3 = _mm512_fmadd_ps(wv, full ? XFULL(x3) : XTAIL(x3), a3);                                        \
-            if (N8) {                                                                                          \
-                a4 = _mm512_fmadd_ps(wv, full ? XFULL(x4) : XTAIL(x4), a4);                                    \
-                a5 = _mm512_fmadd_ps(wv, full ? XFULL(x5) : XTAIL(x5), a5);                                    \
-                a6 = _mm512_fmadd_ps(wv, full ? XFULL(x6) : XTAIL(x6), a6);                                    \
-                a7 = _mm512_fmadd_ps(wv, full ? XFULL(x7) : XTAIL(x7), a7);                                    \
-            }                                                                                                  \
+        for (; j + 32 <= dv; j += 32) {                                                                        \
+            CHUNK8(e, XFULL, _mm512_loadu_ps(wr + j), j);                                                      \
+            CHUNK8(o, XFULL, _mm512_loadu_ps(wr + j + 16), j + 16);                                            \
+        }                                                                                                      \
+        if (j < dv) {                                                                                          \
+            CHUNK8(e, XFULL, _mm512_loadu_ps(wr + j), j);                                                      \
+            j += 16;                                                                                           \
+        }                                                                                                      \
+        if (j < d) {                                                                                           \
+            if ((j / 16) & 1)                                                                                  \
+                CHUNK8(o, XTAIL, _mm512_maskz_loadu_ps(m, wr + j), j);                                         \
+            else                                                                                               \
+                CHUNK8(e, XTAIL, _mm512_maskz_loadu_ps(m, wr + j), j);                                         \
         }                                                                                                      \
         float v[8];                                                                                            \
-        _mm_storeu_ps(v, hsum4(a0, a1, a2, a3));                                                               \
-        if (N8) _mm_storeu_ps(v + 4, hsum4(a4, a5, a6, a7));                                                   \
+        _mm_storeu_ps(v, hsum4(_mm512_add_ps(e0, o0), _mm512_add_ps(e1, o1), _mm512_add_ps(e2, o2),            \
+                               _mm512_add_ps(e3, o3)));                                                        \
+        if (N8)                                                                                                \
+            _mm_storeu_ps(v + 4, hsum4(_mm512_add_ps(e4, o4), _mm512_add_ps(e5, o5), _mm512_add_ps(e6, o6),    \
+                                       _mm512_add_ps(e7, o7)));                                                \
         for (int k = 0; k < nt; k++) put(&out[(size_t)k * ldo + r], v[k], accumulate);                         \
     }
-TILE_1XN(tile_1x4, 0)
-TILE_1XN(tile_1x8, 1)
+/* one chunk of the row (loaded as wl, at element jj) into accumulators A0..A7 */
+#define CHUNK8(A, LX, wl, jj)                                                                                  \
+    do {                                                                                                       \
+        const int j_ = (jj);                                                                                   \
+        __m512 wv = (wl);                                                                                      \
+        A##0 = _mm512_fmadd_ps(wv, LX1(x0, j_, LX), A##0);                                                     \
+        if (nt > 1) A##1 = _mm512_fmadd_ps(wv, LX1(x1, j_, LX), A##1);                                                     \
+        if (nt > 2) A##2 = _mm512_fmadd_ps(wv, LX1(x2, j_, LX), A##2);                                                     \
+        if (nt > 3) A##3 = _mm512_fmadd_ps(wv, LX1(x3, j_, LX), A##3);                                                     \
+        if (n8) {                                                                                              \
+            if (nt > 4) A##4 = _mm512_fmadd_ps(wv, LX1(x4, j_, LX), A##4);                                                 \
+            if (nt > 5) A##5 = _mm512_fmadd_ps(wv, LX1(x5, j_, LX), A##5);                                                 \
+            if (nt > 6) A##6 = _mm512_fmadd_ps(wv, LX1(x6, j_, LX), A##6);                                                 \
+            if (nt > 7) A##7 = _mm512_fmadd_ps(wv, LX1(x7, j_, LX), A##7);                                                 \
+        }                                                                                                      \
+    } while (0)
+#define LX1(p, jj, LX) LX##_AT(p, jj)
+#define XFULL_AT(p, jj) _mm512_loadu_ps((p) + (jj))
+#define XTAIL_AT(p, jj) _mm512_maskz_loadu_ps(m, (p) + (jj))
+TILE_1XN(tile_1x4, 0) /* tile_1x8 (16 accumulators) ran 8 tokens slower than two passes of tile_1x4 */
 #undef TILE_1XN
+#undef CHUNK8
+#undef LX1
+#undef XFULL_AT
+#undef XTAIL_AT
 
 /* The kernel for one weight dtype wt (a compile-time constant at each call).
  * Weights are addressed in bytes: row i starts at w + i * ldw * es. */
@@ -259,29 +287,36 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
                   idx_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
                   hi16 = _mm512_set1_epi32((int)0xffff0000u);
     int r = r0;
-    /* f32 blocks: row tiles (one row after the other, tile_1x4/tile_1x8),
-     * one sequential stream. On a 32000 x 288 f32 product from DRAM (Zen 4,
-     * 1 thread) T = 2 / 4 / 8 / 16 took 1.2 / 1.5 / 1.8-2.1 / 4.4x a single
-     * token's time, against 2.2 / 2.4 / 3.0 / 4.2x with the 4 x 4 and 2 x 8
-     * tiles below; from L2 the row tiles are about 10% slower (one load of x
-     * per FMA instead of one per 4 FMAs). bf16 keeps the tiles below: its
+    /* f32 blocks: row tiles (one row after the other, tile_1x4 for up to 4
+     * tokens a pass), one sequential stream. On a 32000 x 288 f32 product
+     * from DRAM (Zen 4, 1 thread) T = 2 / 4 / 8 / 16 took about 1.1 / 1.1 /
+     * 1.7 / 3.9x a single token's time, against 2.2 / 2.4 / 3.0 / 4.2x with
+     * the 4 x 4 and 2 x 8 tiles below; from L2 the row tiles are somewhat
+     * slower (one load of x per FMA instead of one per 4 FMAs). bf16 keeps the tiles below: its
      * half-size rows stream well there (T = 4 about 1.0x a token) and its
      * pair steps need x split, which pays only from 4 tokens. */
     if (T > 1 && wt == DTYPE_F32) {
+        enum { TILE_MAX = 4 }; /* tokens per pass over a row; the row is in L1 for the next pass */
         for (; r + 4 <= r1; r += 4)
             for (int k = 0; k < 4; k++) {
                 const char *wr = w + (size_t)(r + k) * rowb;
                 for (int t = 0; t < T;) {
-                    int nt = T - t > 8 ? 8 : T - t;
+                    int nt = T - t > TILE_MAX ? TILE_MAX : T - t;
                     if (nt == 1) {
                         __m512 a = row_dot(wr, x + (size_t)t * ldx, wt, XS, d);
                         float v[4];
                         _mm_storeu_ps(v, hsum4(a, a, a, a));
                         put(&out[(size_t)t * ldo + r + k], v[0], accumulate);
-                    } else if (nt <= 4)
-                        tile_1x4(out + (size_t)t * ldo, ldo, x + (size_t)t * ldx, ldx, wr, wt, XS, d, r + k, nt, accumulate);
-                    else
-                        tile_1x8(out + (size_t)t * ldo, ldo, x + (size_t)t * ldx, ldx, wr, wt, XS, d, r + k, nt, accumulate);
+                    } else {
+                        float *o = out + (size_t)t * ldo;
+                        const float *xt = x + (size_t)t * ldx, *wf = (const float *)wr;
+                        /* nt a constant in each call: the unused tokens' FMAs fold away */
+                        switch (nt) {
+                        case 2: tile_1x4(o, ldo, xt, ldx, wf, d, r + k, 2, accumulate); break;
+                        case 3: tile_1x4(o, ldo, xt, ldx, wf, d, r + k, 3, accumulate); break;
+                        default: tile_1x4(o, ldo, xt, ldx, wf, d, r + k, 4, accumulate); break;
+                        }
+                    }
                     t += nt;
                 }
             }
