@@ -281,7 +281,6 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
                                                                   int accumulate) {
     const int dv = d & ~15;
     const __mmask16 m = (__mmask16)((1u << (d - dv)) - 1);
-    const int dend = d - dv ? dv + 16 : dv; /* one masked step covers the tail */
     const size_t es = wt == DTYPE_F32 ? 4 : 2, rowb = (size_t)ldw * es;
     const __m512i idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
                   idx_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
@@ -418,12 +417,15 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         }
     }
     for (; r < r1; r++) { /* leftover rows (n % 4), one at a time, from the unsplit x */
+        /* row_dot and hsum4 as everywhere else: a row's result does not
+         * depend on where it sits in the matrix (a draft vocabulary's rows,
+         * transformer_set_head, equal the full classifier's bit for bit) */
         const char *wr = w + (size_t)r * rowb;
         for (int t = 0; t < T; t++) {
-            const float *xt = xu + (size_t)t * ldxu;
-            __m512 a0 = _mm512_setzero_ps();
-            for (int j = 0; j < dend; j += 16) a0 = _mm512_fmadd_ps(wload_any(wr, j, dv, m, wt), ld(xt, j, dv, m), a0);
-            put(&out[(size_t)t * ldo + r], _mm512_reduce_add_ps(a0), accumulate);
+            __m512 a = row_dot(wr, xu + (size_t)t * ldxu, wt, 0, d);
+            float v[4];
+            _mm_storeu_ps(v, hsum4(a, a, a, a));
+            put(&out[(size_t)t * ldo + r], v[0], accumulate);
         }
     }
 }
