@@ -24,7 +24,8 @@
  * vocabulary (e.g. --small S:0 --small S:2048 to set them side by side).
  *
  * --only SUBSTRING runs only the configurations whose name contains it
- * (besides the large model alone), e.g. --only "rb 0.5".
+ * (besides the large model alone), e.g. --only "rb 0.5"; several
+ * substrings separated by '|' select the configurations with any of them.
  *
  * usage: bench/bild [--large PATH] [--small PATH]... [--tokenizer PATH] [-n N] [--threads N] [--only S]
  * Not a test: it prints numbers and asserts nothing.
@@ -151,6 +152,8 @@ typedef struct {
     double c_best; /* best small step / best large step, interleaved */
 } small_t;
 
+/* exact text: rollback 0.5 < ln 2, and the small model resumes right after a rollback (--direct) */
+#define DIRECT_CFG(fb, ms) {.name = "BiLD fb " #fb " rb 0.5 ms " #ms " direct", .pp = {.mode = POLICY_BILD, .direct = 1, .alpha_fb = fb##f, .alpha_rb = 0.5f, .max_small = ms}}
 #define BILD_CFG(fb, rb) {.name = "BiLD fb " #fb " rb " #rb, .pp = {.mode = POLICY_BILD, .alpha_fb = fb##f, .alpha_rb = rb, .max_small = 10}}
 /* a grid over the two thresholds: fallback (lower: the small model goes on
  * longer) and rollback (lower: closer to the large model's own text; below
@@ -158,6 +161,8 @@ typedef struct {
  * model's greedy choice and BiLD's text is the large model's) */
 static const config_t configs[] = {
     BILD_CFG(0.2, 0.5), BILD_CFG(0.3, 0.5), BILD_CFG(0.5, 0.5), BILD_CFG(0.6, 0.5), BILD_CFG(0.7, 0.5),
+    DIRECT_CFG(0.1, 10), DIRECT_CFG(0.2, 10), DIRECT_CFG(0.3, 10), DIRECT_CFG(0.4, 10), DIRECT_CFG(0.5, 10),
+    DIRECT_CFG(0.2, 6), DIRECT_CFG(0.3, 6), DIRECT_CFG(0.2, 16), DIRECT_CFG(0.3, 16),
     BILD_CFG(0.2, 1), BILD_CFG(0.2, 2), BILD_CFG(0.2, 3),
     BILD_CFG(0.3, 1), BILD_CFG(0.3, 2), BILD_CFG(0.3, 3),
     BILD_CFG(0.4, 1), BILD_CFG(0.4, 2), BILD_CFG(0.4, 3),
@@ -165,9 +170,23 @@ static const config_t configs[] = {
     BILD_CFG(0.6, 5), BILD_CFG(0.8, 5),
     {.name = "BiLD fb 0.6 rb 5 faithful", .pp = {.mode = POLICY_BILD, .faithful = 1, .alpha_fb = 0.6f, .alpha_rb = 5, .max_small = 10}},
     {.name = "spec gamma 4 (greedy)", .pp = {.mode = POLICY_SPEC, .max_small = 4}},
+    {.name = "spec gamma 6 (greedy)", .pp = {.mode = POLICY_SPEC, .max_small = 6}},
+    {.name = "spec gamma 8 (greedy)", .pp = {.mode = POLICY_SPEC, .max_small = 8}},
     {.name = "small alone", .pp = {.mode = POLICY_SMALL}},
 };
 #define NCONF ((int)(sizeof configs / sizeof *configs))
+
+/* name contains one of the '|'-separated substrings of pat */
+static int name_matches(const char *name, const char *pat) {
+    for (const char *p = pat;;) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        for (const char *q = name; *q; q++)
+            if (n && !strncmp(q, p, n)) return 1;
+        if (!bar) return 0;
+        p = bar + 1;
+    }
+}
 
 int main(int argc, char **argv) {
     const char *lp = "models/stories15M/stories15M.bin", *tp = NULL;
@@ -318,7 +337,7 @@ int main(int argc, char **argv) {
     config_t sel[NCONF];
     int nconf = 0;
     for (int c = 0; c < NCONF; c++)
-        if (!only || strstr(configs[c].name, only)) sel[nconf++] = configs[c];
+        if (!only || name_matches(configs[c].name, only)) sel[nconf++] = configs[c];
     /* cf[0]: the large model alone (shared); then nconf configurations per small model */
     static config_t cf[1 + MAX_SMALL * NCONF];
     cf[0] = (config_t){.name = "large alone", .pp = {.mode = POLICY_LARGE}};

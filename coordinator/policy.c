@@ -65,6 +65,8 @@ policy_t *policy_new(const policy_params_t *pp, const int *prompt, int n_prompt,
     else if (q.mode == POLICY_SPEC && (q.max_small < 1 || q.max_small > BILD_MAX_DRAFT - 2))
         why = "gamma must be in 1..62";
     else if (q.max_new < 1) why = "the token limit must be at least 1";
+    else if (q.direct && (q.mode != POLICY_BILD || q.faithful))
+        why = "direct resumption is a setting of the default BiLD mode (not faithful, not the baselines)";
     else if (n_prompt < 1) why = "the prompt must hold at least BOS";
     else if (q.vocab_size < 3) why = "vocabulary too small";
     if (why) {
@@ -319,7 +321,7 @@ int policy_on_verify(policy_t *p, const verify_res_t *r, char *err, int errlen) 
         p->vstop = -1, p->final_check = 0;
         if (append_large(p, z_rb >= 0 ? z_rb : r->sampled[m_rb - 1])) return 0;
         p->L_pos = p->len - 1;
-        p->state = p->pp.mode == POLICY_BILD ? ST_EXTRA : ST_SMALL;
+        p->state = p->pp.mode == POLICY_BILD && !p->pp.direct ? ST_EXTRA : ST_SMALL;
         return 0;
     }
     s->accepted += real_small;

@@ -29,6 +29,8 @@ typedef enum {
 typedef struct {
     policy_mode_t mode;
     int faithful;     /* BILD: reproduce the official loop exactly */
+    int direct;       /* BILD default mode: after a rollback the small model resumes at once from the large
+                         model's correction, without the official loop's extra large step (docs/algorithm.md) */
     float alpha_fb;   /* BILD: fallback when max p_S < alpha_fb, in [0, 1]; SPEC: optional confidence stop */
     float alpha_rb;   /* BILD: rollback distance threshold in nats, > 0 */
     int max_small;    /* BILD: consecutive small tokens (0..BILD_MAX_DRAFT-2); SPEC: gamma (1..) */

@@ -1,15 +1,15 @@
 /* matmul_avx512.c - AVX-512 inner kernels (compiled with -mavx512f etc.).
  *
- * Weights are read in address order wherever they come from DRAM: a single
- * token (decoding) takes one row after the other (row_dot), and f32 blocks
- * take one row for up to 4 tokens at a time (tile_1x4), so the
- * hardware prefetcher sees one sequential stream (rows of small models are
- * short: interleaving four of them defeated it on an AMD EPYC, see
- * matmul_rows_dt). Half-precision blocks tile 4 weight rows x 4 tokens (16
- * accumulators in registers, a weight row loaded once per 4 tokens), f16
- * blocks of 8 to 15 tokens 2 rows x 8 tokens (tile_2x8), with the group
- * after next prefetched in address order. The tail of d (d % 16) uses
- * masked loads, so any d works without padding.
+ * matmul_rows tiles 4 weight rows x 4 tokens: 16 accumulators stay in
+ * registers while the reduction dimension is walked 16 floats at a time, so
+ * a weight row is loaded from memory once per 4 tokens (and from L1 after
+ * that). With T = 1 it degenerates to 4 rows x 1 token, a pure streaming
+ * matrix-vector product. (A 2 rows x 8 tokens tile for blocks of 8, which
+ * helped on an Intel Xeon whose L3 held the model, ran 8 tokens 1.3-1.4x
+ * slower than two passes of 4 x 4 on the AMD EPYC below, and is gone.)
+ * The four rows of a tile come from the four quarters of the rows asked
+ * for, so the weights stream as four long sequential runs (matmul_rows_dt).
+ * The tail of d (d % 16) uses masked loads, so any d works without padding.
  *
  * Weights may be f32, bf16 or f16 (activations and sums stay f32): half
  * weights are widened in registers right after the load, so a step reads
@@ -111,60 +111,10 @@ static inline __attribute__((always_inline)) __m512 wload_any(const char *p, int
 #define WFULL(p) wload((p), j, wt)
 #define WTAIL(p) wload_tail((p), j, wt, m)
 
-/* Two weight rows x 8 tokens, for blocks of 8 to 15 tokens with f32 or f16
- * weights: 16 accumulators, and each weight vector, once loaded, serves 8
- * tokens. The 4 x 4 tile ran a block of 8 as two passes over each row
- * group, the second from L1 while the weight stream stood still; here one
- * pass carries all 8 tokens. In a whole stories15M forward (f32, 2
- * threads, interleaved A/B in one process): T = 8 0.87-0.89x and T = 12
- * 0.90-0.92x the time of 4 x 4 tiles alone; at T = 16 no gain, so 16 and
- * more keep the 4 x 4 tiles. Not for bf16: its pair steps need two
- * permutes of x per token, which the 4 x 4 tile shares across 4 rows
- * (measured: 2 x 8 was 1.07-1.09x slower there).
- * Each (row, token) accumulator sees exactly the FMAs of the 4 x 4 tile in
- * the same order, and hsum4 reduces each vector on its own, so a row's
- * result for a token has the same bits whichever tile computed it. */
-#define XREG(v) __asm__("" : "+v"(v)) /* keep v in a register: else GCC folds its load into both FMAs */
-static inline __attribute__((always_inline)) void tile_2x8(float *out, int ldo, const float *x, int ldx,
-                                                            const char *w0, const char *w1, dtype_t wt, int d,
-                                                            int r, int accumulate) {
-    const int dv = d & ~15;
-    const __mmask16 m = (__mmask16)((1u << (d - dv)) - 1);
-    const float *x0 = x, *x1 = x0 + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx, *x4 = x3 + ldx, *x5 = x4 + ldx,
-                *x6 = x5 + ldx, *x7 = x6 + ldx;
-    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a04 = a00, a05 = a00, a06 = a00,
-           a07 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00, a14 = a00, a15 = a00, a16 = a00, a17 = a00;
-#define S1(LX, k)                                                                                           \
-    do {                                                                                                    \
-        __m512 xv_ = LX(x##k);                                                                              \
-        XREG(xv_);                                                                                          \
-        a0##k = _mm512_fmadd_ps(v0_, xv_, a0##k), a1##k = _mm512_fmadd_ps(v1_, xv_, a1##k);                 \
-    } while (0)
-#define S(LX, LW)                                                                                           \
-    do {                                                                                                    \
-        __m512 v0_ = LW(w0), v1_ = LW(w1);                                                                  \
-        S1(LX, 0); S1(LX, 1); S1(LX, 2); S1(LX, 3); S1(LX, 4); S1(LX, 5); S1(LX, 6); S1(LX, 7);             \
-    } while (0)
-    int j = 0;
-    for (; j < dv; j += 16) {
-        S(XFULL, WFULL);
-    }
-    if (j < d) S(XTAIL, WTAIL);
-#undef S
-#undef S1
-    float v[16];
-    _mm_storeu_ps(v, hsum4(a00, a01, a02, a03)), _mm_storeu_ps(v + 4, hsum4(a04, a05, a06, a07));
-    _mm_storeu_ps(v + 8, hsum4(a10, a11, a12, a13)), _mm_storeu_ps(v + 12, hsum4(a14, a15, a16, a17));
-    for (int k = 0; k < 8; k++) {
-        put(&out[(size_t)k * ldo + r], v[k], accumulate);
-        put(&out[(size_t)k * ldo + r + 1], v[8 + k], accumulate);
-    }
-}
-
 /* One weight row times one token: the accumulator (before its horizontal
  * sum) of w[0..d) . x[0..d), with exactly the FMA sequence of one row of the
- * token tiles: bf16 in pair steps first (BF16_PAIR_X/W, x split when XS),
- * then 16 at a time, then the masked tail. */
+ * tiles in matmul_rows_dt: bf16 in pair steps first (BF16_PAIR_X/W, x split
+ * when XS), then 16 at a time, then the masked tail. */
 static inline __attribute__((always_inline)) __m512 row_dot(const char *wr, const float *xt, dtype_t wt, int XS,
                                                              int d) {
     const int dv = d & ~15;
@@ -174,26 +124,6 @@ static inline __attribute__((always_inline)) __m512 row_dot(const char *wr, cons
                   hi16 = _mm512_set1_epi32((int)0xffff0000u);
     __m512 a = _mm512_setzero_ps();
     int j = 0;
-    if (wt == DTYPE_F32) { /* two accumulators: the even and the odd 16-float chunks (as tile_1x4) */
-        const float *wf = (const float *)wr;
-        __m512 o = _mm512_setzero_ps();
-        for (; j + 32 <= dv; j += 32) {
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(wf + j), _mm512_loadu_ps(xt + j), a);
-            o = _mm512_fmadd_ps(_mm512_loadu_ps(wf + j + 16), _mm512_loadu_ps(xt + j + 16), o);
-        }
-        if (j < dv) {
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(wf + j), _mm512_loadu_ps(xt + j), a);
-            j += 16;
-        }
-        if (j < d) {
-            __m512 p = _mm512_maskz_loadu_ps(m, wf + j), q = _mm512_maskz_loadu_ps(m, xt + j);
-            if ((j / 16) & 1)
-                o = _mm512_fmadd_ps(p, q, o);
-            else
-                a = _mm512_fmadd_ps(p, q, a);
-        }
-        return _mm512_add_ps(a, o);
-    }
     if (wt == DTYPE_BF16)
         for (; j + 32 <= d; j += 32) {
             __m512 xe, xo, we, wo;
@@ -206,75 +136,27 @@ static inline __attribute__((always_inline)) __m512 row_dot(const char *wr, cons
     return a;
 }
 
-/* One f32 weight row times nt tokens (2 <= nt <= 4, or 5 <= nt <= 8 with
- * N8 (not instantiated: see below)), the row read once from memory: a single sequential stream (see the
- * single-token path in matmul_rows_dt). nt is a constant at each call site,
- * so the FMAs of the tokens beyond it fold away. Each token has two accumulators, for the even
- * and the odd 16-float chunks, exactly as row_dot's f32 path, and hsum4
- * reduces each vector on its own, so the bits equal a single token's. */
-#define TILE_1XN(NAME, N8)                                                                                     \
-    static inline __attribute__((always_inline)) void NAME(float *out, int ldo, const float *x, int ldx,     \
-                                                          const float *wr, int d, int r, int nt,              \
-                                                          int accumulate) {                                   \
-        const int dv = d & ~15, n8 = N8;                                                                       \
-        const __mmask16 m = (__mmask16)((1u << (d - dv)) - 1);                                                 \
-        const float *x0 = x, *x1 = nt > 1 ? x0 + ldx : x0, *x2 = nt > 2 ? x1 + ldx : x1,                      \
-                    *x3 = nt > 3 ? x2 + ldx : x2, *x4 = N8 && nt > 4 ? x3 + ldx : x3,                         \
-                    *x5 = N8 && nt > 5 ? x4 + ldx : x4, *x6 = N8 && nt > 6 ? x5 + ldx : x5,                   \
-                    *x7 = N8 && nt > 7 ? x6 + ldx : x6;                                                       \
-        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, e4 = e0, e5 = e0, e6 = e0, e7 = e0;       \
-        __m512 o0 = e0, o1 = e0, o2 = e0, o3 = e0, o4 = e0, o5 = e0, o6 = e0, o7 = e0;                         \
-        int j = 0;                                                                                             \
-        for (; j + 32 <= dv; j += 32) {                                                                        \
-            CHUNK8(e, XFULL, _mm512_loadu_ps(wr + j), j);                                                      \
-            CHUNK8(o, XFULL, _mm512_loadu_ps(wr + j + 16), j + 16);                                            \
-        }                                                                                                      \
-        if (j < dv) {                                                                                          \
-            CHUNK8(e, XFULL, _mm512_loadu_ps(wr + j), j);                                                      \
-            j += 16;                                                                                           \
-        }                                                                                                      \
-        if (j < d) {                                                                                           \
-            if ((j / 16) & 1)                                                                                  \
-                CHUNK8(o, XTAIL, _mm512_maskz_loadu_ps(m, wr + j), j);                                         \
-            else                                                                                               \
-                CHUNK8(e, XTAIL, _mm512_maskz_loadu_ps(m, wr + j), j);                                         \
-        }                                                                                                      \
-        float v[8];                                                                                            \
-        _mm_storeu_ps(v, hsum4(_mm512_add_ps(e0, o0), _mm512_add_ps(e1, o1), _mm512_add_ps(e2, o2),            \
-                               _mm512_add_ps(e3, o3)));                                                        \
-        if (N8)                                                                                                \
-            _mm_storeu_ps(v + 4, hsum4(_mm512_add_ps(e4, o4), _mm512_add_ps(e5, o5), _mm512_add_ps(e6, o6),    \
-                                       _mm512_add_ps(e7, o7)));                                                \
-        for (int k = 0; k < nt; k++) put(&out[(size_t)k * ldo + r], v[k], accumulate);                         \
-    }
-/* one chunk of the row (loaded as wl, at element jj) into accumulators A0..A7 */
-#define CHUNK8(A, LX, wl, jj)                                                                                  \
-    do {                                                                                                       \
-        const int j_ = (jj);                                                                                   \
-        __m512 wv = (wl);                                                                                      \
-        A##0 = _mm512_fmadd_ps(wv, LX1(x0, j_, LX), A##0);                                                     \
-        if (nt > 1) A##1 = _mm512_fmadd_ps(wv, LX1(x1, j_, LX), A##1);                                                     \
-        if (nt > 2) A##2 = _mm512_fmadd_ps(wv, LX1(x2, j_, LX), A##2);                                                     \
-        if (nt > 3) A##3 = _mm512_fmadd_ps(wv, LX1(x3, j_, LX), A##3);                                                     \
-        if (n8) {                                                                                              \
-            if (nt > 4) A##4 = _mm512_fmadd_ps(wv, LX1(x4, j_, LX), A##4);                                                 \
-            if (nt > 5) A##5 = _mm512_fmadd_ps(wv, LX1(x5, j_, LX), A##5);                                                 \
-            if (nt > 6) A##6 = _mm512_fmadd_ps(wv, LX1(x6, j_, LX), A##6);                                                 \
-            if (nt > 7) A##7 = _mm512_fmadd_ps(wv, LX1(x7, j_, LX), A##7);                                                 \
-        }                                                                                                      \
-    } while (0)
-#define LX1(p, jj, LX) LX##_AT(p, jj)
-#define XFULL_AT(p, jj) _mm512_loadu_ps((p) + (jj))
-#define XTAIL_AT(p, jj) _mm512_maskz_loadu_ps(m, (p) + (jj))
-TILE_1XN(tile_1x4, 0) /* tile_1x8 (16 accumulators) ran 8 tokens slower than two passes of tile_1x4 */
-#undef TILE_1XN
-#undef CHUNK8
-#undef LX1
-#undef XFULL_AT
-#undef XTAIL_AT
+/* put4 for the four rows of a tile: rows r, r + q, r + 2q, r + 3q */
+static inline void put4q(float *o, int q, __m128 v, int accumulate) {
+    float s[4];
+    _mm_storeu_ps(s, v);
+    for (int k = 0; k < 4; k++) put(&o[(size_t)k * q], s[k], accumulate);
+}
 
 /* The kernel for one weight dtype wt (a compile-time constant at each call).
- * Weights are addressed in bytes: row i starts at w + i * ldw * es. */
+ * Weights are addressed in bytes: row i starts at w + i * ldw * es.
+ *
+ * Which rows a tile takes: the rows [r0, r1) are cut into four quarters of
+ * q rows, and a tile takes row i of each quarter (r0 + i, r0 + q + i, ...),
+ * i = 0 .. q-1; the (r1 - r0) % 4 rows after them go one at a time. So the
+ * weights stream from memory as four long sequential runs, which the
+ * hardware prefetcher follows. Four adjacent rows (the obvious tile) are
+ * four runs of one row each, restarted every tile: where the weights come
+ * from DRAM that defeated the prefetcher (AMD EPYC, Zen 4, 32 MiB L3: a
+ * 32000 x 288 f32 product ran at 8-11 GB/s, against 24-25 GB/s, the
+ * machine's read bandwidth, with quarters; a 4-token block took 4.5 ms
+ * that way and 1.5 ms with quarters, the same as one token). Which rows
+ * share a tile changes no row's sums. */
 static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int ldo, const float *x, int ldx,
                                                                   const float *xu, int ldxu, const char *w, dtype_t wt,
                                                                   int XS, int ldw, int T, int d, int r0, int r1,
@@ -282,64 +164,15 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
     const int dv = d & ~15;
     const __mmask16 m = (__mmask16)((1u << (d - dv)) - 1);
     const size_t es = wt == DTYPE_F32 ? 4 : 2, rowb = (size_t)ldw * es;
+    const int q = (r1 - r0) / 4; /* rows per quarter */
     const __m512i idx_even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
                   idx_odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31),
                   hi16 = _mm512_set1_epi32((int)0xffff0000u);
-    int r = r0;
-    /* f32 blocks: row tiles (one row after the other, tile_1x4 for up to 4
-     * tokens a pass), one sequential stream. On a 32000 x 288 f32 product
-     * from DRAM (Zen 4, 1 thread) T = 2 / 4 / 8 / 16 took about 1.1 / 1.1 /
-     * 1.7 / 3.9x a single token's time, against 2.2 / 2.4 / 3.0 / 4.2x with
-     * the 4 x 4 and 2 x 8 tiles below; from L2 the row tiles are somewhat
-     * slower (one load of x per FMA instead of one per 4 FMAs). bf16 keeps the tiles below: its
-     * half-size rows stream well there (T = 4 about 1.0x a token) and its
-     * pair steps need x split, which pays only from 4 tokens. */
-    if (T > 1 && wt == DTYPE_F32) {
-        enum { TILE_MAX = 4 }; /* tokens per pass over a row; the row is in L1 for the next pass */
-        for (; r + 4 <= r1; r += 4)
-            for (int k = 0; k < 4; k++) {
-                const char *wr = w + (size_t)(r + k) * rowb;
-                for (int t = 0; t < T;) {
-                    int nt = T - t > TILE_MAX ? TILE_MAX : T - t;
-                    if (nt == 1) {
-                        __m512 a = row_dot(wr, x + (size_t)t * ldx, wt, XS, d);
-                        float v[4];
-                        _mm_storeu_ps(v, hsum4(a, a, a, a));
-                        put(&out[(size_t)t * ldo + r + k], v[0], accumulate);
-                    } else {
-                        float *o = out + (size_t)t * ldo;
-                        const float *xt = x + (size_t)t * ldx, *wf = (const float *)wr;
-                        /* nt a constant in each call: the unused tokens' FMAs fold away */
-                        switch (nt) {
-                        case 2: tile_1x4(o, ldo, xt, ldx, wf, d, r + k, 2, accumulate); break;
-                        case 3: tile_1x4(o, ldo, xt, ldx, wf, d, r + k, 3, accumulate); break;
-                        default: tile_1x4(o, ldo, xt, ldx, wf, d, r + k, 4, accumulate); break;
-                        }
-                    }
-                    t += nt;
-                }
-            }
-    }
-    for (; r + 4 <= r1; r += 4) {
-        const char *w0 = w + (size_t)r * rowb, *w1 = w0 + rowb, *w2 = w1 + rowb, *w3 = w2 + rowb;
+    const size_t qb = (size_t)q * rowb; /* bytes from a row to its partner in the next quarter */
+    for (int i = 0; i < q; i++) {
+        const int r = r0 + i;
+        const char *w0 = w + (size_t)r * rowb, *w1 = w0 + qb, *w2 = w1 + qb, *w3 = w2 + qb;
         int t = 0;
-        if (T > 1 && r + 12 <= r1) {
-            /* A block's tiles read the group's four rows interleaved (four
-             * streams), which the hardware prefetcher does not follow well
-             * from DRAM (see the single-token path below). So the group
-             * after next (rows r+8..r+11, adjacent when ldw == d) is
-             * prefetched here in address order, all at once: one sequential
-             * stream. On a 32000 x 288 f32 product from DRAM (Zen 4), a
-             * 4-token block went from 4.7 to 1.5-1.7 ms. */
-            const char *nx = w + (size_t)(r + 8) * rowb;
-            for (size_t o = 0; o < 4 * rowb; o += 64) _mm_prefetch(nx + o, _MM_HINT_T0);
-        }
-        for (; wt != DTYPE_BF16 && T < 16 && t + 8 <= T; t += 8) {
-            float *o = out + (size_t)t * ldo;
-            const float *xt = x + (size_t)t * ldx;
-            tile_2x8(o, ldo, xt, ldx, w0, w1, wt, d, r, accumulate);
-            tile_2x8(o, ldo, xt, ldx, w2, w3, wt, d, r + 2, accumulate);
-        }
         /* 4 tokens at a time; a last group of 2 or 3 tokens runs the same
          * tile with its last token repeated (stored once): cheaper than one
          * pass over the rows per token (T = 3 took 1.15x as long as T = 4) */
@@ -369,7 +202,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         a32 = _mm512_fmadd_ps(wv, v2, a32), a33 = _mm512_fmadd_ps(wv, v3, a33);                      \
     } while (0)
             int j = 0;
-            if (wt == DTYPE_BF16) { /* pairs of steps first (see BF16_PAIR_X); prefetch as below */
+            if (wt == DTYPE_BF16) { /* pairs of steps first (see BF16_PAIR_X) */
                 for (; j + 32 <= d; j += 32) {
                     __m512 e0, o0, e1, o1, e2, o2, e3, o3, we, wo;
                     BF16_PAIR_X(x0, e0, o0);
@@ -394,31 +227,49 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
             if (j < d) STEP(XTAIL, WTAIL);
 #undef STEP
             float *o0 = out + (size_t)t * ldo + r;
-            put4(o0, hsum4(a00, a10, a20, a30), accumulate);
-            put4(o0 + ldo, hsum4(a01, a11, a21, a31), accumulate);
-            if (nt > 2) put4(o0 + 2 * (size_t)ldo, hsum4(a02, a12, a22, a32), accumulate);
-            if (nt > 3) put4(o0 + 3 * (size_t)ldo, hsum4(a03, a13, a23, a33), accumulate);
+            put4q(o0, q, hsum4(a00, a10, a20, a30), accumulate);
+            put4q(o0 + ldo, q, hsum4(a01, a11, a21, a31), accumulate);
+            if (nt > 2) put4q(o0 + 2 * (size_t)ldo, q, hsum4(a02, a12, a22, a32), accumulate);
+            if (nt > 3) put4q(o0 + 3 * (size_t)ldo, q, hsum4(a03, a13, a23, a33), accumulate);
         }
         if (t > T) t = T; /* the last group was partial */
         for (; t < T; t++) {
-            /* one row after the other (row_dot), not the four interleaved:
-             * rows r..r+3 are adjacent, so the weights are read as one
-             * sequential stream, which the hardware prefetcher follows. Four
-             * interleaved row streams defeat it where the weights come from
-             * DRAM: on an AMD EPYC (Zen 4, 32 MiB L3) a 32000 x 288 f32
-             * product ran at 10-11 GB/s that way and at 23-27 GB/s (the
-             * machine's read bandwidth) row by row. Each row's accumulator
-             * sees the same FMAs in the same order either way, and hsum4
-             * reduces each vector on its own, so the bits do not change. */
             const float *xt = x + (size_t)t * ldx;
-            __m512 a0 = row_dot(w0, xt, wt, XS, d), a1 = row_dot(w1, xt, wt, XS, d),
-                   a2 = row_dot(w2, xt, wt, XS, d), a3 = row_dot(w3, xt, wt, XS, d);
-            put4(out + (size_t)t * ldo + r, hsum4(a0, a1, a2, a3), accumulate);
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int j = 0;
+            if (wt == DTYPE_BF16) /* pairs of steps first, exactly as in the token tile */
+                for (; j + 32 <= d; j += 32) {
+                    __m512 xe, xo, we, wo;
+                    BF16_PAIR_X(xt, xe, xo);
+                    BF16_PAIR_W(w0, we, wo);
+                    BF16_FMA2(a0, we, wo, xe, xo);
+                    BF16_PAIR_W(w1, we, wo);
+                    BF16_FMA2(a1, we, wo, xe, xo);
+                    BF16_PAIR_W(w2, we, wo);
+                    BF16_FMA2(a2, we, wo, xe, xo);
+                    BF16_PAIR_W(w3, we, wo);
+                    BF16_FMA2(a3, we, wo, xe, xo);
+                }
+            for (; j < dv; j += 16) {
+                __m512 xv = _mm512_loadu_ps(xt + j);
+                a0 = _mm512_fmadd_ps(wload(w0, j, wt), xv, a0);
+                a1 = _mm512_fmadd_ps(wload(w1, j, wt), xv, a1);
+                a2 = _mm512_fmadd_ps(wload(w2, j, wt), xv, a2);
+                a3 = _mm512_fmadd_ps(wload(w3, j, wt), xv, a3);
+            }
+            if (j < d) {
+                __m512 xv = _mm512_maskz_loadu_ps(m, xt + j);
+                a0 = _mm512_fmadd_ps(wload_tail(w0, j, wt, m), xv, a0);
+                a1 = _mm512_fmadd_ps(wload_tail(w1, j, wt, m), xv, a1);
+                a2 = _mm512_fmadd_ps(wload_tail(w2, j, wt, m), xv, a2);
+                a3 = _mm512_fmadd_ps(wload_tail(w3, j, wt, m), xv, a3);
+            }
+            put4q(out + (size_t)t * ldo + r, q, hsum4(a0, a1, a2, a3), accumulate);
         }
     }
-    for (; r < r1; r++) { /* leftover rows (n % 4), one at a time, from the unsplit x */
-        /* row_dot and hsum4 as everywhere else: a row's result does not
-         * depend on where it sits in the matrix (a draft vocabulary's rows,
+    for (int r = r0 + 4 * q; r < r1; r++) { /* the (r1 - r0) % 4 rows after the quarters, from the unsplit x */
+        /* row_dot and hsum4 as in the tiles: a row's result does not depend
+         * on where it sits in the matrix (a draft vocabulary's rows,
          * transformer_set_head, equal the full classifier's bit for bit) */
         const char *wr = w + (size_t)r * rowb;
         for (int t = 0; t < T; t++) {
