@@ -1,8 +1,9 @@
 /* matmul_avx2.c - AVX2 + FMA inner kernels (compiled with -mavx2 -mfma).
  *
- * Weights are read in address order (row_tile: one row after the other,
- * up to 4 tokens per pass over a row, two accumulators per token). The tail
- * of d (d % 8) uses masked loads. The softmax and SiLU
+ * Same scheme as matmul_avx512.c with 8-float vectors: tiles of 4 rows x 3
+ * tokens (12 accumulators + 4 operands: the 16 ymm registers), then 4 x 2
+ * and 4 x 1, the four rows from the four quarters of the row range. The
+ * tail of d (d % 8) uses masked loads. The softmax and SiLU
  * exponentials use the same polynomial as AVX-512, on 8 floats. Half
  * weights (bf16, f16) are widened to f32 in registers after the load; f16
  * needs F16C (compiled with -mf16c, and cpu_isa_supported("avx2") requires
@@ -47,78 +48,118 @@ static inline __attribute__((always_inline)) __m256 wload(const char *p, int j, 
 
 static inline void put(float *o, float v, int accumulate) { *o = accumulate ? *o + v : v; }
 
-/* One weight row times nt tokens (1 <= nt <= 4; a missing token repeats
- * the last one, computed but not stored), the row read once: rows are
- * walked one after the other, so the weights stream from memory in address
- * order, which the hardware prefetcher follows (four interleaved short row
- * streams defeated it on an AMD EPYC with a 32 MiB L3: a 32000 x 288 f32
- * product ran at 11 GB/s that way, see matmul_avx512.c). Each (row, token)
- * sum has two accumulators, for the even and the odd 8-float chunks of the
- * row (one chain of dependent FMAs would cap a row at 32 bytes per FMA
- * latency), added once at the end; a tail chunk goes to its chunk's parity.
- * Every path uses this one function, so a token's result does not depend on
- * the block it came in. */
-static inline __attribute__((always_inline)) void row_tile(float *out, int ldo, const float *x, int ldx,
-                                                           const char *wr, dtype_t wt, int d, int r, int nt,
-                                                           int accumulate) {
-    const int dv = d & ~7, rem = d - dv;
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const float *x0 = x, *x1 = nt > 1 ? x0 + ldx : x0, *x2 = nt > 2 ? x1 + ldx : x1, *x3 = nt > 3 ? x2 + ldx : x2;
-    __m256 e0 = _mm256_setzero_ps(), e1 = e0, e2 = e0, e3 = e0, o0 = e0, o1 = e0, o2 = e0, o3 = e0;
-#define W(jj) wload(wr, (jj), dv, rem, m, wt)
-#define X(p, jj) ld((p), (jj), dv, m)
-#define CHUNK(a0, a1, a2, a3, jj)                                                                     \
-    do {                                                                                              \
-        __m256 wv = W(jj);                                                                            \
-        a0 = _mm256_fmadd_ps(wv, X(x0, jj), a0);                                                      \
-        if (nt > 1) a1 = _mm256_fmadd_ps(wv, X(x1, jj), a1);                                          \
-        if (nt > 2) a2 = _mm256_fmadd_ps(wv, X(x2, jj), a2);                                          \
-        if (nt > 3) a3 = _mm256_fmadd_ps(wv, X(x3, jj), a3);                                          \
-    } while (0)
-    int j = 0;
-    for (; j + 16 <= dv; j += 16) {
-        CHUNK(e0, e1, e2, e3, j);
-        CHUNK(o0, o1, o2, o3, j + 8);
-    }
-    if (j < dv) { /* a last full chunk, of even index */
-        CHUNK(e0, e1, e2, e3, j);
-        j += 8;
-    }
-    if (rem) {                                    /* the tail chunk, to its parity */
-        if ((j / 8) & 1)
-            CHUNK(o0, o1, o2, o3, j);
-        else
-            CHUNK(e0, e1, e2, e3, j);
-    }
-#undef CHUNK
-#undef W
-#undef X
-    put(&out[r], hsum(_mm256_add_ps(e0, o0)), accumulate);
-    if (nt > 1) put(&out[(size_t)ldo + r], hsum(_mm256_add_ps(e1, o1)), accumulate);
-    if (nt > 2) put(&out[2 * (size_t)ldo + r], hsum(_mm256_add_ps(e2, o2)), accumulate);
-    if (nt > 3) put(&out[3 * (size_t)ldo + r], hsum(_mm256_add_ps(e3, o3)), accumulate);
-}
-
 /* The kernel for one weight dtype wt (a constant at each call); row i of
- * the weights starts at byte i * ldw * (element size). Rows one after the
- * other; a row's tokens 4 at a time (the row stays in L1 for the next 4). */
+ * the weights starts at byte i * ldw * (element size). A tile's four rows
+ * are row i of each quarter of [r0, r1) (r0 + i, r0 + q + i, ...), so the
+ * weights stream as four long sequential runs that the hardware prefetcher
+ * follows; four adjacent rows, four runs of one row restarted every tile,
+ * defeated it from DRAM (see matmul_avx512.c). The (r1 - r0) % 4 rows after
+ * the quarters go one at a time with the same per-row FMA order. */
 static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int ldo, const float *x, int ldx,
                                                                   const char *w, dtype_t wt, int ldw, int T, int d,
                                                                   int r0, int r1, int accumulate) {
-    const size_t rowb = (size_t)ldw * (wt == DTYPE_F32 ? 4 : 2);
-    for (int r = r0; r < r1; r++) {
-        const char *wr = w + (size_t)r * rowb;
-        for (int t = 0; t < T; t += 4) {
-            int nt = T - t < 4 ? T - t : 4;
-            float *o = out + (size_t)t * ldo;
+    const int dv = d & ~7, rem = d - dv;
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const size_t es = wt == DTYPE_F32 ? 4 : 2, rowb = (size_t)ldw * es;
+#define W(p) wload((p), j, dv, rem, m, wt)
+#define X(p) ld((p), j, dv, m)
+/* The reduction loop of a tile, STEP being the tile's step macro: the full
+ * 8-float steps without a branch, then the masked tail step on its own.
+ * The same FMAs in the same order as one loop with a test per load, which
+ * ran blocks at about half this speed. */
+#define WALK(STEP)                                                                                  \
+    do {                                                                                            \
+        int j = 0;                                                                                  \
+        for (; j < dv; j += 8) STEP();                                                              \
+        if (rem) STEP();                                                                            \
+    } while (0)
+    const int q = (r1 - r0) / 4; /* rows per quarter */
+    const size_t qb = (size_t)q * rowb;
+    for (int i = 0; i < q; i++) {
+        const int r = r0 + i;
+        const char *w0 = w + (size_t)r * rowb, *w1 = w0 + qb, *w2 = w1 + qb, *w3 = w2 + qb;
+        int t = 0;
+        /* 4 rows x 3 tokens (12 accumulators, 3 x vectors and a weight vector:
+         * all 16 registers) while 3 or more tokens remain, then a pair, then one
+         * (T = 4 as 3 + 1 took 0.75-0.80x the old time, as 2 + 2 0.89x) */
+        for (; T - t >= 3; t += 3) {
+            const float *x0 = x + (size_t)t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00, a20 = a00,
+                   a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+#define STEP3()                                                                                     \
+    do {                                                                                            \
+        __m256 xa = X(x0), xb = X(x1), xc = X(x2), wv;                                              \
+        wv = W(w0), a00 = _mm256_fmadd_ps(wv, xa, a00), a01 = _mm256_fmadd_ps(wv, xb, a01);         \
+        a02 = _mm256_fmadd_ps(wv, xc, a02);                                                         \
+        wv = W(w1), a10 = _mm256_fmadd_ps(wv, xa, a10), a11 = _mm256_fmadd_ps(wv, xb, a11);         \
+        a12 = _mm256_fmadd_ps(wv, xc, a12);                                                         \
+        wv = W(w2), a20 = _mm256_fmadd_ps(wv, xa, a20), a21 = _mm256_fmadd_ps(wv, xb, a21);         \
+        a22 = _mm256_fmadd_ps(wv, xc, a22);                                                         \
+        wv = W(w3), a30 = _mm256_fmadd_ps(wv, xa, a30), a31 = _mm256_fmadd_ps(wv, xb, a31);         \
+        a32 = _mm256_fmadd_ps(wv, xc, a32);                                                         \
+    } while (0)
+            WALK(STEP3);
+#undef STEP3
+            float *o0 = out + (size_t)t * ldo + r, *o1 = o0 + ldo, *o2 = o1 + ldo;
+            put(o0, hsum(a00), accumulate), put(o1, hsum(a01), accumulate), put(o2, hsum(a02), accumulate);
+            put(o0 + q, hsum(a10), accumulate), put(o1 + q, hsum(a11), accumulate), put(o2 + q, hsum(a12), accumulate);
+            put(o0 + 2 * q, hsum(a20), accumulate), put(o1 + 2 * q, hsum(a21), accumulate);
+            put(o2 + 2 * q, hsum(a22), accumulate);
+            put(o0 + 3 * q, hsum(a30), accumulate), put(o1 + 3 * q, hsum(a31), accumulate);
+            put(o2 + 3 * q, hsum(a32), accumulate);
+        }
+        for (; t + 2 <= T; t += 2) {
+            const float *x0 = x + (size_t)t * ldx, *x1 = x0 + ldx;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,
+                   a30 = a00, a31 = a00;
+#define STEP2()                                                                                     \
+    do {                                                                                            \
+        __m256 xa = X(x0), xb = X(x1), wv;                                                          \
+        wv = W(w0), a00 = _mm256_fmadd_ps(wv, xa, a00), a01 = _mm256_fmadd_ps(wv, xb, a01);         \
+        wv = W(w1), a10 = _mm256_fmadd_ps(wv, xa, a10), a11 = _mm256_fmadd_ps(wv, xb, a11);         \
+        wv = W(w2), a20 = _mm256_fmadd_ps(wv, xa, a20), a21 = _mm256_fmadd_ps(wv, xb, a21);         \
+        wv = W(w3), a30 = _mm256_fmadd_ps(wv, xa, a30), a31 = _mm256_fmadd_ps(wv, xb, a31);         \
+    } while (0)
+            WALK(STEP2);
+#undef STEP2
+            float *o0 = out + (size_t)t * ldo + r, *o1 = o0 + ldo;
+            put(o0, hsum(a00), accumulate); put(o1, hsum(a01), accumulate);
+            put(o0 + q, hsum(a10), accumulate); put(o1 + q, hsum(a11), accumulate);
+            put(o0 + 2 * q, hsum(a20), accumulate); put(o1 + 2 * q, hsum(a21), accumulate);
+            put(o0 + 3 * q, hsum(a30), accumulate); put(o1 + 3 * q, hsum(a31), accumulate);
+        }
+        for (; t < T; t++) {
             const float *xt = x + (size_t)t * ldx;
-            /* nt a constant in each call, so row_tile's token tests fold away */
-            if (nt == 1) row_tile(o, ldo, xt, ldx, wr, wt, d, r, 1, accumulate);
-            else if (nt == 2) row_tile(o, ldo, xt, ldx, wr, wt, d, r, 2, accumulate);
-            else if (nt == 3) row_tile(o, ldo, xt, ldx, wr, wt, d, r, 3, accumulate);
-            else row_tile(o, ldo, xt, ldx, wr, wt, d, r, 4, accumulate);
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#define STEP1()                                                                                     \
+    do {                                                                                            \
+        __m256 xv = X(xt);                                                                          \
+        a0 = _mm256_fmadd_ps(W(w0), xv, a0), a1 = _mm256_fmadd_ps(W(w1), xv, a1);                  \
+        a2 = _mm256_fmadd_ps(W(w2), xv, a2), a3 = _mm256_fmadd_ps(W(w3), xv, a3);                  \
+    } while (0)
+            WALK(STEP1);
+#undef STEP1
+            float *o = out + (size_t)t * ldo + r;
+            put(o, hsum(a0), accumulate);
+            put(o + q, hsum(a1), accumulate);
+            put(o + 2 * q, hsum(a2), accumulate);
+            put(o + 3 * q, hsum(a3), accumulate);
         }
     }
+    for (int r = r0 + 4 * q; r < r1; r++) {
+        const char *wr = w + (size_t)r * rowb;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * ldx;
+            __m256 a0 = _mm256_setzero_ps();
+            int j = 0;
+            for (; j < dv; j += 8) a0 = _mm256_fmadd_ps(W(wr), X(xt), a0);
+            if (rem) a0 = _mm256_fmadd_ps(W(wr), X(xt), a0);
+            put(&out[(size_t)t * ldo + r], hsum(a0), accumulate);
+        }
+    }
+#undef W
+#undef X
+#undef WALK
 }
 
 static void matmul_rows_avx2(float *out, int ldo, const float *x, int ldx, const void *w, dtype_t wt, int ldw,
