@@ -1,7 +1,8 @@
 # bild - Big Little Decoder.  `make` builds the CPU version into build/.
 #
 #   make                 build/bild and the library
-#   make demo            install deps, build, fetch stories15M, write a story with BiLD
+#   make demo            install deps, build, fetch stories15M, write a story with BiLD,
+#                        then BiLD --exact against the large model alone (scripts/demo.sh)
 #   make test            install deps, build and run every test (tests/run.sh)
 #   make bench           build and run the benchmarks (bench/)
 #   make models          fetch stories15M into models/ (scripts/get-models.sh)
@@ -137,16 +138,8 @@ test: deps
 # statistics on stderr.
 SMALL_MODEL ?= tools/align/stories15M-aligned
 DEMO_PROMPT ?= Once upon a time, there was a little girl named Lily.
-demo: deps
-	$(MAKE) all
-	sh scripts/get-models.sh
-	@if [ -e $(SMALL_MODEL) ]; then \
-	  echo "+ launch/local.sh: BiLD in three processes (small $(SMALL_MODEL), large stories15M)"; \
-	  BILD=$(BUILD)/bild sh launch/local.sh --small $(SMALL_MODEL) -- -p "$(DEMO_PROMPT)" -n 200; \
-	else \
-	  echo "no small model at $(SMALL_MODEL): running the large model alone"; \
-	  $(BUILD)/bild run -m models/stories15M/stories15M.bin -p "Once upon a time" -n 200; \
-	fi
+demo:
+	BUILD=$(BUILD) sh scripts/demo.sh $(SMALL_MODEL) "$(DEMO_PROMPT)"
 
 bench: all models
 	$(BUILD)/bench/decode

@@ -94,6 +94,13 @@ static const char *RUN_HELP =
     "2 bad command line, 3 unreadable or invalid input file, 4 prompt longer than\n"
     "the model's context.\n";
 
+/* --exact's fallback threshold and draft length: the fastest exact-text
+ * setting bench/bild measured (docs/algorithm.md, "Exact text") */
+#define EXACT_FALLBACK 0.3f
+#define EXACT_MAX_SMALL 6
+#define EXACT_FB_S "0.3"
+#define EXACT_MS_S "6"
+
 static const char *GEN_HELP =
     "usage: bild generate (--small PATH | --small-endpoint EP) (--large PATH | --large-endpoint EP)\n"
     "                     (--prompt TEXT | --prompt-file FILE | --prompts FILE | --requests FILE) [options]\n"
@@ -119,10 +126,13 @@ static const char *GEN_HELP =
     "      --rollback B        rollback threshold, -log p_large in nats (default 5)\n"
     "      --max-small N       most small tokens in a row (default 10)\n"
     "      --gamma G           spec mode: draft length (default 5)\n"
+    "      --direct            after a rollback the small model resumes at once from\n"
+    "                          the large model's correction (no extra large step)\n"
     "      --exact             the large model's greedy text exactly, as fast as BiLD\n"
-    "                          gets it: rollback 0.5 (below ln 2, so every token the\n"
-    "                          large model would not have chosen is rolled back) with\n"
-    "                          fallback 0.5 and max-small 10 unless given (greedy only)\n"
+    "                          gets it here: rollback 0.5 (below ln 2, so every token\n"
+    "                          the large model would not have chosen is rolled back),\n"
+    "                          --direct, fallback " EXACT_FB_S " and max-small " EXACT_MS_S " unless\n"
+    "                          given (greedy only; docs/algorithm.md, \"Exact text\")\n"
     "      --draft-vocab FILE  the small model's draft vocabulary: ranked token ids,\n"
     "                          its output layer computes only those (docs/engine.md);\n"
     "                          default draft_vocab.txt beside the small model if there\n"
@@ -693,6 +703,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         if (id) cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
         cJSON_AddStringToObject(j, "mode", policy_mode_name(q.mode));
         cJSON_AddBoolToObject(j, "faithful", q.faithful);
+        cJSON_AddBoolToObject(j, "direct", q.direct);
         if (g->rs && g->rl) cJSON_AddStringToObject(j, "data_plane", plane_kind_name(g->plane_kind));
         cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
         cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
@@ -884,7 +895,7 @@ static int cmd_generate(int argc, char **argv) {
     dummy_t dummy = {0};
     int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0, overlap = 0;
     int seed_given = 0, fb_given = 0, rb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
-    int exact = 0, draft_top = 0;
+    int exact = 0, draft_top = 0, direct = 0, ms_given = 0;
     const char *draft_vocab = NULL;
     const char *small_ep = NULL, *large_ep = NULL, *plane_s = "auto";
     float alpha_fb = 0.6f, alpha_rb = 5.0f, temperature = 0.0f, top_p = 1.0f;
@@ -913,7 +924,8 @@ static int cmd_generate(int argc, char **argv) {
         {NULL, "--exact", OPT_FLAG, &exact, 0, 0, 0, NULL},
         {NULL, "--draft-vocab", OPT_STR, &draft_vocab, 0, 0, 0, NULL},
         {NULL, "--draft-top", OPT_INT, &draft_top, 1, 1 << 24, 0, NULL},
-        {NULL, "--max-small", OPT_INT, &max_small, 0, BILD_MAX_DRAFT - 2, 0, NULL},
+        {NULL, "--max-small", OPT_INT, &max_small, 0, BILD_MAX_DRAFT - 2, 0, &ms_given},
+        {NULL, "--direct", OPT_FLAG, &direct, 0, 0, 0, NULL},
         {NULL, "--gamma", OPT_INT, &gamma, 1, BILD_MAX_DRAFT - 2, 0, NULL},
         {NULL, "--faithful", OPT_FLAG, &faithful, 0, 0, 0, NULL},
         {"-t", "--temperature", OPT_FLOAT, &temperature, 0, 100, 0, NULL},
@@ -953,8 +965,12 @@ static int cmd_generate(int argc, char **argv) {
         if (rb_given && alpha_rb >= 0.6931f)
             return cli_usage_error(cmd, "--exact needs --rollback below ln 2 = 0.693 (got %g)", alpha_rb);
         if (!rb_given) alpha_rb = 0.5f;
-        if (!fb_given) alpha_fb = 0.5f;
+        if (!fb_given) alpha_fb = EXACT_FALLBACK;
+        if (!ms_given) max_small = EXACT_MAX_SMALL;
+        direct = 1;
     }
+    if (direct && (mode != POLICY_BILD || faithful))
+        return cli_usage_error(cmd, "--direct is a setting of the default BiLD mode (drop --mode/--faithful)");
     const char *devs[3] = {device, small_dev, large_dev};
     if (check_device_opts(cmd, devs, 3, dtype_s, &dummy)) return EXIT_USAGE;
     if (!small_dev) small_dev = device;
@@ -1110,7 +1126,7 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "bild %s: out of memory\n", cmd);
         goto done;
     }
-    g.base = (policy_params_t){.mode = mode, .faithful = faithful, .alpha_fb = alpha_fb, .alpha_rb = alpha_rb,
+    g.base = (policy_params_t){.mode = mode, .faithful = faithful, .direct = direct, .alpha_fb = alpha_fb, .alpha_rb = alpha_rb,
                                .max_small = mode == POLICY_SPEC ? gamma : max_small, .max_new = max_new,
                                .vocab_size = V, .stop_a = eos, .stop_b = bos,
                                .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
@@ -1128,8 +1144,8 @@ static int cmd_generate(int argc, char **argv) {
             snprintf(where, sizeof where, "small on %s, large on %s", cli_backend_desc(be, ds, sizeof ds),
                      cli_backend_desc(be_l, dl, sizeof dl));
         else if (be) snprintf(where, sizeof where, "%s", cli_backend_desc(be, ds, sizeof ds));
-        fprintf(stderr, "bild: mode %s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s; "
-                        "seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "",
+        fprintf(stderr, "bild: mode %s%s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s; "
+                        "seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "", direct ? " (direct)" : "",
                 overlap ? " with overlap" : "", small_path ? small_path : small_ep ? small_ep : "-",
                 large_path ? large_path : large_ep ? large_ep : "-", alpha_fb, alpha_rb, g.base.max_small, where,
                 (unsigned long long)seed);

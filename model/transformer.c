@@ -356,7 +356,7 @@ int transformer_set_head(transformer_t *tf, const int *ids, int k, char *err, si
     for (int i = 0; i < V; i++) inv[i] = -1;
     for (int i = 0; i < k; i++) {
         if (sorted[i] < 0 || sorted[i] >= V || (i && sorted[i] == sorted[i - 1])) {
-            snprintf(err, errlen, "draft vocabulary: token id %d is %s", sorted[i],
+            snprintf(err, errlen, "token id %d is %s", sorted[i],
                      sorted[i] < 0 || sorted[i] >= V ? "outside the vocabulary" : "listed twice");
             free(sorted), free(inv);
             return -1;

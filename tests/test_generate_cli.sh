@@ -78,5 +78,46 @@ PY
 printf 'Tom had a dog.\n\nLily saw a bird.\n' | "$BILD" generate -S "$SM" -L "$LG" --prompts - -n 10 -q >"$tmp/p" 2>&1 \
     && [ "$(wc -l <"$tmp/p")" -eq 2 ] && echo "ok   --prompts: one line per prompt, blank lines skipped" || fail "--prompts"
 expect "two prompt sources refused" 2 "exactly one of" -- generate -S "$SM" -L "$LG" -p x --prompts -
+
+# --exact (rollback 0.5 < ln 2, --direct): the large model's greedy tokens, with the provisional
+# small model and with the default one and its draft vocabulary; --direct and --exact refusals
+A=tools/align/stories15M-aligned
+for P in "Once upon a time, there was a little girl named Lily." "Tom had a red ball." "The sun was hot."; do
+    "$BILD" generate --mode large -L "$LG" -p "$P" -n 80 --json -q >"$tmp/xl.json" 2>"$tmp/xl.err" || fail "large: $(cat "$tmp/xl.err")"
+    for S in "$SM" "$A"; do
+        "$BILD" generate --exact -S "$S" -L "$LG" -z "$SH/models/stories15M/tokenizer.bin" -p "$P" -n 80 --json -q \
+            >"$tmp/xe.json" 2>"$tmp/xe.err" || fail "--exact: $(cat "$tmp/xe.err")"
+        python3 - "$tmp/xl.json" "$tmp/xe.json" <<'PY' || fail "--exact with $S differs from the large model on '$P'"
+import json, sys
+l, e = (json.load(open(p)) for p in sys.argv[1:])
+assert e["tokens"] == l["tokens"], (l["tokens"], e["tokens"])
+assert e["direct"] is True and e["stats"]["small_tokens"] > 0, e["stats"]
+PY
+    done
+done
+[ $fails -eq 0 ] && echo "ok   --exact == the large model's greedy tokens (3 prompts, two small models)"
+expect "--exact with rollback >= ln 2" 2 "below ln 2" -- generate -S "$SM" -L "$LG" -p x --exact --rollback 1
+expect "--exact with sampling" 2 "greedy" -- generate -S "$SM" -L "$LG" -p x --exact -t 0.8
+expect "--direct outside bild" 2 "--direct" -- generate -S "$SM" -L "$LG" -p x --mode spec --direct
+expect "--direct with --faithful" 2 "--direct" -- generate -S "$SM" -L "$LG" -p x --faithful --direct
+
+# the draft vocabulary: found beside the small model, --draft-top, 'none', bad files refused
+"$BILD" generate -S "$A" -L "$LG" -z "$SH/models/stories15M/tokenizer.bin" -p "Tom had a dog." -n 20 --draft-top 1000 \
+    >/dev/null 2>"$tmp/dv.err" && grep -q "drafts over 1000 tokens" "$tmp/dv.err" \
+    && echo "ok   draft_vocab.txt beside the small model, first 1000 ids" || fail "draft vocab: $(cat "$tmp/dv.err")"
+"$BILD" generate -S "$A" -L "$LG" -z "$SH/models/stories15M/tokenizer.bin" -p "Tom had a dog." -n 20 --draft-vocab none \
+    >/dev/null 2>"$tmp/dv.err" && ! grep -q "drafts over" "$tmp/dv.err" \
+    && echo "ok   --draft-vocab none: the full vocabulary" || fail "draft vocab none: $(cat "$tmp/dv.err")"
+printf '5\n17\n5\n' >"$tmp/dup.txt"
+printf '5\n99999\n' >"$tmp/big.txt"
+printf '# nothing\n' >"$tmp/empty.txt"
+printf '5\n17\n' >"$tmp/two.txt"
+printf '12 x\n' >"$tmp/junk.txt"
+expect "draft vocab: an id twice" 3 "listed twice" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/dup.txt"
+expect "draft vocab: an id too large" 3 "line 2: expected token ids" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/big.txt"
+expect "draft vocab: no ids" 3 "no token ids" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/empty.txt"
+expect "draft vocab: not a number" 3 "line 1: expected token ids" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/junk.txt"
+expect "draft vocab: missing file" 3 "cannot open" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/none.txt"
+expect "draft-top beyond the file" 3 "ranks 2 ids" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/two.txt" --draft-top 5
 echo "test_generate_cli: $fails failed"
 [ $fails -eq 0 ]
