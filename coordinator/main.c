@@ -97,9 +97,9 @@ static const char *RUN_HELP =
 /* --exact's fallback threshold and draft length: the fastest exact-text
  * setting bench/bild measured (docs/algorithm.md, "Exact text") */
 #define EXACT_FALLBACK 0.3f
-#define EXACT_MAX_SMALL 6
+#define EXACT_MAX_SMALL 4
 #define EXACT_FB_S "0.3"
-#define EXACT_MS_S "6"
+#define EXACT_MS_S "4"
 
 static const char *GEN_HELP =
     "usage: bild generate (--small PATH | --small-endpoint EP) (--large PATH | --large-endpoint EP)\n"
