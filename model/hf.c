@@ -355,7 +355,7 @@ static int map_shards(hf_t *h) {
             return hf_fail(h, name, "not a regular file"), 0;
         }
         size_t size = (size_t)st.st_size;
-        void *map = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+        void *map = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL; /* see llama2c.c */
         close(fd);
         if (size && map == MAP_FAILED) return hf_fail(h, name, "cannot map: %s", strerror(errno)), 0;
         m->maps[i] = map, m->map_sizes[i] = size, m->n_maps = i + 1;

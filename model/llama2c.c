@@ -63,7 +63,10 @@ model_file_t *llama2c_open(const char *path, char *err, size_t errlen) {
         close(fd);
         return fail(m, err, errlen, path, "out of memory");
     }
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    /* MAP_POPULATE: the pages are faulted in here, at load, not one 4 KiB
+     * fault at a time during the first forward pass (on a 438 MB model that
+     * first pass otherwise took several steps' time) */
+    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) return fail(m, err, errlen, path, "cannot map: %s", strerror(errno));
     m->maps[0] = map, m->map_sizes[0] = size, m->n_maps = 1;
