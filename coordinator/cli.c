@@ -226,7 +226,15 @@ int cli_parse_dtype(const char *s, dtype_t *out) {
 }
 
 const char *cli_backend_desc(const backend_t *be, char *buf, size_t n) {
-    if (be->device == DEVICE_CPU) snprintf(buf, n, "%s/%s, %d threads", be->name, be->isa, be->n_threads);
+    if (be->device == DEVICE_CPU) {
+        /* the kernel flavour and why: forced by BILD_ISA, or the widest the CPU has */
+        const char *forced = getenv("BILD_ISA");
+        snprintf(buf, n, "%s/%s, %d threads (%s)", be->name, be->isa, be->n_threads,
+                 forced && strcmp(forced, "auto") ? "kernels set by BILD_ISA"
+                 : !strcmp(be->isa, "avx512")     ? "the CPU has AVX-512; BILD_ISA=avx2 forces AVX2"
+                 : !strcmp(be->isa, "avx2")       ? "the CPU has AVX2 and FMA, no AVX-512"
+                                                  : "the CPU has no AVX2/FMA");
+    }
     else snprintf(buf, n, "%s (%s)", be->name, be->isa);
     return buf;
 }
