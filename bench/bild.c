@@ -27,7 +27,12 @@
  * (besides the large model alone), e.g. --only "rb 0.5"; several
  * substrings separated by '|' select the configurations with any of them.
  *
- * usage: bench/bild [--large PATH] [--small PATH]... [--tokenizer PATH] [-n N] [--threads N] [--only S]
+ * --tsv FILE also writes every row as tab-separated values (small model,
+ * kind, configuration, speedup, ROUGE-L, NLL, exact count), the oracle as
+ * kind "oracle" (speedup predicted, quality the large model's), for
+ * bench/pareto.sh's plot.
+ *
+ * usage: bench/bild [--large PATH] [--small PATH]... [--tokenizer PATH] [-n N] [--threads N] [--only S] [--tsv F]
  * Not a test: it prints numbers and asserts nothing.
  */
 #include <stdio.h>
@@ -196,7 +201,7 @@ static int name_matches(const char *name, const char *pat) {
 int main(int argc, char **argv) {
     const char *lp = "models/stories15M/stories15M.bin", *tp = NULL;
     const char *sp[MAX_SMALL] = {"tools/align/stories15M-aligned"};
-    const char *only = NULL;
+    const char *only = NULL, *tsv_path = NULL;
     int N = 128, threads = 0, ns = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--large") && i + 1 < argc) lp = argv[++i];
@@ -205,9 +210,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) N = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--tsv") && i + 1 < argc) tsv_path = argv[++i];
         else {
             fprintf(stderr, "usage: bild [--large PATH] [--small PATH (up to %d times)] [--tokenizer PATH] [-n N] "
-                            "[--threads N] [--only SUBSTRING]\n", MAX_SMALL);
+                            "[--threads N] [--only SUBSTRING] [--tsv FILE]\n", MAX_SMALL);
             return 2;
         }
     }
@@ -398,6 +404,9 @@ int main(int argc, char **argv) {
     for (int T = 1; T <= 16; T *= 2) printf("  T=%d %.3f", T, tL[T] * 1e3);
     printf("\n  fit a + b T over T <= 24 (used beyond): a = %.3f ms, b = %.3f ms\n", a * 1e3, b * 1e3);
     double base = cf[0].time_s;
+    FILE *tsv = tsv_path ? fopen(tsv_path, "w") : NULL;
+    if (tsv_path && !tsv) fprintf(stderr, "bench/bild: cannot write %s\n", tsv_path);
+    if (tsv) fprintf(tsv, "small\tkind\tconfig\tspeedup\trougeL\tnll\texact\n");
     for (int k = 0; k < ns; k++) {
         double cst = sm[k].t_small / tL[1];
         printf("\nsmall model %s: step %.3f ms, c = small step / large step = %.3f (medians), %.3f (best of 101, "
@@ -415,6 +424,12 @@ int main(int argc, char **argv) {
             printf("%-26s %7.2f %7.1f %6.1f %6.1f %3ld/%-2d %6.3f %7.3f %7.2f %8.2f %8.2f %6.0f\n", q->name, speed,
                    100.0 * q->small / q->n, 100.0 * q->fallbacks / q->n, 100.0 * q->rollbacks / q->n, q->exact, NP,
                    q->rouge / NP, q->nll / NP, paper, costmdl, speed / costmdl, q->n / q->time_s);
+            if (tsv) {
+                const char *kind = !j ? "large" : q->pp.mode == POLICY_SPEC ? "spec" : alone ? "small"
+                                 : q->pp.alpha_rb < 0.6931f && !q->pp.faithful ? "bild-exact" : "bild";
+                fprintf(tsv, "%s\t%s\t%s\t%.4f\t%.4f\t%.4f\t%ld\n", sm[k].path, kind, q->name, speed, q->rouge / NP,
+                        q->nll / NP, q->exact);
+            }
         }
         oracle_t *o = &orc[k];
         double e = (double)o->wrong / o->n;
@@ -422,6 +437,9 @@ int main(int argc, char **argv) {
                "  the text is the large model's): agreement %.1f%%, %.1f mistakes/100; predicted speedup %.2f "
                "(paper-style %.2f)\n",
                100 * (1 - e), 100 * e, alone_model_s / o->model_s, 1 / (e + cst));
+        if (tsv)
+            fprintf(tsv, "%s\toracle\toracle (predicted)\t%.4f\t%.4f\t%.4f\t%d\n", sm[k].path, alone_model_s / o->model_s,
+                    1.0, cf[0].nll / NP, NP);
         printf("  fallback threshold         ");
         for (int x = 0; x < NFB; x++) printf("  %5.1f", fb_grid[x]);
         printf("\n  fallbacks/100 (max p < fb)  ");
@@ -438,6 +456,7 @@ int main(int argc, char **argv) {
            "cost model (a pass over the tokens since the last large token at each mistake, a small step per token);\n"
            "the bound for any policy that keeps the text exact. Mistakes not caught: greedy tokens that differ from\n"
            "the large model's at max p >= fb (a fallback policy must find them by rollback, at the next large pass).\n");
+    if (tsv) fclose(tsv);
     verifier_destroy(&vf);
     for (int k = 0; k < ns; k++) {
         drafter_destroy(&sm[k].dr);
