@@ -113,6 +113,45 @@ static double decode_tps(const model_file_t *m, const model_weights_t *w, int th
     return best;
 }
 
+/* Where a decode step's time goes: `steps` steps from BOS with the CPU
+ * backend's profile on (cpu_profile_start), per kind of operator, plus the
+ * measured cost of one thread hand-off. Fills split[0..4] (matrix products,
+ * attention, norms/embedding/RoPE, softmax statistics, everything else: the
+ * argmax and the model code between operators) in seconds per step,
+ * *handoffs per step and *handoff_us. */
+static void decode_split(const model_file_t *m, int threads, int steps, double *split, double *handoffs,
+                         double *handoff_us) {
+    char err[256];
+    backend_t *be = backend_cpu_new(threads);
+    transformer_t *tf = transformer_new(be, model_config(m), model_weights(m), 16, err, sizeof err);
+    memset(split, 0, sizeof(double) * 5);
+    *handoffs = *handoff_us = 0;
+    if (!tf) {
+        backend_destroy(&be);
+        return;
+    }
+    int V = model_config(m)->vocab_size;
+    double best = 1e30;
+    for (int run = 0; run < 3; run++) { /* the run with the shortest total */
+        int tok = model_config(m)->bos_id;
+        cpu_profile_t pr;
+        cpu_profile_start(be);
+        double t0 = now_s();
+        for (int pos = 0; pos < steps; pos++) tok = argmax_f32(transformer_forward(tf, &tok, 1, pos, LOGITS_LAST), V);
+        double total = now_s() - t0;
+        cpu_profile_stop(be, &pr);
+        if (total >= best) continue;
+        best = total;
+        split[0] = pr.matmul_s / steps, split[1] = pr.attention_s / steps, split[2] = pr.elementwise_s / steps;
+        split[3] = pr.stats_s / steps;
+        split[4] = total / steps - split[0] - split[1] - split[2] - split[3];
+        *handoffs = (double)pr.handoffs / steps;
+    }
+    *handoff_us = cpu_handoff_us(be, 2000);
+    transformer_destroy(&tf);
+    backend_destroy(&be);
+}
+
 /* The weight matrices of one model in one dtype: 7 per layer (wq wk wv wo
  * w1 w2 w3), then the classifier, as host pointers. For f32 they point into
  * the mapped checkpoint; for half types into one converted copy. */
@@ -374,6 +413,23 @@ int main(int argc, char **argv) {
            tps[2] / (bw_dram[2] * 1e9 / wbytes));
     printf("  fraction of model-sized floor   %8.2f   %9.2f\n", tps[1] / (bw_model[1] * 1e9 / wbytes),
            tps[2] / (bw_model[2] * 1e9 / wbytes));
+    {
+        double sp[3][5], ho[3], hus[3];
+        for (int nt = 1; nt <= 2; nt++) decode_split(m, nt, steps, sp[nt], &ho[nt], &hus[nt]);
+        const char *nm[5] = {"matrix products (matmul, swiglu)", "attention", "norms, embedding, RoPE",
+                             "softmax statistics", "the rest (argmax, model code)"};
+        printf("\nwhere a decode step goes (%d steps from BOS, best of 3 runs; ms per step and share)\n", steps);
+        printf("                                        1 thread          2 threads\n");
+        for (int k = 0; k < 5; k++) {
+            double t1 = sp[1][0] + sp[1][1] + sp[1][2] + sp[1][3] + sp[1][4];
+            double t2 = sp[2][0] + sp[2][1] + sp[2][2] + sp[2][3] + sp[2][4];
+            printf("  %-34s %7.3f %5.1f%%   %7.3f %5.1f%%\n", nm[k], sp[1][k] * 1e3, 100 * sp[1][k] / t1,
+                   sp[2][k] * 1e3, 100 * sp[2][k] / t2);
+        }
+        printf("  thread hand-offs (2 threads): %.0f per step x %.1f us = %.3f ms (%.1f%% of a step), inside the\n"
+               "  operators above (an empty operator on every thread, timed alone)\n", ho[2], hus[2], ho[2] * hus[2] * 1e-3,
+               100 * ho[2] * hus[2] * 1e-6 / (sp[2][0] + sp[2][1] + sp[2][2] + sp[2][3] + sp[2][4]));
+    }
     printf("\nblock forward at position %d, time relative to T = 1 (all logits; lengths interleaved, best of 61)\n", pos);
     printf("  T        ");
     for (int k = 0; k < 7; k++) printf("%7d", Ts[k]);

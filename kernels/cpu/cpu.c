@@ -13,7 +13,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kernels/check.h"
@@ -23,12 +25,41 @@
 
 #define ATT_CHUNK 256 /* positions scored at once; softmax is merged across chunks */
 
+enum { PROF_MATMUL, PROF_ATT, PROF_ELEM, PROF_STATS, PROF_N };
+
 typedef struct {
     threadpool_t *pool;
     const simd_kernels_t *k;
     float *scratch;      /* (T, hid) second half of SwiGLU; grown on demand */
     size_t scratch_n;
+    int prof;            /* cpu_profile_start: time the operators */
+    double prof_s[PROF_N];
+    long handoffs;
 } cpu_t;
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_PAUSE() _mm_pause()
+#else
+#define CPU_PAUSE() ((void)0)
+#endif
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+/* profiling brackets around an operator's body (c: the cpu_t) */
+#define PROF_BEGIN(c) double prof_t0_ = (c)->prof ? mono_s() : 0
+#define PROF_END(c, kind) \
+    do { \
+        if ((c)->prof) (c)->prof_s[kind] += mono_s() - prof_t0_; \
+    } while (0)
+/* threadpool_run, counting hand-offs while profiling */
+static void pool_run(cpu_t *c, threadpool_fn fn, void *arg, int n_chunks) {
+    if (c->prof && n_chunks > 1 && threadpool_size(c->pool) > 1) c->handoffs++;
+    threadpool_run(c->pool, fn, arg, n_chunks);
+}
 
 static const float *F(tensor_t t) {
     CHECK(t.device == DEVICE_CPU && t.dtype == DTYPE_F32 && t.data);
@@ -91,6 +122,8 @@ static void cpu_from_host(backend_t *be, tensor_t dst, int64_t off, const float 
 }
 
 static void cpu_embed(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d) {
+    cpu_t *c = be->impl;
+    PROF_BEGIN(c);
     float *o = FW(out);
     const char *tb = WT(table);
     size_t rowb = (size_t)d * dtype_size(table.dtype);
@@ -99,9 +132,12 @@ static void cpu_embed(backend_t *be, tensor_t out, tensor_t table, const int *to
         CHECK((int64_t)(tokens[t] + 1) * d <= table.ne && tokens[t] >= 0);
         dtype_to_f32(o + (size_t)t * d, tb + (size_t)tokens[t] * rowb, table.dtype, (size_t)d); /* widens half rows */
     }
+    PROF_END(c, PROF_ELEM);
 }
 
 static void cpu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int T, int d, float eps) {
+    cpu_t *c = be->impl;
+    PROF_BEGIN(c);
     const float *xp = F(x);
     const void *wv = WT(w);
     float *op = FW(out);
@@ -116,6 +152,7 @@ static void cpu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int
         else
             for (int j = 0; j < d; j++) op[(size_t)t * d + j] = xt[j] * inv * dtype_get(wv, w.dtype, (size_t)j);
     }
+    PROF_END(c, PROF_ELEM);
 }
 
 /* Splits [0, n) into nth slices whose starts are multiples of 4 rows (the
@@ -172,7 +209,9 @@ static void cpu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job
         CHECK(jobs[j].out_off + (int64_t)T * jobs[j].n <= jobs[j].out.ne);
         mt.total += jobs[j].n;
     }
-    threadpool_run(c->pool, matmul_worker, &mt, row_chunks(c, mt.total, (long)mt.total * d * T));
+    PROF_BEGIN(c);
+    pool_run(c, matmul_worker, &mt, row_chunks(c, mt.total, (long)mt.total * d * T));
+    PROF_END(c, PROF_MATMUL);
 }
 
 typedef struct {
@@ -207,11 +246,15 @@ static void cpu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, ten
     }
     CHECK(w1.ne == (int64_t)hid * d && w3.ne == (int64_t)hid * d && out.ne >= (int64_t)need);
     swiglu_task_t s = {c->k, FW(out), c->scratch, F(x), WT(w1), WT(w3), w1.dtype, w3.dtype, T, d, hid};
-    threadpool_run(c->pool, swiglu_worker, &s, row_chunks(c, hid, 2L * hid * d * T));
+    PROF_BEGIN(c);
+    pool_run(c, swiglu_worker, &s, row_chunks(c, hid, 2L * hid * d * T));
+    PROF_END(c, PROF_MATMUL);
 }
 
 static void cpu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd,
                      int pos0, tensor_t cs, rope_style_t style) {
+    cpu_t *cc = be->impl;
+    PROF_BEGIN(cc);
     CHECK(hd % 2 == 0);
     CHECK(off + (int64_t)(T - 1) * row_stride + (int64_t)n_heads * hd <= x.ne);
     CHECK((int64_t)(pos0 + T) * hd <= cs.ne);
@@ -236,6 +279,7 @@ static void cpu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int
                 }
         }
     }
+    PROF_END(cc, PROF_ELEM);
 }
 
 typedef struct {
@@ -291,7 +335,9 @@ static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, 
     att_task_t a = {c->k, FW(out), F(q), F(kc), F(vc), T, pos0, n_heads, n_kv, hd};
     int pairs = T * n_heads;
     long work = 2L * pairs * (pos0 + T) * hd; /* scores and values */
-    threadpool_run(c->pool, att_worker, &a, work < INLINE_WORK ? 1 : pairs < 1024 ? pairs : 1024);
+    PROF_BEGIN(c);
+    pool_run(c, att_worker, &a, work < INLINE_WORK ? 1 : pairs < 1024 ? pairs : 1024);
+    PROF_END(c, PROF_ATT);
 }
 
 typedef struct {
@@ -323,7 +369,9 @@ static void cpu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, 
     CHECK(off >= 0 && off + (int64_t)T * V <= x.ne);
     for (int t = 0; next && t < T; t++) CHECK(next[t] < V);
     stats_task_t s = {c->k, F(x) + off, V, next, argmax, max_p, nll};
-    threadpool_run(c->pool, stats_worker, &s, T); /* T <= a block's rows, far below the chunk limit */
+    PROF_BEGIN(c);
+    pool_run(c, stats_worker, &s, T); /* T <= a block's rows, far below the chunk limit */
+    PROF_END(c, PROF_STATS);
 }
 
 static void cpu_idle(backend_t *be) { threadpool_park(((cpu_t *)be->impl)->pool); }
@@ -334,6 +382,48 @@ static void cpu_destroy(backend_t *be) {
     free(c->scratch);
     free(c);
     free(be);
+}
+
+void cpu_profile_start(backend_t *be) {
+    CHECK(be->device == DEVICE_CPU);
+    cpu_t *c = be->impl;
+    memset(c->prof_s, 0, sizeof c->prof_s);
+    c->handoffs = 0, c->prof = 1;
+}
+
+void cpu_profile_stop(backend_t *be, cpu_profile_t *out) {
+    CHECK(be->device == DEVICE_CPU);
+    cpu_t *c = be->impl;
+    c->prof = 0;
+    *out = (cpu_profile_t){c->prof_s[PROF_MATMUL], c->prof_s[PROF_ATT], c->prof_s[PROF_ELEM], c->prof_s[PROF_STATS],
+                           c->handoffs};
+}
+
+/* A chunk that waits until every chunk of its job has started: the job
+ * finishes only when each thread has taken one, so it times the whole
+ * hand-off (post, wake, claim, complete) and no work. */
+typedef struct {
+    atomic_int arrived;
+    int target;
+} meet_t;
+
+static void meet_chunk(void *arg, int i, int n) {
+    meet_t *mt = arg;
+    atomic_fetch_add(&mt->arrived, 1);
+    while (atomic_load(&mt->arrived) < mt->target) CPU_PAUSE();
+}
+
+double cpu_handoff_us(backend_t *be, int reps) {
+    CHECK(be->device == DEVICE_CPU && reps > 0);
+    cpu_t *c = be->impl;
+    int n = threadpool_size(c->pool);
+    if (n < 2) return 0;
+    double t0 = mono_s();
+    for (int i = 0; i < reps; i++) {
+        meet_t mt = {0, n};
+        threadpool_run(c->pool, meet_chunk, &mt, n);
+    }
+    return (mono_s() - t0) / reps * 1e6;
 }
 
 int cpu_isa_supported(const char *isa) {

@@ -14,4 +14,23 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa);
 /* 1 if this CPU can run the named flavour. */
 int cpu_isa_supported(const char *isa);
 
+/* Where a CPU backend's time goes (bench/decode): wall time on the calling
+ * thread per kind of operator, and how many operators were handed to the
+ * thread pool. Off by default (then it costs nothing); between
+ * cpu_profile_start and cpu_profile_stop each operator reads the clock
+ * twice. be must be a CPU backend. */
+typedef struct {
+    double matmul_s;      /* matmul and swiglu (the matrix products) */
+    double attention_s;   /* attention over the KV cache */
+    double elementwise_s; /* embedding, RMSNorm, RoPE */
+    double stats_s;       /* row_stats (softmax statistics, argmax) */
+    long handoffs;        /* operators split across the pool's threads */
+} cpu_profile_t;
+void cpu_profile_start(backend_t *be);
+void cpu_profile_stop(backend_t *be, cpu_profile_t *out);
+/* The cost of one hand-off: the mean wall time, in microseconds, of an
+ * operator that gives every thread an empty chunk (post, wake, claim, wait
+ * for all), over `reps` of them. */
+double cpu_handoff_us(backend_t *be, int reps);
+
 #endif
