@@ -95,7 +95,7 @@ static const char *RUN_HELP =
     "the model's context.\n";
 
 /* --exact's fallback threshold and draft length: the fastest exact-text
- * setting bench/bild measured (docs/algorithm.md, "Exact text") */
+ * setting bench/bild measured (docs/algorithm.md, "Direct resumption") */
 #define EXACT_FALLBACK 0.3f
 #define EXACT_MAX_SMALL 4
 #define EXACT_FB_S "0.3"
@@ -132,7 +132,7 @@ static const char *GEN_HELP =
     "                          gets it here: rollback 0.5 (below ln 2, so every token\n"
     "                          the large model would not have chosen is rolled back),\n"
     "                          --direct, fallback " EXACT_FB_S " and max-small " EXACT_MS_S " unless\n"
-    "                          given (greedy only; docs/algorithm.md, \"Exact text\")\n"
+    "                          given (greedy only; docs/algorithm.md, \"Direct resumption\")\n"
     "      --draft-vocab FILE  the small model's draft vocabulary: ranked token ids,\n"
     "                          its output layer computes only those (docs/engine.md);\n"
     "                          default draft_vocab.txt beside the small model if there\n"
@@ -958,7 +958,7 @@ static int cmd_generate(int argc, char **argv) {
     if ((prompt != NULL) + (prompt_file != NULL) + (prompts != NULL) + (requests != NULL) != 1)
         return cli_usage_error(cmd, "give exactly one of --prompt, --prompt-file, --prompts and --requests");
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
-    if (exact) { /* a named setting: see docs/algorithm.md, "Exact text" */
+    if (exact) { /* a named setting: see docs/algorithm.md, "Direct resumption" */
         if (mode != POLICY_BILD || faithful)
             return cli_usage_error(cmd, "--exact is a setting of the default BiLD mode (drop --mode/--faithful)");
         if (temperature > 0) return cli_usage_error(cmd, "--exact is for greedy decoding; drop --temperature");
