@@ -8,6 +8,9 @@ BUILD=${BUILD:-build}
 LIMIT=${TEST_TIMEOUT:-300}
 pass=0; fail=0; skip=0; failed=""
 export BUILD
+# sanitizer builds: leaks made inside third-party libraries are suppressed (tests/lsan.supp says which and why)
+LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export LSAN_OPTIONS
 for t in "$BUILD"/tests/test_* tests/test_*.sh; do
     [ -f "$t" ] || continue
     case "$t" in
