@@ -96,10 +96,10 @@ static const char *RUN_HELP =
 
 /* --exact's fallback threshold and draft length: the fastest exact-text
  * setting bench/bild measured (docs/algorithm.md, "Direct resumption") */
-#define EXACT_FALLBACK 0.3f
+#define EXACT_FALLBACK 0.3
 #define EXACT_MAX_SMALL 4
-#define EXACT_FB_S "0.3"
-#define EXACT_MS_S "4"
+#define STR_(x) #x
+#define STR(x) STR_(x) /* the value of a macro as a string, for the help text */
 
 static const char *GEN_HELP =
     "usage: bild generate (--small PATH | --small-endpoint EP) (--large PATH | --large-endpoint EP)\n"
@@ -131,7 +131,7 @@ static const char *GEN_HELP =
     "      --exact             the large model's greedy text exactly, as fast as BiLD\n"
     "                          gets it here: rollback 0.5 (below ln 2, so every token\n"
     "                          the large model would not have chosen is rolled back),\n"
-    "                          --direct, fallback " EXACT_FB_S " and max-small " EXACT_MS_S " unless\n"
+    "                          --direct, fallback " STR(EXACT_FALLBACK) " and max-small " STR(EXACT_MAX_SMALL) " unless\n"
     "                          given (greedy only; docs/algorithm.md, \"Direct resumption\")\n"
     "      --draft-vocab FILE  the small model's draft vocabulary: ranked token ids,\n"
     "                          its output layer computes only those (docs/engine.md);\n"
@@ -965,7 +965,7 @@ static int cmd_generate(int argc, char **argv) {
         if (rb_given && alpha_rb >= 0.6931f)
             return cli_usage_error(cmd, "--exact needs --rollback below ln 2 = 0.693 (got %g)", alpha_rb);
         if (!rb_given) alpha_rb = 0.5f;
-        if (!fb_given) alpha_fb = EXACT_FALLBACK;
+        if (!fb_given) alpha_fb = (float)EXACT_FALLBACK;
         if (!ms_given) max_small = EXACT_MAX_SMALL;
         direct = 1;
     }

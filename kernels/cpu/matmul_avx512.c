@@ -27,10 +27,6 @@
 
 #include "kernels/cpu/simd.h"
 
-static inline __m512 ld(const float *p, int j, int dv, __mmask16 m) {
-    return j < dv ? _mm512_loadu_ps(p + j) : _mm512_maskz_loadu_ps(m, p + j);
-}
-
 static inline void put(float *o, float v, int accumulate) { *o = accumulate ? *o + v : v; }
 
 /* [sum(a), sum(b), sum(c), sum(d)]: four horizontal sums sharing their
@@ -48,10 +44,6 @@ static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
     s = _mm512_add_ps(s, _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(1, 0, 3, 2)));
     s = _mm512_add_ps(s, _mm512_shuffle_f32x4(s, s, _MM_SHUFFLE(2, 3, 0, 1)));
     return _mm512_castps512_ps128(s);
-}
-
-static inline void put4(float *o, __m128 v, int accumulate) {
-    _mm_storeu_ps(o, accumulate ? _mm_add_ps(_mm_loadu_ps(o), v) : v);
 }
 
 /* 16 weights from element j of row p, widened to f32. The dtype is a
@@ -73,10 +65,6 @@ static inline __attribute__((always_inline)) __m512 wload_tail(const char *p, in
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p + (size_t)j * 2)), 16));
     if (wt == DTYPE_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p + (size_t)j * 2));
     return _mm512_maskz_loadu_ps(m, (const float *)p + j);
-}
-
-static inline __attribute__((always_inline)) __m512 wload_any(const char *p, int j, int dv, __mmask16 m, dtype_t wt) {
-    return j < dv ? wload(p, j, wt) : wload_tail(p, j, wt, m);
 }
 
 /* bf16 in pairs of steps: 32 weights (one 64-byte load) widen with one
@@ -136,7 +124,7 @@ static inline __attribute__((always_inline)) __m512 row_dot(const char *wr, cons
     return a;
 }
 
-/* put4 for the four rows of a tile: rows r, r + q, r + 2q, r + 3q */
+/* The four sums of a tile (hsum4) into rows r, r + q, r + 2q, r + 3q of o. */
 static inline void put4q(float *o, int q, __m128 v, int accumulate) {
     float s[4];
     _mm_storeu_ps(s, v);
