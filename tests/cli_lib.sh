@@ -1,5 +1,6 @@
 # cli_lib.sh - shared helpers of the shell tests (sourced, not run):
-# BILD, SH (../shared), the model paths LG, SM, TOK, M260, a temp folder $tmp
+# BILD, the model paths LG, SM, TOK, M260, T512 (in models/, or BILD_MODELS:
+# scripts/get-models.sh fetches and checks them), DATA (tests/data), a temp folder $tmp
 # removed on exit (with every pid in $pids killed), and
 #   fail MESSAGE      count a failure
 #   expect NAME CODE PATTERN -- ARGS
@@ -11,11 +12,16 @@
 #                     MODEL on ENDPOINT, its stderr in LOG; its pid goes to
 #                     $last and $pids; waits (<= 20 s) for "listening on"
 BILD=${BUILD:-build}/bild
-SH=${BILD_SHARED:-../shared}
-LG=$SH/models/stories15M/stories15M.bin       # the large model
-SM=$SH/models/stories15M-small/small.bin      # the small model
-TOK=$SH/models/stories15M/tokenizer.bin       # their tokenizer
-M260=$SH/models/stories260K/stories260K.bin
+MOD=${BILD_MODELS:-models}
+LG=$MOD/stories15M/stories15M.bin       # the large model
+SM=$MOD/stories15M-small/small.bin      # the small model
+TOK=$MOD/stories15M/tokenizer.bin       # their tokenizer
+M260=$MOD/stories260K/stories260K.bin
+T512=$MOD/stories260K/tok512.bin        # stories260K's tokenizer
+DATA=tests/data
+for f in "$LG" "$SM" "$TOK" "$M260" "$T512"; do
+    [ -f "$f" ] || { echo "FAIL: $f missing: run make models (scripts/get-models.sh)"; exit 1; }
+done
 tmp=$(mktemp -d)
 pids=""
 cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }

@@ -1,6 +1,6 @@
 # fuzz_lib.sh - the shared part of the short libFuzzer runs in make test
 # (sourced by tests/test_fuzz*.sh, run from the repository root).
-#   fuzz_probe                 exit 77 (skip) unless clang links -fsanitize=fuzzer
+#   fuzz_probe                 fail (exit 1) unless clang links -fsanitize=fuzzer
 #   fuzz_run BIN RUNS MIN_SEEDS SEED_DIR [EXTRA_DIR...] [-- FLAG...]
 #                              RUNS executions of BIN from SEED_DIR (and the
 #                              read-only EXTRA_DIRs; new inputs go to a temp
@@ -18,14 +18,14 @@ export UBSAN_OPTIONS
 
 fuzz_probe() {
     if ! command -v "$FUZZ_CC" >/dev/null 2>&1; then
-        echo "SKIP: $FUZZ_CC not found (install clang and libclang-rt-14-dev: make deps)"
-        exit 77
+        echo "FAIL: $FUZZ_CC not found (make deps installs clang and libclang-rt-14-dev)"
+        exit 1
     fi
     printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { return d && n ? 0 : 0; }\n' >"$tmp/probe.c"
     if ! "$FUZZ_CC" -fsanitize=fuzzer,address,undefined "$tmp/probe.c" -o "$tmp/probe" >"$tmp/probe.log" 2>&1; then
         cat "$tmp/probe.log"
-        echo "SKIP: $FUZZ_CC cannot link -fsanitize=fuzzer (libFuzzer runtime missing: install libclang-rt-14-dev)"
-        exit 77
+        echo "FAIL: $FUZZ_CC cannot link -fsanitize=fuzzer (libFuzzer runtime missing: make deps installs libclang-rt-14-dev)"
+        exit 1
     fi
 }
 

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Runs every test program (build/tests/test_*) and shell test (tests/test_*.sh)
 # with a hard time limit each, from the repository root. Exit status 77 means
-# SKIP (printed with the reason the test gave); a skip never counts as a pass.
-# Ends with the line "N passed, N failed, N skipped" and exits non-zero if
-# anything failed.
+# SKIP (printed with the reason the test gave); a skip never counts as a pass
+# and fails the run: make test installs and fetches everything the tests
+# need, so a test that cannot run is a defect. Ends with the line
+# "N passed, N failed, N skipped" and exits non-zero if anything failed or
+# was skipped.
 BUILD=${BUILD:-build}
 LIMIT=${TEST_TIMEOUT:-300}
 pass=0; fail=0; skip=0; failed=""
@@ -41,4 +43,5 @@ for t in "$BUILD"/tests/test_* tests/test_*.sh; do
 done
 [ -n "$failed" ] && echo "failed:$failed"
 echo "$pass passed, $fail failed, $skip skipped"
-[ $fail -eq 0 ]
+[ $skip -eq 0 ] || echo "a skipped test fails the run: every test must run (make deps; make models)"
+[ $fail -eq 0 ] && [ $skip -eq 0 ]

@@ -48,10 +48,13 @@ static int test_failures = 0;
              test_failures ? "FAIL" : "ok", test_failures),                      \
      test_failures ? 1 : 0)
 
-/* Locates ../shared next to the checkout (CI puts it there). */
-static inline const char *test_shared_dir(void) {
-    const char *s = getenv("BILD_SHARED");
-    return s ? s : "../shared";
+/* Writes the path of the file REL of the models folder to buf: models/
+ * (BILD_MODELS overrides), which scripts/get-models.sh (make models, run by
+ * make test) fills and checks against models/SHA256SUMS. */
+static inline const char *test_model(char *buf, size_t n, const char *rel) {
+    const char *d = getenv("BILD_MODELS");
+    snprintf(buf, n, "%s/%s", d && *d ? d : "models", rel);
+    return buf;
 }
 
 #endif

@@ -8,7 +8,7 @@
 # Run from the repository root; BUILD selects the build folder.
 set -u
 . tests/cli_lib.sh
-T512=$SH/models/stories260K/tok512.bin
+
 PY=python3
 
 # 1. A sampled corpus: 1000 tokens in rows of 64 -> 16 rows; top-8.

@@ -7,14 +7,14 @@
 # the uninterrupted one; the export must run in bild, give bild's greedy
 # tokens, and match tools/ref/llama2c_ref.py's logits on model.bin within
 # 1e-4; bad corpora, tokenizers and configs must be refused with one line
-# naming the file or flag. Needs /usr/bin/python3 with torch (SKIP if not).
+# naming the file or flag. Needs /usr/bin/python3 with torch (make deps installs
+# python3-torch; the test fails without it).
 set -u
 . tests/cli_lib.sh
 PY=/usr/bin/python3
 $PY -c 'import torch, numpy' 2>/dev/null \
-    || { echo "skip: /usr/bin/python3 cannot import torch (scripts/install-deps.sh --align)"; exit 77; }
-TOK5=$SH/models/stories260K/tok512.bin
-[ -f "$TOK5" ] && [ -f "$TOK" ] || { echo "skip: $TOK5 or $TOK missing"; exit 77; }
+    || { echo "FAIL: /usr/bin/python3 cannot import torch and numpy (make deps installs python3-torch)"; exit 1; }
+TOK5=$T512
 [ -x "$BILD" ] || { echo "FAIL: $BILD not built"; exit 1; }
 TS="$PY tools/align/train_small.py"
 C=$tmp/corpus

@@ -166,7 +166,7 @@ int main(void) {
             if (cpu_isa_supported(isas[k]))
                 for (int nt = 1; nt <= 2; nt++) check_model(a, isas[k], nt, STEPS);
     }
-    snprintf(a, sizeof a, "%s/models/stories260K/stories260K.bin", test_shared_dir());
+    test_model(a, sizeof a, "stories260K/stories260K.bin");
     check_model(a, NULL, 2, STEPS);
     check_model(a, "scalar", 1, STEPS);
     /* Hugging Face models: rotate-half RoPE with llama3 scaling, head_dim
@@ -178,7 +178,7 @@ int main(void) {
     }
     /* real widths: the matmuls are split over threads in chunks that depend
      * on the row count */
-    snprintf(a, sizeof a, "%s/models/stories15M/stories15M.bin", test_shared_dir());
+    test_model(a, sizeof a, "stories15M/stories15M.bin");
     check_model(a, NULL, 2, 12);
     return TEST_DONE("test_batch");
 }

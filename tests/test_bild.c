@@ -42,14 +42,13 @@ typedef struct {
 
 static int pair_open(pair_t *p) {
     char a[512], b[512], err[512];
-    const char *sh = test_shared_dir();
-    snprintf(a, sizeof a, "%s/models/stories15M/stories15M.bin", sh);
-    snprintf(b, sizeof b, "%s/models/stories15M-small/small.bin", sh);
+    test_model(a, sizeof a, "stories15M/stories15M.bin");
+    test_model(b, sizeof b, "stories15M-small/small.bin");
     if (!(p->ml = model_open(a, err, sizeof err)) || !(p->ms = model_open(b, err, sizeof err))) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
-    snprintf(a, sizeof a, "%s/models/stories15M/tokenizer.bin", sh);
+    test_model(a, sizeof a, "stories15M/tokenizer.bin");
     p->tok = tokenizer_load_llama2c(a, 32000, err, sizeof err);
     p->be = backend_cpu_new(2);
     p->tfl = transformer_new(p->be, model_config(p->ml), model_weights(p->ml), BILD_MAX_DRAFT, err, sizeof err);

@@ -5,14 +5,14 @@
 # Run from the repository root; BUILD selects the build folder.
 set -u
 . tests/cli_lib.sh
-T512=$SH/models/stories260K/tok512.bin
-T32K=$SH/models/stories15M/tokenizer.bin
+
+T32K=$TOK
 
 # 1. Golden: greedy, 200 steps as llama2.c counts them (BOS at position 0,
 #    then 200 sampled tokens, the last never fed back), byte for byte.
 "$BILD" run -m "$M260" -z "$T512" -p "" -n 200 -t 0 -j 2 >"$tmp/gold" 2>"$tmp/err" || fail "golden run: $(cat "$tmp/err")"
-if cmp -s "$tmp/gold" "$SH/golden/llama2c-stories260K-t0-n200.txt"; then echo "ok   golden stories260K t0 n200"
-else fail "golden text differs:"; diff "$tmp/gold" "$SH/golden/llama2c-stories260K-t0-n200.txt" | head -5; fi
+if cmp -s "$tmp/gold" "$DATA/golden/llama2c-stories260K-t0-n200.txt"; then echo "ok   golden stories260K t0 n200"
+else fail "golden text differs:"; diff "$tmp/gold" "$DATA/golden/llama2c-stories260K-t0-n200.txt" | head -5; fi
 # the default tokenizer lookup (tok512.bin beside the model) gives the same text
 "$BILD" run -m "$M260" -p "" -n 200 -t 0 -q >"$tmp/gold2" 2>&1 && cmp -s "$tmp/gold2" "$tmp/gold" \
     && echo "ok   default tokenizer lookup" || fail "default tokenizer lookup"

@@ -9,8 +9,7 @@
 # tools/ref/hf_greedy_ref.py and the closing note of issue 3).
 set -u
 . tests/cli_lib.sh
-/usr/bin/python3 -c 'import numpy' 2>/dev/null || { echo "skip: /usr/bin/python3 has no numpy (make deps)"; exit 77; }
-[ -f "$LG" ] && [ -f "$TOK" ] || { echo "skip: $LG missing"; exit 77; }
+/usr/bin/python3 -c 'import numpy' 2>/dev/null || { echo "FAIL: /usr/bin/python3 has no numpy (make deps installs python3-numpy)"; exit 1; }
 for dt in f32 bf16; do
     /usr/bin/python3 tools/llama2c_to_hf.py "$LG" "$tmp/hf-$dt" --tokenizer "$TOK" --dtype "$dt" >"$tmp/conv.log" 2>&1 \
         || { fail "convert $dt: $(cat "$tmp/conv.log")"; continue; }

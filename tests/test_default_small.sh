@@ -11,7 +11,7 @@
 set -u
 . tests/cli_lib.sh
 A=tools/align/stories15M-aligned
-VAL=$SH/data/tinystories/validation_100.txt
+VAL=$DATA/tinystories/validation_100.txt
 
 /usr/bin/python3 - "$A" <<'PY' && echo "ok   files match manifest.json" || fail "files vs manifest.json"
 import hashlib, json, os, sys

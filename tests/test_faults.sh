@@ -19,10 +19,8 @@
 set -u
 . tests/cli_lib.sh
 V2=${BUILD:-build}/tests/bild-proto2
-TOK260=$SH/models/stories260K/tok512.bin
-for f in "$LG" "$SM" "$TOK" "$M260" "$TOK260" "$V2"; do
-    [ -e "$f" ] || { echo "skip: $f missing"; exit 77; }
-done
+TOK260=$T512
+[ -x "$V2" ] || { echo "FAIL: $V2 missing (make all builds it)"; exit 1; }
 pids=""
 cleanup() { for p in $pids; do kill -9 "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM

@@ -7,7 +7,7 @@
 # that once failed: an empty string field made get_str memcpy from NULL,
 # fixed in 805a4a7; kept as regression seeds). Fails
 # on any crash, leak, sanitizer report or round-trip mismatch; the input
-# that caused it is kept in build/fuzz/artifacts/. Skips (exit 77) when
+# that caused it is kept in build/fuzz/artifacts/. Fails when
 # clang or its libFuzzer runtime is missing (libclang-rt-14-dev).
 # The long run: make fuzz && build/fuzz/fuzz_proto -runs=1000000 build/fuzz/corpus
 # Run from the repository root.

@@ -6,7 +6,7 @@
 # tests/fuzz/safetensors_seeds (read only; new inputs go to a temp folder).
 # Fails on any crash, leak, sanitizer report or broken promise of an
 # accepted header; the input that caused it is kept in build/fuzz/artifacts/.
-# Skips (exit 77) when clang or its libFuzzer runtime is missing.
+# Fails when clang or its libFuzzer runtime is missing (make deps installs them).
 # The long run: make fuzz && build/fuzz/fuzz_safetensors -runs=1000000 tests/fuzz/safetensors_seeds
 # Run from the repository root.
 . tests/fuzz_lib.sh

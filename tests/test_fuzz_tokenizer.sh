@@ -6,7 +6,7 @@
 # tests/fuzz/tokenizer_seeds (read only; new inputs go to a temp folder).
 # Fails on any crash, leak, sanitizer report or broken promise (ids outside
 # the vocabulary, a text that does not decode back); the input that caused
-# it is kept in build/fuzz/artifacts/. Skips (exit 77) when clang or its
+# it is kept in build/fuzz/artifacts/. Fails when clang or its
 # libFuzzer runtime is missing.
 # The long run: make fuzz && build/fuzz/fuzz_tokenizer_json -runs=1000000 -max_len=6000 tests/fuzz/tokenizer_seeds
 # Run from the repository root.

@@ -8,7 +8,7 @@ set -u
 
 expect "vocabulary sizes differ" 3 "vocabularies differ" -- generate -S "$M260" -L "$LG" -p x
 # same size, different pieces: a copy of tokenizer.bin with piece 1000 changed
-python3 - "$SH/models/stories15M/tokenizer.bin" "$tmp/tok2.bin" <<'PY'
+python3 - "$TOK" "$tmp/tok2.bin" <<'PY'
 import struct, sys
 d = bytearray(open(sys.argv[1], "rb").read())
 off = 4
@@ -85,7 +85,7 @@ A=tools/align/stories15M-aligned
 for P in "Once upon a time, there was a little girl named Lily." "Tom had a red ball." "The sun was hot."; do
     "$BILD" generate --mode large -L "$LG" -p "$P" -n 80 --json -q >"$tmp/xl.json" 2>"$tmp/xl.err" || fail "large: $(cat "$tmp/xl.err")"
     for S in "$SM" "$A"; do
-        "$BILD" generate --exact -S "$S" -L "$LG" -z "$SH/models/stories15M/tokenizer.bin" -p "$P" -n 80 --json -q \
+        "$BILD" generate --exact -S "$S" -L "$LG" -z "$TOK" -p "$P" -n 80 --json -q \
             >"$tmp/xe.json" 2>"$tmp/xe.err" || fail "--exact: $(cat "$tmp/xe.err")"
         python3 - "$tmp/xl.json" "$tmp/xe.json" <<'PY' || fail "--exact with $S differs from the large model on '$P'"
 import json, sys
@@ -102,10 +102,10 @@ expect "--direct outside bild" 2 "--direct" -- generate -S "$SM" -L "$LG" -p x -
 expect "--direct with --faithful" 2 "--direct" -- generate -S "$SM" -L "$LG" -p x --faithful --direct
 
 # the draft vocabulary: found beside the small model, --draft-top, 'none', bad files refused
-"$BILD" generate -S "$A" -L "$LG" -z "$SH/models/stories15M/tokenizer.bin" -p "Tom had a dog." -n 20 --draft-top 1000 \
+"$BILD" generate -S "$A" -L "$LG" -z "$TOK" -p "Tom had a dog." -n 20 --draft-top 1000 \
     >/dev/null 2>"$tmp/dv.err" && grep -q "drafts over 1000 tokens" "$tmp/dv.err" \
     && echo "ok   draft_vocab.txt beside the small model, first 1000 ids" || fail "draft vocab: $(cat "$tmp/dv.err")"
-"$BILD" generate -S "$A" -L "$LG" -z "$SH/models/stories15M/tokenizer.bin" -p "Tom had a dog." -n 20 --draft-vocab none \
+"$BILD" generate -S "$A" -L "$LG" -z "$TOK" -p "Tom had a dog." -n 20 --draft-vocab none \
     >/dev/null 2>"$tmp/dv.err" && ! grep -q "drafts over" "$tmp/dv.err" \
     && echo "ok   --draft-vocab none: the full vocabulary" || fail "draft vocab none: $(cat "$tmp/dv.err")"
 printf '5\n17\n5\n' >"$tmp/dup.txt"

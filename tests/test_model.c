@@ -120,7 +120,6 @@ static void check_model(const char *ckpt, const char *gold, const char *isa, int
 
 int main(void) {
     char a[1024], b[1024];
-    const char *sh = test_shared_dir();
     const char *tiny[] = {"tiny_gqa", "tiny_shared", "tiny_mqa"};
     const char *isas[] = {"scalar", "avx2", "avx512"};
     for (int i = 0; i < 3; i++) {
@@ -130,10 +129,10 @@ int main(void) {
             if (cpu_isa_supported(isas[k]))
                 for (int nt = 1; nt <= 2; nt++) check_model(a, b, isas[k], nt);
     }
-    snprintf(a, sizeof a, "%s/models/stories260K/stories260K.bin", sh);
+    test_model(a, sizeof a, "stories260K/stories260K.bin");
     check_model(a, "tests/data/stories260K.logits", NULL, 2);
     check_model(a, "tests/data/stories260K.logits", "scalar", 1);
-    snprintf(a, sizeof a, "%s/models/stories15M/stories15M.bin", sh);
+    test_model(a, sizeof a, "stories15M/stories15M.bin");
     check_model(a, "tests/data/stories15M.logits", NULL, 2);
     return TEST_DONE("test_model");
 }

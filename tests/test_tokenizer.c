@@ -9,7 +9,8 @@
  *   sorted table) on real text, round trips, byte fallback, the cap contract.
  * - The UTF-8 stream sanitizer: split characters, invalid input, flush.
  *
- * Needs ../shared/models (BILD_SHARED overrides); exits 77 (SKIP) without it.
+ * Needs models/ (make models; BILD_MODELS overrides) and tests/data; fails
+ * without them.
  */
 #include "model/tokenizer.h"
 #include "tests/test.h"
@@ -649,13 +650,12 @@ static void test_stream_decode(const tokenizer_t *t) {
 
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* keep progress lines in order with stderr */
-    const char *shared = test_shared_dir();
     char tok15m_path[1024], tok512_path[1024];
-    snprintf(tok15m_path, sizeof tok15m_path, "%s/models/stories15M/tokenizer.bin", shared);
-    snprintf(tok512_path, sizeof tok512_path, "%s/models/stories260K/tok512.bin", shared);
+    test_model(tok15m_path, sizeof tok15m_path, "stories15M/tokenizer.bin");
+    test_model(tok512_path, sizeof tok512_path, "stories260K/tok512.bin");
     if (access(tok15m_path, R_OK) != 0 || access(tok512_path, R_OK) != 0) {
-        printf("SKIP: %s or %s not readable (set BILD_SHARED)\n", tok15m_path, tok512_path);
-        return 77;
+        fprintf(stderr, "test_tokenizer: FAILED: %s or %s not readable (make models)\n", tok15m_path, tok512_path);
+        return 1;
     }
 
     test_load(tok15m_path, tok512_path);
@@ -676,9 +676,8 @@ int main(void) {
         test_stream_decode(t15m);
         test_stream_decode(t512);
 
-        char stories[1024], wmt_de[1024];
-        snprintf(stories, sizeof stories, "%s/data/tinystories/validation_100.txt", shared);
-        snprintf(wmt_de, sizeof wmt_de, "%s/data/wmt14-deen/newstest2014-deen-src.de.sgm", shared);
+        const char *stories = "tests/data/tinystories/validation_100.txt";
+        const char *wmt_de = "tests/data/wmt14-deen/newstest2014-deen-src.de.320.sgm";
         compare_with_reference(t15m, tok15m_path, stories, 400, "tokenizer.bin / tinystories");
         compare_with_reference(t512, tok512_path, stories, 400, "tok512.bin / tinystories");
         compare_with_reference(t15m, tok15m_path, wmt_de, 300, "tokenizer.bin / wmt14 de");

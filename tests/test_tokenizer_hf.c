@@ -20,8 +20,8 @@
  *   normalizer / pre-tokenizer / post-processor, a bad regex, single_word,
  *   dropout, a missing file.
  *
- * The tokenizer.bin comparison needs ../shared (BILD_SHARED overrides) and
- * says SKIP for that part without it; the rest runs anyway.
+ * The tokenizer.bin comparison needs models/ (make models; BILD_MODELS
+ * overrides) and fails without it.
  */
 #include "model/tokenizer.h"
 #include "tests/test.h"
@@ -257,15 +257,19 @@ static int same_encoding(const tokenizer_t *a, const tokenizer_t *b, const char 
     return same;
 }
 
-static void test_vs_tokenizer_bin(void) {
+/* json (a tokenizer.json made from llama2.c's tokenizer.bin, with `extra`
+ * added tokens after its 32000 pieces) decodes every id and encodes the
+ * prompts and the TinyStories validation text exactly like tokenizer.bin. */
+static void test_vs_tokenizer_bin(const char *json, int extra) {
     char path[512], err[512] = "";
-    snprintf(path, sizeof path, "%s/models/stories15M/tokenizer.bin", test_shared_dir());
+    test_model(path, sizeof path, "stories15M/tokenizer.bin");
     if (access(path, R_OK) != 0) {
-        printf("  SKIP tokenizer.bin comparison: %s not found\n", path);
+        fprintf(stderr, "  FAILED: %s not found (make models)\n", path);
+        test_failures++;
         return;
     }
     tokenizer_t *bin = tokenizer_load_llama2c(path, 32000, err, sizeof err);
-    tokenizer_t *js = tokenizer_load_hf("tests/data/tok_sp.json", err, sizeof err);
+    tokenizer_t *js = tokenizer_load_hf(json, err, sizeof err);
     EXPECT(bin != NULL && js != NULL);
     if (!bin || !js) {
         fprintf(stderr, "  %s\n", err);
@@ -273,7 +277,7 @@ static void test_vs_tokenizer_bin(void) {
         tokenizer_destroy(&js);
         return;
     }
-    EXPECT_EQ_INT(tokenizer_vocab_size(js), 32000 + 2); /* + <|user|>, [NOTE] */
+    EXPECT_EQ_INT(tokenizer_vocab_size(js), 32000 + extra);
     EXPECT_EQ_INT(tokenizer_bos(js), 1);
     EXPECT_EQ_INT(tokenizer_eos(js), 2);
     /* Every id of the tokenizer.bin vocabulary decodes to the same bytes
@@ -306,9 +310,9 @@ static void test_vs_tokenizer_bin(void) {
     EXPECT_EQ_INT(bad, 0);
     free(prompts);
     /* The whole TinyStories file, line by line and in one piece. */
-    snprintf(path, sizeof path, "%s/data/tinystories/validation_100.txt", test_shared_dir());
-    char *stories = read_file(path, &n);
+    char *stories = read_file("tests/data/tinystories/validation_100.txt", &n);
     int nl = 0, badl = 0;
+    EXPECT(stories != NULL);
     if (stories) {
         badl += !same_encoding(bin, js, stories, x, y);
         for (char *line = strtok(stories, "\n"); line; line = strtok(NULL, "\n")) {
@@ -317,7 +321,7 @@ static void test_vs_tokenizer_bin(void) {
         }
     }
     EXPECT_EQ_INT(badl, 0);
-    printf("  tokenizer.json from tokenizer.bin: %d prompts, %d story lines + the whole file, %d + %d differ\n",
+    printf("  %s vs tokenizer.bin: %d prompts, %d story lines + the whole file, %d + %d differ\n", json,
            np, nl, bad, badl);
     free(stories);
     free(x);
@@ -444,7 +448,9 @@ int main(void) {
     test_round_trip("tests/data/tok_bytelevel.json");
     test_round_trip("tests/data/tok_sp.json");
     printf("tokenizer.bin\n");
-    test_vs_tokenizer_bin();
+    test_vs_tokenizer_bin("tests/data/tok_sp.json", 2); /* + <|user|>, [NOTE] */
+    /* the default small model's own tokenizer, shipped with it */
+    test_vs_tokenizer_bin("tools/align/stories15M-aligned/tokenizer.json", 0);
     printf("invalid UTF-8\n");
     test_invalid_utf8();
     printf("refusals\n");

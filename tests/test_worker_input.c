@@ -8,8 +8,8 @@
  * at the end the worker must still run and leave with status 0 on SHUTDOWN.
  *
  * The worker is killed by pid on every exit path (atexit, signal handlers,
- * PR_SET_PDEATHSIG); alarm(60) bounds the whole test. Skips (77) without
- * the models in ../shared (BILD_SHARED). Run from the repository root;
+ * PR_SET_PDEATHSIG); alarm(60) bounds the whole test. Fails without the
+ * models in models/ (make models; BILD_MODELS overrides). Run from the repository root;
  * BUILD selects the build folder (build/san: the sanitized worker).
  */
 #include <errno.h>
@@ -341,12 +341,11 @@ int main(void) {
     char bild[512], model[512], tok[512];
     const char *build = getenv("BUILD");
     snprintf(bild, sizeof bild, "%s/bild", build && *build ? build : "build");
-    snprintf(model, sizeof model, "%s/models/stories15M-small/small.bin", test_shared_dir());
-    snprintf(tok, sizeof tok, "%s/models/stories15M/tokenizer.bin", test_shared_dir());
-    if (access(tok, R_OK) != 0) snprintf(tok, sizeof tok, "models/stories15M/tokenizer.bin");
+    test_model(model, sizeof model, "stories15M-small/small.bin");
+    test_model(tok, sizeof tok, "stories15M/tokenizer.bin");
     if (access(model, R_OK) != 0 || access(tok, R_OK) != 0) {
-        printf("SKIP: needs %s and its tokenizer %s (set BILD_SHARED)\n", model, tok);
-        return 77;
+        fprintf(stderr, "test_worker_input: FAILED: needs %s and its tokenizer %s (make models)\n", model, tok);
+        return 1;
     }
     if (access(bild, X_OK) != 0) {
         fprintf(stderr, "test_worker_input: FAILED: %s not built (make)\n", bild);
