@@ -38,8 +38,12 @@ struct transformer {
     tensor_t *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3;
     tensor_t *bq, *bk, *bv; /* (n) each, only when cfg.qkv_bias */
     tensor_t ones;          /* (B, 1) of 1.0: the input of the bias "matmul" */
-    /* KV cache: per layer (seq_len, n_kv_heads * head_dim) */
+    /* KV cache: per layer (seq_len, n_kv_heads * head_dim); the one in use:
+     * the transformer's own (own_kc, own_vc) or a kv_cache_t (active) */
     tensor_t *kc, *vc;
+    tensor_t *own_kc, *own_vc;
+    int own_cached;     /* the own cache's length while another is in use */
+    kv_cache_t *active; /* NULL: the own cache */
     /* activations for a block of up to max_block tokens */
     tensor_t x;      /* (B, dim) residual stream */
     tensor_t xb;     /* (B, dim) normalised input of a sub-layer */
@@ -140,7 +144,7 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
     }
     tf->rms_att = arr, tf->wq = arr + L, tf->wk = arr + 2 * L, tf->wv = arr + 3 * L, tf->wo = arr + 4 * L;
     tf->rms_ffn = arr + 5 * L, tf->w1 = arr + 6 * L, tf->w2 = arr + 7 * L, tf->w3 = arr + 8 * L;
-    tf->kc = arr + 9 * L, tf->vc = arr + 10 * L;
+    tf->kc = tf->own_kc = arr + 9 * L, tf->vc = tf->own_vc = arr + 10 * L;
     tf->bq = arr + 11 * L, tf->bk = arr + 12 * L, tf->bv = arr + 13 * L;
     /* matrices in the weights' dtype; norm weights and biases always f32 */
     dtype_t md = w->dtype, f = DTYPE_F32;
@@ -211,7 +215,7 @@ void transformer_destroy(transformer_t **ptf) {
     for (int i = 0; i < tf->n_owned; i++) be->free(be, tf->owned[i]);
     free(tf->owned);
     if (tf->rms_att) {
-        for (int l = 0; l < tf->cfg.n_layers; l++) be->free(be, &tf->kc[l]), be->free(be, &tf->vc[l]);
+        for (int l = 0; l < tf->cfg.n_layers; l++) be->free(be, &tf->own_kc[l]), be->free(be, &tf->own_vc[l]);
         free(tf->rms_att); /* the per-layer arrays share one allocation */
     }
     be->free(be, &tf->x), be->free(be, &tf->xb), be->free(be, &tf->q);
@@ -388,6 +392,64 @@ oom:
 int transformer_head_size(const transformer_t *tf) { return tf->head_k; }
 
 int transformer_cached(const transformer_t *tf) { return tf->cached; }
+
+/* ---- KV caches of their own (one per sequence: a worker's sessions) ---- */
+
+struct kv_cache {
+    const transformer_t *owner;
+    int n_layers;
+    tensor_t *kc, *vc; /* (n_layers) each */
+    int cached;        /* its length while another cache is in use */
+};
+
+kv_cache_t *transformer_cache_new(transformer_t *tf, char *err, size_t errlen) {
+    backend_t *be = tf->be;
+    const model_config_t *c = &tf->cfg;
+    int L = c->n_layers;
+    int64_t n = (int64_t)c->seq_len * c->n_kv_heads * c->head_dim;
+    kv_cache_t *kv = calloc(1, sizeof(*kv));
+    tensor_t *arr = calloc((size_t)L * 2, sizeof(tensor_t));
+    if (!kv || !arr) {
+        free(kv), free(arr);
+        snprintf(err, errlen, "out of memory for a KV cache");
+        return NULL;
+    }
+    kv->owner = tf, kv->n_layers = L, kv->kc = arr, kv->vc = arr + L;
+    for (int l = 0; l < L; l++) {
+        kv->kc[l] = be->alloc(be, n), kv->vc[l] = be->alloc(be, n);
+        if (!kv->kc[l].data || !kv->vc[l].data) {
+            transformer_cache_free(tf, &kv);
+            snprintf(err, errlen, "%s: not enough memory for a KV cache (%.1f MB)", be->name,
+                     (double)transformer_cache_bytes(tf) / 1e6);
+            return NULL;
+        }
+    }
+    return kv;
+}
+
+void transformer_cache_free(transformer_t *tf, kv_cache_t **pkv) {
+    if (!pkv || !*pkv) return;
+    kv_cache_t *kv = *pkv;
+    if (tf->active == kv) transformer_use_cache(tf, NULL);
+    for (int l = 0; l < kv->n_layers; l++) tf->be->free(tf->be, &kv->kc[l]), tf->be->free(tf->be, &kv->vc[l]);
+    free(kv->kc); /* kc and vc share one allocation */
+    free(kv);
+    *pkv = NULL;
+}
+
+void transformer_use_cache(transformer_t *tf, kv_cache_t *kv) {
+    if (kv == tf->active) return;
+    if (tf->active) tf->active->cached = tf->cached; /* put the length back with its cache */
+    else tf->own_cached = tf->cached;
+    tf->active = kv;
+    tf->kc = kv ? kv->kc : tf->own_kc, tf->vc = kv ? kv->vc : tf->own_vc;
+    tf->cached = kv ? kv->cached : tf->own_cached;
+}
+
+size_t transformer_cache_bytes(const transformer_t *tf) {
+    const model_config_t *c = &tf->cfg;
+    return (size_t)2 * c->n_layers * c->seq_len * c->n_kv_heads * c->head_dim * sizeof(float);
+}
 
 void transformer_truncate(transformer_t *tf, int len) {
     if (len >= 0 && len < tf->cached) tf->cached = len;

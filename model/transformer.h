@@ -17,6 +17,7 @@
 #include "model/model.h"
 
 typedef struct transformer transformer_t;
+typedef struct kv_cache kv_cache_t;
 
 /* Wraps the weights for backend be (borrowed; must outlive the transformer)
  * and allocates activations for blocks of up to max_block tokens (0: 64) and a
@@ -53,6 +54,17 @@ const float *transformer_logits(transformer_t *tf);
  * the backend; only the small outputs reach the host. */
 void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, int *argmax, float *max_p,
                               float *nll);
+
+/* KV caches of their own, one per sequence (a worker's sessions): the
+ * transformer's weights and activations are shared, and each sequence keeps
+ * its positions in its own cache. transformer_use_cache(tf, kv) makes kv the
+ * cache every later call reads, writes, counts (transformer_cached) and
+ * truncates; NULL goes back to the transformer's own. Each cache remembers
+ * its length while another is in use. A new cache is empty. */
+kv_cache_t *transformer_cache_new(transformer_t *tf, char *err, size_t errlen);
+void transformer_cache_free(transformer_t *tf, kv_cache_t **kv); /* if in use, the own cache is used next */
+void transformer_use_cache(transformer_t *tf, kv_cache_t *kv);
+size_t transformer_cache_bytes(const transformer_t *tf); /* the size of one cache */
 
 /* Number of cached positions. */
 int transformer_cached(const transformer_t *tf);

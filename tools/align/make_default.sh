@@ -18,9 +18,9 @@
 set -eu
 W=${1:-/tmp/bild-align}
 SEED=${2:-1}
-L=../shared/models/stories15M/stories15M.bin
-TOK=../shared/models/stories15M/tokenizer.bin
-VAL=../shared/data/tinystories/validation_100.txt
+L=models/stories15M/stories15M.bin
+TOK=models/stories15M/tokenizer.bin
+VAL=tests/data/tinystories/validation_100.txt
 mkdir -p "$W"
 : >"$W/times$SEED.txt"
 stage() { # stage NAME COMMAND...: runs it and appends its wall seconds

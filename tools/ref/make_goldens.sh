@@ -5,7 +5,7 @@
 set -eu
 PY=${PY:-/usr/bin/python3}
 REF=tools/ref/llama2c_ref.py
-M=${MODELS:-../shared/models}
+M=${MODELS:-models}
 D=tests/data
 
 $PY tools/ref/make_tiny.py $D
