@@ -81,7 +81,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test bench demo models deps debug clean info fuzz
-all: info $(BUILD)/bild $(TEST_BIN) $(BENCH_BIN) $(GPU_BIN) $(BUILD)/tests/bild-proto2
+all: info $(BUILD)/bild $(TEST_BIN) $(BENCH_BIN) $(GPU_BIN) $(BUILD)/tests/bild-proto1
 
 info:
 	@echo "bild: $(if $(filter 1,$(CUDA)),CPU + CUDA (sm_$(CUDA_ARCH)),CPU) build into $(BUILD)/$(if $(SANITIZE), with -fsanitize=$(SANITIZE),)"
@@ -109,12 +109,12 @@ $(BUILD)/libbild.a: $(LIB_OBJ)
 $(BUILD)/bild: $(BUILD)/coordinator/main.o $(BUILD)/libbild.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
-# bild speaking protocol version 2: the peer of another version in tests/test_faults.sh
-$(BUILD)/tests/proto_v2.o: proto/proto.c
+# bild speaking protocol version 1 (an older release): the peer of another version in tests/test_faults.sh
+$(BUILD)/tests/proto_v1.o: proto/proto.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DPROTO_VERSION=2 -c $< -o $@
+	$(CC) $(CFLAGS) -DPROTO_VERSION=1 -c $< -o $@
 
-$(BUILD)/tests/bild-proto2: $(BUILD)/coordinator/main.o $(BUILD)/tests/proto_v2.o $(BUILD)/libbild.a
+$(BUILD)/tests/bild-proto1: $(BUILD)/coordinator/main.o $(BUILD)/tests/proto_v1.o $(BUILD)/libbild.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libbild.a

@@ -583,15 +583,18 @@ fail:
 }
 
 /* (Re)connects the remote links that are missing or broken, with a fresh
- * handshake and the vocabulary check. Returns 0, or -1 with a message. */
+ * handshake and the vocabulary check; when one link broke, both start new
+ * sessions (the other's may have been evicted too, and a failed request
+ * leaves its state half done). Returns 0, or -1 with a message. */
 static int gen_connect(gen_t *g, char *err, size_t errlen) {
     int fresh = 0;
     remote_t **rr[2] = {&g->rs, &g->rl};
     const char *eps[2] = {g->small_ep, g->large_ep};
     hello_reply_t *hh[2] = {&g->hs, &g->hl};
+    int any_broken = (g->rs && remote_broken(g->rs)) || (g->rl && remote_broken(g->rl));
     for (int i = 0; i < 2; i++) {
         if (!eps[i]) continue;
-        if (*rr[i] && !remote_broken(*rr[i])) continue;
+        if (*rr[i] && !any_broken) continue;
         if (*rr[i]) {
             g->trips_done += remote_stats(*rr[i])->round_trips;
             g->bytes_done += remote_stats(*rr[i])->bytes_sent + remote_stats(*rr[i])->bytes_received;
@@ -1188,9 +1191,12 @@ static const char *WORKER_HELP =
     "Serves one model to a coordinator (bild generate --small-endpoint /\n"
     "--large-endpoint) over ZeroMQ: the small worker drafts, the large worker\n"
     "verifies. Prints 'listening on ENDPOINT' on stderr when ready; exits on\n"
-    "SIGINT, SIGTERM or a shutdown message. When a coordinator goes away\n"
-    "(closed, killed, or silent for 3 heartbeats) the worker logs it and waits\n"
-    "for the next one. It serves one coordinator at a time.\n"
+    "SIGINT, SIGTERM or a shutdown message. Many coordinators may share it:\n"
+    "each connection is a session with its own KV cache and sampling stream,\n"
+    "served in turn, so each gets exactly what it would get alone. A session\n"
+    "ends when its coordinator closes; one left behind (a coordinator killed)\n"
+    "is evicted when idle too long or when a new one needs its place, and a\n"
+    "later request of it gets an error saying so.\n"
     "\n"
     "  -m, --model PATH        llama2.c checkpoint or Hugging Face folder\n"
     "  -z, --tokenizer PATH    its tokenizer (default: beside the model); its\n"
@@ -1202,6 +1208,9 @@ static const char *WORKER_HELP =
     "      --curve-allow FILE  public keys of the coordinators let in, one per line\n"
     "                          (required with --curve-key)\n"
     "      --heartbeat MS      connection heartbeat (default 1000)\n"
+    "      --max-sessions N    sessions kept at once, one KV cache each (default 16);\n"
+    "                          a new one beyond that evicts the least recently used\n"
+    "      --session-idle S    evict a session idle for S seconds (default 600; 0 never)\n"
     "      --draft-vocab FILE  small worker: the draft vocabulary (ranked token ids;\n"
     "                          default draft_vocab.txt beside the model if there is\n"
     "                          one; 'none': the full vocabulary; bild generate --help)\n"
@@ -1232,7 +1241,8 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     const char *cmd = role == ROLE_SMALL ? "small-worker" : "large-worker";
     const char *model = NULL, *tokpath = NULL, *bind_ep = NULL, *curve_key = NULL, *curve_allow = NULL,
                *device = "cpu", *dtype_s = "bf16", *draft_vocab = NULL;
-    int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS, draft_top = 0;
+    int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS, draft_top = 0, max_sessions = 16;
+    float session_idle = 600;
     dummy_t dummy = {0};
     const opt_t opts[] = {
         {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
@@ -1242,6 +1252,8 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
         {NULL, "--curve-key", OPT_STR, &curve_key, 0, 0, 0, NULL},
         {NULL, "--curve-allow", OPT_STR, &curve_allow, 0, 0, 0, NULL},
         {NULL, "--heartbeat", OPT_INT, &heartbeat_ms, 50, 600000, 0, NULL},
+        {NULL, "--max-sessions", OPT_INT, &max_sessions, 1, 4096, 0, NULL},
+        {NULL, "--session-idle", OPT_FLOAT, &session_idle, 0, 1e7, 0, NULL},
         {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
         {"-d", "--device", OPT_STR, &device, 0, 0, 0, NULL},
         {NULL, "--dummy-weights", OPT_FLAG, &dummy.on, 0, 0, 0, NULL},
@@ -1267,8 +1279,6 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     loaded_t L = {0};
     backend_t *be = NULL;
     transformer_t *tf = NULL;
-    drafter_t *dr = NULL;
-    verifier_t *vf = NULL;
     void *zctx = NULL;
     transport_server_t *srv = NULL;
     transport_keypair_t kp;
@@ -1303,11 +1313,6 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
         goto done;
     }
     if (dv_k) fprintf(stderr, "bild %s: drafts over %d tokens (%s)\n", cmd, dv_k, dv_used);
-    if ((role == ROLE_SMALL && !(dr = drafter_new(tf, NULL, 0, c->eos_id, c->bos_id))) ||
-        (role == ROLE_LARGE && !(vf = verifier_new(tf, NULL, 0)))) {
-        fprintf(stderr, "bild %s: cannot set up the model (out of memory?)\n", cmd);
-        goto done;
-    }
     const char *name = role == ROLE_SMALL ? "small worker" : "large worker";
     transport_server_opts_t so = {.endpoint = bind_ep, .allow_remote = allow_remote, .curve = curve_key ? &kp : NULL,
                                   .allowed = (const char(*)[TRANSPORT_KEY_TEXT + 1])allowed,
@@ -1322,17 +1327,19 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     plane_t *plane = NULL;
-    small_server_t ss = {.drafter = dr, .vocab = c->vocab_size, .tf = tf, .stop_a = c->eos_id, .stop_b = c->bos_id,
-                         .plane = &plane};
-    large_server_t ls = {.verifier = vf, .vocab = c->vocab_size, .tf = tf, .plane = &plane,
-                         .timeout_ms = BILD_PLANE_TIMEOUT_MS};
-    dr = NULL, vf = NULL; /* the servers own them now (SESSION replaces them) */
+    small_server_t ss = {.vocab = c->vocab_size, .tf = tf, .stop_a = c->eos_id, .stop_b = c->bos_id, .plane = &plane};
+    large_server_t ls = {.vocab = c->vocab_size, .tf = tf, .plane = &plane, .timeout_ms = BILD_PLANE_TIMEOUT_MS};
+    int small = role == ROLE_SMALL;
     serve_t sv = {.name = name,
                   .hello = {.role = role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
                             .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
                   .vocab = c->vocab_size,
-                  .handle = role == ROLE_SMALL ? small_server_handle : large_server_handle,
-                  .ctx = role == ROLE_SMALL ? (void *)&ss : (void *)&ls,
+                  .handle = small ? small_server_handle : large_server_handle,
+                  .session_new = small ? small_server_session_new : large_server_session_new,
+                  .session_free = small ? small_server_session_free : large_server_session_free,
+                  .ctx = small ? (void *)&ss : (void *)&ls,
+                  .max_sessions = max_sessions,
+                  .idle_s = session_idle,
                   .stop = &g_stop,
                   .idle = backend_idle_hint,
                   .idle_ctx = be,
@@ -1341,19 +1348,17 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
                   .plane = &plane};
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
     char where[256];
-    fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s): listening on %s\n", cmd, model, c->vocab_size,
-            c->seq_len, cli_backend_desc(be, where, sizeof where), dummy.on ? ", random weights" : "",
-            curve_key ? ", CURVE" : "", bind_ep);
+    fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s; up to %d sessions, %.1f MB of KV cache each): "
+                    "listening on %s\n", cmd, model, c->vocab_size, c->seq_len, cli_backend_desc(be, where, sizeof where),
+            dummy.on ? ", random weights" : "", curve_key ? ", CURVE" : "", max_sessions,
+            (double)transformer_cache_bytes(tf) / 1e6, bind_ep);
     rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
     fprintf(stderr, "bild %s: %s\n", cmd, g_stop ? "stopped by a signal" : "shut down");
-    small_server_free(&ss);
     large_server_free(&ls);
 done:
     transport_server_destroy(&srv);
     if (zctx) zmq_ctx_term(zctx);
     free(allowed);
-    drafter_destroy(&dr);
-    verifier_destroy(&vf);
     transformer_destroy(&tf);
     backend_destroy(&be);
     loaded_free(&L);

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 struct remote {
     transport_client_t *cl;
@@ -14,6 +17,8 @@ struct remote {
     worker_role_t role;
     int vocab;
     uint32_t next_id;
+    uint64_t session; /* this connection's session on the worker (random, never 0) */
+    int open;         /* the worker has the session (HELLO answered): BYE ends it */
     int broken;       /* a call failed: the worker's state is unknown */
     int in_flight;    /* verify_start sent a request whose reply is not read yet */
     msg_type_t want;  /* ... and the reply type it expects */
@@ -84,13 +89,16 @@ remote_t *remote_connect(void *zctx, const char *endpoint, worker_role_t role, i
     snprintf(r->endpoint, sizeof r->endpoint, "%s", endpoint);
     r->who = role == ROLE_SMALL ? "small worker" : "large worker";
     r->role = role, r->vocab = vocab, r->next_id = 1;
+    if (getrandom(&r->session, sizeof r->session, 0) != (ssize_t)sizeof r->session) /* no entropy source: pid and clock */
+        r->session = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)r;
+    if (!r->session) r->session = 1;
     if (!(r->cl = transport_client_new(zctx, endpoint, o->timeout_ms, o->heartbeat_ms, o->curve, o->server_key, why,
                                        sizeof why))) {
         snprintf(err, errlen, "%s at %s: %s", r->who, endpoint, why);
         free(r);
         return NULL;
     }
-    proto_buf_t b = {0};
+    proto_buf_t b = {.session_id = r->session};
     int rc = proto_encode_hello(&b, r->next_id++, role) == 0 ? call(r, &b, MSG_HELLO_REPLY, why, sizeof why) : -1;
     proto_buf_free(&b);
     if (rc != 0) {
@@ -98,6 +106,7 @@ remote_t *remote_connect(void *zctx, const char *endpoint, worker_role_t role, i
         remote_destroy(&r);
         return NULL;
     }
+    r->open = 1;
     const hello_reply_t *h = &r->last.hello;
     if (vocab <= 0) r->vocab = h->vocab_size; /* the caller checks the vocabulary itself */
     else if (h->vocab_size != vocab || h->vocab_fingerprint != fingerprint) {
@@ -113,7 +122,7 @@ remote_t *remote_connect(void *zctx, const char *endpoint, worker_role_t role, i
 
 static int remote_draft(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen) {
     remote_t *r = self;
-    proto_buf_t b = {0};
+    proto_buf_t b = {.session_id = r->session};
     int rc = proto_encode_draft_req(&b, r->next_id++, req) == 0 ? call(r, &b, MSG_DRAFT_RES, err, errlen) : -1;
     proto_buf_free(&b);
     if (rc == 0) *res = r->last.draft_res; /* probs borrow r->last until the next call */
@@ -122,7 +131,7 @@ static int remote_draft(void *self, const draft_req_t *req, draft_res_t *res, ch
 
 static int remote_verify_start(void *self, const verify_req_t *req, char *err, int errlen) {
     remote_t *r = self;
-    proto_buf_t b = {0};
+    proto_buf_t b = {.session_id = r->session};
     int rc = proto_encode_verify_req(&b, r->next_id++, req) == 0 ? start_call(r, &b, MSG_VERIFY_RES, err, errlen)
                                                                   : -1;
     proto_buf_free(&b);
@@ -145,14 +154,14 @@ static int remote_verify(void *self, const verify_req_t *req, verify_res_t *res,
 }
 
 int remote_session(remote_t *r, const session_req_t *q, char *err, int errlen) {
-    proto_buf_t b = {0};
+    proto_buf_t b = {.session_id = r->session};
     int rc = proto_encode_session(&b, r->next_id++, q) == 0 ? call(r, &b, MSG_PONG, err, errlen) : -1;
     proto_buf_free(&b);
     return rc;
 }
 
 int remote_plane_start(remote_t *r, const plane_req_t *q, char *err, int errlen) {
-    proto_buf_t b = {0};
+    proto_buf_t b = {.session_id = r->session};
     int rc = proto_encode_plane_req(&b, r->next_id++, q) == 0 ? start_call(r, &b, MSG_PLANE_RES, err, errlen) : -1;
     proto_buf_free(&b);
     return rc;
@@ -178,16 +187,25 @@ int remote_broken(remote_t *r) { return r->broken || transport_client_lost(r->cl
 
 void remote_shutdown(remote_t **pr) {
     if (!pr || !*pr) return;
-    proto_buf_t b = {0};
+    proto_buf_t b = {.session_id = (*pr)->session};
     char why[512];
     if (!(*pr)->broken && proto_encode_simple(&b, (*pr)->next_id++, MSG_SHUTDOWN) == 0)
         call(*pr, &b, MSG_PONG, why, sizeof why);
     proto_buf_free(&b);
+    (*pr)->open = 0; /* the worker is gone: no BYE */
     remote_destroy(pr);
 }
 
 void remote_destroy(remote_t **pr) {
     if (!pr || !*pr) return;
+    remote_t *r = *pr;
+    if (r->open && !remote_broken(r)) { /* free the session's state on the worker now */
+        proto_buf_t b = {.session_id = r->session};
+        char why[512];
+        if (r->in_flight) finish_call(r, r->want, why, sizeof why); /* a verification the caller gave up on */
+        if (!r->broken && proto_encode_simple(&b, r->next_id++, MSG_BYE) == 0) call(r, &b, MSG_PONG, why, sizeof why);
+        proto_buf_free(&b);
+    }
     proto_msg_free(&(*pr)->last);
     transport_client_destroy(&(*pr)->cl);
     free(*pr);

@@ -38,6 +38,9 @@ remote_t *remote_connect(void *zctx, const char *endpoint, worker_role_t role, i
                          const remote_opts_t *o, hello_reply_t *hello, char *err, size_t errlen);
 /* Asks the worker to exit (best effort), then closes. Accepts NULL. */
 void remote_shutdown(remote_t **pr);
+/* Ends this connection's session on the worker (BYE, after reading a
+ * verification still in flight; skipped when the connection failed), then
+ * closes. Accepts NULL. */
 void remote_destroy(remote_t **pr);
 
 /* SESSION: the worker samples with these settings from now on. 0 or -1. */

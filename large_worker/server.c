@@ -6,7 +6,44 @@
 
 #include "coordinator/accept.h"
 
-static int session(large_server_t *s, const session_req_t *q, proto_buf_t *out, uint32_t id, char *err, int errlen) {
+/* One session's state. */
+typedef struct {
+    kv_cache_t *kv;
+    verifier_t *verifier; /* replaced by SESSION */
+    sampler_t *smp;       /* NULL: greedy */
+} large_session_t;
+
+void *large_server_session_new(void *ctx, char *err, int errlen) {
+    large_server_t *s = ctx;
+    large_session_t *x = calloc(1, sizeof *x);
+    if (!x) {
+        snprintf(err, (size_t)errlen, "out of memory for a session");
+        return NULL;
+    }
+    if (!(x->kv = transformer_cache_new(s->tf, err, (size_t)errlen))) {
+        free(x);
+        return NULL;
+    }
+    if (!(x->verifier = verifier_new(s->tf, NULL, 0))) {
+        large_server_session_free(ctx, x);
+        snprintf(err, (size_t)errlen, "out of memory for a session");
+        return NULL;
+    }
+    return x;
+}
+
+void large_server_session_free(void *ctx, void *st) {
+    large_server_t *s = ctx;
+    large_session_t *x = st;
+    if (!x) return;
+    transformer_cache_free(s->tf, &x->kv);
+    verifier_destroy(&x->verifier);
+    sampler_destroy(&x->smp);
+    free(x);
+}
+
+static int session(large_server_t *s, large_session_t *x, const session_req_t *q, proto_buf_t *out, uint32_t id,
+                   char *err, int errlen) {
     sampler_t *smp = NULL;
     verifier_t *v = NULL;
     if ((q->temperature > 0 && !(smp = sampler_new(s->vocab, q->temperature, q->top_p, 0, q->seed))) ||
@@ -15,15 +52,16 @@ static int session(large_server_t *s, const session_req_t *q, proto_buf_t *out, 
         snprintf(err, (size_t)errlen, "out of memory setting up sampling");
         return -1;
     }
-    verifier_destroy(&s->verifier);
-    sampler_destroy(&s->smp);
-    s->verifier = v, s->smp = smp;
+    verifier_destroy(&x->verifier);
+    sampler_destroy(&x->smp);
+    x->verifier = v, x->smp = smp;
     return proto_encode_simple(out, id, MSG_PONG);
 }
 
-int large_server_handle(void *ctx, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen) {
+int large_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen) {
     large_server_t *s = ctx;
-    if (req->type == MSG_SESSION) return session(s, &req->session, out, req->id, err, errlen);
+    large_session_t *x = st;
+    if (req->type == MSG_SESSION) return session(s, x, &req->session, out, req->id, err, errlen);
     if (req->type != MSG_VERIFY_REQ) {
         snprintf(err, (size_t)errlen, "the large worker serves verify requests, not message type %d", req->type);
         return -1;
@@ -37,7 +75,8 @@ int large_server_handle(void *ctx, const proto_msg_t *req, proto_buf_t *out, cha
         return -1;
     }
     verify_res_t res;
-    if (verifier_verify(s->verifier, q, &res, err, errlen) != 0) return -1;
+    transformer_use_cache(s->tf, x->kv);
+    if (verifier_verify(x->verifier, q, &res, err, errlen) != 0) return -1;
     res.accept_done = 0;
     if (q->accept_here) { /* the small model's distributions arrive while (or after) the pass ran */
         if (!s->q && !(s->q = malloc(sizeof(float) * (size_t)s->vocab * (BILD_MAX_DRAFT + 1)))) {
@@ -66,8 +105,6 @@ int large_server_handle(void *ctx, const proto_msg_t *req, proto_buf_t *out, cha
 }
 
 void large_server_free(large_server_t *s) {
-    verifier_destroy(&s->verifier);
-    sampler_destroy(&s->smp);
     free(s->q);
     s->q = NULL;
 }

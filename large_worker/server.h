@@ -1,8 +1,9 @@
-/* server.h - the large worker's request handler: VERIFY_REQ -> verifier ->
- * VERIFY_RES, SESSION (how to sample); when the request says so, the small
- * model's distributions come over the data plane and the acceptance runs
- * here (coordinator/accept.h), so only the verdict goes back (for
- * proto/serve.c's loop). */
+/* server.h - the large worker's request handler (for proto/serve.c's loop):
+ * VERIFY_REQ -> verifier -> VERIFY_RES, SESSION (how to sample); when the
+ * request says so, the small model's distributions come over the data plane
+ * and the acceptance runs here (coordinator/accept.h), so only the verdict
+ * goes back. Each session has its own KV cache, verifier and sampler on the
+ * one shared model (transformer_use_cache before every request). */
 #ifndef BILD_LARGE_SERVER_H
 #define BILD_LARGE_SERVER_H
 
@@ -11,17 +12,17 @@
 #include "proto/proto.h"
 
 typedef struct {
-    verifier_t *verifier; /* owned: replaced by SESSION */
     int vocab;
     transformer_t *tf;    /* borrowed */
-    sampler_t *smp;       /* owned; NULL: greedy */
     plane_t **plane;      /* the serve loop's data plane (NULL until set up) */
     float *q;             /* (BILD_MAX_DRAFT + 1, vocab): the small model's distributions, allocated on first use */
     int timeout_ms;       /* longest wait for them */
 } large_server_t;
 
-/* serve_fn for a large_server_t context. */
-int large_server_handle(void *ctx, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen);
+/* serve_fn, serve_new_fn and serve_free_fn for a large_server_t context. */
+int large_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen);
+void *large_server_session_new(void *ctx, char *err, int errlen);
+void large_server_session_free(void *ctx, void *st);
 void large_server_free(large_server_t *s);
 
 #endif

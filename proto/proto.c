@@ -14,17 +14,20 @@ typedef struct {
     msgpack_packer pk;
 } enc_t;
 
-static void enc_begin(enc_t *e, uint32_t id, msg_type_t type, int n_fields) {
+static void enc_begin(enc_t *e, uint64_t session, uint32_t id, msg_type_t type, int n_fields) {
     msgpack_sbuffer_init(&e->sb);
     msgpack_packer_init(&e->pk, &e->sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&e->pk, (size_t)(3 + n_fields));
+    msgpack_pack_array(&e->pk, (size_t)(4 + n_fields));
     msgpack_pack_int(&e->pk, PROTO_VERSION);
     msgpack_pack_int(&e->pk, type);
     msgpack_pack_uint32(&e->pk, id);
+    msgpack_pack_uint64(&e->pk, session);
 }
 
 static int enc_end(enc_t *e, proto_buf_t *b) {
+    uint64_t session_id = b->session_id;
     proto_buf_free(b);
+    b->session_id = session_id;
     if (!e->sb.data) return -1;
     b->data = e->sb.data, b->size = e->sb.size, b->alloc = e->sb.alloc;
     return 0;
@@ -65,14 +68,14 @@ static void pack_probs(msgpack_packer *pk, const float *p, int rows, int vocab) 
 
 int proto_encode_hello(proto_buf_t *b, uint32_t id, worker_role_t expect) {
     enc_t e;
-    enc_begin(&e, id, MSG_HELLO, 1);
+    enc_begin(&e, b->session_id, id, MSG_HELLO, 1);
     msgpack_pack_int(&e.pk, expect);
     return enc_end(&e, b);
 }
 
 int proto_encode_hello_reply(proto_buf_t *b, uint32_t id, const hello_reply_t *h) {
     enc_t e;
-    enc_begin(&e, id, MSG_HELLO_REPLY, 6);
+    enc_begin(&e, b->session_id, id, MSG_HELLO_REPLY, 6);
     msgpack_pack_int(&e.pk, h->role);
     pack_str(&e.pk, h->model);
     msgpack_pack_int(&e.pk, h->vocab_size);
@@ -86,7 +89,7 @@ int proto_encode_draft_req(proto_buf_t *b, uint32_t id, const draft_req_t *r) {
     enc_t e;
     /* plane_send travels as a sixth field only when set: a worker that
      * predates the data plane still understands every other request */
-    enc_begin(&e, id, MSG_DRAFT_REQ, r->plane_send ? 6 : 5);
+    enc_begin(&e, b->session_id, id, MSG_DRAFT_REQ, r->plane_send ? 6 : 5);
     msgpack_pack_int(&e.pk, r->keep);
     pack_ints(&e.pk, r->feed, r->n_feed);
     msgpack_pack_int(&e.pk, r->k);
@@ -98,7 +101,7 @@ int proto_encode_draft_req(proto_buf_t *b, uint32_t id, const draft_req_t *r) {
 
 int proto_encode_draft_res(proto_buf_t *b, uint32_t id, const draft_res_t *r, int vocab) {
     enc_t e;
-    enc_begin(&e, id, MSG_DRAFT_RES, 9);
+    enc_begin(&e, b->session_id, id, MSG_DRAFT_RES, 9);
     pack_ints(&e.pk, r->tokens, r->n);
     pack_floats(&e.pk, r->max_p, r->n);
     msgpack_pack_int(&e.pk, r->end);
@@ -113,7 +116,7 @@ int proto_encode_draft_res(proto_buf_t *b, uint32_t id, const draft_res_t *r, in
 
 int proto_encode_verify_req(proto_buf_t *b, uint32_t id, const verify_req_t *r) {
     enc_t e;
-    enc_begin(&e, id, MSG_VERIFY_REQ, r->accept_here ? 7 : 4); /* the acceptance fields only when used */
+    enc_begin(&e, b->session_id, id, MSG_VERIFY_REQ, r->accept_here ? 7 : 4); /* the acceptance fields only when used */
     msgpack_pack_int(&e.pk, r->pos);
     pack_ints(&e.pk, r->tokens, r->T);
     msgpack_pack_int(&e.pk, r->n_out);
@@ -128,7 +131,7 @@ int proto_encode_verify_req(proto_buf_t *b, uint32_t id, const verify_req_t *r) 
 
 int proto_encode_verify_res(proto_buf_t *b, uint32_t id, const verify_res_t *r, int vocab) {
     enc_t e;
-    enc_begin(&e, id, MSG_VERIFY_RES, r->accept_done ? 7 : 4);
+    enc_begin(&e, b->session_id, id, MSG_VERIFY_RES, r->accept_done ? 7 : 4);
     pack_ints(&e.pk, r->argmax, r->n_out);
     pack_ints(&e.pk, r->sampled, r->n_out);
     pack_floats(&e.pk, r->nll, r->n_out);
@@ -143,7 +146,7 @@ int proto_encode_verify_res(proto_buf_t *b, uint32_t id, const verify_res_t *r, 
 
 int proto_encode_error(proto_buf_t *b, uint32_t id, int code, const char *text) {
     enc_t e;
-    enc_begin(&e, id, MSG_ERROR, 2);
+    enc_begin(&e, b->session_id, id, MSG_ERROR, 2);
     msgpack_pack_int(&e.pk, code);
     pack_str(&e.pk, text ? text : "");
     return enc_end(&e, b);
@@ -151,13 +154,13 @@ int proto_encode_error(proto_buf_t *b, uint32_t id, int code, const char *text) 
 
 int proto_encode_simple(proto_buf_t *b, uint32_t id, msg_type_t type) {
     enc_t e;
-    enc_begin(&e, id, type, 0);
+    enc_begin(&e, b->session_id, id, type, 0);
     return enc_end(&e, b);
 }
 
 int proto_encode_session(proto_buf_t *b, uint32_t id, const session_req_t *r) {
     enc_t e;
-    enc_begin(&e, id, MSG_SESSION, 3);
+    enc_begin(&e, b->session_id, id, MSG_SESSION, 3);
     msgpack_pack_float(&e.pk, r->temperature);
     msgpack_pack_float(&e.pk, r->top_p);
     msgpack_pack_uint64(&e.pk, r->seed);
@@ -175,7 +178,7 @@ static void pack_id(msgpack_packer *pk, int has, const unsigned char *id) {
 
 int proto_encode_plane_req(proto_buf_t *b, uint32_t id, const plane_req_t *r) {
     enc_t e;
-    enc_begin(&e, id, MSG_PLANE_REQ, 5);
+    enc_begin(&e, b->session_id, id, MSG_PLANE_REQ, 5);
     msgpack_pack_int(&e.pk, r->op);
     msgpack_pack_int(&e.pk, r->kind);
     msgpack_pack_int(&e.pk, r->rank);
@@ -186,7 +189,7 @@ int proto_encode_plane_req(proto_buf_t *b, uint32_t id, const plane_req_t *r) {
 
 int proto_encode_plane_res(proto_buf_t *b, uint32_t id, const plane_res_t *r) {
     enc_t e;
-    enc_begin(&e, id, MSG_PLANE_RES, 6);
+    enc_begin(&e, b->session_id, id, MSG_PLANE_RES, 6);
     pack_str(&e.pk, r->device);
     pack_str(&e.pk, r->uuid);
     pack_str(&e.pk, r->host);
@@ -383,6 +386,7 @@ static proto_err_t decode_body(const msgpack_object *f, int nf, int vocab, proto
     case MSG_PING:
     case MSG_PONG:
     case MSG_SHUTDOWN:
+    case MSG_BYE:
         return nf == 0 ? PROTO_OK : PROTO_E_FORMAT;
     }
     return PROTO_E_TYPE;
@@ -470,13 +474,15 @@ proto_err_t proto_decode(const void *data, size_t n, int vocab, proto_msg_t *m) 
     int64_t id;
     if (get_int(&f[0], 0, 1 << 30, &ver) || get_int(&f[1], 0, 1 << 30, &type) || get_i64(&f[2], 0, UINT32_MAX, &id))
         goto out;
-    if (ver != PROTO_VERSION) {
+    if (ver != PROTO_VERSION) { /* before anything else of the framing: that may differ between versions */
         rc = PROTO_E_VERSION;
         goto out;
     }
+    if (o->via.array.size < 4 || f[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER) goto out;
     m->type = (msg_type_t)type;
     m->id = (uint32_t)id;
-    rc = decode_body(f + 3, (int)o->via.array.size - 3, vocab, m);
+    m->session_id = f[3].via.u64;
+    rc = decode_body(f + 4, (int)o->via.array.size - 4, vocab, m);
 out:
     msgpack_unpacked_destroy(&u);
     if (rc != PROTO_OK) proto_msg_free(m);

@@ -3,8 +3,12 @@
  * processes that use these messages are the next step; see
  * docs/protocol.md.)
  *
- * Every message is one msgpack array: [version, type, request id, fields...]
- * with the fields positional and typed. Decoding checks the version, the
+ * Every message is one msgpack array:
+ *     [version, type, request id, session id, fields...]
+ * with the fields positional and typed. The session id (uint64, chosen at
+ * random by each coordinator connection) names the state a worker keeps for
+ * that coordinator (its KV cache, sampling stream, data plane); replies
+ * carry the session of their request. Decoding checks the version, the
  * type, every field's msgpack type, every length against the limits below
  * and every value's range, and returns an error code instead of asserting:
  * bytes from the network are untrusted.
@@ -18,7 +22,7 @@
 #include "coordinator/worker.h"
 
 #ifndef PROTO_VERSION /* tests build a peer of another version with -DPROTO_VERSION=2 */
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2 /* 2: the session id in every message; MSG_BYE */
 #endif
 #define PROTO_MAX_FEED (1 << 20)   /* most tokens one draft request may feed */
 #define PROTO_MAX_VOCAB (1 << 22)  /* most vocabulary entries a distribution may have */
@@ -38,6 +42,7 @@ typedef enum {
     MSG_SESSION = 11,    /* coordinator -> worker: sampling settings (answered with PONG) */
     MSG_PLANE_REQ = 12,  /* coordinator -> worker: data-plane set-up step (proto/plane.h) */
     MSG_PLANE_RES = 13,  /* worker -> coordinator: its device, and what the step produced */
+    MSG_BYE = 14,        /* coordinator -> worker: end my session (answered with PONG) */
 } msg_type_t;
 
 typedef enum { ROLE_SMALL = 1, ROLE_LARGE = 2 } worker_role_t;
@@ -96,6 +101,7 @@ typedef struct {
 typedef struct {
     msg_type_t type;
     uint32_t id;          /* request id, echoed in the reply */
+    uint64_t session_id;  /* the session the message belongs to */
     worker_role_t role;   /* MSG_HELLO: the role the coordinator expects */
     hello_reply_t hello;  /* MSG_HELLO_REPLY */
     draft_req_t draft_req;   /* .feed points into feed_buf */
@@ -112,10 +118,13 @@ typedef struct {
     float *probs_buf;
 } proto_msg_t;
 
-/* A growable output buffer (msgpack_sbuffer underneath). */
+/* A growable output buffer (msgpack_sbuffer underneath). Messages encoded
+ * into it carry its session id: set it before encoding; the encoders keep
+ * it. */
 typedef struct {
     char *data;
     size_t size, alloc;
+    uint64_t session_id;
 } proto_buf_t;
 
 void proto_buf_free(proto_buf_t *b);
@@ -129,7 +138,7 @@ int proto_encode_draft_res(proto_buf_t *b, uint32_t id, const draft_res_t *r, in
 int proto_encode_verify_req(proto_buf_t *b, uint32_t id, const verify_req_t *r);
 int proto_encode_verify_res(proto_buf_t *b, uint32_t id, const verify_res_t *r, int vocab);
 int proto_encode_error(proto_buf_t *b, uint32_t id, int code, const char *text);
-int proto_encode_simple(proto_buf_t *b, uint32_t id, msg_type_t type); /* PING, PONG, SHUTDOWN */
+int proto_encode_simple(proto_buf_t *b, uint32_t id, msg_type_t type); /* PING, PONG, SHUTDOWN, BYE */
 int proto_encode_session(proto_buf_t *b, uint32_t id, const session_req_t *r);
 int proto_encode_plane_req(proto_buf_t *b, uint32_t id, const plane_req_t *r);
 int proto_encode_plane_res(proto_buf_t *b, uint32_t id, const plane_res_t *r);

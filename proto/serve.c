@@ -3,11 +3,113 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
+/* ---- sessions ---- */
+
+typedef struct {
+    uint64_t id;
+    void *st;    /* the handlers' state */
+    double last; /* when it was last used (monotonic seconds) */
+} sess_t;
+
+#define PLANE_TAKEOVER_S 5.0 /* a data plane whose session has been quiet this long may be taken over */
+#define GONE_RING 256 /* recently ended sessions remembered, to say why a late request is refused */
+
+typedef struct {
+    const serve_t *sv;
+    sess_t *s;
+    int n;
+    struct {
+        uint64_t id;
+        char why[96];
+    } gone[GONE_RING];
+    int n_gone;
+    uint64_t plane_owner; /* the session whose data plane is open (0: none) */
+} sessions_t;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static sess_t *sess_find(sessions_t *t, uint64_t id) {
+    for (int i = 0; i < t->n; i++)
+        if (t->s[i].id == id) return &t->s[i];
+    return NULL;
+}
+
+/* Ends session i, remembering why; closes the data plane if it was its own. */
+static void sess_end(sessions_t *t, int i, const char *why, int log) {
+    const serve_t *sv = t->sv;
+    sess_t *x = &t->s[i];
+    if (log) fprintf(stderr, "bild %s: session %016llx %s\n", sv->name, (unsigned long long)x->id, why);
+    int g = t->n_gone++ % GONE_RING;
+    t->gone[g].id = x->id;
+    snprintf(t->gone[g].why, sizeof t->gone[g].why, "%s", why);
+    if (t->plane_owner == x->id) {
+        if (sv->plane) plane_close(sv->plane);
+        t->plane_owner = 0;
+    }
+    sv->session_free(sv->ctx, x->st);
+    *x = t->s[--t->n];
+}
+
+/* Why session id is not here: ended (and how), or never opened. */
+static void sess_missing(const sessions_t *t, uint64_t id, char *err, int errlen) {
+    int n = t->n_gone < GONE_RING ? t->n_gone : GONE_RING;
+    for (int k = 0; k < n; k++) {
+        int g = (t->n_gone - 1 - k) % GONE_RING;
+        if (t->gone[g].id == id) {
+            snprintf(err, (size_t)errlen, "session %016llx %s: its state is gone; start the request again",
+                     (unsigned long long)id, t->gone[g].why);
+            return;
+        }
+    }
+    snprintf(err, (size_t)errlen, "session %016llx is not open on this worker (a coordinator says HELLO first)",
+             (unsigned long long)id);
+}
+
+/* HELLO: a new session (evicting the least recently used one when full), or
+ * the same one started afresh. */
+static int sess_open(sessions_t *t, uint64_t id, char *err, int errlen) {
+    const serve_t *sv = t->sv;
+    sess_t *x = sess_find(t, id);
+    if (x) sess_end(t, (int)(x - t->s), "restarted by a new HELLO", 0);
+    if (t->n == sv->max_sessions) {
+        int lru = 0;
+        for (int i = 1; i < t->n; i++)
+            if (t->s[i].last < t->s[lru].last) lru = i;
+        char why[96];
+        snprintf(why, sizeof why, "was evicted: least recently used of %d sessions (--max-sessions)", sv->max_sessions);
+        sess_end(t, lru, why, 1);
+    }
+    void *st = sv->session_new(sv->ctx, err, errlen);
+    if (!st) return -1;
+    t->s[t->n++] = (sess_t){id, st, now_s()};
+    return 0;
+}
+
+static void sess_evict_idle(sessions_t *t) {
+    if (t->sv->idle_s <= 0) return;
+    double now = now_s();
+    char why[96];
+    snprintf(why, sizeof why, "was evicted: idle for %.0f s (--session-idle)", t->sv->idle_s);
+    for (int i = t->n - 1; i >= 0; i--)
+        if (now - t->s[i].last > t->sv->idle_s) sess_end(t, i, why, 1);
+}
+
+/* Does this request use the data plane? */
+static int uses_plane(const proto_msg_t *m) {
+    return (m->type == MSG_DRAFT_REQ && m->draft_req.plane_send) || (m->type == MSG_VERIFY_REQ && m->verify_req.accept_here);
+}
+
 /* One PLANE_REQ step (see plane.h for the sequence). */
-static void plane_step(const serve_t *sv, const proto_msg_t *m, proto_buf_t *out) {
+static void plane_step(const serve_t *sv, sessions_t *t, const proto_msg_t *m, proto_buf_t *out) {
     const plane_req_t *q = &m->plane_req;
     plane_res_t r;
     char err[1536];
@@ -15,6 +117,18 @@ static void plane_step(const serve_t *sv, const proto_msg_t *m, proto_buf_t *out
     if (!sv->plane) {
         proto_encode_error(out, m->id, PROTO_E_TYPE, "this worker has no data plane");
         return;
+    }
+    if (t->plane_owner && t->plane_owner != m->session_id && (q->op == PLANE_OP_OPEN || q->op == PLANE_OP_CLOSE)) {
+        /* another session's plane: taken over only if that session is gone or has been quiet a while (a
+         * coordinator killed without BYE); its later requests over the plane are then refused */
+        const sess_t *o = sess_find(t, t->plane_owner);
+        if (o && now_s() - o->last < PLANE_TAKEOVER_S) {
+            snprintf(err, sizeof err, "the data plane is in use by another coordinator's session (%016llx); run "
+                                      "without --data-plane, or give this coordinator workers of its own",
+                     (unsigned long long)t->plane_owner);
+            goto fail;
+        }
+        t->plane_owner = 0;
     }
     switch (q->op) {
     case PLANE_OP_QUERY: break;
@@ -41,10 +155,14 @@ static void plane_step(const serve_t *sv, const proto_msg_t *m, proto_buf_t *out
         } else
             break; /* messages: no plane */
         if (!*sv->plane) goto fail;
+        t->plane_owner = m->session_id;
         fprintf(stderr, "bild %s: data plane %s open (rank %d%s%s)\n", sv->name, plane_kind_name(q->kind), q->rank,
                 r.endpoint[0] ? ", " : "", r.endpoint);
         break;
-    case PLANE_OP_CLOSE: plane_close(sv->plane); break;
+    case PLANE_OP_CLOSE:
+        plane_close(sv->plane);
+        t->plane_owner = 0;
+        break;
     }
     proto_encode_plane_res(out, m->id, &r);
     return;
@@ -62,7 +180,15 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
     char err[512];
     int rc = 0;
     void *sock = transport_server_socket(srv);
+    sessions_t *t = calloc(1, sizeof *t);
+    if (!t || !(t->s = calloc((size_t)(sv->max_sessions > 0 ? sv->max_sessions : 1), sizeof(sess_t)))) {
+        fprintf(stderr, "bild %s: out of memory\n", sv->name);
+        free(t);
+        return -1;
+    }
+    t->sv = sv;
     while (!*sv->stop) {
+        sess_evict_idle(t);
         int np = transport_server_wait(srv, 200); /* wake up now and then to notice a stop signal */
         if (np < 0) {
             rc = -1;
@@ -89,24 +215,49 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
             else
                 snprintf(why, sizeof why, "%s", proto_err_name(e));
             fprintf(stderr, "bild %s: refused a message: %s\n", sv->name, why);
+            out.session_id = 0;
             proto_encode_error(&out, 0, e, why);
         } else {
+            out.session_id = m.session_id;
+            sess_t *x = NULL;
             switch (m.type) {
             case MSG_HELLO:
                 if (m.role != sv->hello.role)
                     proto_encode_error(&out, m.id, PROTO_E_RANGE, "wrong role: this worker holds the other model");
-                else
+                else if (sess_open(t, m.session_id, err, (int)sizeof err) != 0) {
+                    fprintf(stderr, "bild %s: cannot open a session: %s\n", sv->name, err);
+                    proto_encode_error(&out, m.id, -100, err);
+                } else
                     proto_encode_hello_reply(&out, m.id, &sv->hello);
-                if (sv->plane) plane_close(sv->plane); /* a new coordinator sets up its own */
                 break;
-            case MSG_PLANE_REQ: plane_step(sv, &m, &out); break;
             case MSG_PING: proto_encode_simple(&out, m.id, MSG_PONG); break;
             case MSG_SHUTDOWN:
                 proto_encode_simple(&out, m.id, MSG_PONG);
                 quit = 1;
                 break;
+            case MSG_BYE:
+                if ((x = sess_find(t, m.session_id))) sess_end(t, (int)(x - t->s), "ended by its coordinator (BYE)", 0);
+                proto_encode_simple(&out, m.id, MSG_PONG);
+                break;
             default:
-                if (sv->handle(sv->ctx, &m, &out, err, (int)sizeof err) != 0) {
+                if (!(x = sess_find(t, m.session_id))) {
+                    sess_missing(t, m.session_id, err, (int)sizeof err);
+                    fprintf(stderr, "bild %s: request %u refused: %s\n", sv->name, m.id, err);
+                    proto_encode_error(&out, m.id, -100, err);
+                    break;
+                }
+                x->last = now_s();
+                if (m.type == MSG_PLANE_REQ) {
+                    plane_step(sv, t, &m, &out);
+                    break;
+                }
+                if (uses_plane(&m) && t->plane_owner != m.session_id) {
+                    snprintf(err, sizeof err, "this session has no data plane open on this worker%s",
+                             t->plane_owner ? " (another coordinator's session has it)" : "");
+                    proto_encode_error(&out, m.id, -100, err);
+                    break;
+                }
+                if (sv->handle(sv->ctx, x->st, &m, &out, err, (int)sizeof err) != 0) {
                     fprintf(stderr, "bild %s: request %u failed: %s\n", sv->name, m.id, err);
                     proto_encode_error(&out, m.id, -100, err);
                 }
@@ -120,6 +271,9 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
         if (quit) break;
     }
     proto_buf_free(&out);
+    while (t->n) sess_end(t, t->n - 1, "ended: the worker stopped", 0);
+    free(t->s);
+    free(t);
     if (sv->plane) plane_close(sv->plane);
     return rc;
 }

@@ -1,6 +1,16 @@
 /* serve.h - a worker's request loop: receive, decode (untrusted), handle,
  * reply, until SHUTDOWN or a stop signal. A message that does not decode
- * gets an ERROR reply and is logged; the loop keeps serving. */
+ * gets an ERROR reply and is logged; the loop keeps serving.
+ *
+ * Sessions: every coordinator connection has its own session (the session
+ * id in each message), and the handlers keep state per session (a KV
+ * cache, a sampling stream), so many coordinators can share one worker and
+ * each gets exactly what it would get alone. HELLO opens a session (or
+ * starts it afresh), BYE ends it. At most max_sessions are kept: a HELLO
+ * beyond that evicts the least recently used one, and a session idle for
+ * idle_s is evicted too; a later request of an evicted or unknown session
+ * gets an ERROR saying so, never an answer from another session's state.
+ * The data plane belongs to the session that opened it. */
 #ifndef BILD_SERVE_H
 #define BILD_SERVE_H
 
@@ -10,22 +20,29 @@
 #include "proto/proto.h"
 #include "proto/transport.h"
 
-/* Handles one decoded request of a type other than HELLO/PING/SHUTDOWN and
- * writes the reply into *out. Returns 0, or -1 with a message in err (an
- * ERROR reply is then sent). */
-typedef int (*serve_fn)(void *ctx, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen);
+/* Handles one decoded request of a type other than HELLO/PING/SHUTDOWN/BYE
+ * for the session whose state is st, and writes the reply into *out.
+ * Returns 0, or -1 with a message in err (an ERROR reply is then sent). */
+typedef int (*serve_fn)(void *ctx, void *st, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen);
+/* A new session's state, or NULL with a message in err. */
+typedef void *(*serve_new_fn)(void *ctx, char *err, int errlen);
+typedef void (*serve_free_fn)(void *ctx, void *st);
 
 typedef struct {
     const char *name;        /* for log lines: "small worker" */
     hello_reply_t hello;     /* what HELLO is answered with */
     int vocab;               /* expected distribution row length */
     serve_fn handle;
+    serve_new_fn session_new;
+    serve_free_fn session_free;
     void *ctx;
+    int max_sessions;        /* sessions kept at once (>= 1) */
+    double idle_s;           /* a session idle this long is evicted (0: never) */
     volatile sig_atomic_t *stop; /* set by a signal handler: leave the loop */
     void (*idle)(void *idle_ctx);  /* called before each reply goes out (the compute threads may sleep); may be NULL */
     void *idle_ctx;
-    /* data plane (proto/plane.h): set up by PLANE_REQ, closed by the next
-     * HELLO (a new coordinator) and when the loop ends */
+    /* data plane (proto/plane.h): set up by PLANE_REQ of one session, closed
+     * when that session says HELLO again or ends, and when the loop ends */
     const char *device;      /* "cpu", "cuda:N" */
     void *zctx;              /* for a host plane's socket */
     plane_t **plane;         /* where the open plane lives (the handlers read it); NULL: no data plane */

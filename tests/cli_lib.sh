@@ -7,10 +7,11 @@
 #                     run bild ARGS; require exit code CODE, exactly one
 #                     stderr line containing PATTERN (a fixed string), and
 #                     nothing on stdout
-#   start_worker ROLE MODEL ENDPOINT LOG
+#   start_worker ROLE MODEL ENDPOINT LOG [ARGS...]
 #                     start bild ROLE (small-worker, large-worker) serving
-#                     MODEL on ENDPOINT, its stderr in LOG; its pid goes to
-#                     $last and $pids; waits (<= 20 s) for "listening on"
+#                     MODEL on ENDPOINT (with ARGS), its stderr in LOG; its
+#                     pid goes to $last and $pids; waits (<= 20 s) for
+#                     "listening on"
 BILD=${BUILD:-build}/bild
 MOD=${BILD_MODELS:-models}
 LG=$MOD/stories15M/stories15M.bin       # the large model
@@ -45,13 +46,15 @@ expect() {
 }
 
 start_worker() {
-    "$BILD" "$1" -m "$2" -z "$TOK" -b "$3" -j 1 >/dev/null 2>"$4" &
+    sw_role=$1 sw_model=$2 sw_ep=$3 sw_log=$4
+    shift 4
+    "$BILD" "$sw_role" -m "$sw_model" -z "$TOK" -b "$sw_ep" -j 1 "$@" >/dev/null 2>"$sw_log" &
     last=$!
     pids="$pids $last"
     i=0
-    while ! grep -q "listening on" "$4" 2>/dev/null; do
+    while ! grep -q "listening on" "$sw_log" 2>/dev/null; do
         i=$((i + 1))
-        if [ $i -gt 200 ]; then fail "$1 did not start: $(cat "$4")"; return 1; fi
+        if [ $i -gt 200 ]; then fail "$sw_role did not start: $(cat "$sw_log")"; return 1; fi
         sleep 0.1
     done
 }

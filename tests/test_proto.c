@@ -155,8 +155,29 @@ int main(void) {
     /* another version, an unknown type, trailing bytes, every truncation */
     unsigned char raw[4096];
     memcpy(raw, enc[0].data, enc[0].size);
-    raw[1] = 2; /* [fixarray, version ...]: version 2 */
-    EXPECT(proto_decode(raw, enc[0].size, V, &m) == PROTO_E_VERSION);
+    raw[1] = PROTO_VERSION + 1; /* [fixarray, version ...]: the next version */
+    EXPECT(proto_decode(raw, enc[0].size, V, &m) == PROTO_E_VERSION && m.version == PROTO_VERSION + 1);
+    /* the session id: carried by every message of a buffer, echoed by a decode */
+    {
+        proto_buf_t s = {.session_id = 0xfedcba9876543210ULL};
+        EXPECT(proto_encode_simple(&s, 5, MSG_BYE) == 0 && s.session_id == 0xfedcba9876543210ULL);
+        EXPECT(proto_decode(s.data, s.size, V, &m) == PROTO_OK && m.type == MSG_BYE && m.id == 5 &&
+               m.session_id == 0xfedcba9876543210ULL);
+        proto_msg_free(&m);
+        EXPECT(proto_encode_session(&s, 6, &(session_req_t){.temperature = 1, .top_p = 1, .seed = 3}) == 0);
+        EXPECT(proto_decode(s.data, s.size, V, &m) == PROTO_OK && m.session_id == 0xfedcba9876543210ULL &&
+               m.session.seed == 3);
+        proto_msg_free(&m);
+        proto_buf_free(&s);
+        /* version 1 framing (no session id): refused as another version, not misread */
+        unsigned char v1[] = {0x93, 0x01, MSG_PING, 0x07};
+        EXPECT(proto_decode(v1, sizeof v1, V, &m) == PROTO_E_VERSION && m.version == 1);
+        /* this version without the session id, or with a negative one: malformed */
+        unsigned char nos[] = {0x93, PROTO_VERSION, MSG_PING, 0x07};
+        EXPECT(proto_decode(nos, sizeof nos, V, &m) == PROTO_E_FORMAT);
+        unsigned char neg[] = {0x94, PROTO_VERSION, MSG_PING, 0x07, 0xff};
+        EXPECT(proto_decode(neg, sizeof neg, V, &m) == PROTO_E_FORMAT);
+    }
     memcpy(raw, enc[n_enc - 1].data, enc[n_enc - 1].size);
     raw[2] = 99; /* type 99 */
     EXPECT(proto_decode(raw, enc[n_enc - 1].size, V, &m) == PROTO_E_TYPE);

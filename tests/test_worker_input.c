@@ -222,6 +222,33 @@ static void bad_buf(const char *name, proto_buf_t *b) {
     proto_buf_free(b);
 }
 
+/* A request that must get an ERROR whose text contains want. */
+static void bad_text(const char *name, proto_buf_t *b, const char *want) {
+    proto_msg_t m;
+    cur_case = name;
+    n_cases++;
+    if (ask_buf(b, &m) == 0) {
+        CHECK(m.type == MSG_ERROR && strstr(m.err_text, want) != NULL);
+        if (m.type == MSG_ERROR) fprintf(stderr, "ok   %-50s ERROR %d: %s\n", name, m.err_code, m.err_text);
+        proto_msg_free(&m);
+    }
+    proto_buf_free(b);
+    check_serving();
+    CHECK(worker_alive());
+}
+
+/* A request that must get a reply of type want. */
+static void good(const char *name, proto_buf_t *b, msg_type_t want) {
+    proto_msg_t m;
+    cur_case = name;
+    if (ask_buf(b, &m) == 0) {
+        CHECK(m.type == want && m.session_id == b->session_id);
+        fprintf(stderr, "ok   %-50s type %d\n", name, m.type);
+        proto_msg_free(&m);
+    }
+    proto_buf_free(b);
+}
+
 /* ---- hand-made msgpack ---- */
 
 typedef struct {
@@ -240,13 +267,14 @@ static void mp_bad(const char *name, mp_t *e) {
     msgpack_sbuffer_destroy(&e->sb);
 }
 
-/* [version, type, id] */
+/* [version, type, id, session 0 (the test's session)] */
 static msgpack_packer *mp_head(mp_t *e, int n_fields, int version, int type) {
     msgpack_packer *pk = mp_begin(e);
-    msgpack_pack_array(pk, (size_t)(3 + n_fields));
+    msgpack_pack_array(pk, (size_t)(4 + n_fields));
     msgpack_pack_int(pk, version);
     msgpack_pack_int(pk, type);
     msgpack_pack_uint32(pk, next_id++);
+    msgpack_pack_uint64(pk, 0);
     return pk;
 }
 
@@ -607,6 +635,32 @@ int main(void) {
         proto_buf_t v = {0};
         proto_encode_verify_req(&v, next_id++, &vq);
         bad_buf("(g) VERIFY_REQ to the small worker", &v);
+    }
+
+    /* (i) sessions: requests naming a session never opened, or one that has
+     * ended, are refused saying so; the test's own session keeps working */
+    {
+        int one[1] = {1};
+        draft_req_t dq = {.keep = 0, .feed = one, .n_feed = 1, .k = 4, .alpha_fb = 0, .want_probs = 0};
+        proto_buf_t v = {.session_id = 0x1234};
+        proto_encode_draft_req(&v, next_id++, &dq);
+        bad_text("(i) DRAFT_REQ of a session never opened", &v, "is not open on this worker");
+        v.session_id = 0x1234;
+        proto_encode_hello(&v, next_id++, ROLE_SMALL);
+        good("(i) HELLO of a second session", &v, MSG_HELLO_REPLY);
+        v.session_id = 0x1234;
+        proto_encode_draft_req(&v, next_id++, &dq);
+        good("(i) DRAFT_REQ of the second session", &v, MSG_DRAFT_RES);
+        v.session_id = 0x1234;
+        proto_encode_simple(&v, next_id++, MSG_BYE);
+        good("(i) BYE of the second session", &v, MSG_PONG);
+        v.session_id = 0x1234;
+        proto_encode_draft_req(&v, next_id++, &dq);
+        bad_text("(i) DRAFT_REQ of a session that said BYE", &v, "ended by its coordinator");
+        v.session_id = 0x1234;
+        session_req_t sq = {.temperature = 1, .top_p = 1, .seed = 1};
+        proto_encode_session(&v, next_id++, &sq);
+        bad_text("(i) SESSION of a session that said BYE", &v, "ended by its coordinator");
     }
 
     /* (h) last, as they may kill a sanitized worker: valid messages with an

@@ -86,7 +86,8 @@ static void check_limits(const proto_msg_t *m, int vocab) {
         break;
     case MSG_PING:
     case MSG_PONG:
-    case MSG_SHUTDOWN: break;
+    case MSG_SHUTDOWN:
+    case MSG_BYE: break;
     default: __builtin_trap(); /* an accepted message of an unknown type */
     }
 }
@@ -105,14 +106,15 @@ static int encode(proto_buf_t *b, const proto_msg_t *m, int vocab) {
     case MSG_PLANE_RES: return proto_encode_plane_res(b, m->id, &m->plane_res);
     case MSG_PING:
     case MSG_PONG:
-    case MSG_SHUTDOWN: return proto_encode_simple(b, m->id, m->type);
+    case MSG_SHUTDOWN:
+    case MSG_BYE: return proto_encode_simple(b, m->id, m->type);
     }
     __builtin_trap();
 }
 
 /* a: the first decoding, b: the decoding of its re-encoding. */
 static void check_same(const proto_msg_t *a, const proto_msg_t *b, int vocab) {
-    CHECK(a->type == b->type && a->id == b->id);
+    CHECK(a->type == b->type && a->id == b->id && a->session_id == b->session_id);
     switch (a->type) {
     case MSG_HELLO: CHECK(a->role == b->role); break;
     case MSG_HELLO_REPLY:
@@ -179,7 +181,8 @@ static void check_same(const proto_msg_t *a, const proto_msg_t *b, int vocab) {
     }
     case MSG_PING:
     case MSG_PONG:
-    case MSG_SHUTDOWN: break;
+    case MSG_SHUTDOWN:
+    case MSG_BYE: break;
     default: __builtin_trap();
     }
 }
@@ -201,12 +204,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             continue;
         }
         check_limits(&m, vocab);
-        proto_buf_t b = {0};
+        proto_buf_t b = {.session_id = m.session_id};
         CHECK(encode(&b, &m, vocab) == 0 && b.data);
         CHECK(proto_decode(b.data, b.size, vocab, &m2) == PROTO_OK);
         check_same(&m, &m2, vocab);
         /* a third generation encodes to the very same bytes */
-        proto_buf_t b2 = {0};
+        proto_buf_t b2 = {.session_id = m2.session_id};
         CHECK(encode(&b2, &m2, vocab) == 0 && b2.size == b.size && !memcmp(b2.data, b.data, b.size));
         proto_buf_free(&b2);
         proto_buf_free(&b);

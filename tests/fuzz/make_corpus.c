@@ -79,6 +79,9 @@ int main(int argc, char **argv) {
     put(dir, "ping", proto_encode_simple(&b, 10, MSG_PING), &b);
     put(dir, "pong", proto_encode_simple(&b, 11, MSG_PONG), &b);
     put(dir, "shutdown", proto_encode_simple(&b, 12, MSG_SHUTDOWN), &b);
+    b.session_id = 0x8badf00ddeadbeefULL; /* a session id of full width */
+    put(dir, "bye", proto_encode_simple(&b, 15, MSG_BYE), &b);
+    b.session_id = 0;
     dq.plane_send = 1;
     put(dir, "draft_req_plane", proto_encode_draft_req(&b, 13, &dq), &b);
     vq.want_probs = 1, vq.accept_here = 1, vq.plane_rows = 2, vq.bonus = 1, vq.rng = 0x123456789abcdefULL;

@@ -1,0 +1,129 @@
+#!/bin/sh
+# test_sessions.sh - workers shared by many coordinators (real processes).
+#
+# 1. Exactness under concurrency: 8 coordinators started together against
+#    one worker pair, each running tests/data/prompts20.txt, must give
+#    exactly the tokens and the counting statistics (tokens from each
+#    model, fallbacks, rollbacks, drafted, accepted, passes) of the same
+#    requests run in process: over ipc://, over tcp://, and with --overlap.
+# 2. Eviction never gives a wrong answer: with --max-sessions 1, a second
+#    coordinator's session evicts the first one's; the first coordinator's
+#    next request fails with a message saying its session was evicted, and
+#    the request after that (a new session) gives the in-process text again.
+#    With --session-idle 1, a coordinator quiet for 2 s gets the same kind
+#    of message naming the idle limit.
+set -u
+. tests/cli_lib.sh
+N=24
+P=tests/data/prompts20.txt
+NC=8
+PORT=$((20000 + $$ % 20000))
+"$BILD" generate -S "$SM" -L "$LG" --prompts "$P" -n $N -j 1 >"$tmp/ref.jsonl" 2>"$tmp/ref.err" \
+    || { echo "FAIL: the in-process run: $(cat "$tmp/ref.err")"; exit 1; }
+
+# same REF OUT: tokens and counting statistics of every line equal
+same() {
+    /usr/bin/python3 - "$1" "$2" <<'PY'
+import json, sys
+keys = ["generated", "small_tokens", "large_tokens", "large_passes", "small_passes", "fallbacks", "rollbacks",
+        "rolled_back", "n_drafted", "n_accept"]
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(b) == len(a) == 20, "%d lines, want %d" % (len(b), len(a))
+for i, (x, y) in enumerate(zip(a, b)):
+    assert "error" not in y, "request %d: %s" % (i, y["error"])
+    assert x["tokens"] == y["tokens"], "request %d: tokens differ" % i
+    for k in keys:
+        assert x["stats"][k] == y["stats"][k], "request %d: %s %r vs %r" % (i, k, x["stats"][k], y["stats"][k])
+PY
+}
+
+# run_many NAME ARGS...: NC coordinators at once, each the whole prompt file
+run_many() {
+    name=$1
+    shift
+    cpids=""
+    for c in $(seq $NC); do
+        "$BILD" generate "$@" -z "$TOK" --prompts "$P" -n $N -j 1 >"$tmp/c$c.jsonl" 2>"$tmp/c$c.err" &
+        cpids="$cpids $!"
+    done
+    bad=0
+    c=0
+    for p in $cpids; do
+        c=$((c + 1))
+        if ! wait "$p"; then
+            fail "$name: coordinator $c exited non-zero: $(tail -n 2 "$tmp/c$c.err")"
+            bad=1
+        elif ! err=$(same "$tmp/ref.jsonl" "$tmp/c$c.jsonl" 2>&1); then
+            fail "$name: coordinator $c: $(echo "$err" | tail -n 1)"
+            bad=1
+        fi
+    done
+    [ $bad -eq 0 ] && echo "ok   $name: $NC coordinators x 20 requests, tokens and statistics as in process"
+}
+
+start_worker small-worker "$SM" "ipc://$tmp/small.sock" "$tmp/s.log" || exit 1
+start_worker large-worker "$LG" "ipc://$tmp/large.sock" "$tmp/l.log" || exit 1
+IPC="--small-endpoint ipc://$tmp/small.sock --large-endpoint ipc://$tmp/large.sock"
+run_many "ipc://" $IPC
+run_many "ipc:// --overlap" $IPC --overlap
+start_worker small-worker "$SM" "tcp://127.0.0.1:$PORT" "$tmp/s2.log" || exit 1
+start_worker large-worker "$LG" "tcp://127.0.0.1:$((PORT + 1))" "$tmp/l2.log" || exit 1
+run_many "tcp://127.0.0.1" --small-endpoint "tcp://127.0.0.1:$PORT" --large-endpoint "tcp://127.0.0.1:$((PORT + 1))"
+grep -q "up to 16 sessions" "$tmp/l.log" && echo "ok   the worker says how many sessions it keeps" \
+    || fail "no session limit in the start-up line: $(head -n 1 "$tmp/l.log")"
+
+# 2. eviction: a coordinator in serve mode fed one request line at a time
+# through a FIFO held open on descriptor 3
+ask() { # ask ID: one request to the serving coordinator, then wait for its result line
+    echo "{\"id\": $1, \"prompt\": \"Tom had a dog.\", \"max_tokens\": 20}" >&3
+    i=0
+    while [ "$(grep -c "\"id\":$1," "$tmp/a.jsonl")" -eq 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+}
+"$BILD" generate -S "$SM" -L "$LG" -p "Tom had a dog." -n 20 --json -q -j 1 >"$tmp/one.json" 2>/dev/null
+want=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokens"])' "$tmp/one.json")
+toks() { /usr/bin/python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    j = json.loads(l)
+    if j["id"] == int(sys.argv[2]): print(j.get("tokens", "error: " + j.get("error", "?")))' "$tmp/a.jsonl" "$1"; }
+errof() { /usr/bin/python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    j = json.loads(l)
+    if j["id"] == int(sys.argv[2]): print(j.get("error", "(no error)"))' "$tmp/a.jsonl" "$1"; }
+
+evict_case() { # evict_case NAME PATTERN WORKER-ARGS...: request 2's error must contain PATTERN
+    name=$1 pat=$2
+    shift 2
+    start_worker small-worker "$SM" "ipc://$tmp/es.sock" "$tmp/es.log" "$@" || return 1
+    ws=$last
+    start_worker large-worker "$LG" "ipc://$tmp/el.sock" "$tmp/el.log" "$@" || return 1
+    wl=$last
+    E="--small-endpoint ipc://$tmp/es.sock --large-endpoint ipc://$tmp/el.sock -z $TOK"
+    rm -f "$tmp/fifo" && mkfifo "$tmp/fifo"
+    "$BILD" generate $E --requests - -j 1 <"$tmp/fifo" >"$tmp/a.jsonl" 2>"$tmp/a.err" &
+    apid=$!
+    exec 3>"$tmp/fifo"
+    ask 1
+    [ "$(toks 1)" = "$want" ] && echo "ok   $name: first request as in process" || fail "$name: request 1: $(toks 1)"
+    case "$name" in
+    *max-sessions*)
+        "$BILD" generate $E -p "Lily had a cat." -n 10 -q -j 1 >/dev/null 2>"$tmp/b.err" \
+            || fail "$name: the second coordinator failed: $(cat "$tmp/b.err")" ;;
+    *) sleep 2.5 ;;
+    esac
+    ask 2
+    e=$(errof 2)
+    case "$e" in
+    *"$pat"*) echo "ok   $name: the next request is refused: $e" ;;
+    *) fail "$name: request 2 should fail naming '$pat', got: $e" ;;
+    esac
+    ask 3
+    [ "$(toks 3)" = "$want" ] && echo "ok   $name: the request after that (a new session) as in process" \
+        || fail "$name: request 3: $(toks 3)"
+    exec 3>&-
+    wait $apid
+    kill $ws $wl 2>/dev/null
+}
+evict_case "--max-sessions 1" "was evicted: least recently used" --max-sessions 1
+evict_case "--session-idle 1" "was evicted: idle for 1 s" --session-idle 1
+exit $((fails > 0))
