@@ -7,17 +7,20 @@
 # check for fails ("not covered"), and so does a check whose command is no
 # longer in the README. Not run here: `make demo` and `make test` (the
 # set-up commands; .ci/run's fresh-machine stage runs both on a clean clone),
+# and with another build (BUILD=build/san, the sanitizer build) build/bild in
+# a command means $BUILD/bild;
 # and the GPU lines, which need a GPU (tests/gpu/run.sh runs them there);
 # on a machine without one this test checks that each refuses with a clear
 # message instead.
 set -u
 . tests/cli_lib.sh
 [ -x "$BILD" ] || { echo "FAIL: $BILD not built"; exit 1; }
-[ "$BILD" = build/bild ] || { echo "FAIL: the README's commands use build/bild; run with BUILD=build"; exit 1; }
-/usr/bin/python3 - "$tmp" <<'PY'
+export BILD
+/usr/bin/python3 - "$tmp" "$BILD" <<'PY'
 import json, os, re, subprocess, sys
 
-work = sys.argv[1]
+work, BILD = sys.argv[1], sys.argv[2]
+LIMIT = int(os.environ.get("TEST_TIMEOUT", "300")) - 40
 fails = 0
 
 
@@ -57,6 +60,11 @@ def bare(c):
     return re.sub(r"\s+#.*$", "", c) if not c.startswith("echo ") else c
 
 
+def this_build(c):
+    """the command as run here: build/bild is the build under test"""
+    return c.replace("build/bild ", BILD + " ") if BILD != "build/bild" else c
+
+
 gpu_here = subprocess.run("command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1",
                           shell=True).returncode == 0
 
@@ -75,12 +83,12 @@ for k, c in enumerate(cmds):
     o, e, r = ("%s/%d.%s" % (work, k, x) for x in ("out", "err", "rc"))
     bg = re.fullmatch(r"(.*\S)\s*&\s*([A-Z]+=\$!)?", b)
     if bg:  # a worker in the background: its pid goes to the README's variable
-        script.append("%s >%s 2>%s & %s" % (bg.group(1), o, e, bg.group(2) or ""))
+        script.append("%s >%s 2>%s & %s" % (this_build(bg.group(1)), o, e, bg.group(2) or ""))
     else:
-        script.append("{ %s\n} >%s 2>%s </dev/null; echo $? >%s" % (c, o, e, r))
+        script.append("{ %s\n} >%s 2>%s </dev/null; echo $? >%s" % (this_build(c), o, e, r))
     run.append((k, c))
 script.append('echo "$T" >%s/T' % work)
-sh = subprocess.run(["sh", "-c", "\n".join(script)], timeout=240)
+sh = subprocess.run(["sh", "-c", "\n".join(script)], timeout=LIMIT)
 T = open(work + "/T").read().strip()
 
 
@@ -99,7 +107,7 @@ def jtext(out):
 
 
 def greedy_large(prompt, n=None):
-    a = ["build/bild", "run", "-m", "models/stories15M/stories15M.bin", "-p", prompt, "-t", "0", "-q"]
+    a = [BILD, "run", "-m", "models/stories15M/stories15M.bin", "-p", prompt, "-t", "0", "-q"]
     if n:
         a += ["-n", str(n)]
     return subprocess.run(a, capture_output=True, text=True).stdout
@@ -146,7 +154,7 @@ def gen_bild(out, err):
 
 
 def gen_exact(out, err):
-    want = subprocess.run(["build/bild", "generate", "-S", "tools/align/stories15M-aligned", "-L",
+    want = subprocess.run([BILD, "generate", "-S", "tools/align/stories15M-aligned", "-L",
                            "models/stories15M/stories15M.bin", "-p", "Once upon a time", "--mode", "large", "-q"],
                           capture_output=True, text=True).stdout
     assert out == want and len(out) > 100, "--exact %r differs from the large model's %r" % (out[:80], want[:80])
@@ -176,14 +184,14 @@ def align_eval(out, err):
 
 
 def local_sh(out, err):
-    want = subprocess.run(["build/bild", "generate", "-S", "tools/align/stories15M-aligned", "-L",
+    want = subprocess.run([BILD, "generate", "-S", "tools/align/stories15M-aligned", "-L",
                            "models/stories15M/stories15M.bin", "-p", "Once upon a time", "-n", "200", "-q"],
                           capture_output=True, text=True).stdout
     assert out == want, "three processes %r vs in process %r" % (out[:80], want[:80])
 
 
 def by_hand(out, err):
-    local_sh_want = subprocess.run(["build/bild", "generate", "-S", "tools/align/stories15M-aligned", "-L",
+    local_sh_want = subprocess.run([BILD, "generate", "-S", "tools/align/stories15M-aligned", "-L",
                                     "models/stories15M/stories15M.bin", "-p", "Once upon a time", "-q"],
                                    capture_output=True, text=True).stdout
     assert out == local_sh_want, "workers by hand %r vs in process %r" % (out[:80], local_sh_want[:80])
@@ -249,7 +257,7 @@ for k, c in enumerate(cmds):
         # no GPU here: the CPU build must refuse the device, one clear line
         if b.startswith("build/cuda/bild"):
             r = subprocess.run(["sh", "-c", "S=tools/align/stories15M-aligned L=models/stories15M/stories15M.bin; "
-                                + b.replace("build/cuda/bild", "build/bild", 1)], capture_output=True, text=True)
+                                + b.replace("build/cuda/bild", BILD, 1)], capture_output=True, text=True)
             ok = r.returncode != 0 and re.search(r"cuda|CUDA", r.stderr) and not r.stdout
         elif b.startswith("launch/multi-gpu.sh"):
             r = subprocess.run(["sh", "-c", "S=tools/align/stories15M-aligned L=models/stories15M/stories15M.bin; "
