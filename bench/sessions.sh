@@ -1,0 +1,92 @@
+#!/bin/sh
+# bench/sessions.sh - one worker pair shared by C coordinators at once
+# (C = 1, 2, 4, 8): aggregate throughput and per-request latency.
+#
+# Each coordinator is its own `bild generate` process serving the same
+# requests (tests/data/prompts20.txt, the first R of them, greedy BiLD
+# --exact, N tokens each) through the one small and one large worker
+# (ipc://). Per setting: aggregate tokens/s = all coordinators' generated
+# tokens / the wall time from the first start to the last exit (model
+# loading excluded: the workers are already up, and a coordinator loads only
+# its tokenizer); latency = each request's total_s (median and p90 over all
+# requests of all coordinators). Settings alternate within each round; the
+# table gives medians over the rounds and the ratios to C = 1.
+#
+# usage: sh bench/sessions.sh [ROUNDS] [REQUESTS] [WORKER_THREADS]
+#        (defaults 3, 10, 1; env BILD, SMALL, LARGE, TOK, N (tokens, 64), CS ("1 2 4 8"))
+set -u
+ROUNDS=${1:-3}
+R=${2:-10}
+WJ=${3:-1}
+BILD=${BILD:-build/bild}
+SMALL=${SMALL:-tools/align/stories15M-aligned}
+LARGE=${LARGE:-models/stories15M/stories15M.bin}
+TOK=${TOK:-models/stories15M/tokenizer.bin}
+N=${N:-64}
+CS=${CS:-1 2 4 8}
+for f in "$BILD" "$SMALL" "$LARGE" "$TOK" tests/data/prompts20.txt; do
+    [ -e "$f" ] || { echo "bench/sessions.sh: $f not found (make; make models)" >&2; exit 1; }
+done
+tmp=$(mktemp -d)
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
+trap cleanup EXIT INT TERM
+head -n "$R" tests/data/prompts20.txt >"$tmp/prompts.txt"
+start() { # ROLE MODEL NAME
+    "$BILD" "$1" -m "$2" -z "$TOK" -b "ipc://$tmp/$3.sock" -j "$WJ" --max-sessions 16 >/dev/null 2>"$tmp/$3.log" &
+    pids="$pids $!"
+    i=0
+    until grep -q "listening on" "$tmp/$3.log"; do
+        i=$((i + 1)); [ $i -gt 200 ] && { echo "worker $3 did not start: $(cat "$tmp/$3.log")" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+start small-worker "$SMALL" small
+start large-worker "$LARGE" large
+EP="--small-endpoint ipc://$tmp/small.sock --large-endpoint ipc://$tmp/large.sock -z $TOK"
+now() { date +%s.%N; }
+for r in $(seq "$ROUNDS"); do
+    for c in $CS; do
+        t0=$(now)
+        cp=""
+        for k in $(seq "$c"); do
+            "$BILD" generate $EP --exact --prompts "$tmp/prompts.txt" -n "$N" -j 1 >"$tmp/out.$r.$c.$k" 2>"$tmp/err.$r.$c.$k" &
+            cp="$cp $!"
+        done
+        for p in $cp; do wait "$p" || { echo "a coordinator failed: $(cat "$tmp"/err.$r.$c.*)" >&2; exit 1; }; done
+        echo "$r $c $t0 $(now)" >>"$tmp/walls"
+    done
+done
+/usr/bin/python3 - "$tmp" "$R" "$N" "$ROUNDS" "$CS" "$("$BILD" run -m "$LARGE" -p x -n 1 -t 0 2>&1 >/dev/null | grep -o 'cpu/[a-z0-9]*' | head -n 1)" "$WJ" <<'PY'
+import glob, json, math, statistics as st, sys
+d, R, N, rounds, cs, isa, wj = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), [int(x) for x in sys.argv[5].split()], sys.argv[6], sys.argv[7]
+walls = {}
+for line in open(d + "/walls"):
+    r, c, a, b = line.split()
+    walls[(int(r), int(c))] = float(b) - float(a)
+rows = {}
+for c in cs:
+    agg, lat = [], []
+    for r in range(1, rounds + 1):
+        toks = 0
+        for f in glob.glob("%s/out.%d.%d.*" % (d, r, c)):
+            for l in open(f):
+                j = json.loads(l)
+                toks += j["stats"]["generated"]
+                lat.append(j["stats"]["total_s"])
+        agg.append(toks / walls[(r, c)])
+    lat.sort()
+    rows[c] = (st.median(agg), st.median(lat), lat[math.ceil(0.9 * len(lat)) - 1], min(agg), max(agg))
+cpu = ""
+for l in open("/proc/cpuinfo"):
+    if l.startswith("model name"):
+        cpu = l.split(":", 1)[1].strip()
+        break
+print("one small + one large worker (%s, %s thread(s) each; %s), C coordinators at once, each %d requests x %d tokens,"
+      " greedy BiLD --exact; medians of %d rounds" % (isa, wj, cpu, R, N, rounds))
+print("%4s %14s %8s %16s %8s %14s %8s" % ("C", "aggregate tok/s", "vs C=1", "latency median s", "vs C=1", "latency p90 s", "vs C=1"))
+a1, m1, p1 = rows[cs[0]][0], rows[cs[0]][1], rows[cs[0]][2]
+for c in cs:
+    a, m, p, lo, hi = rows[c]
+    print("%4d %14.1f %7.2fx %16.3f %7.2fx %14.3f %7.2fx   (aggregate %.1f-%.1f)" % (c, a, a / a1, m, m / m1, p, p / p1, lo, hi))
+PY
