@@ -44,6 +44,11 @@ struct transformer {
     tensor_t *own_kc, *own_vc;
     int own_cached;     /* the own cache's length while another is in use */
     kv_cache_t *active; /* NULL: the own cache */
+    /* transformer_run_multi's scratch, allocated on first use: this pass's
+     * keys and values (max_block, kvd) before the copy into each cache, the
+     * tokens of all sequences, and 0, 1, ... as embed's row indices */
+    tensor_t ks, vs;
+    int *multi_tokens, *row_ids;
     /* activations for a block of up to max_block tokens */
     tensor_t x;      /* (B, dim) residual stream */
     tensor_t xb;     /* (B, dim) normalised input of a sub-layer */
@@ -68,6 +73,14 @@ struct transformer {
     tensor_t head_w;    /* (head_k, dim) in the weights' dtype */
     float *head_rows;   /* (max_block, head_k) host copy of the head logits */
     float *logits_full; /* (max_block, vocab) logits widened to the vocabulary, -inf outside the head */
+};
+
+/* A KV cache of its own (transformer_cache_new). */
+struct kv_cache {
+    const transformer_t *owner;
+    int n_layers;
+    tensor_t *kc, *vc; /* (n_layers) each */
+    int cached;        /* its length while another cache is in use */
 };
 
 /* Gives the backend weight tensor t: the host weights themselves where the
@@ -221,6 +234,8 @@ void transformer_destroy(transformer_t **ptf) {
     be->free(be, &tf->x), be->free(be, &tf->xb), be->free(be, &tf->q);
     be->free(be, &tf->att), be->free(be, &tf->hb), be->free(be, &tf->logits), be->free(be, &tf->rope_cs);
     be->free(be, &tf->ones);
+    be->free(be, &tf->ks), be->free(be, &tf->vs);
+    free(tf->multi_tokens), free(tf->row_ids);
     free(tf->logits_host);
     be->free(be, &tf->head_w);
     free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
@@ -312,11 +327,102 @@ const float *transformer_forward(transformer_t *tf, const int *tokens, int T, in
     return transformer_run(tf, tokens, T, pos, mode) ? NULL : transformer_logits(tf);
 }
 
+static tensor_t view(tensor_t t, int64_t off, int64_t n) {
+    CHECK(off >= 0 && off + n <= t.ne);
+    t.data = (float *)t.data + off, t.ne = n;
+    return t;
+}
+
+/* forward_block for n sequences at once (see transformer_run_multi): the
+ * matrix products over all rows; per sequence, RoPE at its positions, its
+ * keys and values copied from the scratch rows into its cache (embed as a
+ * row gather, as model/batch.c does), and attention over its cache. */
+static void forward_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const int *T, const int *pos, int R) {
+    backend_t *be = tf->be;
+    const model_config_t *c = &tf->cfg;
+    int d = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    be->embed(be, tf->x, tf->tok_emb, tf->multi_tokens, R, d);
+    for (int l = 0; l < c->n_layers; l++) {
+        be->rmsnorm(be, tf->xb, tf->x, tf->rms_att[l], R, d, c->norm_eps);
+        matmul_job_t qkv[3] = {{tf->wq[l], tf->q, 0, qd}, {tf->wk[l], tf->ks, 0, kvd}, {tf->wv[l], tf->vs, 0, kvd}};
+        be->matmul(be, tf->xb, R, d, qkv, 3, 0);
+        if (c->qkv_bias) {
+            matmul_job_t bias[3] = {{tf->bq[l], tf->q, 0, qd}, {tf->bk[l], tf->ks, 0, kvd},
+                                    {tf->bv[l], tf->vs, 0, kvd}};
+            be->matmul(be, tf->ones, R, 1, bias, 3, 1);
+        }
+        for (int i = 0, r = 0; i < n; r += T[i], i++) {
+            tensor_t *kc = kv[i] ? kv[i]->kc : tf->own_kc, *vc = kv[i] ? kv[i]->vc : tf->own_vc;
+            be->rope(be, tf->q, (int64_t)r * qd, qd, T[i], c->n_heads, hd, pos[i], tf->rope_cs, c->rope_style);
+            be->rope(be, tf->ks, (int64_t)r * kvd, kvd, T[i], c->n_kv_heads, hd, pos[i], tf->rope_cs, c->rope_style);
+            be->embed(be, view(kc[l], (int64_t)pos[i] * kvd, (int64_t)T[i] * kvd), tf->ks, tf->row_ids + r, T[i], kvd);
+            be->embed(be, view(vc[l], (int64_t)pos[i] * kvd, (int64_t)T[i] * kvd), tf->vs, tf->row_ids + r, T[i], kvd);
+            be->attention(be, view(tf->att, (int64_t)r * qd, (int64_t)T[i] * qd),
+                          view(tf->q, (int64_t)r * qd, (int64_t)T[i] * qd), kc[l], vc[l], T[i], pos[i], c->n_heads,
+                          c->n_kv_heads, hd);
+        }
+        matmul_job_t o = {tf->wo[l], tf->x, 0, d};
+        be->matmul(be, tf->att, R, qd, &o, 1, 1);
+        be->rmsnorm(be, tf->xb, tf->x, tf->rms_ffn[l], R, d, c->norm_eps);
+        be->swiglu(be, tf->hb, tf->xb, tf->w1[l], tf->w3[l], R, d, c->hidden_dim);
+        matmul_job_t down = {tf->w2[l], tf->x, 0, d};
+        be->matmul(be, tf->hb, R, c->hidden_dim, &down, 1, 1);
+    }
+    be->rmsnorm(be, tf->xb, tf->x, tf->rms_final, R, d, c->norm_eps);
+    matmul_job_t cls = {tf->head_k ? tf->head_w : tf->wcls, tf->logits, 0, tf->head_k ? tf->head_k : c->vocab_size};
+    be->matmul(be, tf->xb, R, d, &cls, 1, 0);
+}
+
+int transformer_run_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const int *const *tokens, const int *T,
+                          const int *pos) {
+    const model_config_t *c = &tf->cfg;
+    if (n < 1) return -1;
+    int R = 0;
+    for (int i = 0; i < n; i++) {
+        int cached = kv[i] == tf->active ? tf->cached : kv[i] ? kv[i]->cached : tf->own_cached;
+        if (T[i] < 1 || pos[i] < 0 || pos[i] > cached || pos[i] + T[i] > c->seq_len) return -1;
+        for (int j = 0; j < i; j++)
+            if (kv[j] == kv[i]) return -1; /* one block per cache */
+        for (int t = 0; t < T[i]; t++)
+            if (tokens[i][t] < 0 || tokens[i][t] >= c->vocab_size) return -1;
+        R += T[i];
+        if (R > tf->max_block) return -1;
+    }
+    if (!tf->ks.data) { /* the scratch rows, on first use */
+        int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim;
+        tf->ks = tf->be->alloc(tf->be, tf->max_block * kvd), tf->vs = tf->be->alloc(tf->be, tf->max_block * kvd);
+        tf->multi_tokens = malloc(sizeof(int) * (size_t)tf->max_block);
+        tf->row_ids = malloc(sizeof(int) * (size_t)tf->max_block);
+        if (!tf->ks.data || !tf->vs.data || !tf->multi_tokens || !tf->row_ids) {
+            tf->be->free(tf->be, &tf->ks), tf->be->free(tf->be, &tf->vs);
+            free(tf->multi_tokens), free(tf->row_ids);
+            tf->multi_tokens = tf->row_ids = NULL;
+            return -1;
+        }
+        for (int r = 0; r < tf->max_block; r++) tf->row_ids[r] = r;
+    }
+    for (int i = 0, r = 0; i < n; r += T[i], i++) memcpy(tf->multi_tokens + r, tokens[i], sizeof(int) * (size_t)T[i]);
+    transformer_use_cache(tf, NULL); /* every cache's length is in its own record now */
+    forward_multi(tf, n, kv, T, pos, R);
+    for (int i = 0; i < n; i++) {
+        if (kv[i]) kv[i]->cached = pos[i] + T[i];
+        else tf->own_cached = tf->cached = pos[i] + T[i];
+    }
+    tf->logits_rows = R;
+    return 0;
+}
+
 void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, int *argmax, float *max_p,
                               float *nll) {
-    CHECK(n_rows >= 1 && n_rows <= tf->max_block);
+    transformer_logits_stats_at(tf, 0, n_rows, next, argmax, max_p, nll);
+}
+
+void transformer_logits_stats_at(transformer_t *tf, int row0, int n_rows, const int *next, int *argmax, float *max_p,
+                                 float *nll) {
+    CHECK(row0 >= 0 && n_rows >= 1 && row0 + n_rows <= tf->max_block);
     if (!tf->head_k) {
-        tf->be->row_stats(tf->be, tf->logits, 0, n_rows, tf->cfg.vocab_size, next, argmax, max_p, nll);
+        tf->be->row_stats(tf->be, tf->logits, (int64_t)row0 * tf->cfg.vocab_size, n_rows, tf->cfg.vocab_size, next,
+                          argmax, max_p, nll);
         return;
     }
     /* rows are over the head: next ids map to head rows and argmax rows back
@@ -328,7 +434,7 @@ void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, in
         for (int t = 0; t < n_rows; t++) hn[t] = next[t] >= 0 ? tf->head_inv[next[t]] : -1;
         pn = hn;
     }
-    tf->be->row_stats(tf->be, tf->logits, 0, n_rows, tf->head_k, pn, argmax, max_p, nll);
+    tf->be->row_stats(tf->be, tf->logits, (int64_t)row0 * tf->head_k, n_rows, tf->head_k, pn, argmax, max_p, nll);
     for (int t = 0; t < n_rows; t++) {
         if (argmax) argmax[t] = tf->head_ids[argmax[t]];
         if (nll && next && next[t] >= 0 && hn[t] < 0) nll[t] = INFINITY;
@@ -394,13 +500,6 @@ int transformer_head_size(const transformer_t *tf) { return tf->head_k; }
 int transformer_cached(const transformer_t *tf) { return tf->cached; }
 
 /* ---- KV caches of their own (one per sequence: a worker's sessions) ---- */
-
-struct kv_cache {
-    const transformer_t *owner;
-    int n_layers;
-    tensor_t *kc, *vc; /* (n_layers) each */
-    int cached;        /* its length while another cache is in use */
-};
 
 kv_cache_t *transformer_cache_new(transformer_t *tf, char *err, size_t errlen) {
     backend_t *be = tf->be;

@@ -7,7 +7,16 @@
  * sequence run alone on a transformer of its own. Also: a new cache is
  * empty, each cache keeps its length across switches, truncation touches
  * only the cache in use, and freeing the cache in use falls back to the
- * transformer's own. On the tiny random models and stories260K. */
+ * transformer's own. On the tiny random models and stories260K.
+ *
+ * transformer_run_multi: three sequences (two caches of their own and the
+ * transformer's own) at different positions and block lengths in one pass;
+ * every logits row, the argmax and -log p of transformer_logits_stats_at,
+ * and each cache's contents afterwards (checked by a following step) must
+ * equal the sequences run one at a time, bit for bit; invalid requests
+ * (past a cache's length, the same cache twice, too many rows) change
+ * nothing. Every instruction set, 1 and 2 threads, including a model with
+ * q/k/v biases (Qwen2). */
 #include <string.h>
 
 #include "kernels/cpu/cpu.h"
@@ -101,8 +110,86 @@ static void check(const char *ckpt, int threads) {
     printf("  %s, %d threads: interleaved caches match separate runs\n", ckpt, threads);
 }
 
+static void check_multi(const char *path, const char *isa, int threads) {
+    char err[256];
+    model_file_t *m = model_open(path, err, sizeof err);
+    EXPECT(m != NULL);
+    if (!m) return;
+    const model_config_t *c = model_config(m);
+    int V = c->vocab_size;
+    backend_t *be = backend_cpu_new_isa(threads, isa);
+    /* prefixes of 5, 3 and 0 positions, then blocks of 4, 1 and 6 */
+    int pre[3][5] = {{1, 3 % V, 5 % V, 7 % V, 9 % V}, {1, 4 % V, 6 % V}, {0}};
+    int npre[3] = {5, 3, 0}, blk[3][6] = {{11 % V, 12 % V, 13 % V, 14 % V}, {21 % V}, {1, 31 % V, 32 % V, 33 % V, 34 % V, 35 % V}};
+    int T[3] = {4, 1, 6}, pos[3] = {5, 3, 0}, next_tok[3] = {40 % V, 41 % V, 42 % V};
+    /* one at a time: each on a transformer of its own */
+    float *want = malloc(sizeof(float) * 11 * V), *after = malloc(sizeof(float) * 3 * V);
+    int wargmax[11];
+    float wnll[11];
+    for (int i = 0, r = 0; i < 3; r += T[i], i++) {
+        transformer_t *one = transformer_new(be, c, model_weights(m), 8, err, sizeof err);
+        if (npre[i]) transformer_forward(one, pre[i], npre[i], 0, LOGITS_LAST);
+        memcpy(want + (size_t)r * V, transformer_forward(one, blk[i], T[i], pos[i], LOGITS_ALL), sizeof(float) * T[i] * V);
+        int nx[6];
+        for (int t = 0; t < T[i]; t++) nx[t] = t + 1 < T[i] ? blk[i][t + 1] : -1;
+        transformer_logits_stats(one, T[i], nx, wargmax + r, NULL, wnll + r);
+        memcpy(after + (size_t)i * V, transformer_forward(one, &next_tok[i], 1, pos[i] + T[i], LOGITS_LAST), sizeof(float) * V);
+        transformer_destroy(&one);
+    }
+    transformer_t *tf = transformer_new(be, c, model_weights(m), 16, err, sizeof err);
+    kv_cache_t *kv[3] = {transformer_cache_new(tf, err, sizeof err), transformer_cache_new(tf, err, sizeof err), NULL};
+    for (int i = 0; i < 3; i++) {
+        transformer_use_cache(tf, kv[i]);
+        if (npre[i]) transformer_forward(tf, pre[i], npre[i], 0, LOGITS_LAST);
+    }
+    transformer_use_cache(tf, kv[1]);
+    const int *toks[3] = {blk[0], blk[1], blk[2]};
+    /* refusals first: nothing may change */
+    int badpos[3] = {6, 3, 0}, T9[3] = {4, 1, 12};
+    kv_cache_t *twice[3] = {kv[0], kv[0], NULL};
+    int blk12[12] = {0};
+    const int *toks12[3] = {blk[0], blk[1], blk12};
+    EXPECT(transformer_run_multi(tf, 3, kv, toks, T, badpos) == -1);     /* past sequence 0's 5 positions */
+    EXPECT(transformer_run_multi(tf, 3, twice, toks, T, pos) == -1);     /* one cache twice */
+    EXPECT(transformer_run_multi(tf, 3, kv, toks12, T9, pos) == -1);     /* 17 rows > max_block 16 */
+    EXPECT_EQ_INT(transformer_cached(tf), 3);                            /* kv[1] still in use, unchanged */
+    EXPECT(transformer_run_multi(tf, 3, kv, toks, T, pos) == 0);
+    const float *lg = transformer_logits(tf);
+    int bad = memcmp(lg, want, sizeof(float) * 11 * V) != 0;
+    for (int i = 0, r = 0; i < 3; r += T[i], i++) {
+        int nx[6], am[6];
+        float nl[6];
+        for (int t = 0; t < T[i]; t++) nx[t] = t + 1 < T[i] ? blk[i][t + 1] : -1;
+        transformer_logits_stats_at(tf, r, T[i], nx, am, NULL, nl);
+        bad += memcmp(am, wargmax + r, sizeof(int) * T[i]) != 0 || memcmp(nl, wnll + r, sizeof(float) * T[i]) != 0;
+    }
+    /* the caches hold the blocks: the next step of each matches */
+    for (int i = 0; i < 3; i++) {
+        transformer_use_cache(tf, kv[i]);
+        EXPECT_EQ_INT(transformer_cached(tf), pos[i] + T[i]);
+        bad += memcmp(transformer_forward(tf, &next_tok[i], 1, pos[i] + T[i], LOGITS_LAST), after + (size_t)i * V,
+                      sizeof(float) * V) != 0;
+    }
+    EXPECT_EQ_INT(bad, 0);
+    transformer_cache_free(tf, &kv[0]);
+    transformer_cache_free(tf, &kv[1]);
+    transformer_destroy(&tf);
+    free(want), free(after);
+    backend_destroy(&be);
+    model_close(&m);
+    printf("  %s, %s, %d threads: three sequences in one pass match separate runs\n", path, isa, threads);
+}
+
 int main(void) {
     char p[512];
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    const char *multi[] = {"tests/data/tiny_gqa.bin", "tests/data/tiny_shared.bin", "tests/data/hf/qwen2_f32",
+                           "tests/data/hf/mistral_bf16"};
+    for (int k = 0; k < 3; k++)
+        if (cpu_isa_supported(isas[k]))
+            for (int i = 0; i < 4; i++)
+                for (int nt = 1; nt <= 2; nt++) check_multi(multi[i], isas[k], nt);
+    check_multi(test_model(p, sizeof p, "stories260K/stories260K.bin"), "avx2", 2);
     check("tests/data/tiny_gqa.bin", 1);
     check("tests/data/tiny_shared.bin", 2);
     check(test_model(p, sizeof p, "stories260K/stories260K.bin"), 2);
