@@ -171,23 +171,89 @@ fail:
     proto_encode_error(out, m->id, -100, err);
 }
 
-static int reply(void *sock, const proto_buf_t *b) {
-    return b->data && zmq_send(sock, b->data, b->size, 0) >= 0 ? 0 : -1;
+/* Handles one message (e: how its decoding went) into out. Returns 1 for
+ * SHUTDOWN (the loop ends after the reply). */
+static int handle_one(sessions_t *t, proto_msg_t *m, proto_err_t e, proto_buf_t *out) {
+    const serve_t *sv = t->sv;
+    char err[512];
+    if (e != PROTO_OK) {
+        char why[128];
+        if (e == PROTO_E_VERSION)
+            snprintf(why, sizeof why, "protocol version %d is not spoken here: this worker speaks version %d",
+                     m->version, PROTO_VERSION);
+        else
+            snprintf(why, sizeof why, "%s", proto_err_name(e));
+        fprintf(stderr, "bild %s: refused a message: %s\n", sv->name, why);
+        out->session_id = 0;
+        proto_encode_error(out, 0, e, why);
+        return 0;
+    }
+    out->session_id = m->session_id;
+    sess_t *x = NULL;
+    switch (m->type) {
+    case MSG_HELLO:
+        if (m->role != sv->hello.role)
+            proto_encode_error(out, m->id, PROTO_E_RANGE, "wrong role: this worker holds the other model");
+        else if (sess_open(t, m->session_id, err, (int)sizeof err) != 0) {
+            fprintf(stderr, "bild %s: cannot open a session: %s\n", sv->name, err);
+            proto_encode_error(out, m->id, -100, err);
+        } else
+            proto_encode_hello_reply(out, m->id, &sv->hello);
+        return 0;
+    case MSG_PING: proto_encode_simple(out, m->id, MSG_PONG); return 0;
+    case MSG_SHUTDOWN: proto_encode_simple(out, m->id, MSG_PONG); return 1;
+    case MSG_BYE:
+        if ((x = sess_find(t, m->session_id))) sess_end(t, (int)(x - t->s), "ended by its coordinator (BYE)", 0);
+        proto_encode_simple(out, m->id, MSG_PONG);
+        return 0;
+    default: break;
+    }
+    if (!(x = sess_find(t, m->session_id))) {
+        sess_missing(t, m->session_id, err, (int)sizeof err);
+        fprintf(stderr, "bild %s: request %u refused: %s\n", sv->name, m->id, err);
+        proto_encode_error(out, m->id, -100, err);
+        return 0;
+    }
+    x->last = now_s();
+    if (m->type == MSG_PLANE_REQ) {
+        plane_step(sv, t, m, out);
+        return 0;
+    }
+    if (uses_plane(m) && t->plane_owner != m->session_id) {
+        snprintf(err, sizeof err, "this session has no data plane open on this worker%s",
+                 t->plane_owner ? " (another coordinator's session has it)" : "");
+        proto_encode_error(out, m->id, -100, err);
+        return 0;
+    }
+    if (sv->handle(sv->ctx, x->st, m, out, err, (int)sizeof err) != 0) {
+        fprintf(stderr, "bild %s: request %u failed: %s\n", sv->name, m->id, err);
+        proto_encode_error(out, m->id, -100, err);
+    }
+    return 0;
 }
 
+#define BATCH_MAX 64 /* requests taken from the socket at once */
+
 int serve_loop(transport_server_t *srv, const serve_t *sv) {
-    proto_buf_t out = {0};
-    char err[512];
-    int rc = 0;
-    void *sock = transport_server_socket(srv);
+    int rc = 0, quit = 0;
     sessions_t *t = calloc(1, sizeof *t);
-    if (!t || !(t->s = calloc((size_t)(sv->max_sessions > 0 ? sv->max_sessions : 1), sizeof(sess_t)))) {
+    transport_req_t **rq = calloc(BATCH_MAX, sizeof *rq);
+    proto_msg_t *msg = calloc(BATCH_MAX, sizeof *msg);
+    proto_err_t *de = calloc(BATCH_MAX, sizeof *de);
+    proto_buf_t *out = calloc(BATCH_MAX, sizeof *out);
+    void **bst = calloc(BATCH_MAX, sizeof *bst);
+    const proto_msg_t **breq = calloc(BATCH_MAX, sizeof *breq);
+    proto_buf_t **bout = calloc(BATCH_MAX, sizeof *bout);
+    int *in_batch = calloc(BATCH_MAX, sizeof *in_batch), *brc = calloc(BATCH_MAX, sizeof *brc);
+    char(*berr)[512] = calloc(BATCH_MAX, sizeof *berr);
+    if (!t || !rq || !msg || !de || !out || !bst || !breq || !bout || !in_batch || !brc || !berr ||
+        !(t->s = calloc((size_t)(sv->max_sessions > 0 ? sv->max_sessions : 1), sizeof(sess_t)))) {
         fprintf(stderr, "bild %s: out of memory\n", sv->name);
-        free(t);
-        return -1;
+        rc = -1;
+        goto end;
     }
     t->sv = sv;
-    while (!*sv->stop) {
+    while (!*sv->stop && !quit) {
         sess_evict_idle(t);
         int np = transport_server_wait(srv, 200); /* wake up now and then to notice a stop signal */
         if (np < 0) {
@@ -195,85 +261,61 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
             break;
         }
         if (np == 0) continue;
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, sock, 0) < 0) {
-            zmq_msg_close(&msg);
-            if (zmq_errno() == EINTR) continue;
+        /* every request waiting now: from different coordinators, they may run as one batch */
+        int n = 0, g;
+        while (n < BATCH_MAX && (g = transport_server_recv(srv, &rq[n])) == 1) {
+            size_t len;
+            const void *data = transport_req_data(rq[n], &len);
+            de[n] = proto_decode(data, len, sv->vocab, &msg[n]);
+            n++;
+        }
+        if (n == 0 && g < 0) {
             rc = -1;
             break;
         }
-        proto_msg_t m;
-        proto_err_t e = proto_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), sv->vocab, &m);
-        zmq_msg_close(&msg);
-        int quit = 0;
-        if (e != PROTO_OK) {
-            char why[128];
-            if (e == PROTO_E_VERSION)
-                snprintf(why, sizeof why, "protocol version %d is not spoken here: this worker speaks version %d",
-                         m.version, PROTO_VERSION);
-            else
-                snprintf(why, sizeof why, "%s", proto_err_name(e));
-            fprintf(stderr, "bild %s: refused a message: %s\n", sv->name, why);
-            out.session_id = 0;
-            proto_encode_error(&out, 0, e, why);
-        } else {
-            out.session_id = m.session_id;
-            sess_t *x = NULL;
-            switch (m.type) {
-            case MSG_HELLO:
-                if (m.role != sv->hello.role)
-                    proto_encode_error(&out, m.id, PROTO_E_RANGE, "wrong role: this worker holds the other model");
-                else if (sess_open(t, m.session_id, err, (int)sizeof err) != 0) {
-                    fprintf(stderr, "bild %s: cannot open a session: %s\n", sv->name, err);
-                    proto_encode_error(&out, m.id, -100, err);
-                } else
-                    proto_encode_hello_reply(&out, m.id, &sv->hello);
-                break;
-            case MSG_PING: proto_encode_simple(&out, m.id, MSG_PONG); break;
-            case MSG_SHUTDOWN:
-                proto_encode_simple(&out, m.id, MSG_PONG);
-                quit = 1;
-                break;
-            case MSG_BYE:
-                if ((x = sess_find(t, m.session_id))) sess_end(t, (int)(x - t->s), "ended by its coordinator (BYE)", 0);
-                proto_encode_simple(&out, m.id, MSG_PONG);
-                break;
-            default:
-                if (!(x = sess_find(t, m.session_id))) {
-                    sess_missing(t, m.session_id, err, (int)sizeof err);
-                    fprintf(stderr, "bild %s: request %u refused: %s\n", sv->name, m.id, err);
-                    proto_encode_error(&out, m.id, -100, err);
-                    break;
-                }
+        int nb = 0;
+        for (int i = 0; i < n; i++) {
+            sess_t *x;
+            in_batch[i] = sv->run_batch && de[i] == PROTO_OK && sv->can_batch(sv->ctx, &msg[i]) && !uses_plane(&msg[i]) &&
+                          (x = sess_find(t, msg[i].session_id)) != NULL;
+            for (int j = 0; j < i && in_batch[i]; j++) /* one request per session */
+                if (in_batch[j] && msg[j].session_id == msg[i].session_id) in_batch[i] = 0;
+            nb += in_batch[i];
+        }
+        if (nb < 2) nb = 0, memset(in_batch, 0, sizeof *in_batch * (size_t)n);
+        for (int i = 0; i < n; i++)
+            if (!in_batch[i]) quit |= handle_one(t, &msg[i], de[i], &out[i]);
+        if (nb) {
+            int k = 0;
+            for (int i = 0; i < n; i++) {
+                if (!in_batch[i]) continue;
+                sess_t *x = sess_find(t, msg[i].session_id);
                 x->last = now_s();
-                if (m.type == MSG_PLANE_REQ) {
-                    plane_step(sv, t, &m, &out);
-                    break;
-                }
-                if (uses_plane(&m) && t->plane_owner != m.session_id) {
-                    snprintf(err, sizeof err, "this session has no data plane open on this worker%s",
-                             t->plane_owner ? " (another coordinator's session has it)" : "");
-                    proto_encode_error(&out, m.id, -100, err);
-                    break;
-                }
-                if (sv->handle(sv->ctx, x->st, &m, &out, err, (int)sizeof err) != 0) {
-                    fprintf(stderr, "bild %s: request %u failed: %s\n", sv->name, m.id, err);
-                    proto_encode_error(&out, m.id, -100, err);
-                }
+                out[i].session_id = msg[i].session_id;
+                bst[k] = x->st, breq[k] = &msg[i], bout[k] = &out[i], k++;
             }
-            proto_msg_free(&m);
+            sv->run_batch(sv->ctx, nb, bst, breq, bout, brc, berr);
+            for (int k2 = 0; k2 < nb; k2++)
+                if (brc[k2]) {
+                    fprintf(stderr, "bild %s: request %u failed: %s\n", sv->name, breq[k2]->id, berr[k2]);
+                    proto_encode_error(bout[k2], breq[k2]->id, -100, berr[k2]);
+                }
         }
         if (sv->idle) sv->idle(sv->idle_ctx); /* the other worker may need the cores now */
-        if (reply(sock, &out) != 0) {
-            fprintf(stderr, "bild %s: cannot send a reply: %s\n", sv->name, zmq_strerror(zmq_errno()));
+        for (int i = 0; i < n; i++) {
+            if (!out[i].data || transport_server_reply(srv, &rq[i], out[i].data, out[i].size) != 0)
+                fprintf(stderr, "bild %s: cannot send a reply: %s\n", sv->name, zmq_strerror(zmq_errno()));
+            transport_req_free(&rq[i]);
+            if (de[i] == PROTO_OK) proto_msg_free(&msg[i]);
+            proto_buf_free(&out[i]);
         }
-        if (quit) break;
     }
-    proto_buf_free(&out);
-    while (t->n) sess_end(t, t->n - 1, "ended: the worker stopped", 0);
-    free(t->s);
-    free(t);
+end:
+    if (t && t->s)
+        while (t->n) sess_end(t, t->n - 1, "ended: the worker stopped", 0);
+    if (t) free(t->s);
+    free(t), free(rq), free(msg), free(de), free(out), free(bst), free(breq), free(bout), free(in_batch), free(brc),
+        free(berr);
     if (sv->plane) plane_close(sv->plane);
     return rc;
 }

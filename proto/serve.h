@@ -10,7 +10,12 @@
  * beyond that evicts the least recently used one, and a session idle for
  * idle_s is evicted too; a later request of an evicted or unknown session
  * gets an ERROR saying so, never an answer from another session's state.
- * The data plane belongs to the session that opened it. */
+ * The data plane belongs to the session that opened it.
+ *
+ * Batches: the socket is a ROUTER, so the requests of several coordinators
+ * can wait at once; the loop takes all of them, and those the handlers can
+ * run together (one per session: the large worker's verifications) go to
+ * run_batch as one forward pass over the sessions' caches. */
 #ifndef BILD_SERVE_H
 #define BILD_SERVE_H
 
@@ -24,6 +29,13 @@
  * for the session whose state is st, and writes the reply into *out.
  * Returns 0, or -1 with a message in err (an ERROR reply is then sent). */
 typedef int (*serve_fn)(void *ctx, void *st, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen);
+/* Optional batching: can_batch says whether a request may run together with
+ * other sessions' requests; run_batch handles n >= 2 of them (of distinct
+ * sessions, st[i] the state of req[i]'s) at once, each reply into *out[i],
+ * rc[i] 0 or -1 with a message in err[i] (an ERROR reply is then sent). */
+typedef int (*serve_can_batch_fn)(void *ctx, const proto_msg_t *req);
+typedef void (*serve_batch_fn)(void *ctx, int n, void *const *st, const proto_msg_t *const *req, proto_buf_t **out,
+                               int *rc, char (*err)[512]);
 /* A new session's state, or NULL with a message in err. */
 typedef void *(*serve_new_fn)(void *ctx, char *err, int errlen);
 typedef void (*serve_free_fn)(void *ctx, void *st);
@@ -33,6 +45,8 @@ typedef struct {
     hello_reply_t hello;     /* what HELLO is answered with */
     int vocab;               /* expected distribution row length */
     serve_fn handle;
+    serve_can_batch_fn can_batch; /* with run_batch, or both NULL */
+    serve_batch_fn run_batch;
     serve_new_fn session_new;
     serve_free_fn session_free;
     void *ctx;

@@ -279,7 +279,7 @@ transport_server_t *transport_server_new(void *zctx, const transport_server_opts
         }
         zmq_setsockopt(s->zap, ZMQ_LINGER, &linger, sizeof linger);
     }
-    if (!(s->sock = zmq_socket(zctx, ZMQ_REP))) {
+    if (!(s->sock = zmq_socket(zctx, ZMQ_ROUTER))) {
         snprintf(err, errlen, "cannot create a socket: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
@@ -314,7 +314,68 @@ void transport_server_destroy(transport_server_t **ps) {
     *ps = NULL;
 }
 
-void *transport_server_socket(transport_server_t *s) { return s->sock; }
+#define ENVELOPE_MAX 8 /* routing id, REQ's correlation id, the empty delimiter: 3 from a REQ client */
+
+struct transport_req {
+    zmq_msg_t env[ENVELOPE_MAX];
+    int n_env;
+    zmq_msg_t body;
+};
+
+int transport_server_recv(transport_server_t *s, transport_req_t **out) {
+    *out = NULL;
+    transport_req_t *r = calloc(1, sizeof *r);
+    if (!r) return -1;
+    int n = 0, more = 1, dropped = 0, flags = ZMQ_DONTWAIT;
+    zmq_msg_t m;
+    while (more) {
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s->sock, flags) < 0) {
+            int e = zmq_errno();
+            zmq_msg_close(&m);
+            for (int i = 0; i < n; i++) zmq_msg_close(&r->env[i]);
+            free(r);
+            return n == 0 && (e == EAGAIN || e == EINTR) ? 0 : -1;
+        }
+        flags = 0; /* the rest of a multipart message is there already */
+        more = zmq_msg_more(&m);
+        if (!more) break;
+        if (n < ENVELOPE_MAX) r->env[n++] = m;
+        else zmq_msg_close(&m), dropped = 1;
+    }
+    r->n_env = n;
+    r->body = m;
+    if (dropped || n == 0) { /* not from a REQ socket: nothing to route a reply by */
+        fprintf(stderr, "bild %s: dropped a message with a malformed envelope (%d frames)\n", s->name, n);
+        transport_req_free(&r);
+        return 0;
+    }
+    *out = r;
+    return 1;
+}
+
+const void *transport_req_data(const transport_req_t *r, size_t *n) {
+    *n = zmq_msg_size((zmq_msg_t *)&r->body);
+    return zmq_msg_data((zmq_msg_t *)&r->body);
+}
+
+int transport_server_reply(transport_server_t *s, transport_req_t **pr, const void *data, size_t n) {
+    transport_req_t *r = *pr;
+    int rc = 0;
+    for (int i = 0; i < r->n_env && rc == 0; i++)
+        if (zmq_send(s->sock, zmq_msg_data(&r->env[i]), zmq_msg_size(&r->env[i]), ZMQ_SNDMORE) < 0) rc = -1;
+    if (rc == 0 && zmq_send(s->sock, data, n, 0) < 0) rc = -1;
+    transport_req_free(pr);
+    return rc;
+}
+
+void transport_req_free(transport_req_t **pr) {
+    if (!pr || !*pr) return;
+    for (int i = 0; i < (*pr)->n_env; i++) zmq_msg_close(&(*pr)->env[i]);
+    zmq_msg_close(&(*pr)->body);
+    free(*pr);
+    *pr = NULL;
+}
 
 /* Answers one ZAP request: CURVE clients whose key is on the allow list get
  * 200, everyone else 400. Frames: version, request id, domain, address,

@@ -72,7 +72,18 @@ typedef struct {
 transport_server_t *transport_server_new(void *zctx, const transport_server_opts_t *o, int *refused, char *err,
                                          size_t errlen);
 void transport_server_destroy(transport_server_t **ps);
-void *transport_server_socket(transport_server_t *s);
+/* A worker's socket is a ROUTER: it may hold requests of many coordinators
+ * at once (one per REQ connection) and answers each through its envelope. */
+typedef struct transport_req transport_req_t;
+/* Takes one waiting request, without waiting. Returns 1 with *req (give it
+ * back with transport_server_reply or transport_req_free), 0 if none is
+ * waiting (or one with a malformed envelope was dropped), -1 on a socket
+ * failure. */
+int transport_server_recv(transport_server_t *s, transport_req_t **req);
+const void *transport_req_data(const transport_req_t *r, size_t *n);
+/* Sends data (n bytes) as the reply to *r and frees it. 0, or -1. */
+int transport_server_reply(transport_server_t *s, transport_req_t **r, const void *data, size_t n);
+void transport_req_free(transport_req_t **r);
 /* Waits up to timeout_ms for a request, answering ZAP requests and logging
  * connection events on the way. Returns 1 if a request can be read from
  * the socket, 0 on timeout or an interrupting signal, -1 on a socket failure. */
