@@ -1211,6 +1211,9 @@ static const char *WORKER_HELP =
     "      --max-sessions N    sessions kept at once, one KV cache each (default 16);\n"
     "                          a new one beyond that evicts the least recently used\n"
     "      --session-idle S    evict a session idle for S seconds (default 600; 0 never)\n"
+    "      --no-batch          large worker: verify each session's block in a pass of its\n"
+    "                          own (default: the blocks of the sessions waiting at the\n"
+    "                          same moment run as one pass; the same results)\n"
     "      --draft-vocab FILE  small worker: the draft vocabulary (ranked token ids;\n"
     "                          default draft_vocab.txt beside the model if there is\n"
     "                          one; 'none': the full vocabulary; bild generate --help)\n"
@@ -1243,6 +1246,7 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
                *device = "cpu", *dtype_s = "bf16", *draft_vocab = NULL;
     int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS, draft_top = 0, max_sessions = 16;
     float session_idle = 600;
+    int no_batch = 0;
     dummy_t dummy = {0};
     const opt_t opts[] = {
         {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
@@ -1254,6 +1258,7 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
         {NULL, "--heartbeat", OPT_INT, &heartbeat_ms, 50, 600000, 0, NULL},
         {NULL, "--max-sessions", OPT_INT, &max_sessions, 1, 4096, 0, NULL},
         {NULL, "--session-idle", OPT_FLOAT, &session_idle, 0, 1e7, 0, NULL},
+        {NULL, "--no-batch", OPT_FLAG, &no_batch, 0, 0, 0, NULL},
         {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
         {"-d", "--device", OPT_STR, &device, 0, 0, 0, NULL},
         {NULL, "--dummy-weights", OPT_FLAG, &dummy.on, 0, 0, 0, NULL},
@@ -1335,6 +1340,8 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
                             .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
                   .vocab = c->vocab_size,
                   .handle = small ? small_server_handle : large_server_handle,
+                  .can_batch = small || no_batch ? NULL : large_server_can_batch,
+                  .run_batch = small || no_batch ? NULL : large_server_run_batch,
                   .session_new = small ? small_server_session_new : large_server_session_new,
                   .session_free = small ? small_server_session_free : large_server_session_free,
                   .ctx = small ? (void *)&ss : (void *)&ls,
@@ -1354,6 +1361,9 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
             (double)transformer_cache_bytes(tf) / 1e6, bind_ep);
     rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
     fprintf(stderr, "bild %s: %s\n", cmd, g_stop ? "stopped by a signal" : "shut down");
+    if (ls.batches)
+        fprintf(stderr, "bild %s: %ld verifications of several sessions ran together in %ld passes\n", cmd, ls.batched,
+                ls.batches);
     large_server_free(&ls);
 done:
     transport_server_destroy(&srv);

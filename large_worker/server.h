@@ -17,11 +17,18 @@ typedef struct {
     plane_t **plane;      /* the serve loop's data plane (NULL until set up) */
     float *q;             /* (BILD_MAX_DRAFT + 1, vocab): the small model's distributions, allocated on first use */
     int timeout_ms;       /* longest wait for them */
+    long batches, batched; /* verifications run together: passes, and requests in them */
 } large_server_t;
 
 /* serve_fn, serve_new_fn and serve_free_fn for a large_server_t context. */
 int large_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen);
 void *large_server_session_new(void *ctx, char *err, int errlen);
+/* serve_can_batch_fn and serve_batch_fn: blocks of draft tokens from
+ * several sessions verified in one pass (transformer_run_multi), each reply
+ * what that session alone would get. */
+int large_server_can_batch(void *ctx, const proto_msg_t *req);
+void large_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t *const *req, proto_buf_t **out,
+                            int *rc, char (*err)[512]);
 void large_server_session_free(void *ctx, void *st);
 void large_server_free(large_server_t *s);
 

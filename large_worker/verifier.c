@@ -30,10 +30,8 @@ void verifier_destroy(verifier_t **pv) {
     *pv = NULL;
 }
 
-int verifier_verify(void *self, const verify_req_t *req, verify_res_t *res, char *err, int errlen) {
-    verifier_t *v = self;
-    int T = req->T, n = req->n_out, pre = T - n;
-    res->probs = NULL;
+int verifier_check(const verifier_t *v, const verify_req_t *req, char *err, int errlen) {
+    int T = req->T, n = req->n_out;
     if (req->want_probs && !v->probs) {
         snprintf(err, (size_t)errlen, "verify: distributions asked for, but this verifier does not sample");
         return -1;
@@ -42,21 +40,35 @@ int verifier_verify(void *self, const verify_req_t *req, verify_res_t *res, char
         snprintf(err, (size_t)errlen, "bad verify request (T %d, n_out %d)", T, n);
         return -1;
     }
-    if (pre > 0 && !transformer_forward(v->tf, req->tokens, pre, req->pos, LOGITS_LAST)) goto bad;
-    if (transformer_run(v->tf, req->tokens + pre, n, req->pos + pre, LOGITS_ALL)) goto bad;
-    const float *logits = v->smp || req->want_probs ? transformer_logits(v->tf) : NULL; /* greedy: stats only */
+    return 0;
+}
+
+void verifier_finish(verifier_t *v, const verify_req_t *req, int row0, verify_res_t *res) {
+    int n = req->n_out, pre = req->T - n, V = transformer_config(v->tf)->vocab_size;
+    /* greedy: the statistics only, the logits stay where they are */
+    const float *logits = v->smp || req->want_probs ? transformer_logits(v->tf) + (size_t)row0 * V : NULL;
     int next[BILD_MAX_DRAFT];
     for (int j = 0; j < n; j++) next[j] = j + 1 < n ? req->tokens[pre + j + 1] : -1;
-    transformer_logits_stats(v->tf, n, next, res->argmax, NULL, res->nll);
-    int V = transformer_config(v->tf)->vocab_size;
+    transformer_logits_stats_at(v->tf, row0, n, next, res->argmax, NULL, res->nll);
     for (int j = 0; j < n; j++)
         res->sampled[j] = v->smp ? sampler_sample(v->smp, logits + (size_t)j * V) : res->argmax[j];
+    res->probs = NULL;
     if (req->want_probs) {
         memcpy(v->probs, logits, sizeof(float) * (size_t)n * V);
         for (int j = 0; j < n; j++) softmax_f32(v->probs + (size_t)j * V, V, v->temperature);
         res->probs = v->probs;
     }
     res->n_out = n;
+}
+
+int verifier_verify(void *self, const verify_req_t *req, verify_res_t *res, char *err, int errlen) {
+    verifier_t *v = self;
+    int T = req->T, n = req->n_out, pre = T - n;
+    res->probs = NULL;
+    if (verifier_check(v, req, err, errlen)) return -1;
+    if (pre > 0 && !transformer_forward(v->tf, req->tokens, pre, req->pos, LOGITS_LAST)) goto bad;
+    if (transformer_run(v->tf, req->tokens + pre, n, req->pos + pre, LOGITS_ALL)) goto bad;
+    verifier_finish(v, req, 0, res);
     return 0;
 bad:
     snprintf(err, (size_t)errlen, "verify: cannot run %d tokens at position %d (cache holds %d, context %d)", T,

@@ -5,7 +5,9 @@
 #    one worker pair, each running tests/data/prompts20.txt, must give
 #    exactly the tokens and the counting statistics (tokens from each
 #    model, fallbacks, rollbacks, drafted, accepted, passes) of the same
-#    requests run in process: over ipc://, over tcp://, and with --overlap.
+#    requests run in process: over ipc://, over tcp://, and with --overlap;
+#    the large worker must have verified several sessions' blocks in one
+#    pass (it says how many on exit).
 # 2. Eviction never gives a wrong answer: with --max-sessions 1, a second
 #    coordinator's session evicts the first one's; the first coordinator's
 #    next request fails with a message saying its session was evicted, and
@@ -64,6 +66,7 @@ run_many() {
 
 start_worker small-worker "$SM" "ipc://$tmp/small.sock" "$tmp/s.log" || exit 1
 start_worker large-worker "$LG" "ipc://$tmp/large.sock" "$tmp/l.log" || exit 1
+lw=$last
 IPC="--small-endpoint ipc://$tmp/small.sock --large-endpoint ipc://$tmp/large.sock"
 run_many "ipc://" $IPC
 run_many "ipc:// --overlap" $IPC --overlap
@@ -72,6 +75,10 @@ start_worker large-worker "$LG" "tcp://127.0.0.1:$((PORT + 1))" "$tmp/l2.log" ||
 run_many "tcp://127.0.0.1" --small-endpoint "tcp://127.0.0.1:$PORT" --large-endpoint "tcp://127.0.0.1:$((PORT + 1))"
 grep -q "up to 16 sessions" "$tmp/l.log" && echo "ok   the worker says how many sessions it keeps" \
     || fail "no session limit in the start-up line: $(head -n 1 "$tmp/l.log")"
+# the large worker verified several sessions' blocks in one pass (and the results above were exact)
+kill "$lw" && wait "$lw" 2>/dev/null
+b=$(grep -o "[0-9]* verifications of several sessions ran together in [0-9]* passes" "$tmp/l.log")
+[ -n "$b" ] && echo "ok   batched verification on the ipc:// pair: $b" || fail "no batched verification: $(tail -n 2 "$tmp/l.log")"
 
 # 2. eviction: a coordinator in serve mode fed one request line at a time
 # through a FIFO held open on descriptor 3
