@@ -10,7 +10,10 @@
 # loading excluded: the workers are already up, and a coordinator loads only
 # its tokenizer); latency = each request's total_s (median and p90 over all
 # requests of all coordinators). Settings alternate within each round; the
-# table gives medians over the rounds and the ratios to C = 1.
+# table gives medians over the rounds and the ratios to C = 1. Two worker
+# pairs run side by side, alternating: the default (the large worker
+# verifies the blocks of the sessions waiting at the same moment in one
+# pass) and --no-batch (one pass per block).
 #
 # usage: sh bench/sessions.sh [ROUNDS] [REQUESTS] [WORKER_THREADS]
 #        (defaults 3, 10, 1; env BILD, SMALL, LARGE, TOK, N (tokens, 64), CS ("1 2 4 8"))
@@ -32,8 +35,8 @@ pids=""
 cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM
 head -n "$R" tests/data/prompts20.txt >"$tmp/prompts.txt"
-start() { # ROLE MODEL NAME
-    "$BILD" "$1" -m "$2" -z "$TOK" -b "ipc://$tmp/$3.sock" -j "$WJ" --max-sessions 16 >/dev/null 2>"$tmp/$3.log" &
+start() { # ROLE MODEL NAME [ARGS]
+    "$BILD" "$1" -m "$2" -z "$TOK" -b "ipc://$tmp/$3.sock" -j "$WJ" --max-sessions 16 ${4:-} >/dev/null 2>"$tmp/$3.log" &
     pids="$pids $!"
     i=0
     until grep -q "listening on" "$tmp/$3.log"; do
@@ -41,20 +44,25 @@ start() { # ROLE MODEL NAME
         sleep 0.1
     done
 }
-start small-worker "$SMALL" small
-start large-worker "$LARGE" large
-EP="--small-endpoint ipc://$tmp/small.sock --large-endpoint ipc://$tmp/large.sock -z $TOK"
+start small-worker "$SMALL" small_b
+start large-worker "$LARGE" large_b
+start small-worker "$SMALL" small_n
+start large-worker "$LARGE" large_n --no-batch
 now() { date +%s.%N; }
 for r in $(seq "$ROUNDS"); do
     for c in $CS; do
-        t0=$(now)
-        cp=""
-        for k in $(seq "$c"); do
-            "$BILD" generate $EP --exact --prompts "$tmp/prompts.txt" -n "$N" -j 1 >"$tmp/out.$r.$c.$k" 2>"$tmp/err.$r.$c.$k" &
-            cp="$cp $!"
+        for m in b n; do
+            EP="--small-endpoint ipc://$tmp/small_$m.sock --large-endpoint ipc://$tmp/large_$m.sock -z $TOK"
+            t0=$(now)
+            cp=""
+            for k in $(seq "$c"); do
+                "$BILD" generate $EP --exact --prompts "$tmp/prompts.txt" -n "$N" -j 1 >"$tmp/out.$m.$r.$c.$k" \
+                    2>"$tmp/err.$m.$r.$c.$k" &
+                cp="$cp $!"
+            done
+            for p in $cp; do wait "$p" || { echo "a coordinator failed: $(cat "$tmp"/err.$m.$r.$c.*)" >&2; exit 1; }; done
+            echo "$m $r $c $t0 $(now)" >>"$tmp/walls"
         done
-        for p in $cp; do wait "$p" || { echo "a coordinator failed: $(cat "$tmp"/err.$r.$c.*)" >&2; exit 1; }; done
-        echo "$r $c $t0 $(now)" >>"$tmp/walls"
     done
 done
 /usr/bin/python3 - "$tmp" "$R" "$N" "$ROUNDS" "$CS" "$("$BILD" run -m "$LARGE" -p x -n 1 -t 0 2>&1 >/dev/null | grep -o 'cpu/[a-z0-9]*' | head -n 1)" "$WJ" <<'PY'
@@ -62,21 +70,24 @@ import glob, json, math, statistics as st, sys
 d, R, N, rounds, cs, isa, wj = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), [int(x) for x in sys.argv[5].split()], sys.argv[6], sys.argv[7]
 walls = {}
 for line in open(d + "/walls"):
-    r, c, a, b = line.split()
-    walls[(int(r), int(c))] = float(b) - float(a)
+    m, r, c, a, b = line.split()
+    walls[(m, int(r), int(c))] = float(b) - float(a)
 rows = {}
-for c in cs:
-    agg, lat = [], []
-    for r in range(1, rounds + 1):
-        toks = 0
-        for f in glob.glob("%s/out.%d.%d.*" % (d, r, c)):
-            for l in open(f):
-                j = json.loads(l)
-                toks += j["stats"]["generated"]
-                lat.append(j["stats"]["total_s"])
-        agg.append(toks / walls[(r, c)])
-    lat.sort()
-    rows[c] = (st.median(agg), st.median(lat), lat[math.ceil(0.9 * len(lat)) - 1], min(agg), max(agg))
+ref, same = {}, True  # every coordinator runs the same prompts: line i's tokens must agree everywhere
+for m in ("b", "n"):
+    for c in cs:
+        agg, lat = [], []
+        for r in range(1, rounds + 1):
+            toks = 0
+            for f in glob.glob("%s/out.%s.%d.%d.*" % (d, m, r, c)):
+                for i, l in enumerate(open(f)):
+                    j = json.loads(l)
+                    toks += j["stats"]["generated"]
+                    lat.append(j["stats"]["total_s"])
+                    same &= ref.setdefault(i, j["tokens"]) == j["tokens"]
+            agg.append(toks / walls[(m, r, c)])
+        lat.sort()
+        rows[(m, c)] = (st.median(agg), st.median(lat), lat[math.ceil(0.9 * len(lat)) - 1], min(agg), max(agg))
 cpu = ""
 for l in open("/proc/cpuinfo"):
     if l.startswith("model name"):
@@ -84,9 +95,13 @@ for l in open("/proc/cpuinfo"):
         break
 print("one small + one large worker (%s, %s thread(s) each; %s), C coordinators at once, each %d requests x %d tokens,"
       " greedy BiLD --exact; medians of %d rounds" % (isa, wj, cpu, R, N, rounds))
-print("%4s %14s %8s %16s %8s %14s %8s" % ("C", "aggregate tok/s", "vs C=1", "latency median s", "vs C=1", "latency p90 s", "vs C=1"))
-a1, m1, p1 = rows[cs[0]][0], rows[cs[0]][1], rows[cs[0]][2]
-for c in cs:
-    a, m, p, lo, hi = rows[c]
-    print("%4d %14.1f %7.2fx %16.3f %7.2fx %14.3f %7.2fx   (aggregate %.1f-%.1f)" % (c, a, a / a1, m, m / m1, p, p / p1, lo, hi))
+for m, title in (("b", "batched verification (the default)"), ("n", "--no-batch (one pass per block)")):
+    print("\n" + title)
+    print("%4s %15s %8s %17s %8s %14s %8s" % ("C", "aggregate tok/s", "vs C=1", "latency median s", "vs C=1", "latency p90 s", "vs C=1"))
+    a1, m1, p1 = rows[(m, cs[0])][0], rows[(m, cs[0])][1], rows[(m, cs[0])][2]
+    for c in cs:
+        a, md, p, lo, hi = rows[(m, c)]
+        print("%4d %15.1f %7.2fx %17.3f %7.2fx %14.3f %7.2fx   (aggregate %.1f-%.1f)" % (c, a, a / a1, md, md / m1, p, p / p1, lo, hi))
+print("\ntokens of each request identical in every run, both modes: %s" % ("yes" if same else "NO"))
+print("batched / --no-batch aggregate: " + ", ".join("C=%d %.2fx" % (c, rows[("b", c)][0] / rows[("n", c)][0]) for c in cs))
 PY
