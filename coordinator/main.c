@@ -1211,9 +1211,10 @@ static const char *WORKER_HELP =
     "      --max-sessions N    sessions kept at once, one KV cache each (default 16);\n"
     "                          a new one beyond that evicts the least recently used\n"
     "      --session-idle S    evict a session idle for S seconds (default 600; 0 never)\n"
-    "      --no-batch          large worker: verify each session's block in a pass of its\n"
-    "                          own (default: the blocks of the sessions waiting at the\n"
-    "                          same moment run as one pass; the same results)\n"
+    "      --no-batch          serve each session's request in passes of its own\n"
+    "                          (default: the requests of the sessions waiting at the\n"
+    "                          same moment run together, each weight matrix read once\n"
+    "                          per pass for all; the same results)\n"
     "      --draft-vocab FILE  small worker: the draft vocabulary (ranked token ids;\n"
     "                          default draft_vocab.txt beside the model if there is\n"
     "                          one; 'none': the full vocabulary; bild generate --help)\n"
@@ -1340,8 +1341,8 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
                             .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
                   .vocab = c->vocab_size,
                   .handle = small ? small_server_handle : large_server_handle,
-                  .can_batch = small || no_batch ? NULL : large_server_can_batch,
-                  .run_batch = small || no_batch ? NULL : large_server_run_batch,
+                  .can_batch = no_batch ? NULL : small ? small_server_can_batch : large_server_can_batch,
+                  .run_batch = no_batch ? NULL : small ? small_server_run_batch : large_server_run_batch,
                   .session_new = small ? small_server_session_new : large_server_session_new,
                   .session_free = small ? small_server_session_free : large_server_session_free,
                   .ctx = small ? (void *)&ss : (void *)&ls,
@@ -1364,6 +1365,9 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     if (ls.batches)
         fprintf(stderr, "bild %s: %ld verifications of several sessions ran together in %ld passes\n", cmd, ls.batched,
                 ls.batches);
+    if (ss.batches)
+        fprintf(stderr, "bild %s: %ld drafts of several sessions ran together in %ld lockstep runs\n", cmd, ss.batched,
+                ss.batches);
     large_server_free(&ls);
 done:
     transport_server_destroy(&srv);

@@ -42,10 +42,9 @@ static int draw(sampler_t *smp, const float *row, int V) {
     return last; /* rounding left u above the total: the last possible token */
 }
 
-int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen) {
-    drafter_t *d = self;
+int drafter_begin(const drafter_t *d, const draft_req_t *req, draft_res_t *res, char *err, int errlen) {
     res->n = 0, res->passes = 0, res->end = DRAFT_LIMIT, res->stop_token = -1, res->end_max_p = 0, res->guess = -1;
-    res->probs = NULL;
+    res->probs = NULL, res->cached = 0;
     if (req->want_probs && !d->probs) {
         snprintf(err, (size_t)errlen, "draft: distributions asked for, but this drafter does not sample");
         return -1;
@@ -54,10 +53,39 @@ int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *er
         snprintf(err, (size_t)errlen, "bad draft request (k %d, %d tokens to feed)", req->k, req->n_feed);
         return -1;
     }
-    int pos = req->keep;
+    return 0;
+}
+
+int drafter_step(drafter_t *d, const draft_req_t *req, int row, draft_res_t *res) {
+    int am, tok, V = transformer_config(d->tf)->vocab_size;
+    float mp;
+    transformer_logits_stats_at(d->tf, row, 1, NULL, &am, &mp, NULL);
     /* the logits come to the host only when sampling; greedy drafting uses the stats */
-    const float *logits = NULL;
-    int need_logits = d->smp || req->want_probs;
+    const float *logits = d->smp || req->want_probs ? transformer_logits(d->tf) + (size_t)row * V : NULL;
+    if (req->want_probs) { /* sample from the full tempered distribution, and keep it */
+        float *prow = d->probs + (size_t)res->n * V;
+        memcpy(prow, logits, sizeof(float) * (size_t)V);
+        softmax_f32(prow, V, d->temperature);
+        tok = draw(d->smp, prow, V);
+        res->probs = d->probs;
+    } else
+        tok = d->smp ? sampler_sample(d->smp, logits) : am;
+    if (mp < req->alpha_fb) {
+        res->end = DRAFT_FALLBACK, res->end_max_p = mp, res->guess = tok;
+        return -1;
+    }
+    if (tok == d->stop_a || tok == d->stop_b) {
+        res->end = DRAFT_STOP, res->stop_token = tok, res->end_max_p = mp;
+        return -1;
+    }
+    res->tokens[res->n] = tok, res->max_p[res->n++] = mp;
+    return res->n == req->k ? -1 : tok;
+}
+
+int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen) {
+    drafter_t *d = self;
+    if (drafter_begin(d, req, res, err, errlen)) return -1;
+    int pos = req->keep;
     if (transformer_run(d->tf, req->feed, req->n_feed, pos, LOGITS_LAST)) {
         snprintf(err, (size_t)errlen, "draft: cannot run %d tokens at position %d (cache holds %d, context %d)",
                  req->n_feed, pos, transformer_cached(d->tf), transformer_config(d->tf)->seq_len);
@@ -65,36 +93,12 @@ int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *er
     }
     pos += req->n_feed;
     res->passes = 1;
-    for (;;) {
-        int am;
-        float mp;
-        transformer_logits_stats(d->tf, 1, NULL, &am, &mp, NULL);
-        int tok, V = transformer_config(d->tf)->vocab_size;
-        if (need_logits) logits = transformer_logits(d->tf);
-        if (req->want_probs) { /* sample from the full tempered distribution, and keep it */
-            float *row = d->probs + (size_t)res->n * V;
-            memcpy(row, logits, sizeof(float) * (size_t)V);
-            softmax_f32(row, V, d->temperature);
-            tok = draw(d->smp, row, V);
-            res->probs = d->probs;
-        } else
-            tok = d->smp ? sampler_sample(d->smp, logits) : am;
-        if (mp < req->alpha_fb) {
-            res->end = DRAFT_FALLBACK, res->end_max_p = mp, res->guess = tok;
-            break;
-        }
-        if (tok == d->stop_a || tok == d->stop_b) {
-            res->end = DRAFT_STOP, res->stop_token = tok, res->end_max_p = mp;
-            break;
-        }
-        res->tokens[res->n] = tok, res->max_p[res->n++] = mp;
-        if (res->n == req->k) break;
+    for (int tok; (tok = drafter_step(d, req, 0, res)) >= 0; res->passes++) {
         if (transformer_run(d->tf, &tok, 1, pos++, LOGITS_LAST)) {
             /* the context is full: report what was drafted as a fallback */
             res->end = DRAFT_FALLBACK, res->end_max_p = 0;
             break;
         }
-        res->passes++;
     }
     res->cached = transformer_cached(d->tf);
     return 0;

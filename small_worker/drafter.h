@@ -19,6 +19,15 @@ typedef struct drafter drafter_t;
 drafter_t *drafter_new(transformer_t *tf, sampler_t *smp, float temperature, int stop_a, int stop_b);
 void drafter_destroy(drafter_t **pd);
 int drafter_draft(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen);
+/* drafter_draft in steps, for passes the caller runs itself (the small
+ * worker drafts for several sessions in lockstep, transformer_run_multi):
+ * begin checks the request (0, or -1 with a message) and clears res; after
+ * each pass, step reads the logits row `row` of it (the request's last
+ * position), decides as drafter_draft does, and returns the token to run
+ * next at the following position, or -1 when the draft is over. The caller
+ * counts res->passes and sets res->cached. */
+int drafter_begin(const drafter_t *d, const draft_req_t *req, draft_res_t *res, char *err, int errlen);
+int drafter_step(drafter_t *d, const draft_req_t *req, int row, draft_res_t *res);
 small_link_t drafter_link(drafter_t *d);
 
 #endif

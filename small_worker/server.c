@@ -88,3 +88,83 @@ int small_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t
     }
     return 0;
 }
+
+int small_server_can_batch(void *ctx, const proto_msg_t *req) {
+    small_server_t *s = ctx;
+    /* a draft that feeds a few tokens (not a whole prompt) */
+    return req->type == MSG_DRAFT_REQ && req->draft_req.n_feed <= transformer_max_block(s->tf) / 4;
+}
+
+void small_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t *const *req, proto_buf_t **out,
+                            int *rc, char (*err)[512]) {
+    small_server_t *s = ctx;
+    int seq_len = transformer_config(s->tf)->seq_len, max_rows = transformer_max_block(s->tf);
+    kv_cache_t *kv[64];
+    const int *toks[64];
+    int T[64], pos[64], row[64], idx[64], next[64], k = 0, rows = 0;
+    draft_res_t res[64];
+    for (int i = 0; i < n; i++) {
+        small_session_t *x = st[i];
+        const draft_req_t *q = &req[i]->draft_req;
+        rc[i] = drafter_begin(x->drafter, q, &res[i], err[i], 512);
+        if (rc[i] || k == 64 || rows + q->n_feed > max_rows) continue;
+        kv[k] = x->kv, toks[k] = q->feed, T[k] = q->n_feed, pos[k] = q->keep, idx[k] = i;
+        rows += q->n_feed, row[k] = rows - 1, k++;
+    }
+    int ran = k >= 2 && transformer_run_multi(s->tf, k, kv, toks, T, pos) == 0;
+    if (ran) {
+        s->batches++, s->batched += k;
+        /* then single steps in lockstep, each session until its draft ends */
+        int live = k;
+        for (int j = 0; j < k; j++) res[idx[j]].passes = 1, pos[j] += T[j];
+        while (live) {
+            int m = 0;
+            kv_cache_t *kv2[64];
+            const int *toks2[64];
+            int T2[64], pos2[64], who[64];
+            for (int j = 0; j < k; j++) {
+                if (!kv[j]) continue; /* done */
+                int i = idx[j];
+                small_session_t *x = st[i];
+                int tok = drafter_step(x->drafter, &req[i]->draft_req, row[j], &res[i]);
+                if (tok >= 0 && pos[j] >= seq_len) { /* the context is full: what was drafted, as a fallback */
+                    res[i].end = DRAFT_FALLBACK, res[i].end_max_p = 0;
+                    tok = -1;
+                }
+                if (tok < 0) {
+                    res[i].cached = pos[j];
+                    kv[j] = NULL, live--;
+                    continue;
+                }
+                next[j] = tok;
+                kv2[m] = kv[j], toks2[m] = &next[j], T2[m] = 1, pos2[m] = pos[j], who[m] = j, m++;
+            }
+            if (!m) break;
+            if (transformer_run_multi(s->tf, m, kv2, toks2, T2, pos2) != 0) { /* cannot happen: checked above */
+                for (int a = 0; a < m; a++) {
+                    int i = idx[who[a]];
+                    snprintf(err[i], 512, "draft: a batched step failed");
+                    rc[i] = -1, kv[who[a]] = NULL, live--;
+                }
+                break;
+            }
+            for (int a = 0; a < m; a++) {
+                int j = who[a];
+                row[j] = a, pos[j]++, res[idx[j]].passes++;
+            }
+        }
+        for (int j = 0; j < k; j++) {
+            int i = idx[j];
+            if (!rc[i] && proto_encode_draft_res(out[i], req[i]->id, &res[i], s->vocab) != 0) {
+                snprintf(err[i], 512, "out of memory encoding the reply");
+                rc[i] = -1;
+            }
+        }
+    }
+    /* what did not run together runs alone */
+    for (int i = 0; i < n; i++) {
+        int done = 0;
+        for (int j = 0; j < k && ran; j++) done |= idx[j] == i;
+        if (!done && !rc[i]) rc[i] = small_server_handle(ctx, st[i], req[i], out[i], err[i], 512);
+    }
+}

@@ -5,9 +5,10 @@
 #    one worker pair, each running tests/data/prompts20.txt, must give
 #    exactly the tokens and the counting statistics (tokens from each
 #    model, fallbacks, rollbacks, drafted, accepted, passes) of the same
-#    requests run in process: over ipc://, over tcp://, and with --overlap;
-#    the large worker must have verified several sessions' blocks in one
-#    pass (it says how many on exit).
+#    requests run in process: over ipc://, over tcp://, with --overlap,
+#    and with speculative sampling (--mode spec -t 1: the workers sample);
+#    the workers must have run several sessions' requests together (each
+#    says how many on exit: verifications in one pass, drafts in lockstep).
 # 2. Eviction never gives a wrong answer: with --max-sessions 1, a second
 #    coordinator's session evicts the first one's; the first coordinator's
 #    next request fails with a message saying its session was evicted, and
@@ -22,6 +23,10 @@ NC=8
 PORT=$((20000 + $$ % 20000))
 "$BILD" generate -S "$SM" -L "$LG" --prompts "$P" -n $N -j 1 >"$tmp/ref.jsonl" 2>"$tmp/ref.err" \
     || { echo "FAIL: the in-process run: $(cat "$tmp/ref.err")"; exit 1; }
+
+"$BILD" generate -S "$SM" -L "$LG" --prompts "$P" -n $N -j 1 --mode spec -t 1 -s 5 >"$tmp/ref_spec.jsonl" \
+    2>"$tmp/ref.err" || { echo "FAIL: the in-process sampling run: $(cat "$tmp/ref.err")"; exit 1; }
+REF=$tmp/ref.jsonl
 
 # same REF OUT: tokens and counting statistics of every line equal
 same() {
@@ -56,7 +61,7 @@ run_many() {
         if ! wait "$p"; then
             fail "$name: coordinator $c exited non-zero: $(tail -n 2 "$tmp/c$c.err")"
             bad=1
-        elif ! err=$(same "$tmp/ref.jsonl" "$tmp/c$c.jsonl" 2>&1); then
+        elif ! err=$(same "$REF" "$tmp/c$c.jsonl" 2>&1); then
             fail "$name: coordinator $c: $(echo "$err" | tail -n 1)"
             bad=1
         fi
@@ -65,20 +70,24 @@ run_many() {
 }
 
 start_worker small-worker "$SM" "ipc://$tmp/small.sock" "$tmp/s.log" || exit 1
+sw=$last
 start_worker large-worker "$LG" "ipc://$tmp/large.sock" "$tmp/l.log" || exit 1
 lw=$last
 IPC="--small-endpoint ipc://$tmp/small.sock --large-endpoint ipc://$tmp/large.sock"
 run_many "ipc://" $IPC
 run_many "ipc:// --overlap" $IPC --overlap
+REF=$tmp/ref_spec.jsonl run_many "ipc:// speculative sampling (-t 1)" $IPC --mode spec -t 1 -s 5
 start_worker small-worker "$SM" "tcp://127.0.0.1:$PORT" "$tmp/s2.log" || exit 1
 start_worker large-worker "$LG" "tcp://127.0.0.1:$((PORT + 1))" "$tmp/l2.log" || exit 1
 run_many "tcp://127.0.0.1" --small-endpoint "tcp://127.0.0.1:$PORT" --large-endpoint "tcp://127.0.0.1:$((PORT + 1))"
 grep -q "up to 16 sessions" "$tmp/l.log" && echo "ok   the worker says how many sessions it keeps" \
     || fail "no session limit in the start-up line: $(head -n 1 "$tmp/l.log")"
-# the large worker verified several sessions' blocks in one pass (and the results above were exact)
-kill "$lw" && wait "$lw" 2>/dev/null
+# the workers ran several sessions' requests together (and the results above were exact)
+kill "$lw" "$sw" && wait "$lw" "$sw" 2>/dev/null
 b=$(grep -o "[0-9]* verifications of several sessions ran together in [0-9]* passes" "$tmp/l.log")
 [ -n "$b" ] && echo "ok   batched verification on the ipc:// pair: $b" || fail "no batched verification: $(tail -n 2 "$tmp/l.log")"
+b=$(grep -o "[0-9]* drafts of several sessions ran together in [0-9]* lockstep runs" "$tmp/s.log")
+[ -n "$b" ] && echo "ok   batched drafting on the ipc:// pair: $b" || fail "no batched drafting: $(tail -n 2 "$tmp/s.log")"
 
 # 2. eviction: a coordinator in serve mode fed one request line at a time
 # through a FIFO held open on descriptor 3
