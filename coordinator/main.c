@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -162,6 +163,10 @@ static const char *GEN_HELP =
     "                          \"max_tokens\", \"fallback\", \"rollback\", \"max_small\"}\n"
     "                          ('-': stdin); a failed request gives {\"id\", \"error\"}\n"
     "                          and serving goes on (workers are reconnected)\n"
+    "      --parallel N        serve up to N requests at once (default 1), each over\n"
+    "                          connections of its own to the same workers, which run\n"
+    "                          the waiting requests together; result lines in the\n"
+    "                          order requests finish (greedy, workers only)\n"
     "\n"
     "Workers in other processes (see bild small-worker --help):\n"
     "      --small-endpoint EP use a running small worker at EP (ipc:// or tcp://)\n"
@@ -819,72 +824,138 @@ static int req_number(const cJSON *o, const char *name, double lo, double hi, in
  * {"id": ..., "error": "..."} and serving goes on (remote workers are
  * reconnected with a fresh handshake before the next request). Returns the
  * number of failed requests, or -1 if the output cannot be written. */
-static int gen_serve(gen_t *g, FILE *f, int jsonl) {
-    char *line, err[1024];
+/* One request line (request number n, line lineno of the input): its
+ * result line or error line on stdout. Returns GEN_OK or another GEN_ code,
+ * or -1 if the output cannot be written. */
+static int serve_line(gen_t *g, const char *line, int lineno, int n, int jsonl) {
+    char err[1024];
+    policy_params_t q = g->base;
+    cJSON *req = NULL;
+    const cJSON *id = NULL;
+    const char *text = line;
+    int rc = GEN_BAD_REQUEST;
+    err[0] = 0;
+    if (jsonl) {
+        double v;
+        const cJSON *pr;
+        if (!(req = cJSON_Parse(line)) || !cJSON_IsObject(req))
+            snprintf(err, sizeof err, "line %d is not a JSON object", lineno);
+        else if (id = cJSON_GetObjectItemCaseSensitive(req, "id"), !(pr = cJSON_GetObjectItemCaseSensitive(req, "prompt")) ||
+                 !cJSON_IsString(pr))
+            snprintf(err, sizeof err, "line %d: \"prompt\" (a string) is required", lineno);
+        else {
+            text = pr->valuestring;
+            int bad = 0;
+            v = q.max_new;
+            bad |= req_number(req, "max_tokens", 1, 1e9, 1, &v, err, sizeof err), q.max_new = (int)v;
+            v = q.alpha_fb;
+            bad |= !bad && req_number(req, "fallback", 0, 1, 0, &v, err, sizeof err), q.alpha_fb = (float)v;
+            v = q.alpha_rb;
+            bad |= !bad && req_number(req, "rollback", 1e-9, 1e6, 0, &v, err, sizeof err), q.alpha_rb = (float)v;
+            v = q.max_small;
+            bad |= !bad && req_number(req, "max_small", 0, BILD_MAX_DRAFT - 2, 1, &v, err, sizeof err),
+                q.max_small = (int)v;
+            if (!bad) err[0] = 0;
+        }
+    }
+    if (!err[0]) rc = gen_one(g, text, &q, 1, id, err, sizeof err);
+    if (rc != GEN_OK) {
+        if (!g->quiet) fprintf(stderr, "bild %s: request %d failed: %s\n", g->cmd, n, err);
+        cJSON *j = cJSON_CreateObject();
+        if (id) cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
+        cJSON_AddStringToObject(j, "error", err);
+        char *o = cJSON_PrintUnformatted(j);
+        int bad = !o || printf("%s\n", o) < 0 || fflush(stdout);
+        free(o);
+        cJSON_Delete(j);
+        if (bad) rc = -1;
+    }
+    cJSON_Delete(req);
+    return rc;
+}
+
+/* --parallel: N threads take request lines in turn, each with connections
+ * (sessions) of its own on the same workers; results in completion order. */
+typedef struct {
+    const gen_t *base;
+    FILE *f;
+    int jsonl;
+    pthread_mutex_t mu;
+    int n, failed, lineno, write_error;
+    long trips, bytes;
+} pool_t;
+
+static void *serve_thread(void *arg) {
+    pool_t *p = arg;
+    gen_t g = *p->base; /* its own links, made on its first request */
+    g.rs = g.rl = NULL, g.setup_done = 0, g.trips_done = g.bytes_done = 0;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        char *line = NULL;
+        const char *s = "";
+        while (!p->write_error && (line = read_line(p->f))) {
+            p->lineno++;
+            for (s = line; *s == ' ' || *s == '\t'; s++) {}
+            if (*s) break;
+            free(line);
+            line = NULL;
+        }
+        int n = line ? ++p->n : 0, lineno = p->lineno;
+        pthread_mutex_unlock(&p->mu);
+        if (!line) break;
+        int rc = serve_line(&g, line, lineno, n, p->jsonl);
+        free(line);
+        pthread_mutex_lock(&p->mu);
+        p->failed += rc != GEN_OK;
+        p->write_error |= rc < 0;
+        pthread_mutex_unlock(&p->mu);
+    }
+    long trips, bytes;
+    gen_remote_totals(&g, &trips, &bytes);
+    remote_destroy(&g.rs);
+    remote_destroy(&g.rl);
+    pthread_mutex_lock(&p->mu);
+    p->trips += trips, p->bytes += bytes;
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static int gen_serve(gen_t *g, FILE *f, int jsonl, int parallel) {
+    char *line;
     int n = 0, failed = 0, lineno = 0;
     double t0 = now_s();
-    while ((line = read_line(f))) {
-        lineno++;
-        const char *s = line;
-        while (*s == ' ' || *s == '\t') s++;
-        if (!*s) {
-            free(line);
-            continue;
-        }
-        n++;
-        policy_params_t q = g->base;
-        cJSON *req = NULL;
-        const cJSON *id = NULL;
-        const char *text = line;
-        int rc = GEN_BAD_REQUEST;
-        err[0] = 0;
-        if (jsonl) {
-            double v;
-            const cJSON *pr;
-            if (!(req = cJSON_Parse(line)) || !cJSON_IsObject(req))
-                snprintf(err, sizeof err, "line %d is not a JSON object", lineno);
-            else if (id = cJSON_GetObjectItemCaseSensitive(req, "id"), !(pr = cJSON_GetObjectItemCaseSensitive(req, "prompt")) ||
-                     !cJSON_IsString(pr))
-                snprintf(err, sizeof err, "line %d: \"prompt\" (a string) is required", lineno);
-            else {
-                text = pr->valuestring;
-                int bad = 0;
-                v = q.max_new;
-                bad |= req_number(req, "max_tokens", 1, 1e9, 1, &v, err, sizeof err), q.max_new = (int)v;
-                v = q.alpha_fb;
-                bad |= !bad && req_number(req, "fallback", 0, 1, 0, &v, err, sizeof err), q.alpha_fb = (float)v;
-                v = q.alpha_rb;
-                bad |= !bad && req_number(req, "rollback", 1e-9, 1e6, 0, &v, err, sizeof err), q.alpha_rb = (float)v;
-                v = q.max_small;
-                bad |= !bad && req_number(req, "max_small", 0, BILD_MAX_DRAFT - 2, 1, &v, err, sizeof err),
-                    q.max_small = (int)v;
-                if (!bad) err[0] = 0;
-            }
-        }
-        if (!err[0]) rc = gen_one(g, text, &q, 1, id, err, sizeof err);
-        if (rc != GEN_OK) {
-            failed++;
-            if (!g->quiet) fprintf(stderr, "bild %s: request %d failed: %s\n", g->cmd, n, err);
-            cJSON *j = cJSON_CreateObject();
-            if (id) cJSON_AddItemToObject(j, "id", cJSON_Duplicate(id, 1));
-            cJSON_AddStringToObject(j, "error", err);
-            char *o = cJSON_PrintUnformatted(j);
-            int bad = !o || printf("%s\n", o) < 0 || fflush(stdout);
-            free(o);
-            cJSON_Delete(j);
-            if (bad) {
-                cJSON_Delete(req);
+    long trips = 0, bytes = 0;
+    if (parallel > 1) {
+        pool_t p = {.base = g, .f = f, .jsonl = jsonl};
+        pthread_t th[64];
+        int started = 0;
+        pthread_mutex_init(&p.mu, NULL);
+        for (int i = 0; i < parallel; i++) started += pthread_create(&th[started], NULL, serve_thread, &p) == 0;
+        if (!started) serve_thread(&p);
+        for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+        pthread_mutex_destroy(&p.mu);
+        if (p.write_error) return -1;
+        n = p.n, failed = p.failed, trips = p.trips, bytes = p.bytes;
+    } else {
+        while ((line = read_line(f))) {
+            lineno++;
+            const char *s = line;
+            while (*s == ' ' || *s == '\t') s++;
+            if (!*s) {
                 free(line);
-                return -1;
+                continue;
             }
+            n++;
+            int rc = serve_line(g, line, lineno, n, jsonl);
+            free(line);
+            if (rc < 0) return -1;
+            failed += rc != GEN_OK;
         }
-        cJSON_Delete(req);
-        free(line);
+        gen_remote_totals(g, &trips, &bytes);
     }
     if (!g->quiet) {
-        long trips, bytes;
-        gen_remote_totals(g, &trips, &bytes);
         fprintf(stderr, "bild %s: served %d requests (%d failed) in %.1f s", g->cmd, n, failed, now_s() - t0);
+        if (parallel > 1) fprintf(stderr, ", up to %d at once", parallel);
         if (g->rs || g->rl || g->small_ep || g->large_ep) fprintf(stderr, "; %ld round trips, %ld bytes", trips, bytes);
         fputc('\n', stderr);
     }
@@ -898,7 +969,7 @@ static int cmd_generate(int argc, char **argv) {
     dummy_t dummy = {0};
     int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0, overlap = 0;
     int seed_given = 0, fb_given = 0, rb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
-    int exact = 0, draft_top = 0, direct = 0, ms_given = 0;
+    int exact = 0, draft_top = 0, direct = 0, ms_given = 0, parallel = 1;
     const char *draft_vocab = NULL;
     const char *small_ep = NULL, *large_ep = NULL, *plane_s = "auto";
     float alpha_fb = 0.6f, alpha_rb = 5.0f, temperature = 0.0f, top_p = 1.0f;
@@ -920,6 +991,7 @@ static int cmd_generate(int argc, char **argv) {
         {"-f", "--prompt-file", OPT_STR, &prompt_file, 0, 0, 0, NULL},
         {NULL, "--prompts", OPT_STR, &prompts, 0, 0, 0, NULL},
         {NULL, "--requests", OPT_STR, &requests, 0, 0, 0, NULL},
+        {NULL, "--parallel", OPT_INT, &parallel, 1, 64, 0, NULL},
         {"-n", "--max-tokens", OPT_INT, &max_new, 1, INT_MAX, 0, NULL},
         {NULL, "--mode", OPT_STR, &mode_s, 0, 0, 0, NULL},
         {NULL, "--fallback", OPT_FLOAT, &alpha_fb, 0, 1, 0, &fb_given},
@@ -961,6 +1033,17 @@ static int cmd_generate(int argc, char **argv) {
     if ((prompt != NULL) + (prompt_file != NULL) + (prompts != NULL) + (requests != NULL) != 1)
         return cli_usage_error(cmd, "give exactly one of --prompt, --prompt-file, --prompts and --requests");
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
+    if (parallel > 1) {
+        if (!prompts && !requests) return cli_usage_error(cmd, "--parallel is for serving (--prompts or --requests)");
+        if (small_path || large_path)
+            return cli_usage_error(cmd, "--parallel needs worker processes for the models (--small-endpoint, "
+                                        "--large-endpoint): in-process models serve one request at a time");
+        if (temperature > 0)
+            return cli_usage_error(cmd, "--parallel is for greedy decoding: with --temperature each request's "
+                                        "tokens would depend on which connection served it");
+        if (plane_want != PLANE_AUTO && plane_want != PLANE_MESSAGES)
+            return cli_usage_error(cmd, "--parallel does not go with --data-plane (one plane per worker pair)");
+    }
     if (exact) { /* a named setting: see docs/algorithm.md, "Direct resumption" */
         if (mode != POLICY_BILD || faithful)
             return cli_usage_error(cmd, "--exact is a setting of the default BiLD mode (drop --mode/--faithful)");
@@ -1154,7 +1237,7 @@ static int cmd_generate(int argc, char **argv) {
                 (unsigned long long)seed);
     }
     if (req_f) {
-        int failed = gen_serve(&g, req_f, requests != NULL);
+        int failed = gen_serve(&g, req_f, requests != NULL, parallel);
         rc = failed == 0 ? EXIT_OK : EXIT_RUNTIME;
         if (failed < 0) fprintf(stderr, "bild %s: cannot write the output: %s\n", cmd, strerror(errno));
         goto done;

@@ -9,6 +9,9 @@
 #    and with speculative sampling (--mode spec -t 1: the workers sample);
 #    the workers must have run several sessions' requests together (each
 #    says how many on exit: verifications in one pass, drafts in lockstep).
+#    One coordinator with --parallel 8 gives each request's in-process
+#    result too; --parallel is refused where it cannot hold (in-process
+#    models, sampling, a single prompt).
 # 2. Eviction never gives a wrong answer: with --max-sessions 1, a second
 #    coordinator's session evicts the first one's; the first coordinator's
 #    next request fails with a message saying its session was evicted, and
@@ -77,6 +80,28 @@ IPC="--small-endpoint ipc://$tmp/small.sock --large-endpoint ipc://$tmp/large.so
 run_many "ipc://" $IPC
 run_many "ipc:// --overlap" $IPC --overlap
 REF=$tmp/ref_spec.jsonl run_many "ipc:// speculative sampling (-t 1)" $IPC --mode spec -t 1 -s 5
+# one coordinator, --parallel 8: the same results by id, in completion order
+/usr/bin/python3 -c 'import json, sys
+for i, l in enumerate(open(sys.argv[1])): print(json.dumps({"id": i, "prompt": l.strip()}))' "$P" >"$tmp/req.jsonl"
+if "$BILD" generate $IPC -z "$TOK" --requests "$tmp/req.jsonl" -n $N -j 1 --parallel 8 >"$tmp/par.jsonl" 2>"$tmp/par.err" &&
+   /usr/bin/python3 - "$tmp/ref.jsonl" "$tmp/par.jsonl" <<'PY'
+import json, sys
+ref = [json.loads(l) for l in open(sys.argv[1])]
+got = [json.loads(l) for l in open(sys.argv[2])]
+assert sorted(j["id"] for j in got) == list(range(20)), [j.get("id") for j in got]
+for j in got:
+    assert j["tokens"] == ref[j["id"]]["tokens"], "request %d differs" % j["id"]
+    assert j["stats"]["fallbacks"] == ref[j["id"]]["stats"]["fallbacks"]
+PY
+then echo "ok   --parallel 8: 20 requests, each as in process ($(tail -n 1 "$tmp/par.err" | sed 's/.*served/served/'))"
+else fail "--parallel 8: $(tail -n 2 "$tmp/par.err")"
+fi
+expect "--parallel with in-process models refused" 2 "--parallel needs worker processes" -- generate -S "$SM" -L "$LG" \
+    --prompts "$P" --parallel 2
+expect "--parallel with sampling refused" 2 "--parallel is for greedy decoding" -- generate $IPC -z "$TOK" \
+    --prompts "$P" --parallel 2 --mode spec -t 1
+expect "--parallel without serving refused" 2 "--parallel is for serving" -- generate $IPC -z "$TOK" -p "x" --parallel 2
+
 start_worker small-worker "$SM" "tcp://127.0.0.1:$PORT" "$tmp/s2.log" || exit 1
 start_worker large-worker "$LG" "tcp://127.0.0.1:$((PORT + 1))" "$tmp/l2.log" || exit 1
 run_many "tcp://127.0.0.1" --small-endpoint "tcp://127.0.0.1:$PORT" --large-endpoint "tcp://127.0.0.1:$((PORT + 1))"
