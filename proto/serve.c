@@ -14,6 +14,7 @@ typedef struct {
     uint64_t id;
     void *st;    /* the handlers' state */
     double last; /* when it was last used (monotonic seconds) */
+    int fd;      /* the connection its last request came on */
 } sess_t;
 
 #define PLANE_TAKEOVER_S 5.0 /* a data plane whose session has been quiet this long may be taken over */
@@ -76,7 +77,7 @@ static void sess_missing(const sessions_t *t, uint64_t id, char *err, int errlen
 
 /* HELLO: a new session (evicting the least recently used one when full), or
  * the same one started afresh. */
-static int sess_open(sessions_t *t, uint64_t id, char *err, int errlen) {
+static int sess_open(sessions_t *t, uint64_t id, int fd, char *err, int errlen) {
     const serve_t *sv = t->sv;
     sess_t *x = sess_find(t, id);
     if (x) sess_end(t, (int)(x - t->s), "restarted by a new HELLO", 0);
@@ -90,8 +91,14 @@ static int sess_open(sessions_t *t, uint64_t id, char *err, int errlen) {
     }
     void *st = sv->session_new(sv->ctx, err, errlen);
     if (!st) return -1;
-    t->s[t->n++] = (sess_t){id, st, now_s()};
+    t->s[t->n++] = (sess_t){id, st, now_s(), fd};
     return 0;
+}
+
+/* The connection fd closed: its sessions end (a coordinator killed without BYE). */
+static void sess_gone(sessions_t *t, int fd) {
+    for (int i = t->n - 1; i >= 0; i--)
+        if (fd >= 0 && t->s[i].fd == fd) sess_end(t, i, "ended: its coordinator went away (the connection closed)", 1);
 }
 
 static void sess_evict_idle(sessions_t *t) {
@@ -173,7 +180,7 @@ fail:
 
 /* Handles one message (e: how its decoding went) into out. Returns 1 for
  * SHUTDOWN (the loop ends after the reply). */
-static int handle_one(sessions_t *t, proto_msg_t *m, proto_err_t e, proto_buf_t *out) {
+static int handle_one(sessions_t *t, proto_msg_t *m, proto_err_t e, int fd, proto_buf_t *out) {
     const serve_t *sv = t->sv;
     char err[512];
     if (e != PROTO_OK) {
@@ -194,7 +201,7 @@ static int handle_one(sessions_t *t, proto_msg_t *m, proto_err_t e, proto_buf_t 
     case MSG_HELLO:
         if (m->role != sv->hello.role)
             proto_encode_error(out, m->id, PROTO_E_RANGE, "wrong role: this worker holds the other model");
-        else if (sess_open(t, m->session_id, err, (int)sizeof err) != 0) {
+        else if (sess_open(t, m->session_id, fd, err, (int)sizeof err) != 0) {
             fprintf(stderr, "bild %s: cannot open a session: %s\n", sv->name, err);
             proto_encode_error(out, m->id, -100, err);
         } else
@@ -214,7 +221,7 @@ static int handle_one(sessions_t *t, proto_msg_t *m, proto_err_t e, proto_buf_t 
         proto_encode_error(out, m->id, -100, err);
         return 0;
     }
-    x->last = now_s();
+    x->last = now_s(), x->fd = fd;
     if (m->type == MSG_PLANE_REQ) {
         plane_step(sv, t, m, out);
         return 0;
@@ -260,6 +267,8 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
             rc = -1;
             break;
         }
+        int gone[64], ng = transport_server_gone(srv, gone, 64);
+        for (int i = 0; i < ng; i++) sess_gone(t, gone[i]);
         if (np == 0) continue;
         /* every request waiting now: from different coordinators, they may run as one batch */
         int n = 0, g;
@@ -284,13 +293,13 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
         }
         if (nb < 2) nb = 0, memset(in_batch, 0, sizeof *in_batch * (size_t)n);
         for (int i = 0; i < n; i++)
-            if (!in_batch[i]) quit |= handle_one(t, &msg[i], de[i], &out[i]);
+            if (!in_batch[i]) quit |= handle_one(t, &msg[i], de[i], transport_req_fd(rq[i]), &out[i]);
         if (nb) {
             int k = 0;
             for (int i = 0; i < n; i++) {
                 if (!in_batch[i]) continue;
                 sess_t *x = sess_find(t, msg[i].session_id);
-                x->last = now_s();
+                x->last = now_s(), x->fd = transport_req_fd(rq[i]);
                 out[i].session_id = msg[i].session_id;
                 bst[k] = x->st, breq[k] = &msg[i], bout[k] = &out[i], k++;
             }

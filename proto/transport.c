@@ -187,7 +187,7 @@ static void *monitor_open(void *zctx, void *sock, int events) {
 
 /* Reads one pending event without blocking: returns its id, 0 if none.
  * The peer's address goes to addr. */
-static int monitor_read(void *m, char *addr, size_t addrlen) {
+static int monitor_read_value(void *m, char *addr, size_t addrlen, uint32_t *value) {
     zmq_msg_t a, b;
     zmq_msg_init(&a);
     if (zmq_msg_recv(&a, m, ZMQ_DONTWAIT) < 0) {
@@ -196,6 +196,7 @@ static int monitor_read(void *m, char *addr, size_t addrlen) {
     }
     uint16_t ev = 0;
     if (zmq_msg_size(&a) >= 2) memcpy(&ev, zmq_msg_data(&a), 2);
+    if (value && zmq_msg_size(&a) >= 6) memcpy(value, (char *)zmq_msg_data(&a) + 2, 4);
     int more = zmq_msg_more(&a);
     zmq_msg_close(&a);
     if (addr) *addr = 0;
@@ -210,6 +211,8 @@ static int monitor_read(void *m, char *addr, size_t addrlen) {
     return ev;
 }
 
+static int monitor_read(void *m, char *addr, size_t addrlen) { return monitor_read_value(m, addr, addrlen, NULL); }
+
 static void set_heartbeat(void *s, int ivl) {
     int tmo = 3 * ivl, ttl = 3 * ivl;
     zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
@@ -219,11 +222,14 @@ static void set_heartbeat(void *s, int ivl) {
 
 /* ---- worker side ---- */
 
+#define GONE_MAX 64 /* closed connections remembered until transport_server_gone reads them */
+
 struct transport_server {
     void *sock, *zap, *mon;
     key_text_t *allowed;
     int n_allowed;
     char name[64];
+    int gone[GONE_MAX], n_gone; /* file descriptors of connections closed since the last transport_server_gone */
 };
 
 /* 1 if a process accepts connections on the unix socket at path. */
@@ -320,7 +326,17 @@ struct transport_req {
     zmq_msg_t env[ENVELOPE_MAX];
     int n_env;
     zmq_msg_t body;
+    int fd; /* the connection it came on */
 };
+
+int transport_server_gone(transport_server_t *s, int *fds, int max) {
+    int n = s->n_gone < max ? s->n_gone : max;
+    memcpy(fds, s->gone, sizeof(int) * (size_t)n);
+    s->n_gone = 0;
+    return n;
+}
+
+int transport_req_fd(const transport_req_t *r) { return r->fd; }
 
 int transport_server_recv(transport_server_t *s, transport_req_t **out) {
     *out = NULL;
@@ -345,6 +361,7 @@ int transport_server_recv(transport_server_t *s, transport_req_t **out) {
     }
     r->n_env = n;
     r->body = m;
+    r->fd = zmq_msg_get(&r->body, ZMQ_SRCFD);
     if (dropped || n == 0) { /* not from a REQ socket: nothing to route a reply by */
         fprintf(stderr, "bild %s: dropped a message with a malformed envelope (%d frames)\n", s->name, n);
         transport_req_free(&r);
@@ -427,12 +444,14 @@ int transport_server_wait(transport_server_t *s, int timeout_ms) {
     if (n >= 2 && (it[1].revents & ZMQ_POLLIN)) {
         char addr[256];
         int ev;
-        while ((ev = monitor_read(s->mon, addr, sizeof addr)) != 0) {
+        uint32_t fd = 0;
+        while ((ev = monitor_read_value(s->mon, addr, sizeof addr, &fd)) != 0) {
             if (ev == ZMQ_EVENT_ACCEPTED) fprintf(stderr, "bild %s: coordinator connected on %s\n", s->name, addr);
-            else if (ev == ZMQ_EVENT_DISCONNECTED)
+            else if (ev == ZMQ_EVENT_DISCONNECTED) {
                 fprintf(stderr, "bild %s: coordinator on %s went away (closed, killed, or silent past the heartbeat "
-                                "timeout); waiting for a new one\n", s->name, addr);
-            else
+                                "timeout)\n", s->name, addr);
+                if (s->n_gone < GONE_MAX) s->gone[s->n_gone++] = (int)fd;
+            } else
                 fprintf(stderr, "bild %s: a connection on %s failed the security handshake\n", s->name, addr);
         }
     }

@@ -81,6 +81,11 @@ typedef struct transport_req transport_req_t;
  * failure. */
 int transport_server_recv(transport_server_t *s, transport_req_t **req);
 const void *transport_req_data(const transport_req_t *r, size_t *n);
+/* The connection a request came on (its file descriptor, -1 if unknown),
+ * and the connections closed since the last call (up to max into fds; the
+ * count): a worker ends the sessions of a coordinator that went away. */
+int transport_req_fd(const transport_req_t *r);
+int transport_server_gone(transport_server_t *s, int *fds, int max);
 /* Sends data (n bytes) as the reply to *r and frees it. 0, or -1. */
 int transport_server_reply(transport_server_t *s, transport_req_t **r, const void *data, size_t n);
 void transport_req_free(transport_req_t **r);

@@ -18,6 +18,8 @@
 #    the request after that (a new session) gives the in-process text again.
 #    With --session-idle 1, a coordinator quiet for 2 s gets the same kind
 #    of message naming the idle limit.
+# 3. A coordinator killed with SIGKILL (no BYE): both workers end its
+#    sessions when its connections close.
 set -u
 . tests/cli_lib.sh
 N=24
@@ -167,4 +169,23 @@ evict_case() { # evict_case NAME PATTERN WORKER-ARGS...: request 2's error must 
 }
 evict_case "--max-sessions 1" "was evicted: least recently used" --max-sessions 1
 evict_case "--session-idle 1" "was evicted: idle for 1 s" --session-idle 1
+
+# 3. a coordinator killed (no BYE): both workers end its sessions when the connection closes
+start_worker small-worker "$SM" "ipc://$tmp/ks.sock" "$tmp/ks.log" || exit 1
+start_worker large-worker "$LG" "ipc://$tmp/kl.sock" "$tmp/kl.log" || exit 1
+rm -f "$tmp/fifo" && mkfifo "$tmp/fifo"
+"$BILD" generate --small-endpoint "ipc://$tmp/ks.sock" --large-endpoint "ipc://$tmp/kl.sock" -z "$TOK" --requests - -j 1 \
+    <"$tmp/fifo" >"$tmp/a.jsonl" 2>"$tmp/a.err" &
+apid=$!
+exec 3>"$tmp/fifo"
+ask 1
+kill -9 $apid
+exec 3>&-
+i=0
+until grep -q "ended: its coordinator went away" "$tmp/ks.log" && grep -q "ended: its coordinator went away" "$tmp/kl.log"; do
+    i=$((i + 1)); [ $i -gt 50 ] && break; sleep 0.1
+done
+if [ $i -le 50 ]; then echo "ok   a killed coordinator's sessions end on both workers: $(grep "went away (the" "$tmp/kl.log")"
+else fail "a killed coordinator's sessions did not end: $(tail -n 2 "$tmp/ks.log" "$tmp/kl.log")"
+fi
 exit $((fails > 0))
