@@ -196,7 +196,14 @@ static int handle_one(sessions_t *t, proto_msg_t *m, proto_err_t e, int fd, prot
         return 0;
     }
     out->session_id = m->session_id;
-    sess_t *x = NULL;
+    sess_t *x = sess_find(t, m->session_id);
+    if (x && x->fd >= 0 && fd >= 0 && x->fd != fd && m->type != MSG_PING && m->type != MSG_SHUTDOWN) {
+        /* a session is its coordinator's connection's: another connection naming it is refused */
+        snprintf(err, sizeof err, "session %016llx belongs to another connection", (unsigned long long)m->session_id);
+        fprintf(stderr, "bild %s: request %u refused: %s\n", sv->name, m->id, err);
+        proto_encode_error(out, m->id, -100, err);
+        return 0;
+    }
     switch (m->type) {
     case MSG_HELLO:
         if (m->role != sv->hello.role)
@@ -286,7 +293,7 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
         for (int i = 0; i < n; i++) {
             sess_t *x;
             in_batch[i] = sv->run_batch && de[i] == PROTO_OK && sv->can_batch(sv->ctx, &msg[i]) && !uses_plane(&msg[i]) &&
-                          (x = sess_find(t, msg[i].session_id)) != NULL;
+                          (x = sess_find(t, msg[i].session_id)) != NULL && x->fd == transport_req_fd(rq[i]);
             for (int j = 0; j < i && in_batch[i]; j++) /* one request per session */
                 if (in_batch[j] && msg[j].session_id == msg[i].session_id) in_batch[i] = 0;
             nb += in_batch[i];

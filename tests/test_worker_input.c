@@ -171,11 +171,19 @@ static int ask(const void *data, size_t n, proto_msg_t *m) {
 
 static int ask_buf(const proto_buf_t *b, proto_msg_t *m) { return ask(b->data, b->size, m); }
 
-/* The worker still serves: PING -> PONG, and a valid draft -> DRAFT_RES. */
+/* The worker still serves: PING -> PONG, HELLO -> HELLO_REPLY (the test's
+ * session 0, opened afresh: a bad message may have made libzmq drop the
+ * connection, which ends the session), and a valid draft -> DRAFT_RES. */
 static void check_serving(void) {
     proto_buf_t b = {0};
     proto_msg_t m;
     uint32_t id = next_id++;
+    proto_encode_hello(&b, id, ROLE_SMALL);
+    if (ask_buf(&b, &m) == 0) {
+        CHECK(m.type == MSG_HELLO_REPLY);
+        proto_msg_free(&m);
+    }
+    id = next_id++;
     proto_encode_simple(&b, id, MSG_PING);
     if (ask_buf(&b, &m) == 0) {
         CHECK(m.type == MSG_PONG);
@@ -661,6 +669,28 @@ int main(void) {
         session_req_t sq = {.temperature = 1, .top_p = 1, .seed = 1};
         proto_encode_session(&v, next_id++, &sq);
         bad_text("(i) SESSION of a session that said BYE", &v, "ended by its coordinator");
+        /* another connection naming this test's session (0): refused, and the session goes on */
+        cur_case = "(i) DRAFT_REQ of session 0 from another connection";
+        n_cases++;
+        void *other = new_req(RCV_TIMEOUT_MS);
+        v.session_id = 0;
+        proto_encode_draft_req(&v, next_id++, &dq);
+        zmq_msg_t rep;
+        zmq_msg_init(&rep);
+        proto_msg_t m2;
+        int got = other && zmq_send(other, v.data, v.size, 0) == (int)v.size && zmq_msg_recv(&rep, other, 0) >= 0 &&
+                  proto_decode(zmq_msg_data(&rep), zmq_msg_size(&rep), VOCAB, &m2) == PROTO_OK;
+        CHECK(got);
+        if (got) {
+            CHECK(m2.type == MSG_ERROR && strstr(m2.err_text, "belongs to another connection"));
+            fprintf(stderr, "ok   %-50s ERROR %d: %s\n", cur_case, m2.err_code, m2.err_text);
+            proto_msg_free(&m2);
+        }
+        zmq_msg_close(&rep);
+        if (other) zmq_close(other);
+        proto_buf_free(&v);
+        check_serving();
+        CHECK(worker_alive());
     }
 
     /* (h) last, as they may kill a sanitized worker: valid messages with an
