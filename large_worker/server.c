@@ -120,31 +120,25 @@ void large_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t
     for (int i = 0; i < n; i++) {
         const large_session_t *x = st[i];
         const verify_req_t *q = &req[i]->verify_req;
-        rc[i] = verifier_check(x->verifier, q, err[i], 512);
-        if (rc[i] || k == 64 || rows + q->T > transformer_max_block(s->tf)) continue;
+        rc[i] = verifier_check(x->verifier, q, err[i], 512) ? -1 : 1;
+        if (rc[i] < 0 || k == 64 || rows + q->T > transformer_max_block(s->tf)) continue;
         kv[k] = x->kv, toks[k] = q->tokens, T[k] = q->T, pos[k] = q->pos, row0[k] = rows, idx[k] = i;
         rows += q->T, k++;
     }
-    int ran = k >= 2 && transformer_run_multi(s->tf, k, kv, toks, T, pos) == 0;
-    if (ran) s->batches++, s->batched += k;
+    /* what does not run together (one left, too many rows, an invalid block) stays rc 1: served alone */
+    if (k < 2 || transformer_run_multi(s->tf, k, kv, toks, T, pos) != 0) return;
+    s->batches++, s->batched += k;
     for (int j = 0; j < k; j++) {
         int i = idx[j];
         large_session_t *x = st[i];
-        if (ran) {
-            verify_res_t res;
-            verifier_finish(x->verifier, &req[i]->verify_req, row0[j], &res);
-            res.accept_done = 0;
-            if (proto_encode_verify_res(out[i], req[i]->id, &res, s->vocab) != 0) {
-                snprintf(err[i], 512, "out of memory encoding the reply");
-                rc[i] = -1;
-            }
+        verify_res_t res;
+        verifier_finish(x->verifier, &req[i]->verify_req, row0[j], &res);
+        res.accept_done = 0;
+        rc[i] = 0;
+        if (proto_encode_verify_res(out[i], req[i]->id, &res, s->vocab) != 0) {
+            snprintf(err[i], 512, "out of memory encoding the reply");
+            rc[i] = -1;
         }
-    }
-    /* what did not run together (one left, too many rows, an invalid block) runs alone: its own error if any */
-    for (int i = 0; i < n; i++) {
-        int done = 0;
-        for (int j = 0; j < k && ran; j++) done |= idx[j] == i;
-        if (!done && !rc[i]) rc[i] = large_server_handle(ctx, st[i], req[i], out[i], err[i], 512);
     }
 }
 

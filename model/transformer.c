@@ -77,7 +77,6 @@ struct transformer {
 
 /* A KV cache of its own (transformer_cache_new). */
 struct kv_cache {
-    const transformer_t *owner;
     int n_layers;
     tensor_t *kc, *vc; /* (n_layers) each */
     int cached;        /* its length while another cache is in use */
@@ -513,7 +512,7 @@ kv_cache_t *transformer_cache_new(transformer_t *tf, char *err, size_t errlen) {
         snprintf(err, errlen, "out of memory for a KV cache");
         return NULL;
     }
-    kv->owner = tf, kv->n_layers = L, kv->kc = arr, kv->vc = arr + L;
+    kv->n_layers = L, kv->kc = arr, kv->vc = arr + L;
     for (int l = 0; l < L; l++) {
         kv->kc[l] = be->alloc(be, n), kv->vc[l] = be->alloc(be, n);
         if (!kv->kc[l].data || !kv->vc[l].data) {

@@ -30,6 +30,7 @@ typedef struct {
     } gone[GONE_RING];
     int n_gone;
     uint64_t plane_owner; /* the session whose data plane is open (0: none) */
+    char batch_err[64][512]; /* run_batch's messages, one per request of a batch */
 } sessions_t;
 
 static double now_s(void) {
@@ -246,22 +247,48 @@ static int handle_one(sessions_t *t, proto_msg_t *m, proto_err_t e, int fd, prot
     return 0;
 }
 
-#define BATCH_MAX 64 /* requests taken from the socket at once */
+#define BATCH_MAX 64 /* requests taken from the socket at once (sessions_t.batch_err holds as many) */
+
+/* One request taken from the socket, and its reply. */
+typedef struct {
+    transport_req_t *rq;
+    proto_msg_t msg;
+    proto_err_t de;
+    proto_buf_t out;
+    int in_batch;
+} slot_t;
+
+/* The batch: the slots marked in_batch go to run_batch together; those it
+ * does not take (rc 1) are served alone. */
+static void run_batch(sessions_t *t, slot_t *sl, int n, int nb) {
+    const serve_t *sv = t->sv;
+    void *st[BATCH_MAX];
+    const proto_msg_t *req[BATCH_MAX];
+    proto_buf_t *out[BATCH_MAX];
+    int rc[BATCH_MAX], k = 0;
+    char(*err)[512] = t->batch_err;
+    for (int i = 0; i < n; i++) {
+        if (!sl[i].in_batch) continue;
+        sess_t *x = sess_find(t, sl[i].msg.session_id);
+        x->last = now_s();
+        sl[i].out.session_id = sl[i].msg.session_id;
+        st[k] = x->st, req[k] = &sl[i].msg, out[k] = &sl[i].out, k++;
+    }
+    sv->run_batch(sv->ctx, nb, st, req, out, rc, err);
+    for (int j = 0; j < nb; j++) {
+        if (rc[j] > 0) rc[j] = sv->handle(sv->ctx, st[j], req[j], out[j], err[j], (int)sizeof err[j]);
+        if (rc[j]) {
+            fprintf(stderr, "bild %s: request %u failed: %s\n", sv->name, req[j]->id, err[j]);
+            proto_encode_error(out[j], req[j]->id, -100, err[j]);
+        }
+    }
+}
 
 int serve_loop(transport_server_t *srv, const serve_t *sv) {
     int rc = 0, quit = 0;
     sessions_t *t = calloc(1, sizeof *t);
-    transport_req_t **rq = calloc(BATCH_MAX, sizeof *rq);
-    proto_msg_t *msg = calloc(BATCH_MAX, sizeof *msg);
-    proto_err_t *de = calloc(BATCH_MAX, sizeof *de);
-    proto_buf_t *out = calloc(BATCH_MAX, sizeof *out);
-    void **bst = calloc(BATCH_MAX, sizeof *bst);
-    const proto_msg_t **breq = calloc(BATCH_MAX, sizeof *breq);
-    proto_buf_t **bout = calloc(BATCH_MAX, sizeof *bout);
-    int *in_batch = calloc(BATCH_MAX, sizeof *in_batch), *brc = calloc(BATCH_MAX, sizeof *brc);
-    char(*berr)[512] = calloc(BATCH_MAX, sizeof *berr);
-    if (!t || !rq || !msg || !de || !out || !bst || !breq || !bout || !in_batch || !brc || !berr ||
-        !(t->s = calloc((size_t)(sv->max_sessions > 0 ? sv->max_sessions : 1), sizeof(sess_t)))) {
+    slot_t *sl = calloc(BATCH_MAX, sizeof *sl);
+    if (!t || !sl || !(t->s = calloc((size_t)(sv->max_sessions > 0 ? sv->max_sessions : 1), sizeof(sess_t)))) {
         fprintf(stderr, "bild %s: out of memory\n", sv->name);
         rc = -1;
         goto end;
@@ -279,10 +306,10 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
         if (np == 0) continue;
         /* every request waiting now: from different coordinators, they may run as one batch */
         int n = 0, g;
-        while (n < BATCH_MAX && (g = transport_server_recv(srv, &rq[n])) == 1) {
+        while (n < BATCH_MAX && (g = transport_server_recv(srv, &sl[n].rq)) == 1) {
             size_t len;
-            const void *data = transport_req_data(rq[n], &len);
-            de[n] = proto_decode(data, len, sv->vocab, &msg[n]);
+            const void *data = transport_req_data(sl[n].rq, &len);
+            sl[n].de = proto_decode(data, len, sv->vocab, &sl[n].msg);
             n++;
         }
         if (n == 0 && g < 0) {
@@ -291,47 +318,34 @@ int serve_loop(transport_server_t *srv, const serve_t *sv) {
         }
         int nb = 0;
         for (int i = 0; i < n; i++) {
-            sess_t *x;
-            in_batch[i] = sv->run_batch && de[i] == PROTO_OK && sv->can_batch(sv->ctx, &msg[i]) && !uses_plane(&msg[i]) &&
-                          (x = sess_find(t, msg[i].session_id)) != NULL && x->fd == transport_req_fd(rq[i]);
-            for (int j = 0; j < i && in_batch[i]; j++) /* one request per session */
-                if (in_batch[j] && msg[j].session_id == msg[i].session_id) in_batch[i] = 0;
-            nb += in_batch[i];
+            const proto_msg_t *m = &sl[i].msg;
+            const sess_t *x;
+            sl[i].in_batch = sv->run_batch && sl[i].de == PROTO_OK && sv->can_batch(sv->ctx, m) && !uses_plane(m) &&
+                             (x = sess_find(t, m->session_id)) != NULL && x->fd == transport_req_fd(sl[i].rq);
+            for (int j = 0; j < i && sl[i].in_batch; j++) /* one request per session */
+                if (sl[j].in_batch && sl[j].msg.session_id == m->session_id) sl[i].in_batch = 0;
+            nb += sl[i].in_batch;
         }
-        if (nb < 2) nb = 0, memset(in_batch, 0, sizeof *in_batch * (size_t)n);
+        if (nb < 2)
+            for (int i = 0; i < n; i++) sl[i].in_batch = 0;
         for (int i = 0; i < n; i++)
-            if (!in_batch[i]) quit |= handle_one(t, &msg[i], de[i], transport_req_fd(rq[i]), &out[i]);
-        if (nb) {
-            int k = 0;
-            for (int i = 0; i < n; i++) {
-                if (!in_batch[i]) continue;
-                sess_t *x = sess_find(t, msg[i].session_id);
-                x->last = now_s(), x->fd = transport_req_fd(rq[i]);
-                out[i].session_id = msg[i].session_id;
-                bst[k] = x->st, breq[k] = &msg[i], bout[k] = &out[i], k++;
-            }
-            sv->run_batch(sv->ctx, nb, bst, breq, bout, brc, berr);
-            for (int k2 = 0; k2 < nb; k2++)
-                if (brc[k2]) {
-                    fprintf(stderr, "bild %s: request %u failed: %s\n", sv->name, breq[k2]->id, berr[k2]);
-                    proto_encode_error(bout[k2], breq[k2]->id, -100, berr[k2]);
-                }
-        }
+            if (!sl[i].in_batch) quit |= handle_one(t, &sl[i].msg, sl[i].de, transport_req_fd(sl[i].rq), &sl[i].out);
+        if (nb >= 2) run_batch(t, sl, n, nb);
         if (sv->idle) sv->idle(sv->idle_ctx); /* the other worker may need the cores now */
         for (int i = 0; i < n; i++) {
-            if (!out[i].data || transport_server_reply(srv, &rq[i], out[i].data, out[i].size) != 0)
+            if (!sl[i].out.data || transport_server_reply(srv, &sl[i].rq, sl[i].out.data, sl[i].out.size) != 0)
                 fprintf(stderr, "bild %s: cannot send a reply: %s\n", sv->name, zmq_strerror(zmq_errno()));
-            transport_req_free(&rq[i]);
-            if (de[i] == PROTO_OK) proto_msg_free(&msg[i]);
-            proto_buf_free(&out[i]);
+            transport_req_free(&sl[i].rq);
+            if (sl[i].de == PROTO_OK) proto_msg_free(&sl[i].msg);
+            proto_buf_free(&sl[i].out);
         }
     }
 end:
     if (t && t->s)
         while (t->n) sess_end(t, t->n - 1, "ended: the worker stopped", 0);
     if (t) free(t->s);
-    free(t), free(rq), free(msg), free(de), free(out), free(bst), free(breq), free(bout), free(in_batch), free(brc),
-        free(berr);
+    free(t);
+    free(sl);
     if (sv->plane) plane_close(sv->plane);
     return rc;
 }

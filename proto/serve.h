@@ -32,7 +32,8 @@ typedef int (*serve_fn)(void *ctx, void *st, const proto_msg_t *req, proto_buf_t
 /* Optional batching: can_batch says whether a request may run together with
  * other sessions' requests; run_batch handles n >= 2 of them (of distinct
  * sessions, st[i] the state of req[i]'s) at once, each reply into *out[i],
- * rc[i] 0 or -1 with a message in err[i] (an ERROR reply is then sent). */
+ * rc[i] 0, -1 with a message in err[i] (an ERROR reply is then sent), or 1:
+ * not taken into the batch (the loop then serves it alone with handle). */
 typedef int (*serve_can_batch_fn)(void *ctx, const proto_msg_t *req);
 typedef void (*serve_batch_fn)(void *ctx, int n, void *const *st, const proto_msg_t *const *req, proto_buf_t **out,
                                int *rc, char (*err)[512]);

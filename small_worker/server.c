@@ -106,65 +106,55 @@ void small_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t
     for (int i = 0; i < n; i++) {
         small_session_t *x = st[i];
         const draft_req_t *q = &req[i]->draft_req;
-        rc[i] = drafter_begin(x->drafter, q, &res[i], err[i], 512);
-        if (rc[i] || k == 64 || rows + q->n_feed > max_rows) continue;
+        rc[i] = drafter_begin(x->drafter, q, &res[i], err[i], 512) ? -1 : 1;
+        if (rc[i] < 0 || k == 64 || rows + q->n_feed > max_rows) continue;
         kv[k] = x->kv, toks[k] = q->feed, T[k] = q->n_feed, pos[k] = q->keep, idx[k] = i;
         rows += q->n_feed, row[k] = rows - 1, k++;
     }
-    int ran = k >= 2 && transformer_run_multi(s->tf, k, kv, toks, T, pos) == 0;
-    if (ran) {
-        s->batches++, s->batched += k;
-        /* then single steps in lockstep, each session until its draft ends */
-        int live = k;
-        for (int j = 0; j < k; j++) res[idx[j]].passes = 1, pos[j] += T[j];
-        while (live) {
-            int m = 0;
-            kv_cache_t *kv2[64];
-            const int *toks2[64];
-            int T2[64], pos2[64], who[64];
-            for (int j = 0; j < k; j++) {
-                if (!kv[j]) continue; /* done */
-                int i = idx[j];
-                small_session_t *x = st[i];
-                int tok = drafter_step(x->drafter, &req[i]->draft_req, row[j], &res[i]);
-                if (tok >= 0 && pos[j] >= seq_len) { /* the context is full: what was drafted, as a fallback */
-                    res[i].end = DRAFT_FALLBACK, res[i].end_max_p = 0;
-                    tok = -1;
-                }
-                if (tok < 0) {
-                    res[i].cached = pos[j];
-                    kv[j] = NULL, live--;
-                    continue;
-                }
-                next[j] = tok;
-                kv2[m] = kv[j], toks2[m] = &next[j], T2[m] = 1, pos2[m] = pos[j], who[m] = j, m++;
-            }
-            if (!m) break;
-            if (transformer_run_multi(s->tf, m, kv2, toks2, T2, pos2) != 0) { /* cannot happen: checked above */
-                for (int a = 0; a < m; a++) {
-                    int i = idx[who[a]];
-                    snprintf(err[i], 512, "draft: a batched step failed");
-                    rc[i] = -1, kv[who[a]] = NULL, live--;
-                }
-                break;
-            }
-            for (int a = 0; a < m; a++) {
-                int j = who[a];
-                row[j] = a, pos[j]++, res[idx[j]].passes++;
-            }
-        }
+    /* what does not run together stays rc 1: served alone */
+    if (k < 2 || transformer_run_multi(s->tf, k, kv, toks, T, pos) != 0) return;
+    s->batches++, s->batched += k;
+    for (int j = 0; j < k; j++) rc[idx[j]] = 0, res[idx[j]].passes = 1, pos[j] += T[j];
+    /* then single steps in lockstep, each session until its draft ends (kv[j] NULL) */
+    for (;;) {
+        int m = 0, who[64];
         for (int j = 0; j < k; j++) {
+            if (!kv[j]) continue;
             int i = idx[j];
-            if (!rc[i] && proto_encode_draft_res(out[i], req[i]->id, &res[i], s->vocab) != 0) {
-                snprintf(err[i], 512, "out of memory encoding the reply");
-                rc[i] = -1;
+            small_session_t *x = st[i];
+            int tok = drafter_step(x->drafter, &req[i]->draft_req, row[j], &res[i]);
+            if (tok >= 0 && pos[j] >= seq_len) { /* the context is full: what was drafted, as a fallback */
+                res[i].end = DRAFT_FALLBACK, res[i].end_max_p = 0;
+                tok = -1;
             }
+            if (tok < 0) {
+                res[i].cached = pos[j];
+                kv[j] = NULL;
+                continue;
+            }
+            next[j] = tok;
+            who[m++] = j;
         }
+        if (!m) break;
+        kv_cache_t *kv2[64];
+        const int *toks2[64];
+        int T2[64], pos2[64];
+        for (int a = 0; a < m; a++) kv2[a] = kv[who[a]], toks2[a] = &next[who[a]], T2[a] = 1, pos2[a] = pos[who[a]];
+        if (transformer_run_multi(s->tf, m, kv2, toks2, T2, pos2) != 0) { /* cannot happen: checked above */
+            for (int a = 0; a < m; a++) {
+                int i = idx[who[a]];
+                snprintf(err[i], 512, "draft: a batched step failed");
+                rc[i] = -1, kv[who[a]] = NULL;
+            }
+            break;
+        }
+        for (int a = 0; a < m; a++) row[who[a]] = a, pos[who[a]]++, res[idx[who[a]]].passes++;
     }
-    /* what did not run together runs alone */
-    for (int i = 0; i < n; i++) {
-        int done = 0;
-        for (int j = 0; j < k && ran; j++) done |= idx[j] == i;
-        if (!done && !rc[i]) rc[i] = small_server_handle(ctx, st[i], req[i], out[i], err[i], 512);
+    for (int j = 0; j < k; j++) {
+        int i = idx[j];
+        if (!rc[i] && proto_encode_draft_res(out[i], req[i]->id, &res[i], s->vocab) != 0) {
+            snprintf(err[i], 512, "out of memory encoding the reply");
+            rc[i] = -1;
+        }
     }
 }
