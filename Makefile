@@ -63,7 +63,7 @@ endif
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 
-LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c) \
+LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c common/*.c) \
             $(filter-out %/main.c,$(wildcard small_worker/*.c large_worker/*.c)) \
             $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -170,7 +170,7 @@ FUZZ_CC     ?= clang
 FUZZ_DIR    := build/fuzz
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -g -O1 -I. \
                -fno-omit-frame-pointer $(if $(filter 1,$(WERROR)),-Werror,)
-FUZZ_DEPS   := proto/proto.c proto/proto.h coordinator/worker.h
+FUZZ_DEPS   := proto/proto.c proto/proto.h common/worker.h
 
 fuzz: $(FUZZ_DIR)/fuzz_proto $(FUZZ_DIR)/make_corpus $(FUZZ_DIR)/fuzz_safetensors $(FUZZ_DIR)/fuzz_tokenizer_json
 	$(FUZZ_DIR)/make_corpus $(FUZZ_DIR)/corpus

@@ -10,7 +10,7 @@
  */
 #include "coordinator/policy.h"
 
-#include "coordinator/accept.h"
+#include "common/accept.h"
 
 #include <math.h>
 #include <stdio.h>

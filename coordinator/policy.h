@@ -17,7 +17,7 @@
 #ifndef BILD_POLICY_H
 #define BILD_POLICY_H
 
-#include "coordinator/worker.h"
+#include "common/worker.h"
 
 typedef enum {
     POLICY_BILD = 0,
@@ -40,7 +40,7 @@ typedef struct {
     int sampling;     /* SPEC: Leviathan rejection sampling on the workers' full distributions */
     unsigned long long seed; /* SPEC sampling: the accept/resample random stream */
     int accept_remote; /* SPEC sampling: the small model's distributions go to the large worker over the data
-                          plane, and it runs the acceptance with this policy's stream (coordinator/accept.h) */
+                          plane, and it runs the acceptance with this policy's stream (common/accept.h) */
 } policy_params_t;
 
 typedef struct {

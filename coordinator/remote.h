@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#include "coordinator/worker.h"
+#include "common/worker.h"
 #include "proto/proto.h"
 #include "proto/transport.h"
 

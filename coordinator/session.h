@@ -13,7 +13,7 @@
 #define BILD_SESSION_H
 
 #include "coordinator/policy.h"
-#include "coordinator/worker.h"
+#include "common/worker.h"
 
 typedef struct {
     double small_s;  /* time inside small-worker calls */

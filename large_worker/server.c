@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "coordinator/accept.h"
+#include "common/accept.h"
 
 /* One session's state. */
 typedef struct {

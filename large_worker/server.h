@@ -1,7 +1,7 @@
 /* server.h - the large worker's request handler (for proto/serve.c's loop):
  * VERIFY_REQ -> verifier -> VERIFY_RES, SESSION (how to sample); when the
  * request says so, the small model's distributions come over the data plane
- * and the acceptance runs here (coordinator/accept.h), so only the verdict
+ * and the acceptance runs here (common/accept.h), so only the verdict
  * goes back. Each session has its own KV cache, verifier and sampler on the
  * one shared model (transformer_use_cache before every request). */
 #ifndef BILD_LARGE_SERVER_H

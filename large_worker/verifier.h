@@ -1,12 +1,12 @@
 /* verifier.h - the large model's side of BiLD, in process: run a block of
  * tokens in one pass and report, per position, the argmax, the sampled
  * token and -log p of the next given token. Implements large_link_t
- * (coordinator/worker.h); the large_worker process will serve the same calls
+ * (common/worker.h); the large_worker process will serve the same calls
  * over the network. */
 #ifndef BILD_VERIFIER_H
 #define BILD_VERIFIER_H
 
-#include "coordinator/worker.h"
+#include "common/worker.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "coordinator/worker.h"
+#include "common/worker.h"
 #ifdef BILD_CUDA
 #include "kernels/cuda/plane_nccl.h"
 #endif

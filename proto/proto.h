@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "coordinator/worker.h"
+#include "common/worker.h"
 
 #ifndef PROTO_VERSION /* tests build a peer of another version with -DPROTO_VERSION=2 */
 #define PROTO_VERSION 2 /* 2: the session id in every message; MSG_BYE */

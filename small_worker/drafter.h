@@ -1,12 +1,12 @@
 /* drafter.h - the small model's side of BiLD, in process: catch up on the
  * tokens it has not seen, then draft until k tokens, a fallback (max
  * probability below alpha_fb) or a proposed stop token. Implements
- * small_link_t (coordinator/worker.h); the small_worker process will serve the
+ * small_link_t (common/worker.h); the small_worker process will serve the
  * same calls over the network. */
 #ifndef BILD_DRAFTER_H
 #define BILD_DRAFTER_H
 
-#include "coordinator/worker.h"
+#include "common/worker.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
 

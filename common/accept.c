@@ -1,5 +1,5 @@
 /* accept.c - see accept.h. */
-#include "coordinator/accept.h"
+#include "common/accept.h"
 
 #include <stddef.h>
 

@@ -61,7 +61,7 @@ typedef struct {
      * model's distributions came over the data plane): accept_here = 1,
      * plane_rows of them to receive first (0..n_out), bonus = 1 to draw a
      * bonus token when every draft token is accepted, rng the caller's
-     * random stream (coordinator/accept.h). */
+     * random stream (common/accept.h). */
     int accept_here;
     int plane_rows;
     int bonus;
