@@ -39,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/cli.h"
+#include "cli/cli.h"
 #include "coordinator/policy.h"
 #include "coordinator/session.h"
 #include "kernels/cpu/cpu.h"

@@ -43,7 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "coordinator/cli.h"
+#include "cli/cli.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/half.h"
 #include "model/batch.h"
@@ -55,9 +55,6 @@
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the corpus files are written as little-endian arrays straight from memory"
 #endif
-
-/* Exit codes, as coordinator/main.c documents them. */
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_INPUT = 3, EXIT_FIT = 4 };
 
 #define TOPK_MAX 1024 /* most top-K entries per position (insertion into a sorted list) */
 #define PROGRESS_S 0.25 /* seconds between progress bar updates */

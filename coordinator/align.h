@@ -13,7 +13,7 @@
  *
  * The helpers below are the pieces of the two commands that have a contract
  * of their own (the corpus format's numbers); the commands return the exit
- * codes of coordinator/main.c (0 ok, 1 runtime, 2 usage, 3 input, 4 fit).
+ * codes of cli/cli.h (0 ok, 1 runtime, 2 usage, 3 input, 4 fit).
  */
 #ifndef BILD_ALIGN_H
 #define BILD_ALIGN_H

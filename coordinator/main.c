@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "coordinator/align.h"
-#include "coordinator/cli.h"
+#include "cli/cli.h"
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"
 #include "coordinator/session.h"
@@ -48,15 +48,6 @@
 
 #define BILD_VERSION "0.1.0"
 
-/* Exit codes; documented in --help. */
-enum {
-    EXIT_OK = 0,
-    EXIT_RUNTIME = 1, /* failure while running (out of memory, write error) */
-    EXIT_USAGE = 2,   /* bad command line */
-    EXIT_INPUT = 3,   /* a file could not be read or is not valid */
-    EXIT_FIT = 4,     /* the request does not fit the model (prompt longer than the context) */
-    EXIT_WORKER = 5,  /* a remote worker could not be reached, refused the handshake, or failed */
-};
 
 static const char *RUN_HELP =
     "usage: bild run --model PATH (--prompt TEXT | --prompt-file FILE) [options]\n"
@@ -211,113 +202,6 @@ static const char *MAIN_HELP =
     "\n"
     "  bild --version   print the version\n";
 
-/* A model file with its tokenizer, as the commands open them. */
-typedef struct {
-    model_file_t *m;
-    tokenizer_t *tok;
-} loaded_t;
-
-static void loaded_free(loaded_t *l) {
-    tokenizer_destroy(&l->tok);
-    model_close(&l->m);
-}
-
-/* --dummy-weights: on, and the type of the random matrices */
-typedef struct {
-    int on;
-    dtype_t dtype;
-} dummy_t;
-
-/* The seed of --dummy-weights: fixed, so that runs (and the workers of one
- * launch) hold the same model. */
-#define DUMMY_SEED 1
-
-/* Opens a model and its tokenizer (tokpath, or the default beside the
- * model; if `optional`, a missing default is not an error). With dummy->on,
- * path names a config.json's folder and the weights are random. Prints a
- * one-line message and returns -1 on failure. */
-static int load_model(const char *cmd, const char *path, const char *tokpath, int optional, const dummy_t *dummy,
-                      loaded_t *l) {
-    char err[1024], found[4096], tried[8200], dir[4096];
-    *l = (loaded_t){0};
-    if (dummy && dummy->on) {
-        if (cli_dummy_dir(path, dir, sizeof dir, err, sizeof err) ||
-            !(l->m = hf_open_dummy(dir, dummy->dtype, DUMMY_SEED, err, sizeof err))) {
-            fprintf(stderr, "bild %s: %s\n", cmd, err);
-            return -1;
-        }
-        path = dir; /* its tokenizer.json, if any */
-    } else if (!(l->m = model_open(path, err, sizeof err))) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
-        return -1;
-    }
-    int V = model_config(l->m)->vocab_size;
-    if (tokpath) snprintf(found, sizeof found, "%s", tokpath);
-    else if (cli_default_tokenizer(path, V, found, sizeof found, tried, sizeof tried)) {
-        if (optional) return 0;
-        fprintf(stderr, "bild %s: no --tokenizer given and none found next to the model (tried %s); "
-                        "pass --tokenizer PATH\n", cmd, tried);
-        loaded_free(l);
-        return -1;
-    }
-    if (!(l->tok = cli_load_tokenizer(found, V, model_config(l->m)->bos_id, model_config(l->m)->eos_id, err,
-                                      sizeof err))) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
-        loaded_free(l);
-        return -1;
-    }
-    return 0;
-}
-
-/* Encodes the prompt (text or file) with BOS. Returns the ids (caller frees)
- * and their count, or NULL after printing a message; *rc gets the exit code. */
-static int *encode_prompt(const char *cmd, const tokenizer_t *tok, const char *text, const char *file, int *n,
-                          int *rc) {
-    char err[1024];
-    char *buf = NULL;
-    *rc = EXIT_INPUT;
-    if (file && !(text = buf = cli_read_prompt_file(file, err, sizeof err))) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
-        return NULL;
-    }
-    *rc = EXIT_RUNTIME;
-    int count = tokenizer_encode(tok, text, 1, NULL, 0);
-    int *ids = count > 0 ? malloc(sizeof(int) * (size_t)count) : NULL;
-    if (!ids) fprintf(stderr, "bild %s: out of memory encoding the prompt\n", cmd);
-    else tokenizer_encode(tok, text, 1, ids, count);
-    free(buf);
-    *n = count;
-    return ids;
-}
-
-static int prompt_fits(const char *cmd, int n_ids, const model_config_t *c, const char *which) {
-    if (n_ids <= c->seq_len) return 1;
-    fprintf(stderr, "bild %s: the prompt is %d tokens but the %smodel's context is %d tokens (seq_len); "
-                    "shorten the prompt\n", cmd, n_ids, which, c->seq_len);
-    return 0;
-}
-
-/* Checks --device and --dummy-dtype spellings (usage errors, exit 2). */
-static int check_device_opts(const char *cmd, const char *const *devs, int n_devs, const char *dtype_s,
-                             dummy_t *dummy) {
-    static const char *names[] = {"--device", "--small-device", "--large-device"};
-    char err[256];
-    for (int i = 0; i < n_devs && i < 3; i++)
-        if (devs[i] && cli_check_device(devs[i], err, sizeof err))
-            return cli_usage_error(cmd, "%s: %s", names[i], err);
-    if (cli_parse_dtype(dtype_s, &dummy->dtype))
-        return cli_usage_error(cmd, "--dummy-dtype: unknown type '%s' (bf16, f16 or f32)", dtype_s);
-    return 0;
-}
-
-/* backend_new with the command's one-line message on failure. */
-static backend_t *open_backend(const char *cmd, const char *device, int threads) {
-    char err[1024];
-    backend_t *be = backend_new(device, threads, err, sizeof err);
-    if (!be) fprintf(stderr, "bild %s: %s\n", cmd, err);
-    return be;
-}
-
 /* generate() for a model without a tokenizer (--dummy-weights): the same
  * loop over token ids, with no text. Same stops, same statistics. */
 static int generate_ids(transformer_t *tf, sampler_t *smp, const int *prompt, int n_prompt, int max_new, int *out,
@@ -350,8 +234,6 @@ static int generate_ids(transformer_t *tf, sampler_t *smp, const int *prompt, in
     return 0;
 }
 
-static uint64_t clock_seed(void) { return (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32); }
-
 /* generate() callback: each token's bytes go to the sink as they come */
 static void emit_token(void *ud, int token, const char *bytes, size_t n) { sink_bytes(ud, bytes, n); }
 
@@ -359,7 +241,7 @@ static int cmd_run(int argc, char **argv) {
     const char *model = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL, *device = "cpu",
                *dtype_s = "bf16";
     int max_new = 256, top_k = 0, threads = 0, json = 0, quiet = 0, seed_given = 0;
-    dummy_t dummy = {0};
+    cli_dummy_t dummy = {0};
     float temperature = 1.0f, top_p = 0.9f;
     uint64_t seed = 0;
     const opt_t opts[] = {
@@ -385,21 +267,21 @@ static int cmd_run(int argc, char **argv) {
     if (prompt && prompt_file) return cli_usage_error("run", "give exactly one of --prompt and --prompt-file");
     if (!prompt && !prompt_file && !dummy.on)
         return cli_usage_error("run", "give exactly one of --prompt and --prompt-file");
-    if (check_device_opts("run", &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
+    if (cli_check_device_opts("run", &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
 
     char err[1024];
     int rc = EXIT_INPUT, n_ids = 0, *ids = NULL, *out = NULL;
-    loaded_t L = {0};
+    cli_loaded_t L = {0};
     backend_t *be = NULL;
     transformer_t *tf = NULL;
     sampler_t *smp = NULL;
     sink_t sink = {.stream = !json};
     /* the device first: a GPU that cannot be used is reported before any file is read */
-    if (!(be = open_backend("run", device, threads))) {
+    if (!(be = cli_open_backend("run", device, threads))) {
         rc = EXIT_RUNTIME;
         goto done;
     }
-    if (load_model("run", model, tokpath, dummy.on, &dummy, &L)) goto done;
+    if (cli_load_model("run", model, tokpath, dummy.on, &dummy, &L)) goto done;
     const model_config_t *c = model_config(L.m);
     if (!L.tok) { /* --dummy-weights without a tokenizer: token ids only, from BOS */
         if ((prompt && *prompt) || prompt_file) {
@@ -413,13 +295,13 @@ static int cmd_run(int argc, char **argv) {
             goto done;
         }
         ids[0] = c->bos_id >= 0 ? c->bos_id : 0, n_ids = 1;
-    } else if (!(ids = encode_prompt("run", L.tok, prompt ? prompt : "", prompt_file, &n_ids, &rc))) goto done;
-    if (!prompt_fits("run", n_ids, c, "")) {
+    } else if (!(ids = cli_encode_prompt("run", L.tok, prompt ? prompt : "", prompt_file, &n_ids, &rc))) goto done;
+    if (!cli_prompt_fits("run", n_ids, c, "")) {
         rc = EXIT_FIT;
         goto done;
     }
     rc = EXIT_RUNTIME;
-    if (!seed_given) seed = clock_seed();
+    if (!seed_given) seed = cli_clock_seed();
     if (!(tf = transformer_new(be, c, model_weights(L.m), 64, err, sizeof err))) {
         fprintf(stderr, "bild run: %s\n", err);
         goto done;
@@ -491,7 +373,7 @@ done:
     sampler_destroy(&smp);
     transformer_destroy(&tf);
     backend_destroy(&be);
-    loaded_free(&L);
+    cli_loaded_free(&L);
     return rc;
 }
 
@@ -966,7 +848,7 @@ static int cmd_generate(int argc, char **argv) {
     const char *small_path = NULL, *large_path = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL,
                *mode_s = "bild", *requests = NULL, *prompts = NULL, *curve_key = NULL, *small_key = NULL,
                *large_key = NULL, *device = "cpu", *small_dev = NULL, *large_dev = NULL, *dtype_s = "bf16";
-    dummy_t dummy = {0};
+    cli_dummy_t dummy = {0};
     int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0, overlap = 0;
     int seed_given = 0, fb_given = 0, rb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
     int exact = 0, draft_top = 0, direct = 0, ms_given = 0, parallel = 1;
@@ -1058,7 +940,7 @@ static int cmd_generate(int argc, char **argv) {
     if (direct && (mode != POLICY_BILD || faithful))
         return cli_usage_error(cmd, "--direct is a setting of the default BiLD mode (drop --mode/--faithful)");
     const char *devs[3] = {device, small_dev, large_dev};
-    if (check_device_opts(cmd, devs, 3, dtype_s, &dummy)) return EXIT_USAGE;
+    if (cli_check_device_opts(cmd, devs, 3, dtype_s, &dummy)) return EXIT_USAGE;
     if (!small_dev) small_dev = device;
     if (!large_dev) large_dev = device;
     if (mode == POLICY_SPEC && !fb_given) alpha_fb = 0;
@@ -1074,7 +956,7 @@ static int cmd_generate(int argc, char **argv) {
 
     char err[1024];
     int rc = EXIT_INPUT;
-    loaded_t S = {0}, Lg = {0};
+    cli_loaded_t S = {0}, Lg = {0};
     backend_t *be = NULL, *be_l = NULL; /* be_l: the large model's, when its device differs */
     transformer_t *tfs = NULL, *tfl = NULL;
     sampler_t *smp_s = NULL, *smp_l = NULL;
@@ -1125,8 +1007,8 @@ static int cmd_generate(int argc, char **argv) {
         goto done;
     }
     /* the tokenizer: --tokenizer, else beside the large model, else beside the small one */
-    if (large_path && load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &dummy, &Lg)) goto done;
-    if (small_path && load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &dummy, &S)) goto done;
+    if (large_path && cli_load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &dummy, &Lg)) goto done;
+    if (small_path && cli_load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &dummy, &S)) goto done;
     g.tok = Lg.tok ? Lg.tok : S.tok;
     if (!g.tok && tokpath && (g.rs || g.rl)) { /* both models remote: the tokenizer alone, sized by the handshake */
         if (!(g.tok = own_tok = cli_load_tokenizer(tokpath, g.rl ? g.hl.vocab_size : g.hs.vocab_size, -1, -1, err,
@@ -1176,12 +1058,12 @@ static int cmd_generate(int argc, char **argv) {
     g.small_ctx = S.m ? model_config(S.m)->seq_len : g.rs ? g.hs.seq_len : 0;
     g.large_ctx = Lg.m ? model_config(Lg.m)->seq_len : g.rl ? g.hl.seq_len : 0;
     rc = EXIT_RUNTIME;
-    if (!seed_given) seed = clock_seed();
+    if (!seed_given) seed = cli_clock_seed();
     /* models on one device share one backend (one thread pool, one stream):
      * they run in turn; on two devices each has its own */
     int split = S.m && Lg.m && strcmp(small_dev, large_dev) != 0;
-    if ((S.m || Lg.m) && !(be = open_backend(cmd, S.m ? small_dev : large_dev, threads))) goto done;
-    if (split && !(be_l = open_backend(cmd, large_dev, threads))) goto done;
+    if ((S.m || Lg.m) && !(be = cli_open_backend(cmd, S.m ? small_dev : large_dev, threads))) goto done;
+    if (split && !(be_l = cli_open_backend(cmd, large_dev, threads))) goto done;
     backend_t *bel = be_l ? be_l : be;
     if ((Lg.m && !(tfl = transformer_new(bel, model_config(Lg.m), model_weights(Lg.m), BILD_MAX_DRAFT, err, sizeof err))) ||
         (S.m && !(tfs = transformer_new(be, model_config(S.m), model_weights(S.m), BILD_MAX_DRAFT, err, sizeof err)))) {
@@ -1259,8 +1141,8 @@ done:
     transformer_destroy(&tfl);
     backend_destroy(&be_l);
     backend_destroy(&be);
-    loaded_free(&S);
-    loaded_free(&Lg);
+    cli_loaded_free(&S);
+    cli_loaded_free(&Lg);
     tokenizer_destroy(&own_tok);
     remote_destroy(&g.rs);
     remote_destroy(&g.rl);
@@ -1332,7 +1214,7 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS, draft_top = 0, max_sessions = 16;
     float session_idle = 600;
     int no_batch = 0;
-    dummy_t dummy = {0};
+    cli_dummy_t dummy = {0};
     const opt_t opts[] = {
         {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
         {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
@@ -1362,11 +1244,11 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
     if (!allow_remote && !transport_is_local(bind_ep))
         return cli_usage_error(cmd, "refusing to bind %s: not a loopback or ipc:// address (pass --allow-remote "
                                     "to listen on the network, with CURVE keys)", bind_ep);
-    if (check_device_opts(cmd, &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
+    if (cli_check_device_opts(cmd, &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
 
     char err[1024];
     int rc = EXIT_INPUT, refused = 0;
-    loaded_t L = {0};
+    cli_loaded_t L = {0};
     backend_t *be = NULL;
     transformer_t *tf = NULL;
     void *zctx = NULL;
@@ -1383,11 +1265,11 @@ static int cmd_worker(int argc, char **argv, worker_role_t role) {
         fprintf(stderr, "bild %s: warning: listening on the network without CURVE: anyone who can reach %s can "
                         "use this worker (see launch/multi-host.md)\n", cmd, bind_ep);
     /* the device before the model: a GPU that cannot be used ends start-up at once */
-    if (!(be = open_backend(cmd, device, threads))) {
+    if (!(be = cli_open_backend(cmd, device, threads))) {
         rc = EXIT_RUNTIME;
         goto done;
     }
-    if (load_model(cmd, model, tokpath, 0, &dummy, &L)) goto done;
+    if (cli_load_model(cmd, model, tokpath, 0, &dummy, &L)) goto done;
     const model_config_t *c = model_config(L.m);
     rc = EXIT_RUNTIME;
     if (!(tf = transformer_new(be, c, model_weights(L.m), BILD_MAX_DRAFT, err, sizeof err))) {
@@ -1459,7 +1341,7 @@ done:
     free(allowed);
     transformer_destroy(&tf);
     backend_destroy(&be);
-    loaded_free(&L);
+    cli_loaded_free(&L);
     return rc;
 }
 

@@ -1,5 +1,6 @@
-/* cli.h - command-line plumbing shared by the bild subcommands: a
- * table-driven option parser with one-line errors, prompt and tokenizer
+/* cli.h - command-line plumbing shared by the bild subcommands: the exit
+ * codes, a table-driven option parser with one-line errors, opening a model
+ * with its tokenizer and a backend as the commands do, prompt and tokenizer
  * file helpers, and a UTF-8-safe text sink. */
 #ifndef BILD_CLI_H
 #define BILD_CLI_H
@@ -8,8 +9,19 @@
 #include <stdint.h>
 
 #include "kernels/ops.h"
+#include "model/model.h"
 #include "model/tokenizer.h"
 #include "model/transformer.h"
+
+/* Exit codes; documented in --help. */
+enum {
+    EXIT_OK = 0,
+    EXIT_RUNTIME = 1, /* failure while running (out of memory, write error) */
+    EXIT_USAGE = 2,   /* bad command line */
+    EXIT_INPUT = 3,   /* a file could not be read or is not valid */
+    EXIT_FIT = 4,     /* the request does not fit the model (prompt longer than the context) */
+    EXIT_WORKER = 5,  /* a remote worker could not be reached, refused the handshake, or failed */
+};
 
 typedef enum { OPT_FLAG, OPT_STR, OPT_INT, OPT_FLOAT, OPT_U64 } opt_kind_t;
 
@@ -81,6 +93,51 @@ uint64_t cli_vocab_fingerprint(const tokenizer_t *tok);
  * with a message naming the file. */
 int cli_draft_vocab(transformer_t *tf, const char *model_path, const char *spec, int top, char *used, size_t usedlen,
                     char *err, size_t errlen);
+
+/* A model file with its tokenizer, as the commands open them. */
+typedef struct {
+    model_file_t *m;
+    tokenizer_t *tok;
+} cli_loaded_t;
+
+void cli_loaded_free(cli_loaded_t *l);
+
+/* --dummy-weights: on, and the type of the random matrices */
+typedef struct {
+    int on;
+    dtype_t dtype;
+} cli_dummy_t;
+
+/* The seed of --dummy-weights: fixed, so that runs (and the workers of one
+ * launch) hold the same model. */
+#define CLI_DUMMY_SEED 1
+
+/* Opens a model and its tokenizer (tokpath, or the default beside the
+ * model; if `optional`, a missing default is not an error). With dummy->on,
+ * path names a config.json's folder and the weights are random. Prints a
+ * one-line message and returns -1 on failure. */
+int cli_load_model(const char *cmd, const char *path, const char *tokpath, int optional, const cli_dummy_t *dummy,
+                   cli_loaded_t *l);
+
+/* Encodes the prompt (text or file) with BOS. Returns the ids (caller frees)
+ * and their count, or NULL after printing a message; *rc gets the exit code. */
+int *cli_encode_prompt(const char *cmd, const tokenizer_t *tok, const char *text, const char *file, int *n, int *rc);
+
+/* 1 if a prompt of n_ids tokens fits c's context; else prints a message
+ * ("the <which>model's context", which "" or a name and a space) and
+ * returns 0. */
+int cli_prompt_fits(const char *cmd, int n_ids, const model_config_t *c, const char *which);
+
+/* Checks --device (devs[0]; --small-device, --large-device after it) and
+ * --dummy-dtype spellings (usage errors, exit 2); sets dummy->dtype. */
+int cli_check_device_opts(const char *cmd, const char *const *devs, int n_devs, const char *dtype_s,
+                          cli_dummy_t *dummy);
+
+/* backend_new with the command's one-line message on failure. */
+backend_t *cli_open_backend(const char *cmd, const char *device, int threads);
+
+/* A seed from the clock and the process id (printed by the commands). */
+uint64_t cli_clock_seed(void);
 
 /* Text output: streams to stdout, or collects (for --json). Bytes go through
  * a UTF-8 sanitiser, so what comes out is valid UTF-8. */

@@ -1,5 +1,5 @@
 /* cli.c - see cli.h. */
-#include "coordinator/cli.h"
+#include "cli/cli.h"
 
 #include "proto/proto.h"
 
@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
     char msg[512];
@@ -358,3 +360,87 @@ tokenizer_t *cli_load_tokenizer(const char *path, int vocab, int bos, int eos, c
         tokenizer_set_bos_eos(t, bos >= 0 ? bos : tokenizer_bos(t), eos >= 0 ? eos : tokenizer_eos(t));
     return t;
 }
+
+void cli_loaded_free(cli_loaded_t *l) {
+    tokenizer_destroy(&l->tok);
+    model_close(&l->m);
+}
+
+int cli_load_model(const char *cmd, const char *path, const char *tokpath, int optional, const cli_dummy_t *dummy,
+                   cli_loaded_t *l) {
+    char err[1024], found[4096], tried[8200], dir[4096];
+    *l = (cli_loaded_t){0};
+    if (dummy && dummy->on) {
+        if (cli_dummy_dir(path, dir, sizeof dir, err, sizeof err) ||
+            !(l->m = hf_open_dummy(dir, dummy->dtype, CLI_DUMMY_SEED, err, sizeof err))) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            return -1;
+        }
+        path = dir; /* its tokenizer.json, if any */
+    } else if (!(l->m = model_open(path, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        return -1;
+    }
+    int V = model_config(l->m)->vocab_size;
+    if (tokpath) snprintf(found, sizeof found, "%s", tokpath);
+    else if (cli_default_tokenizer(path, V, found, sizeof found, tried, sizeof tried)) {
+        if (optional) return 0;
+        fprintf(stderr, "bild %s: no --tokenizer given and none found next to the model (tried %s); "
+                        "pass --tokenizer PATH\n", cmd, tried);
+        cli_loaded_free(l);
+        return -1;
+    }
+    if (!(l->tok = cli_load_tokenizer(found, V, model_config(l->m)->bos_id, model_config(l->m)->eos_id, err,
+                                      sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        cli_loaded_free(l);
+        return -1;
+    }
+    return 0;
+}
+
+int *cli_encode_prompt(const char *cmd, const tokenizer_t *tok, const char *text, const char *file, int *n, int *rc) {
+    char err[1024];
+    char *buf = NULL;
+    *rc = EXIT_INPUT;
+    if (file && !(text = buf = cli_read_prompt_file(file, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        return NULL;
+    }
+    *rc = EXIT_RUNTIME;
+    int count = tokenizer_encode(tok, text, 1, NULL, 0);
+    int *ids = count > 0 ? malloc(sizeof(int) * (size_t)count) : NULL;
+    if (!ids) fprintf(stderr, "bild %s: out of memory encoding the prompt\n", cmd);
+    else tokenizer_encode(tok, text, 1, ids, count);
+    free(buf);
+    *n = count;
+    return ids;
+}
+
+int cli_prompt_fits(const char *cmd, int n_ids, const model_config_t *c, const char *which) {
+    if (n_ids <= c->seq_len) return 1;
+    fprintf(stderr, "bild %s: the prompt is %d tokens but the %smodel's context is %d tokens (seq_len); "
+                    "shorten the prompt\n", cmd, n_ids, which, c->seq_len);
+    return 0;
+}
+
+int cli_check_device_opts(const char *cmd, const char *const *devs, int n_devs, const char *dtype_s,
+                          cli_dummy_t *dummy) {
+    static const char *names[] = {"--device", "--small-device", "--large-device"};
+    char err[256];
+    for (int i = 0; i < n_devs && i < 3; i++)
+        if (devs[i] && cli_check_device(devs[i], err, sizeof err))
+            return cli_usage_error(cmd, "%s: %s", names[i], err);
+    if (cli_parse_dtype(dtype_s, &dummy->dtype))
+        return cli_usage_error(cmd, "--dummy-dtype: unknown type '%s' (bf16, f16 or f32)", dtype_s);
+    return 0;
+}
+
+backend_t *cli_open_backend(const char *cmd, const char *device, int threads) {
+    char err[1024];
+    backend_t *be = backend_new(device, threads, err, sizeof err);
+    if (!be) fprintf(stderr, "bild %s: %s\n", cmd, err);
+    return be;
+}
+
+uint64_t cli_clock_seed(void) { return (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32); }
