@@ -63,7 +63,7 @@ endif
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 
-LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c common/*.c cli/*.c) \
+LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c common/*.c cli/*.c align/*.c) \
             $(filter-out %/main.c,$(wildcard small_worker/*.c large_worker/*.c)) \
             $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

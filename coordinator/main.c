@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "coordinator/align.h"
+#include "align/align.h"
 #include "cli/cli.h"
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"

@@ -28,7 +28,7 @@
  * chat templates, rows at different positions (prompts are forced in
  * lockstep, one token per step).
  */
-#include "coordinator/align.h"
+#include "align/align.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
