@@ -63,9 +63,11 @@ endif
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512dq -mavx512vl -mfma -mavx2
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 
-LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c common/*.c cli/*.c align/*.c) \
-            $(filter-out %/main.c,$(wildcard small_worker/*.c large_worker/*.c)) \
-            $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
+# Everything but cli/bild.c (the executable's main) goes into the library;
+# each command's entry point (cli/commands.h) is in it too.
+LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c common/*.c align/*.c) \
+            $(filter-out cli/bild.c,$(wildcard cli/*.c)) \
+            $(wildcard small_worker/*.c large_worker/*.c coordinator/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 ifeq ($(CUDA),1)
 CU_SRC   := $(wildcard kernels/cuda/*.cu)
@@ -106,7 +108,7 @@ $(BUILD)/libbild.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/bild: $(BUILD)/coordinator/main.o $(BUILD)/libbild.a
+$(BUILD)/bild: $(BUILD)/cli/bild.o $(BUILD)/libbild.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # bild speaking protocol version 1 (an older release): the peer of another version in tests/test_faults.sh
@@ -114,7 +116,7 @@ $(BUILD)/tests/proto_v1.o: proto/proto.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DPROTO_VERSION=1 -c $< -o $@
 
-$(BUILD)/tests/bild-proto1: $(BUILD)/coordinator/main.o $(BUILD)/tests/proto_v1.o $(BUILD)/libbild.a
+$(BUILD)/tests/bild-proto1: $(BUILD)/cli/bild.o $(BUILD)/tests/proto_v1.o $(BUILD)/libbild.a
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libbild.a

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/commands.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/half.h"
 #include "model/batch.h"

@@ -11,9 +11,11 @@
  *               how often it is right when confident, both perplexities,
  *               and the measured per-token cost ratio c.
  *
- * The helpers below are the pieces of the two commands that have a contract
- * of their own (the corpus format's numbers); the commands return the exit
- * codes of cli/cli.h (0 ok, 1 runtime, 2 usage, 3 input, 4 fit).
+ * The commands' entry points are cmd_align_data and cmd_align_eval
+ * (cli/commands.h); they return the exit codes of cli/cli.h (0 ok,
+ * 1 runtime, 2 usage, 3 input, 4 fit). The helpers below are the pieces of
+ * the two commands that have a contract of their own (the corpus format's
+ * numbers).
  */
 #ifndef BILD_ALIGN_H
 #define BILD_ALIGN_H
@@ -22,11 +24,6 @@
 #include <stdint.h>
 
 #include "model/model.h"
-
-/* `bild align-data ARGS` and `bild align-eval ARGS` (argv without the
- * command name). Return the process exit status. */
-int cmd_align_data(int argc, char **argv);
-int cmd_align_eval(int argc, char **argv);
 
 /* FNV-1a 64 of n bytes, continuing from h (start with ALIGN_FNV_INIT). */
 #define ALIGN_FNV_INIT 0xcbf29ce484222325ULL

@@ -1,90 +1,36 @@
-/* main.c - the `bild` command line: parses arguments and wires the engine
- * together. Subcommands:
- *   bild run        generate text with one model (llama2.c checkpoint)
- *   bild generate   BiLD with a small and a large model, or a baseline
- *   bild small-worker, large-worker
- *                   serve one model to a coordinator over ZeroMQ
- *   bild keygen     CURVE key pairs
- *   bild align-data, align-eval
- *                   alignment corpus and small/large evaluation (align.c)
- * Every command that runs a model takes --device (cpu, cuda:N: backend_new)
- * and --dummy-weights (a config.json's shape with random weights).
- * The logic lives in the library (model/, kernels/); this file only checks
- * arguments, opens files, prints, and maps failures to exit codes.
+/* main.c - `bild generate`: the coordinator's command line. It opens the
+ * two models in this process (small_worker/drafter.c, large_worker/
+ * verifier.c) or connects to worker processes (remote.c), runs the BiLD
+ * policy (policy.c) through the session driver (session.c) on one prompt,
+ * or serves many (--prompts, --requests; --parallel), and prints the text
+ * and the statistics. The same driver runs the baselines (--mode large,
+ * small, spec).
  */
 #include <cjson/cJSON.h>
 #include <zmq.h>
 #include <errno.h>
-#include <signal.h>
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "align/align.h"
 #include "cli/cli.h"
+#include "cli/commands.h"
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"
 #include "coordinator/session.h"
-#include "large_worker/server.h"
 #include "large_worker/verifier.h"
-#include "proto/plane.h"
-#include "proto/serve.h"
-#include "proto/transport.h"
-#include "small_worker/drafter.h"
-#include "small_worker/server.h"
 #include "model/generate.h"
 #include "model/model.h"
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 #include "model/transformer.h"
-
-#define BILD_VERSION "0.1.0"
-
-
-static const char *RUN_HELP =
-    "usage: bild run --model PATH (--prompt TEXT | --prompt-file FILE) [options]\n"
-    "       bild run --dummy-weights --model CONFIG_DIR [--prompt TEXT] [options]\n"
-    "\n"
-    "Generates text with one model and streams it to stdout (the prompt is\n"
-    "echoed first, as llama2.c does). Timings go to stderr.\n"
-    "\n"
-    "  -m, --model PATH        llama2.c checkpoint (.bin)\n"
-    "  -z, --tokenizer PATH    tokenizer.bin (default: tokenizer.bin or tok<vocab>.bin\n"
-    "                          next to the model)\n"
-    "  -p, --prompt TEXT       prompt text; \"\" starts from BOS alone\n"
-    "  -f, --prompt-file FILE  read the prompt from FILE (one trailing newline is dropped)\n"
-    "  -n, --max-tokens N      tokens to generate at most (default 256; also stops at\n"
-    "                          end of text or when the context is full)\n"
-    "  -t, --temperature T     0 = greedy (default 1.0)\n"
-    "      --top-p P           nucleus sampling mass in (0, 1] (default 0.9; 1 = off)\n"
-    "      --top-k K           keep the K most likely tokens (default 0 = off)\n"
-    "  -s, --seed S            RNG seed (default: from the clock, printed on stderr)\n"
-    "  -j, --threads N         CPU threads (default: all online cores)\n"
-    "  -d, --device DEV        where the model runs: cpu (default), cuda (GPU 0) or\n"
-    "                          cuda:N (needs a build with make CUDA=1)\n"
-    "      --dummy-weights     benchmark a model's shape without its weights: --model\n"
-    "                          names a Hugging Face folder (or its config.json) and the\n"
-    "                          weights are random (seed 1), made on the device. The\n"
-    "                          tokenizer is --tokenizer, else tokenizer.json in that\n"
-    "                          folder, else none: then no prompt text is taken (the\n"
-    "                          prompt is BOS alone) and the generated token ids are\n"
-    "                          printed, space-separated (with --json: \"tokens\")\n"
-    "      --dummy-dtype T     the random matrices' type: bf16 (default), f16 or f32\n"
-    "      --json              print one JSON object instead of streaming text\n"
-    "  -q, --quiet             no statistics on stderr\n"
-    "  -h, --help              this help\n"
-    "\n"
-    "exit status: 0 ok, 1 runtime failure (including a device that cannot be used),\n"
-    "2 bad command line, 3 unreadable or invalid input file, 4 prompt longer than\n"
-    "the model's context.\n";
+#include "proto/plane.h"
+#include "proto/transport.h"
+#include "small_worker/drafter.h"
 
 /* --exact's fallback threshold and draft length: the fastest exact-text
  * setting bench/bild measured (docs/algorithm.md, "Direct resumption") */
@@ -184,198 +130,6 @@ static const char *GEN_HELP =
     "input file (including a small/large vocabulary mismatch), 4 prompt longer\n"
     "than a model's context, 5 a remote worker could not be reached, refused the\n"
     "handshake, or failed.\n";
-
-static const char *MAIN_HELP =
-    "usage: bild COMMAND [options]\n"
-    "\n"
-    "bild runs language models on the CPU (or a GPU: --device cuda:N, with make\n"
-    "CUDA=1), and the Big Little Decoder: a small model drafts, a large one checks.\n"
-    "\n"
-    "commands:\n"
-    "  run        generate text with one model (bild run --help)\n"
-    "  generate   BiLD with a small and a large model (bild generate --help)\n"
-    "  small-worker, large-worker\n"
-    "             serve a model to a coordinator over ZeroMQ (bild small-worker --help)\n"
-    "  keygen     make a CURVE key pair for encrypted, authenticated connections\n"
-    "  align-data write a calibration corpus with the large model (bild align-data --help)\n"
-    "  align-eval compare a small and a large model on a text (bild align-eval --help)\n"
-    "\n"
-    "  bild --version   print the version\n";
-
-/* generate() for a model without a tokenizer (--dummy-weights): the same
- * loop over token ids, with no text. Same stops, same statistics. */
-static int generate_ids(transformer_t *tf, sampler_t *smp, const int *prompt, int n_prompt, int max_new, int *out,
-                        gen_stats_t *st) {
-    const model_config_t *c = transformer_config(tf);
-    *st = (gen_stats_t){.n_prompt = n_prompt, .stop = STOP_LENGTH};
-    double t0 = now_s();
-    int greedy = sampler_is_greedy(smp), pos = n_prompt;
-    if (transformer_run(tf, prompt, n_prompt, 0, LOGITS_LAST)) return -1;
-    st->prompt_s = now_s() - t0;
-    t0 = now_s();
-    while (st->n_gen < max_new) {
-        int next;
-        if (greedy) transformer_logits_stats(tf, 1, NULL, &next, NULL, NULL);
-        else next = sampler_sample(smp, transformer_logits(tf));
-        if (next == c->eos_id || next == c->bos_id) {
-            st->stop = STOP_EOS;
-            break;
-        }
-        out[st->n_gen++] = next;
-        if (st->n_gen == max_new) break;
-        if (pos >= c->seq_len) {
-            st->stop = STOP_CONTEXT;
-            break;
-        }
-        if (transformer_run(tf, &next, 1, pos++, LOGITS_LAST)) return -1;
-        st->n_steps++;
-    }
-    st->decode_s = now_s() - t0;
-    return 0;
-}
-
-/* generate() callback: each token's bytes go to the sink as they come */
-static void emit_token(void *ud, int token, const char *bytes, size_t n) { sink_bytes(ud, bytes, n); }
-
-static int cmd_run(int argc, char **argv) {
-    const char *model = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL, *device = "cpu",
-               *dtype_s = "bf16";
-    int max_new = 256, top_k = 0, threads = 0, json = 0, quiet = 0, seed_given = 0;
-    cli_dummy_t dummy = {0};
-    float temperature = 1.0f, top_p = 0.9f;
-    uint64_t seed = 0;
-    const opt_t opts[] = {
-        {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
-        {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
-        {"-p", "--prompt", OPT_STR, &prompt, 0, 0, 0, NULL},
-        {"-f", "--prompt-file", OPT_STR, &prompt_file, 0, 0, 0, NULL},
-        {"-n", "--max-tokens", OPT_INT, &max_new, 0, INT_MAX, 0, NULL},
-        {"-t", "--temperature", OPT_FLOAT, &temperature, 0, 100, 0, NULL},
-        {NULL, "--top-p", OPT_FLOAT, &top_p, 0, 1, 1, NULL},
-        {NULL, "--top-k", OPT_INT, &top_k, 0, INT_MAX, 0, NULL},
-        {"-s", "--seed", OPT_U64, &seed, 0, 0, 0, &seed_given},
-        {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
-        {"-d", "--device", OPT_STR, &device, 0, 0, 0, NULL},
-        {NULL, "--dummy-weights", OPT_FLAG, &dummy.on, 0, 0, 0, NULL},
-        {NULL, "--dummy-dtype", OPT_STR, &dtype_s, 0, 0, 0, NULL},
-        {NULL, "--json", OPT_FLAG, &json, 0, 0, 0, NULL},
-        {"-q", "--quiet", OPT_FLAG, &quiet, 0, 0, 0, NULL},
-    };
-    int pr = cli_parse("run", argc, argv, opts, (int)(sizeof opts / sizeof *opts), RUN_HELP);
-    if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
-    if (!model) return cli_usage_error("run", "--model is required");
-    if (prompt && prompt_file) return cli_usage_error("run", "give exactly one of --prompt and --prompt-file");
-    if (!prompt && !prompt_file && !dummy.on)
-        return cli_usage_error("run", "give exactly one of --prompt and --prompt-file");
-    if (cli_check_device_opts("run", &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
-
-    char err[1024];
-    int rc = EXIT_INPUT, n_ids = 0, *ids = NULL, *out = NULL;
-    cli_loaded_t L = {0};
-    backend_t *be = NULL;
-    transformer_t *tf = NULL;
-    sampler_t *smp = NULL;
-    sink_t sink = {.stream = !json};
-    /* the device first: a GPU that cannot be used is reported before any file is read */
-    if (!(be = cli_open_backend("run", device, threads))) {
-        rc = EXIT_RUNTIME;
-        goto done;
-    }
-    if (cli_load_model("run", model, tokpath, dummy.on, &dummy, &L)) goto done;
-    const model_config_t *c = model_config(L.m);
-    if (!L.tok) { /* --dummy-weights without a tokenizer: token ids only, from BOS */
-        if ((prompt && *prompt) || prompt_file) {
-            rc = cli_usage_error("run", "--dummy-weights: %s has no tokenizer.json, so prompt text cannot be "
-                                        "encoded; pass --tokenizer PATH or drop the prompt (BOS alone)", model);
-            goto done;
-        }
-        if (!(ids = malloc(sizeof *ids))) {
-            fprintf(stderr, "bild run: out of memory\n");
-            rc = EXIT_RUNTIME;
-            goto done;
-        }
-        ids[0] = c->bos_id >= 0 ? c->bos_id : 0, n_ids = 1;
-    } else if (!(ids = cli_encode_prompt("run", L.tok, prompt ? prompt : "", prompt_file, &n_ids, &rc))) goto done;
-    if (!cli_prompt_fits("run", n_ids, c, "")) {
-        rc = EXIT_FIT;
-        goto done;
-    }
-    rc = EXIT_RUNTIME;
-    if (!seed_given) seed = cli_clock_seed();
-    if (!(tf = transformer_new(be, c, model_weights(L.m), 64, err, sizeof err))) {
-        fprintf(stderr, "bild run: %s\n", err);
-        goto done;
-    }
-    if (!(smp = sampler_new(c->vocab_size, temperature, top_p, top_k, seed)) ||
-        !(out = malloc(sizeof(int) * (size_t)(max_new ? max_new : 1)))) {
-        fprintf(stderr, "bild run: out of memory\n");
-        goto done;
-    }
-    if (!quiet) {
-        char where[256];
-        fprintf(stderr, "bild: %s: %.1fM params, dim %d, %d layers, %d/%d heads, vocab %d, context %d; "
-                        "%s%s; seed %llu\n",
-                model, model_n_params(c) / 1e6, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-                c->seq_len, cli_backend_desc(be, where, sizeof where), dummy.on ? "; random weights" : "",
-                (unsigned long long)seed);
-    }
-    if (!json && L.tok) sink_tokens(&sink, L.tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt, as llama2.c does */
-    gen_stats_t st;
-    if ((L.tok ? generate(tf, L.tok, smp, ids, n_ids, max_new, out, emit_token, &sink, &st)
-               : generate_ids(tf, smp, ids, n_ids, max_new, out, &st)) != 0) {
-        fprintf(stderr, "bild run: generation failed (internal error)\n");
-        goto done;
-    }
-    if (!L.tok && !json) /* no text: the ids, space-separated */
-        for (int i = 0; i < st.n_gen; i++) {
-            char num[16];
-            int k = snprintf(num, sizeof num, i ? " %d" : "%d", out[i]);
-            sink_bytes(&sink, num, (size_t)k);
-        }
-    sink_finish(&sink);
-    if (!json) sink_bytes(&sink, "\n", 1);
-    else {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", model);
-        cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
-        cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
-        for (int i = 0; i < st.n_gen; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
-        cJSON_AddNumberToObject(j, "prompt_tokens", st.n_prompt);
-        cJSON *pids = cJSON_AddArrayToObject(j, "prompt_ids");
-        for (int i = 0; i < n_ids; i++) cJSON_AddItemToArray(pids, cJSON_CreateNumber(ids[i]));
-        cJSON_AddNumberToObject(j, "generated_tokens", st.n_gen);
-        cJSON_AddStringToObject(j, "stop", stop_reason_name(st.stop));
-        cJSON_AddNumberToObject(j, "seed", (double)seed);
-        cJSON_AddNumberToObject(j, "prompt_s", st.prompt_s);
-        cJSON_AddNumberToObject(j, "decode_s", st.decode_s);
-        cJSON_AddNumberToObject(j, "prompt_tok_per_s", st.prompt_s > 0 ? st.n_prompt / st.prompt_s : 0);
-        cJSON_AddNumberToObject(j, "decode_tok_per_s", st.decode_s > 0 ? st.n_steps / st.decode_s : 0);
-        char *s = cJSON_PrintUnformatted(j);
-        if (!s || printf("%s\n", s) < 0 || fflush(stdout)) sink.write_error = 1;
-        free(s);
-        cJSON_Delete(j);
-    }
-    if (sink.write_error) {
-        fprintf(stderr, "bild run: cannot write the output: %s\n", strerror(errno));
-        goto done;
-    }
-    if (!quiet)
-        fprintf(stderr, "bild: prompt %d tokens in %.1f ms (%.0f tok/s); generated %d tokens, %d decode steps "
-                        "in %.1f ms (%.1f tok/s); stop: %s\n",
-                st.n_prompt, st.prompt_s * 1e3, st.prompt_s > 0 ? st.n_prompt / st.prompt_s : 0, st.n_gen,
-                st.n_steps, st.decode_s * 1e3, st.decode_s > 0 ? st.n_steps / st.decode_s : 0,
-                stop_reason_name(st.stop));
-    rc = EXIT_OK;
-done:
-    sink_free(&sink);
-    free(out);
-    free(ids);
-    sampler_destroy(&smp);
-    transformer_destroy(&tf);
-    backend_destroy(&be);
-    cli_loaded_free(&L);
-    return rc;
-}
 
 /* Everything one generation needs, set up once: the tokenizer, the links to
  * both workers (in process or remote), and the defaults of each request. */
@@ -844,7 +598,7 @@ static int gen_serve(gen_t *g, FILE *f, int jsonl, int parallel) {
     return failed;
 }
 
-static int cmd_generate(int argc, char **argv) {
+int cmd_generate(int argc, char **argv) {
     const char *small_path = NULL, *large_path = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL,
                *mode_s = "bild", *requests = NULL, *prompts = NULL, *curve_key = NULL, *small_key = NULL,
                *large_key = NULL, *device = "cpu", *small_dev = NULL, *large_dev = NULL, *dtype_s = "bf16";
@@ -1148,243 +902,4 @@ done:
     remote_destroy(&g.rl);
     if (g.zctx) zmq_ctx_term(g.zctx);
     return rc;
-}
-
-static const char *WORKER_HELP =
-    "usage: bild small-worker|large-worker --model PATH --bind ENDPOINT [options]\n"
-    "\n"
-    "Serves one model to a coordinator (bild generate --small-endpoint /\n"
-    "--large-endpoint) over ZeroMQ: the small worker drafts, the large worker\n"
-    "verifies. Prints 'listening on ENDPOINT' on stderr when ready; exits on\n"
-    "SIGINT, SIGTERM or a shutdown message. Many coordinators may share it:\n"
-    "each connection is a session with its own KV cache and sampling stream,\n"
-    "and the requests waiting at the same moment run together in one pass,\n"
-    "each getting exactly what it would get alone. A session ends when its\n"
-    "coordinator closes or its connection drops; one idle too long, or the\n"
-    "least recently used when a new one needs its place, is evicted, and a\n"
-    "later request of it gets an error saying so.\n"
-    "\n"
-    "  -m, --model PATH        llama2.c checkpoint or Hugging Face folder\n"
-    "  -z, --tokenizer PATH    its tokenizer (default: beside the model); its\n"
-    "                          fingerprint is checked by the coordinator\n"
-    "  -b, --bind ENDPOINT     ipc:///path or tcp://127.0.0.1:PORT\n"
-    "      --allow-remote      allow a non-loopback tcp:// address (use CURVE)\n"
-    "      --curve-key FILE    this worker's CURVE key pair (bild keygen): encrypt\n"
-    "                          and authenticate every connection\n"
-    "      --curve-allow FILE  public keys of the coordinators let in, one per line\n"
-    "                          (required with --curve-key)\n"
-    "      --heartbeat MS      connection heartbeat (default 1000)\n"
-    "      --max-sessions N    sessions kept at once, one KV cache each (default 16);\n"
-    "                          a new one beyond that evicts the least recently used\n"
-    "      --session-idle S    evict a session idle for S seconds (default 600; 0 never)\n"
-    "      --no-batch          serve each session's request in passes of its own\n"
-    "                          (default: the requests of the sessions waiting at the\n"
-    "                          same moment run together, each weight matrix read once\n"
-    "                          per pass for all; the same results)\n"
-    "      --draft-vocab FILE  small worker: the draft vocabulary (ranked token ids;\n"
-    "                          default draft_vocab.txt beside the model if there is\n"
-    "                          one; 'none': the full vocabulary; bild generate --help)\n"
-    "      --draft-top K       small worker: use the first K ids of it (default all)\n"
-    "  -j, --threads N         CPU threads (default: all online cores)\n"
-    "  -d, --device DEV        where the model runs: cpu (default), cuda (GPU 0) or\n"
-    "                          cuda:N (needs make CUDA=1); a device that cannot be used\n"
-    "                          ends the worker at start-up with exit status 1\n"
-    "      --dummy-weights     --model names a Hugging Face folder (or its config.json);\n"
-    "                          the weights are random (seed 1), made on the device: serve\n"
-    "                          a model's shape without its weights. Needs --tokenizer (or\n"
-    "                          tokenizer.json in the folder): the coordinator checks it\n"
-    "      --dummy-dtype T     the random matrices' type: bf16 (default), f16 or f32\n"
-    "  -h, --help              this help\n"
-    "\n"
-    "exit status: 0 ok, 1 runtime failure (including a device that cannot be used),\n"
-    "2 bad command line, 3 unreadable or invalid input file.\n";
-
-static void backend_idle_hint(void *be) {
-    if (((backend_t *)be)->idle) ((backend_t *)be)->idle(be);
-}
-
-/* Set by SIGINT/SIGTERM; the serve loop polls it. */
-static volatile sig_atomic_t g_stop = 0;
-static void on_signal(int sig) { g_stop = sig; }
-
-static int cmd_worker(int argc, char **argv, worker_role_t role) {
-    const char *cmd = role == ROLE_SMALL ? "small-worker" : "large-worker";
-    const char *model = NULL, *tokpath = NULL, *bind_ep = NULL, *curve_key = NULL, *curve_allow = NULL,
-               *device = "cpu", *dtype_s = "bf16", *draft_vocab = NULL;
-    int threads = 0, allow_remote = 0, heartbeat_ms = TRANSPORT_HEARTBEAT_MS, draft_top = 0, max_sessions = 16;
-    float session_idle = 600;
-    int no_batch = 0;
-    cli_dummy_t dummy = {0};
-    const opt_t opts[] = {
-        {"-m", "--model", OPT_STR, &model, 0, 0, 0, NULL},
-        {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
-        {"-b", "--bind", OPT_STR, &bind_ep, 0, 0, 0, NULL},
-        {NULL, "--allow-remote", OPT_FLAG, &allow_remote, 0, 0, 0, NULL},
-        {NULL, "--curve-key", OPT_STR, &curve_key, 0, 0, 0, NULL},
-        {NULL, "--curve-allow", OPT_STR, &curve_allow, 0, 0, 0, NULL},
-        {NULL, "--heartbeat", OPT_INT, &heartbeat_ms, 50, 600000, 0, NULL},
-        {NULL, "--max-sessions", OPT_INT, &max_sessions, 1, 4096, 0, NULL},
-        {NULL, "--session-idle", OPT_FLOAT, &session_idle, 0, 1e7, 0, NULL},
-        {NULL, "--no-batch", OPT_FLAG, &no_batch, 0, 0, 0, NULL},
-        {"-j", "--threads", OPT_INT, &threads, 1, 1024, 0, NULL},
-        {"-d", "--device", OPT_STR, &device, 0, 0, 0, NULL},
-        {NULL, "--dummy-weights", OPT_FLAG, &dummy.on, 0, 0, 0, NULL},
-        {NULL, "--dummy-dtype", OPT_STR, &dtype_s, 0, 0, 0, NULL},
-        {NULL, "--draft-vocab", OPT_STR, &draft_vocab, 0, 0, 0, NULL},
-        {NULL, "--draft-top", OPT_INT, &draft_top, 1, 1 << 24, 0, NULL},
-    };
-    int pr = cli_parse(cmd, argc, argv, opts, (int)(sizeof opts / sizeof *opts), WORKER_HELP);
-    if (pr) return pr > 0 ? EXIT_OK : EXIT_USAGE;
-    if (role == ROLE_LARGE && (draft_vocab || draft_top))
-        return cli_usage_error(cmd, "--draft-vocab and --draft-top are for the small worker (the large model verifies "
-                                    "over the full vocabulary)");
-    if (!model) return cli_usage_error(cmd, "--model is required");
-    if (!bind_ep) return cli_usage_error(cmd, "--bind is required");
-    if (!curve_key != !curve_allow) return cli_usage_error(cmd, "--curve-key and --curve-allow go together");
-    if (!allow_remote && !transport_is_local(bind_ep))
-        return cli_usage_error(cmd, "refusing to bind %s: not a loopback or ipc:// address (pass --allow-remote "
-                                    "to listen on the network, with CURVE keys)", bind_ep);
-    if (cli_check_device_opts(cmd, &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
-
-    char err[1024];
-    int rc = EXIT_INPUT, refused = 0;
-    cli_loaded_t L = {0};
-    backend_t *be = NULL;
-    transformer_t *tf = NULL;
-    void *zctx = NULL;
-    transport_server_t *srv = NULL;
-    transport_keypair_t kp;
-    char (*allowed)[TRANSPORT_KEY_TEXT + 1] = NULL;
-    int n_allowed = 0;
-    if (curve_key && (transport_load_keypair(curve_key, &kp, err, sizeof err) != 0 ||
-                      (n_allowed = transport_load_public_keys(curve_allow, &allowed, err, sizeof err)) < 0)) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
-        goto done;
-    }
-    if (allow_remote && !curve_key && !transport_is_local(bind_ep))
-        fprintf(stderr, "bild %s: warning: listening on the network without CURVE: anyone who can reach %s can "
-                        "use this worker (see launch/multi-host.md)\n", cmd, bind_ep);
-    /* the device before the model: a GPU that cannot be used ends start-up at once */
-    if (!(be = cli_open_backend(cmd, device, threads))) {
-        rc = EXIT_RUNTIME;
-        goto done;
-    }
-    if (cli_load_model(cmd, model, tokpath, 0, &dummy, &L)) goto done;
-    const model_config_t *c = model_config(L.m);
-    rc = EXIT_RUNTIME;
-    if (!(tf = transformer_new(be, c, model_weights(L.m), BILD_MAX_DRAFT, err, sizeof err))) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
-        goto done;
-    }
-    char dv_used[4096] = "";
-    int dv_k = 0;
-    if (role == ROLE_SMALL && !dummy.on &&
-        (dv_k = cli_draft_vocab(tf, model, draft_vocab, draft_top, dv_used, sizeof dv_used, err, sizeof err)) < 0) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
-        rc = EXIT_INPUT;
-        goto done;
-    }
-    if (dv_k) fprintf(stderr, "bild %s: drafts over %d tokens (%s)\n", cmd, dv_k, dv_used);
-    const char *name = role == ROLE_SMALL ? "small worker" : "large worker";
-    transport_server_opts_t so = {.endpoint = bind_ep, .allow_remote = allow_remote, .curve = curve_key ? &kp : NULL,
-                                  .allowed = (const char(*)[TRANSPORT_KEY_TEXT + 1])allowed,
-                                  .n_allowed = n_allowed, .heartbeat_ms = heartbeat_ms, .name = name};
-    if (!(zctx = zmq_ctx_new()) || !(srv = transport_server_new(zctx, &so, &refused, err, sizeof err))) {
-        fprintf(stderr, "bild %s: %s\n", cmd, zctx ? err : "cannot start ZeroMQ");
-        rc = refused ? EXIT_USAGE : EXIT_RUNTIME;
-        goto done;
-    }
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    plane_t *plane = NULL;
-    small_server_t ss = {.vocab = c->vocab_size, .tf = tf, .stop_a = c->eos_id, .stop_b = c->bos_id, .plane = &plane};
-    large_server_t ls = {.vocab = c->vocab_size, .tf = tf, .plane = &plane, .timeout_ms = BILD_PLANE_TIMEOUT_MS};
-    int small = role == ROLE_SMALL;
-    serve_t sv = {.name = name,
-                  .hello = {.role = role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
-                            .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
-                  .vocab = c->vocab_size,
-                  .handle = small ? small_server_handle : large_server_handle,
-                  .can_batch = no_batch ? NULL : small ? small_server_can_batch : large_server_can_batch,
-                  .run_batch = no_batch ? NULL : small ? small_server_run_batch : large_server_run_batch,
-                  .session_new = small ? small_server_session_new : large_server_session_new,
-                  .session_free = small ? small_server_session_free : large_server_session_free,
-                  .ctx = small ? (void *)&ss : (void *)&ls,
-                  .max_sessions = max_sessions,
-                  .idle_s = session_idle,
-                  .stop = &g_stop,
-                  .idle = backend_idle_hint,
-                  .idle_ctx = be,
-                  .device = device,
-                  .zctx = zctx,
-                  .plane = &plane};
-    snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
-    char where[256];
-    fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s; up to %d sessions, %.1f MB of KV cache each): "
-                    "listening on %s\n", cmd, model, c->vocab_size, c->seq_len, cli_backend_desc(be, where, sizeof where),
-            dummy.on ? ", random weights" : "", curve_key ? ", CURVE" : "", max_sessions,
-            (double)transformer_cache_bytes(tf) / 1e6, bind_ep);
-    rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
-    fprintf(stderr, "bild %s: %s\n", cmd, g_stop ? "stopped by a signal" : "shut down");
-    if (ls.batches)
-        fprintf(stderr, "bild %s: %ld verifications of several sessions ran together in %ld passes\n", cmd, ls.batched,
-                ls.batches);
-    if (ss.batches)
-        fprintf(stderr, "bild %s: %ld drafts of several sessions ran together in %ld lockstep runs\n", cmd, ss.batched,
-                ss.batches);
-    large_server_free(&ls);
-done:
-    transport_server_destroy(&srv);
-    if (zctx) zmq_ctx_term(zctx);
-    free(allowed);
-    transformer_destroy(&tf);
-    backend_destroy(&be);
-    cli_loaded_free(&L);
-    return rc;
-}
-
-static const char *KEYGEN_HELP =
-    "usage: bild keygen PREFIX\n"
-    "\n"
-    "Makes a CURVE key pair: PREFIX.key (public and secret key; mode 0600, keep\n"
-    "it on the machine that uses it) and PREFIX.pub (the public key, to give to\n"
-    "peers). Refuses to overwrite existing files. Workers take --curve-key\n"
-    "PREFIX.key and --curve-allow with the coordinators' .pub keys; the\n"
-    "coordinator takes --curve-key and each worker's .pub. See\n"
-    "launch/multi-host.md.\n";
-
-static int cmd_keygen(int argc, char **argv) {
-    if (argc == 1 && (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help"))) return fputs(KEYGEN_HELP, stdout), EXIT_OK;
-    if (argc != 1 || argv[0][0] == '-') return cli_usage_error("keygen", "give one PREFIX for the two key files");
-    transport_keypair_t kp;
-    char err[1024];
-    if (transport_keygen(&kp) != 0) {
-        fprintf(stderr, "bild keygen: this libzmq was built without CURVE support\n");
-        return EXIT_RUNTIME;
-    }
-    if (transport_write_keys(argv[0], &kp, err, sizeof err) != 0) {
-        fprintf(stderr, "bild keygen: %s\n", err);
-        return EXIT_INPUT;
-    }
-    fprintf(stderr, "bild keygen: wrote %s.key (secret) and %s.pub (public key %s)\n", argv[0], argv[0], kp.pub);
-    return EXIT_OK;
-}
-
-int main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-        fputs(MAIN_HELP, argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : EXIT_OK;
-    }
-    if (!strcmp(argv[1], "--version")) return puts("bild " BILD_VERSION) < 0 ? EXIT_RUNTIME : EXIT_OK;
-    if (!strcmp(argv[1], "run")) return cmd_run(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "small-worker")) return cmd_worker(argc - 2, argv + 2, ROLE_SMALL);
-    if (!strcmp(argv[1], "large-worker")) return cmd_worker(argc - 2, argv + 2, ROLE_LARGE);
-    if (!strcmp(argv[1], "keygen")) return cmd_keygen(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "align-data")) return cmd_align_data(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "align-eval")) return cmd_align_eval(argc - 2, argv + 2);
-    fprintf(stderr, "bild: unknown command '%s' (see bild --help)\n", argv[1]);
-    return EXIT_USAGE;
 }
