@@ -274,7 +274,7 @@ tokenizer_t *tokenizer_load_llama2c(const char *path, int vocab_size, char *err,
 void tokenizer_destroy(tokenizer_t **pt) {
     if (!pt || !*pt) return;
     tokenizer_t *t = *pt;
-    tok_hf_free(t->hf);
+    if (t->fmt) t->fmt->free(t->hf);
     free(t->scores);
     free(t->offsets);
     free(t->lens);
@@ -295,7 +295,7 @@ const char *tokenizer_piece(const tokenizer_t *t, int id) {
 }
 
 const char *tokenizer_decode(const tokenizer_t *t, int prev, int id, size_t *len) {
-    if (t->hf) return tok_hf_decode(t, prev, id, len);
+    if (t->fmt) return t->fmt->decode(t, prev, id, len);
     if (id < 0 || id >= t->vocab_size || id == TOK_BOS || id == TOK_EOS) {
         *len = 0;
         return "";
@@ -464,7 +464,7 @@ static void emit(int *out, int cap, int *count, int id) {
 }
 
 int tokenizer_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap) {
-    if (t->hf) return tok_hf_encode(t, text, add_bos, out, cap);
+    if (t->fmt) return t->fmt->encode(t, text, add_bos, out, cap);
     int count = 0;
     if (add_bos) emit(out, cap, &count, TOK_BOS);
     if (!text || text[0] == '\0') return count;

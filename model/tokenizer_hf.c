@@ -214,9 +214,15 @@ static void merge_insert(struct tok_hf *h, int a, int b, int rank, int id) {
     h->merges[i] = (merge_slot_t){key, rank, id};
 }
 
+/* What tokenizer.c calls for a tokenizer loaded here (tokenizer_impl.h). */
+static void tok_hf_free(struct tok_hf *h);
+static int tok_hf_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap);
+static const char *tok_hf_decode(const tokenizer_t *t, int prev, int id, size_t *len);
+static const tok_format_t HF_FORMAT = {.free = tok_hf_free, .encode = tok_hf_encode, .decode = tok_hf_decode};
+
 /* ---- loading ------------------------------------------------------------------ */
 
-void tok_hf_free(struct tok_hf *h) {
+static void tok_hf_free(struct tok_hf *h) {
     if (!h) return;
     for (int i = 0; i < h->n_norm; i++) {
         free(h->norm[i].a);
@@ -850,6 +856,7 @@ tokenizer_t *tokenizer_load_hf_mem(const char *data, size_t size, const char *na
         set_err(err, errlen, "out of memory loading tokenizer %s", path);
         return NULL;
     }
+    t->fmt = &HF_FORMAT;
     for (int b = 0; b < 256; b++) t->bytes[b] = (unsigned char)b;
     ctx_t c = {path, err, errlen};
     int rc = build(&c, t, root);
@@ -874,7 +881,7 @@ int tokenizer_is_special(const tokenizer_t *t, int id) {
 
 /* ---- decoding ------------------------------------------------------------------ */
 
-const char *tok_hf_decode(const tokenizer_t *t, int prev, int id, size_t *len) {
+static const char *tok_hf_decode(const tokenizer_t *t, int prev, int id, size_t *len) {
     const struct tok_hf *h = t->hf;
     if (id < 0 || id >= t->vocab_size || h->special[id]) {
         *len = 0;
@@ -1263,7 +1270,7 @@ static void encode_segment(const tokenizer_t *t, enc_t *e, const char *s, size_t
 
 static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
-int tok_hf_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap) {
+static int tok_hf_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap) {
     const struct tok_hf *h = t->hf;
     enc_t e = {.out = out, .cap = cap};
     if (add_bos)

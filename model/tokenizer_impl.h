@@ -1,6 +1,8 @@
 /* tokenizer_impl.h - private to model/tokenizer.c and model/tokenizer_hf.c:
- * the tokenizer struct both loaders fill, and the Hugging Face entry points
- * that tokenizer.c dispatches to. Not for other modules: use tokenizer.h.
+ * the tokenizer struct both loaders fill, and the table through which a
+ * format other than llama2.c's (tokenizer_hf.c) plugs its encoder and
+ * decoder in, so that tokenizer.c never names that format's code. Not for
+ * other modules: use tokenizer.h.
  */
 #ifndef BILD_TOKENIZER_IMPL_H
 #define BILD_TOKENIZER_IMPL_H
@@ -10,6 +12,13 @@
 #include <stdint.h>
 
 struct tok_hf; /* tokenizer_hf.c: the tokenizer.json pipeline */
+
+/* A tokenizer format's own code; tokenizer.c calls it when t->fmt is set. */
+typedef struct {
+    void (*free)(struct tok_hf *h);
+    int (*encode)(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap);
+    const char *(*decode)(const tokenizer_t *t, int prev, int id, size_t *len);
+} tok_format_t;
 
 struct tokenizer {
     int vocab_size;
@@ -25,12 +34,8 @@ struct tokenizer {
     uint32_t table_mask;
     unsigned char bytes[256]; /* bytes[b] == b; decode of "<0xXX>" points here */
     struct tok_hf *hf;      /* non-NULL: loaded from a tokenizer.json */
+    const tok_format_t *fmt; /* with hf: its encoder and decoder; NULL: llama2.c's, in tokenizer.c */
 };
-
-/* tokenizer_hf.c; tokenizer.c calls these when t->hf is set. */
-void tok_hf_free(struct tok_hf *h);
-int tok_hf_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap);
-const char *tok_hf_decode(const tokenizer_t *t, int prev, int id, size_t *len);
 
 /* FNV-1a over a piece's bytes (both loaders' piece lookup tables): pieces
  * are short, so a simple byte hash is plenty. */
