@@ -1,50 +1,14 @@
-/* model.c - format dispatch and the accessors of model_file_t: a directory
- * is a Hugging Face model (hf.c), a file a llama2.c checkpoint (llama2c.c).
+/* model.c - format dispatch: a directory is a Hugging Face model (hf.c), a
+ * file a llama2.c checkpoint (llama2c.c). The object both loaders fill and
+ * its accessors are model_file.c, which the loaders use without coming
+ * back here.
  */
-#include <stdlib.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 
-#include "model/model_file.h"
-
-size_t model_n_params(const model_config_t *c) {
-    size_t d = c->dim, q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * c->hidden_dim + (c->qkv_bias ? q + 2 * kv : 0);
-    return (size_t)c->vocab_size * d * (c->shared_classifier ? 1 : 2) + c->n_layers * layer + d;
-}
-
-size_t model_step_bytes(const model_config_t *c) {
-    size_t n = model_n_params(c);
-    if (!c->shared_classifier) n -= (size_t)(c->vocab_size - 1) * c->dim; /* one embedding row */
-    return n * 4;
-}
+#include "model/model.h"
 
 model_file_t *model_open(const char *path, char *err, size_t errlen) {
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return hf_open(path, err, errlen);
     return llama2c_open(path, err, errlen);
 }
-
-void model_close(model_file_t **pm) {
-    if (!pm || !*pm) return;
-    model_file_t *m = *pm;
-    for (int i = 0; i < m->n_maps; i++)
-        if (m->maps[i]) munmap(m->maps[i], m->map_sizes[i]);
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->maps);
-    free(m->map_sizes);
-    free(m->owned);
-    free(m->layer_ptrs);
-    free(m->path);
-    free(m);
-    *pm = NULL;
-}
-
-void model_limit_context(model_file_t *m, int n) {
-    int trained = m->cfg.trained_seq_len;
-    m->cfg.seq_len = n > 0 && n < trained ? n : trained;
-}
-
-const model_config_t *model_config(const model_file_t *m) { return &m->cfg; }
-const model_weights_t *model_weights(const model_file_t *m) { return &m->w; }
-const char *model_path(const model_file_t *m) { return m->path; }

@@ -1,5 +1,6 @@
-/* model_file.h - the model_file_t object shared by the loaders (llama2c.c,
- * hf.c) and model.c. Private to model/: other modules see only model.h.
+/* model_file.h - the model_file_t object the loaders (llama2c.c, hf.c) fill
+ * and model_file.c closes. Private to model/: other modules see only
+ * model.h.
  */
 #ifndef BILD_MODEL_FILE_H
 #define BILD_MODEL_FILE_H
