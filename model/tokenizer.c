@@ -285,6 +285,17 @@ void tokenizer_destroy(tokenizer_t **pt) {
     *pt = NULL;
 }
 
+void tokenizer_set_bos_eos(tokenizer_t *t, int bos, int eos) {
+    t->bos = bos >= 0 && bos < t->vocab_size ? bos : -1;
+    t->eos = eos >= 0 && eos < t->vocab_size ? eos : -1;
+}
+
+int tokenizer_is_special(const tokenizer_t *t, int id) {
+    if (id < 0 || id >= t->vocab_size) return 0;
+    if (!t->fmt) return id == t->bos || id == t->eos;
+    return t->fmt->is_special(t, id);
+}
+
 int tokenizer_vocab_size(const tokenizer_t *t) { return t->vocab_size; }
 int tokenizer_bos(const tokenizer_t *t) { return t->bos; }
 int tokenizer_eos(const tokenizer_t *t) { return t->eos; }

@@ -218,7 +218,9 @@ static void merge_insert(struct tok_hf *h, int a, int b, int rank, int id) {
 static void tok_hf_free(struct tok_hf *h);
 static int tok_hf_encode(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap);
 static const char *tok_hf_decode(const tokenizer_t *t, int prev, int id, size_t *len);
-static const tok_format_t HF_FORMAT = {.free = tok_hf_free, .encode = tok_hf_encode, .decode = tok_hf_decode};
+static int tok_hf_is_special(const tokenizer_t *t, int id);
+static const tok_format_t HF_FORMAT = {.free = tok_hf_free, .encode = tok_hf_encode, .decode = tok_hf_decode,
+                                       .is_special = tok_hf_is_special};
 
 /* ---- loading ------------------------------------------------------------------ */
 
@@ -868,16 +870,7 @@ tokenizer_t *tokenizer_load_hf_mem(const char *data, size_t size, const char *na
     return t;
 }
 
-void tokenizer_set_bos_eos(tokenizer_t *t, int bos, int eos) {
-    t->bos = bos >= 0 && bos < t->vocab_size ? bos : -1;
-    t->eos = eos >= 0 && eos < t->vocab_size ? eos : -1;
-}
-
-int tokenizer_is_special(const tokenizer_t *t, int id) {
-    if (id < 0 || id >= t->vocab_size) return 0;
-    if (!t->hf) return id == t->bos || id == t->eos;
-    return t->hf->special[id];
-}
+static int tok_hf_is_special(const tokenizer_t *t, int id) { return t->hf->special[id]; }
 
 /* ---- decoding ------------------------------------------------------------------ */
 

@@ -18,6 +18,7 @@ typedef struct {
     void (*free)(struct tok_hf *h);
     int (*encode)(const tokenizer_t *t, const char *text, int add_bos, int *out, int cap);
     const char *(*decode)(const tokenizer_t *t, int prev, int id, size_t *len);
+    int (*is_special)(const tokenizer_t *t, int id); /* id in range */
 } tok_format_t;
 
 struct tokenizer {
