@@ -1,7 +1,6 @@
 /* proto.h - the control-plane messages between the coordinator and the
- * workers, encoded with msgpack-c. (The ZeroMQ transport and the worker
- * processes that use these messages are the next step; see
- * docs/protocol.md.)
+ * workers, encoded with msgpack-c; transport.h carries them over ZeroMQ and
+ * serve.h is the workers' loop (docs/protocol.md).
  *
  * Every message is one msgpack array:
  *     [version, type, request id, session id, fields...]

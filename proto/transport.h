@@ -1,6 +1,6 @@
 /* transport.h - ZeroMQ plumbing for the control plane.
  *
- * Workers own a server: a REP socket bound to ipc:// or tcp:// (loopback
+ * Workers own a server: a ROUTER socket bound to ipc:// or tcp:// (loopback
  * unless told otherwise), optionally with CURVE encryption and an allow list
  * of client keys checked by a ZAP handler that the serve loop polls, and a
  * monitor that logs coordinators connecting and going away.
@@ -11,8 +11,9 @@
  * and a monitor that turns connection events into errors: connection lost,
  * CURVE handshake refused.
  *
- * One client talks to one worker; one worker serves one coordinator at a
- * time (requests of two coordinators would interleave on its KV cache).
+ * One client talks to one worker; a worker serves many clients, each
+ * connection a session of its own (serve.h), the ROUTER telling their
+ * requests apart.
  */
 #ifndef BILD_TRANSPORT_H
 #define BILD_TRANSPORT_H
