@@ -141,7 +141,7 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
     serve_t sv = {0};
     const worker_setup_t ws = {.cmd = cmd, .model = model, .tf = tf, .cfg = c, .plane = &plane,
                                .draft_vocab = draft_vocab, .draft_top = draft_top, .dummy = dummy.on};
-    if ((rc = kind->setup(&ws, &sv)) != EXIT_OK) goto done;
+    if ((rc = kind->setup(&ws, &sv.ctx)) != EXIT_OK) goto done;
     rc = EXIT_RUNTIME;
     const char *name = kind->name;
     transport_server_opts_t so = {.endpoint = bind_ep, .allow_remote = allow_remote, .curve = curve_key ? &kp : NULL,
@@ -160,7 +160,11 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
     sv.hello = (hello_reply_t){.role = kind->role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
                                .vocab_fingerprint = cli_vocab_fingerprint(L.tok)};
     sv.vocab = c->vocab_size;
-    if (no_batch) sv.can_batch = NULL, sv.run_batch = NULL;
+    sv.handle = kind->handle;
+    sv.can_batch = no_batch ? NULL : kind->can_batch;
+    sv.run_batch = no_batch ? NULL : kind->run_batch;
+    sv.session_new = kind->session_new;
+    sv.session_free = kind->session_free;
     sv.max_sessions = max_sessions;
     sv.idle_s = session_idle;
     sv.stop = &g_stop;

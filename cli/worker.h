@@ -30,10 +30,15 @@ typedef struct {
     const char *cmd;     /* "small-worker" */
     const char *name;    /* "small worker": log lines and the transport's */
     worker_role_t role;
-    /* Fills sv's handlers and their ctx (handle, can_batch, run_batch,
-     * session_new, session_free, ctx); the rest of sv is the caller's.
-     * Returns EXIT_OK, or an exit code after printing a message. */
-    int (*setup)(const worker_setup_t *ws, serve_t *sv);
+    /* the request handlers (proto/serve.h) */
+    serve_fn handle;
+    serve_can_batch_fn can_batch; /* with run_batch: dropped by --no-batch */
+    serve_batch_fn run_batch;
+    serve_new_fn session_new;
+    serve_free_fn session_free;
+    /* Makes the handlers' context for the loaded model into *ctx. Returns
+     * EXIT_OK, or an exit code after printing a message. */
+    int (*setup)(const worker_setup_t *ws, void **ctx);
     /* After the serve loop: prints the worker's statistics, frees what its
      * handlers hold. */
     void (*finish)(const char *cmd);

@@ -13,15 +13,10 @@
 
 static large_server_t ls; /* one per process */
 
-static int large_setup(const worker_setup_t *ws, serve_t *sv) {
+static int large_setup(const worker_setup_t *ws, void **ctx) {
     ls = (large_server_t){.vocab = ws->cfg->vocab_size, .tf = ws->tf, .plane = ws->plane,
                           .timeout_ms = BILD_PLANE_TIMEOUT_MS};
-    sv->handle = large_server_handle;
-    sv->can_batch = large_server_can_batch;
-    sv->run_batch = large_server_run_batch;
-    sv->session_new = large_server_session_new;
-    sv->session_free = large_server_session_free;
-    sv->ctx = &ls;
+    *ctx = &ls;
     return EXIT_OK;
 }
 
@@ -33,7 +28,10 @@ static void large_finish(const char *cmd) {
 }
 
 int cmd_large_worker(int argc, char **argv) {
-    static const worker_kind_t kind = {.cmd = "large-worker", .name = "large worker", .role = ROLE_LARGE,
-                                       .setup = large_setup, .finish = large_finish};
+    static const worker_kind_t kind = {
+        .cmd = "large-worker", .name = "large worker", .role = ROLE_LARGE,
+        .handle = large_server_handle, .can_batch = large_server_can_batch, .run_batch = large_server_run_batch,
+        .session_new = large_server_session_new, .session_free = large_server_session_free,
+        .setup = large_setup, .finish = large_finish};
     return worker_main(argc, argv, &kind);
 }

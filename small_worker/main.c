@@ -12,7 +12,7 @@
 
 static small_server_t ss; /* one per process */
 
-static int small_setup(const worker_setup_t *ws, serve_t *sv) {
+static int small_setup(const worker_setup_t *ws, void **ctx) {
     char err[1024], dv_used[4096] = "";
     int dv_k = 0;
     if (!ws->dummy && (dv_k = cli_draft_vocab(ws->tf, ws->model, ws->draft_vocab, ws->draft_top, dv_used,
@@ -24,12 +24,7 @@ static int small_setup(const worker_setup_t *ws, serve_t *sv) {
     const model_config_t *c = ws->cfg;
     ss = (small_server_t){.vocab = c->vocab_size, .tf = ws->tf, .stop_a = c->eos_id, .stop_b = c->bos_id,
                           .plane = ws->plane};
-    sv->handle = small_server_handle;
-    sv->can_batch = small_server_can_batch;
-    sv->run_batch = small_server_run_batch;
-    sv->session_new = small_server_session_new;
-    sv->session_free = small_server_session_free;
-    sv->ctx = &ss;
+    *ctx = &ss;
     return EXIT_OK;
 }
 
@@ -40,7 +35,10 @@ static void small_finish(const char *cmd) {
 }
 
 int cmd_small_worker(int argc, char **argv) {
-    static const worker_kind_t kind = {.cmd = "small-worker", .name = "small worker", .role = ROLE_SMALL,
-                                       .setup = small_setup, .finish = small_finish};
+    static const worker_kind_t kind = {
+        .cmd = "small-worker", .name = "small worker", .role = ROLE_SMALL,
+        .handle = small_server_handle, .can_batch = small_server_can_batch, .run_batch = small_server_run_batch,
+        .session_new = small_server_session_new, .session_free = small_server_session_free,
+        .setup = small_setup, .finish = small_finish};
     return worker_main(argc, argv, &kind);
 }
