@@ -1,4 +1,5 @@
-/* cuda.h - the CUDA backend (kernels/cuda/cuda.cu; built with make CUDA=1).
+/* cuda.h - the CUDA backend (kernels/cuda/: backend.cu, matmul.cu,
+ * attention.cu, norm.cu; see cuda_impl.h. Built with make CUDA=1).
  *
  * Device memory for weights (uploaded once), activations and KV caches; one
  * CUDA stream and one cuBLAS handle per backend; every op is enqueued on

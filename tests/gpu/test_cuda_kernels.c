@@ -53,7 +53,7 @@
 #include "kernels/cuda/cuda.h"
 
 /* Blocks of up to this many rows take the CUDA backend's f32-exact custom
- * kernels (kernels/cuda/cuda.cu, GEMV_MAX_T); longer ones may take cuBLAS. */
+ * kernels (kernels/cuda/matmul.cu, GEMV_MAX_T); longer ones may take cuBLAS. */
 #define GEMV_MAX_T BILD_CUDA_GEMV_MAX_T
 #define SENTINEL 12345.0f
 

@@ -1,16 +1,5 @@
-/* cuda.cu - the CUDA backend: every op of kernels/ops.h on one GPU.
- *
- * Memory: weights are uploaded once in their file dtype (f32, bf16 or f16);
- * activations, the KV cache and logits are f32 device buffers. Nothing is
- * allocated per token: scratch buffers grow at first use and stay.
- *
- * Ordering: one CUDA stream per backend (one per worker process) and a
- * cuBLAS handle bound to it. Ops are enqueued without waiting; only the
- * calls that hand data to the host (to_host, row_stats) synchronise. Host
- * arrays the ops take (token ids, next ids) travel inside the kernel's
- * arguments, 64 at a time, so no host buffer is read after the call returns.
- *
- * Matmuls (the weight stream is the cost of decoding):
+/* matmul.cu - matmul and swiglu on the GPU (the weight stream is the cost
+ * of decoding):
  * - Blocks of T <= BILD_CUDA_GEMV_MAX_T rows (a decoding step): our own
  *   kernel. A warp owns R output rows and walks them with 16-byte
  *   loads of the weights, widening half to f32 in registers, against f32
@@ -29,109 +18,16 @@
  * BILD_CUDA_GEMM=custom|cublas|auto (or backend_cuda_set_gemm) forces a
  * path, for benchmarks.
  *
- * Errors: every CUDA and cuBLAS call is checked and so is every launch
- * (cudaGetLastError). A failure after start-up (a lost device, an illegal
- * address) ends the process with the call, file and line: the worker's
- * coordinator then reports the worker gone, as for any crash. */
-#include <cublas_v2.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include <math.h>
+ * An rmsnorm held back (cu_flush) whose output is the matmul's input is
+ * computed inside the matmul: by our kernel (fused into its x loads) or by
+ * the split of the cuBLAS path. */
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include <type_traits>
 
-#include "kernels/cuda/cuda.h"
-#include "kernels/dummy.h"
+#include "kernels/cuda/cuda_impl.h"
 
-#define TOK_CHUNK 64
-
-static void cuda_die(const char *what, const char *msg, const char *file, int line) {
-    fprintf(stderr, "bild: CUDA error: %s: %s (%s:%d)\n", what, msg, file, line);
-    exit(70);
-}
-#define CU(call)                                                                  \
-    do {                                                                          \
-        cudaError_t e_ = (call);                                                  \
-        if (e_ != cudaSuccess) cuda_die(#call, cudaGetErrorString(e_), __FILE__, __LINE__); \
-    } while (0)
-#define BLAS(call)                                                                \
-    do {                                                                          \
-        cublasStatus_t s_ = (call);                                               \
-        if (s_ != CUBLAS_STATUS_SUCCESS) cuda_die(#call, cublasGetStatusString(s_), __FILE__, __LINE__); \
-    } while (0)
-#define LAUNCHED() CU(cudaGetLastError())
-#define REQUIRE(cond)                                                             \
-    do {                                                                          \
-        if (!(cond)) cuda_die("internal check", #cond, __FILE__, __LINE__);       \
-    } while (0)
-
-typedef struct {
-    int dev;
-    cudaStream_t stream;
-    cublasHandle_t blas;
-    char name[24];
-    char isa[320];
-    int gemm_mode;       /* 0 auto, 1 custom, 2 cublas */
-    int mma;             /* compute capability >= 8.0: the tensor-core kernel for 4..16-row blocks */
-    int max_smem;        /* opt-in shared memory per block, bytes */
-    void *scratch;       /* grow-only device scratch (split activations and products of a cuBLAS matmul) */
-    size_t scratch_bytes;
-    float *gate;         /* grow-only: SwiGLU's gate product on the cuBLAS path */
-    size_t gate_bytes;
-    int graphs;          /* record single-token steps as a graph */
-    int capturing;
-    cudaGraphExec_t exec; /* the last step's graph, updated in place by the next */
-    /* ops held back so the next op can absorb them (flush runs them):
-     * an rmsnorm whose output the next matmul reads is computed inside that
-     * matmul; two RoPEs in a row (q, then k) are one launch */
-    int fuse;            /* BILD_CUDA_FUSE=0 turns this off */
-    struct {
-        int on, T, d;
-        float *out;
-        const float *x, *w;
-        float eps;
-    } pn;
-    struct {
-        int on, T, hd, pos0, halves, stride, nh;
-        float *x;
-        const float *cs;
-    } pr;
-    struct prof *prof;   /* backend_cuda_profile: an event before each kernel */
-    float *d_stats;      /* (3, stats_cap): argmax, max_p, nll */
-    float *h_stats;      /* pinned host copy */
-    int stats_cap;
-} cu_t;
-
-#define PROF_MAX 16384
-struct prof {
-    int n;
-    cudaEvent_t ev[PROF_MAX + 1];
-    const char *name[PROF_MAX];
-};
-
-/* Marks the start of the kernels launched next, named what, while profiling. */
-static void prof_mark(cu_t *c, const char *what) {
-    struct prof *p = c->prof;
-    if (!p || p->n >= PROF_MAX || c->capturing) return;
-    CU(cudaEventRecord(p->ev[p->n], c->stream));
-    p->name[p->n++] = what;
-}
-
-typedef struct {
-    int v[TOK_CHUNK];
-} ids_t; /* host ids passed by value in kernel arguments */
-
-/* ---- element access -------------------------------------------------------- */
-
-__device__ __forceinline__ float ld(const float *p, int64_t i) { return p[i]; }
-__device__ __forceinline__ float ld(const __nv_bfloat16 *p, int64_t i) { return __bfloat162float(p[i]); }
-__device__ __forceinline__ float ld(const __half *p, int64_t i) { return __half2float(p[i]); }
+/* ---- weights, 16 bytes at a time ------------------------------------------- */
 
 /* 16 bytes of weights widened: 4 floats or 8 halves */
 template <typename W> struct vec_of;
@@ -156,29 +52,6 @@ __device__ __forceinline__ void widen(const uint4 &u, float *f, const __half *) 
         float2 g = __half22float2(h);
         f[2 * i] = g.x, f[2 * i + 1] = g.y;
     }
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-/* Sum over a block of blockDim.x (a multiple of 32, <= 1024) threads; every thread gets it. */
-__device__ float block_sum(float v) {
-    __shared__ float part[32];
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) part[w] = v;
-    __syncthreads();
-    v = lane < nw ? part[lane] : 0.0f;
-    return warp_sum(v);
 }
 
 /* ---- the matmul kernel for short blocks -------------------------------------
@@ -446,189 +319,7 @@ static void gemv(cu_t *c, const gemv_args_t &a, dtype_t dt) {
     else gemv_t<__half, MODE>(c, a, vec);
 }
 
-/* ---- small kernels ------------------------------------------------------- */
-
-template <typename W>
-__global__ void embed_kernel(float *out, const W *table, ids_t ids, int d) {
-    int t = blockIdx.x;
-    const W *row = table + (int64_t)ids.v[t] * d;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) out[(int64_t)t * d + i] = ld(row, i);
-}
-
-template <typename W>
-__global__ void rmsnorm_kernel(float *out, const float *x, const W *w, int d, float eps) {
-    const float *xr = x + (int64_t)blockIdx.x * d;
-    float ss = 0;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = block_sum(ss);
-    float inv = 1.0f / sqrtf(ss / d + eps);
-    float *o = out + (int64_t)blockIdx.x * d;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) o[i] = xr[i] * inv * ld(w, i);
-}
-
-typedef struct {
-    float *x[2];
-    int stride[2], nh[2];
-} rope_parts_t; /* one launch rotates up to two tensors (q and k) at the same positions */
-
-__global__ void rope_kernel(rope_parts_t rp, int T, int hd, int pos0, const float *cs, int halves) {
-    int half = hd / 2;
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, total0 = (int64_t)T * rp.nh[0] * half;
-    int part = i >= total0;
-    if (part) i -= total0;
-    int nh = rp.nh[part], row_stride = rp.stride[part];
-    float *x = rp.x[part];
-    if (i >= (int64_t)T * nh * half) return;
-    int p = (int)(i % half), h = (int)(i / half % nh), t = (int)(i / half / nh);
-    const float *c = cs + (int64_t)(pos0 + t) * hd + 2 * p;
-    float *v = x + (int64_t)t * row_stride + (int64_t)h * hd;
-    int a = halves ? p : 2 * p, b = halves ? p + half : 2 * p + 1;
-    float x0 = v[a], x1 = v[b];
-    v[a] = x0 * c[0] - x1 * c[1];
-    v[b] = x0 * c[1] + x1 * c[0];
-}
-
-/* One block of ATT_THREADS per (query head, query row); the row sees the
- * n = pos0 + t + 1 positions up to its own. Scores: a group of 8 lanes per
- * position (32 positions per pass of the block), each lane a strided part
- * of the head, summed with three shuffles; kept in shared memory. Softmax
- * with block reductions. Output: the block is split into P = threads / hd
- * parts, each summing every P-th position for every dimension (coalesced
- * over hd), then the parts are added. Sequential work per thread is about
- * n / 32 positions, not n, which a decoding step's latency needs. */
-#define ATT_THREADS 256
-__global__ void __launch_bounds__(ATT_THREADS) attention_kernel(float *out, const float *q, const float *kc,
-                                                                const float *vc, int pos0, int nh, int nkv, int hd) {
-    extern __shared__ float sm[];
-    int h = blockIdx.x, t = blockIdx.y, kvh = h / (nh / nkv), n = pos0 + t + 1;
-    int qd = nh * hd, kvd = nkv * hd, P = ATT_THREADS / hd > 0 ? ATT_THREADS / hd : 1;
-    float *qs = sm, *part = sm + hd, *sc = part + P * hd;
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) qs[i] = q[(int64_t)t * qd + (int64_t)h * hd + i];
-    __syncthreads();
-    float scale = rsqrtf((float)hd);
-    int g = threadIdx.x >> 3, gl = threadIdx.x & 7, ng = blockDim.x >> 3;
-    const float *kbase = kc + (int64_t)kvh * hd;
-    for (int j0 = 0; j0 < n; j0 += ng) {
-        int j = j0 + g;
-        float s = 0;
-        if (j < n) {
-            const float *k = kbase + (int64_t)j * kvd;
-            if ((hd & 31) == 0 && ((uintptr_t)k & 15) == 0) { /* 16-byte loads, all issued at once */
-                float4 kv[4];
-                int nv = hd / 32; /* float4s per lane: 2 for hd 64, 4 for hd 128 */
-#pragma unroll
-                for (int v = 0; v < 4; v++)
-                    if (v < nv) kv[v] = *reinterpret_cast<const float4 *>(k + 4 * (gl + 8 * v));
-#pragma unroll
-                for (int v = 0; v < 4; v++)
-                    if (v < nv) {
-                        const float *qq = qs + 4 * (gl + 8 * v);
-                        s += qq[0] * kv[v].x + qq[1] * kv[v].y + qq[2] * kv[v].z + qq[3] * kv[v].w;
-                    }
-                for (int i = 4 * (gl + 32); i < hd; i += 32) /* hd above 128 */
-                    s += qs[i] * k[i] + qs[i + 1] * k[i + 1] + qs[i + 2] * k[i + 2] + qs[i + 3] * k[i + 3];
-            } else {
-#pragma unroll 4
-                for (int i = gl; i < hd; i += 8) s += qs[i] * k[i];
-            }
-        }
-        s += __shfl_xor_sync(0xffffffffu, s, 4);
-        s += __shfl_xor_sync(0xffffffffu, s, 2);
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        if (j < n && gl == 0) sc[j] = s * scale;
-    }
-    __syncthreads();
-    __shared__ float red[32];
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    float mx = -INFINITY;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, sc[j]);
-    mx = warp_max(mx);
-    if (lane == 0) red[wid] = mx;
-    __syncthreads();
-    mx = lane < nw ? red[lane] : -INFINITY;
-    mx = warp_max(mx);
-    float sum = 0;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) {
-        float e = expf(sc[j] - mx);
-        sc[j] = e;
-        sum += e;
-    }
-    sum = block_sum(sum); /* its barriers also publish sc */
-    float inv = 1.0f / sum;
-    const float *vbase = vc + (int64_t)kvh * hd;
-    for (int e = threadIdx.x; e < P * hd; e += blockDim.x) {
-        int i = e % hd, p = e / hd;
-        float a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        int j = p;
-        for (; j + 7 * P < n; j += 8 * P) { /* eight independent loads in flight */
-            float v[8];
-#pragma unroll
-            for (int q = 0; q < 8; q++) v[q] = vbase[(int64_t)(j + q * P) * kvd + i];
-#pragma unroll
-            for (int q = 0; q < 8; q++) a[q] += sc[j + q * P] * v[q];
-        }
-        for (; j < n; j += P) a[0] += sc[j] * vbase[(int64_t)j * kvd + i];
-        part[e] = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        float a = 0;
-        for (int p = 0; p < P; p++) a += part[p * hd + i];
-        out[(int64_t)t * qd + (int64_t)h * hd + i] = a * inv;
-    }
-}
-
-/* Per row: argmax (lowest index on ties; NaN skipped), 1 / sum exp(x - max),
- * and max + log(sum) - x[next]. One block of 1024 threads per row. */
-__global__ void row_stats_kernel(const float *x, int V, ids_t next, float *stats, int cap) {
-    int r = blockIdx.x;
-    const float *row = x + (int64_t)r * V;
-    float best = -INFINITY;
-    int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        float v = row[i];
-        if (v > best || (v == best && i < bi)) best = v, bi = i;
-    }
-    __shared__ float sv[32];
-    __shared__ int si[32];
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
-    }
-    if (lane == 0) sv[wid] = best, si[wid] = bi;
-    __syncthreads();
-    best = lane < nw ? sv[lane] : -INFINITY;
-    bi = lane < nw ? si[lane] : 0x7fffffff;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, best, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > best || (ov == best && oi < bi)) best = ov, bi = oi;
-    }
-    float s = 0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) s += expf(row[i] - best);
-    s = block_sum(s);
-    if (threadIdx.x == 0) {
-        if (bi == 0x7fffffff) bi = 0; /* all NaN or -inf */
-        stats[r] = (float)bi;
-        stats[cap + r] = 1.0f / s;
-        int nx = next.v[r];
-        stats[2 * cap + r] = nx >= 0 ? best + logf(s) - row[nx] : 0.0f;
-    }
-}
-
-template <typename W>
-__global__ void random_kernel(W *out, int64_t n, uint64_t seed, float lo, float hi) {
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float v = dummy_uniform(seed, (uint64_t)i, lo, hi);
-        if constexpr (sizeof(W) == 4) out[i] = v;
-        else if constexpr (std::is_same<W, __nv_bfloat16>::value) out[i] = __float2bfloat16_rn(v);
-        else out[i] = __float2half_rn(v);
-    }
-}
+/* ---- the split and combine kernels of the cuBLAS path ---------------------- */
 
 /* hi = half(x), lo = half(x - hi), stacked: rows 0..T-1 hi, T..2T-1 lo */
 template <typename H>
@@ -725,14 +416,7 @@ __global__ void silu_mul_kernel(float *out, const float *g, const float *u, int6
     }
 }
 
-/* ---- the backend ------------------------------------------------------------ */
-
-static cu_t *CU_(backend_t *be) { return (cu_t *)be->impl; }
-
-static int grid_for(int64_t n, int block) {
-    int64_t g = (n + block - 1) / block;
-    return (int)(g < 1 ? 1 : g > 65535 ? 65535 : g);
-}
+/* ---- helpers of the ops below ---------------------------------------------- */
 
 static void *scratch(cu_t *c, size_t bytes) {
     if (bytes > c->scratch_bytes) {
@@ -745,159 +429,9 @@ static void *scratch(cu_t *c, size_t bytes) {
     return c->scratch;
 }
 
-static void check_own(const tensor_t &t) { REQUIRE(t.device == DEVICE_CUDA && t.data); }
-
-static void launch_rope(cu_t *c, rope_parts_t rp, int T, int hd, int pos0, const float *cs, int halves) {
-    prof_mark(c, "rope");
-    int64_t total = (int64_t)T * (rp.nh[0] + rp.nh[1]) * (hd / 2);
-    rope_kernel<<<(unsigned)((total + 255) / 256), 256, 0, c->stream>>>(rp, T, hd, pos0, cs, halves);
-    LAUNCHED();
-}
-
-static void launch_rmsnorm(cu_t *c, float *out, const float *x, tensor_t w, int T, int d, float eps) {
-    prof_mark(c, "rmsnorm");
-    int nt = d >= 1024 ? 1024 : d >= 256 ? 256 : 64;
-    if (w.dtype == DTYPE_F32) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(out, x, (const float *)w.data, d, eps);
-    else if (w.dtype == DTYPE_BF16) rmsnorm_kernel<<<T, nt, 0, c->stream>>>(out, x, (const __nv_bfloat16 *)w.data, d, eps);
-    else rmsnorm_kernel<<<T, nt, 0, c->stream>>>(out, x, (const __half *)w.data, d, eps);
-    LAUNCHED();
-}
-
-/* Runs the held-back ops. Every entry point calls it first, except the ops
- * that may absorb them (matmul, swiglu, rope), which call it when they do not. */
-static void flush(cu_t *c) {
-    if (c->pn.on) {
-        c->pn.on = 0;
-        launch_rmsnorm(c, c->pn.out, c->pn.x, tensor_t{(void *)c->pn.w, DTYPE_F32, DEVICE_CUDA, c->pn.d}, c->pn.T, c->pn.d,
-                       c->pn.eps);
-    }
-    if (c->pr.on) {
-        c->pr.on = 0;
-        rope_parts_t rp = {{c->pr.x, NULL}, {c->pr.stride, 0}, {c->pr.nh, 0}};
-        launch_rope(c, rp, c->pr.T, c->pr.hd, c->pr.pos0, c->pr.cs, c->pr.halves);
-    }
-}
-
 /* the held-back rmsnorm writes x: a matmul of x at T, d can compute it itself */
 static int norm_pending_for(cu_t *c, const tensor_t &x, int T, int d) {
     return c->pn.on && c->pn.out == (float *)x.data && c->pn.T == T && c->pn.d == d && T <= 4;
-}
-
-static tensor_t cu_alloc(backend_t *be, int64_t n) {
-    cu_t *c = CU_(be);
-    flush(c);
-    tensor_t t = {NULL, DTYPE_F32, DEVICE_CUDA, n};
-    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-    if (cudaMalloc(&t.data, bytes) != cudaSuccess) {
-        cudaGetLastError(); /* clear the sticky-free error state of a failed malloc */
-        t.data = NULL;
-        return t;
-    }
-    CU(cudaMemsetAsync(t.data, 0, bytes, c->stream));
-    CU(cudaStreamSynchronize(c->stream));
-    return t;
-}
-
-static void cu_free(backend_t *be, tensor_t *t) {
-    flush(CU_(be));
-    if (t->data) {
-        CU(cudaStreamSynchronize(CU_(be)->stream));
-        CU(cudaFree(t->data));
-    }
-    t->data = NULL;
-}
-
-static tensor_t cu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t n) {
-    return tensor_t{NULL, dtype, DEVICE_CUDA, n}; /* cannot: the caller uploads */
-}
-
-static tensor_t cu_upload(backend_t *be, const void *host, dtype_t dtype, int64_t n) {
-    flush(CU_(be));
-    tensor_t t = {NULL, dtype, DEVICE_CUDA, n};
-    size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
-    if (cudaMalloc(&t.data, bytes) != cudaSuccess) {
-        cudaGetLastError();
-        t.data = NULL;
-        return t;
-    }
-    /* on our stream and waited for: a plain cudaMemcpy from pageable memory
-     * may return before the data lands, and the non-blocking stream would
-     * not wait for it */
-    CU(cudaMemcpyAsync(t.data, host, (size_t)n * dtype_size(dtype), cudaMemcpyHostToDevice, CU_(be)->stream));
-    CU(cudaStreamSynchronize(CU_(be)->stream));
-    return t;
-}
-
-static tensor_t cu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed, float lo, float hi) {
-    cu_t *c = CU_(be);
-    flush(c);
-    tensor_t t = {NULL, dtype, DEVICE_CUDA, n};
-    if (cudaMalloc(&t.data, (size_t)(n > 0 ? n : 1) * dtype_size(dtype)) != cudaSuccess) {
-        cudaGetLastError();
-        t.data = NULL;
-        return t;
-    }
-    int g = grid_for(n, 256);
-    if (dtype == DTYPE_F32) random_kernel<float><<<g, 256, 0, c->stream>>>((float *)t.data, n, seed, lo, hi);
-    else if (dtype == DTYPE_BF16)
-        random_kernel<__nv_bfloat16><<<g, 256, 0, c->stream>>>((__nv_bfloat16 *)t.data, n, seed, lo, hi);
-    else random_kernel<__half><<<g, 256, 0, c->stream>>>((__half *)t.data, n, seed, lo, hi);
-    LAUNCHED();
-    CU(cudaStreamSynchronize(c->stream));
-    return t;
-}
-
-static void cu_to_host(backend_t *be, float *dst, tensor_t src, int64_t off, int64_t n) {
-    cu_t *c = CU_(be);
-    flush(c);
-    check_own(src);
-    REQUIRE(off >= 0 && off + n <= src.ne);
-    CU(cudaMemcpyAsync(dst, (const float *)src.data + off, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
-    CU(cudaStreamSynchronize(c->stream));
-}
-
-static void cu_from_host(backend_t *be, tensor_t dst, int64_t off, const float *src, int64_t n) {
-    cu_t *c = CU_(be);
-    flush(c);
-    check_own(dst);
-    REQUIRE(off >= 0 && off + n <= dst.ne);
-    CU(cudaMemcpyAsync((float *)dst.data + off, src, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, c->stream));
-    CU(cudaStreamSynchronize(c->stream));
-}
-
-static void cu_embed(backend_t *be, tensor_t out, tensor_t table, const int *tokens, int T, int d) {
-    cu_t *c = CU_(be);
-    flush(c);
-    check_own(out), check_own(table);
-    REQUIRE((int64_t)T * d <= out.ne);
-    for (int t0 = 0; t0 < T; t0 += TOK_CHUNK) {
-        int m = T - t0 < TOK_CHUNK ? T - t0 : TOK_CHUNK;
-        ids_t ids;
-        for (int i = 0; i < m; i++) {
-            REQUIRE(tokens[t0 + i] >= 0 && (int64_t)(tokens[t0 + i] + 1) * d <= table.ne);
-            ids.v[i] = tokens[t0 + i];
-        }
-        float *o = (float *)out.data + (int64_t)t0 * d;
-        prof_mark(c, "embed");
-        if (table.dtype == DTYPE_F32) embed_kernel<<<m, 256, 0, c->stream>>>(o, (const float *)table.data, ids, d);
-        else if (table.dtype == DTYPE_BF16)
-            embed_kernel<<<m, 256, 0, c->stream>>>(o, (const __nv_bfloat16 *)table.data, ids, d);
-        else embed_kernel<<<m, 256, 0, c->stream>>>(o, (const __half *)table.data, ids, d);
-        LAUNCHED();
-    }
-}
-
-static void cu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int T, int d, float eps) {
-    cu_t *c = CU_(be);
-    check_own(out), check_own(x), check_own(w);
-    REQUIRE((int64_t)T * d <= out.ne && (int64_t)T * d <= x.ne && d <= w.ne);
-    flush(c);
-    if (c->fuse && w.dtype == DTYPE_F32 && out.data != x.data) { /* held for the next matmul */
-        c->pn.on = 1, c->pn.T = T, c->pn.d = d, c->pn.out = (float *)out.data, c->pn.x = (const float *)x.data;
-        c->pn.w = (const float *)w.data, c->pn.eps = eps;
-        return;
-    }
-    launch_rmsnorm(c, (float *)out.data, (const float *)x.data, w, T, d, eps);
 }
 
 static cudaDataType_t cuda_type(dtype_t t) {
@@ -1036,6 +570,8 @@ static void half_gemm(cu_t *c, const void *w, dtype_t dt, int n, int d, const vo
                       &zero, prod, CUDA_R_32F, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/* ---- the cuBLAS paths and the ops ------------------------------------------ */
+
 /* cuBLAS works column-major: out^T (n, T) = W (n, d) . x^T (d, T) with W
  * read transposed. f32 weights: one SGEMM straight into out. Half weights:
  * x is split once per op into hi and lo halves (2T rows of half; one split
@@ -1135,10 +671,10 @@ static void absorb_norm(cu_t *c, gemv_args_t *a, dtype_t dt) {
         c->pn.on = 0;
         *a = b;
     } else
-        flush(c);
+        cu_flush(c);
 }
 
-static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_t *jobs, int n_jobs, int accumulate) {
+void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_t *jobs, int n_jobs, int accumulate) {
     cu_t *c = CU_(be);
     check_own(x);
     REQUIRE((int64_t)T * d <= x.ne);
@@ -1148,7 +684,7 @@ static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_
         REQUIRE((int64_t)jb->n * d <= jb->w.ne && jb->out_off + (int64_t)T * jb->n <= jb->out.ne);
     }
     int fuse = use_gemv(c, T) && norm_pending_for(c, x, T, d);
-    if (!fuse && use_gemv(c, T)) flush(c);
+    if (!fuse && use_gemv(c, T)) cu_flush(c);
     if (use_gemv(c, T)) { /* one launch for up to GEMV_JOBS jobs of one weight dtype */
         for (int j0 = 0; j0 < n_jobs;) {
             gemv_args_t a = {};
@@ -1173,11 +709,11 @@ static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_
         for (int j = 0; j < n_jobs; j++)
             w[j] = jobs[j].w, n[j] = jobs[j].n, out[j] = (float *)jobs[j].out.data + jobs[j].out_off;
         int absorb = c->pn.on && c->pn.out == (float *)x.data && c->pn.T == T && c->pn.d == d;
-        if (!absorb) flush(c);
+        if (!absorb) cu_flush(c);
         blas_half_jobs(c, (const float *)x.data, T, d, w, n, out, n_jobs, accumulate, 0, absorb);
         return;
     }
-    flush(c);
+    cu_flush(c);
     int n_max = 0;
     for (int j = 0; j < n_jobs; j++) n_max = jobs[j].n > n_max ? jobs[j].n : n_max;
     /* one split per run of jobs of one half type (the scratch holds one;
@@ -1192,7 +728,7 @@ static void cu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job_
     }
 }
 
-static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tensor_t w3, int T, int d, int hid) {
+void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tensor_t w3, int T, int d, int hid) {
     cu_t *c = CU_(be);
     check_own(out), check_own(x), check_own(w1), check_own(w3);
     REQUIRE((int64_t)T * hid <= out.ne && (int64_t)T * d <= x.ne && (int64_t)hid * d <= w1.ne && (int64_t)hid * d <= w3.ne);
@@ -1201,7 +737,7 @@ static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tens
         a.w[0] = w1.data, a.out[0] = (float *)out.data, a.n[0] = hid, a.nj = 1, a.w3 = w3.data;
         a.x = (const float *)x.data, a.T = T, a.d = d;
         if (norm_pending_for(c, x, T, d)) absorb_norm(c, &a, w1.dtype);
-        else flush(c);
+        else cu_flush(c);
         gemv<2>(c, a, w1.dtype);
         return;
     }
@@ -1210,11 +746,11 @@ static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tens
         int n[2] = {hid, hid};
         float *o[2] = {(float *)out.data, NULL};
         int absorb = c->pn.on && c->pn.out == (float *)x.data && c->pn.T == T && c->pn.d == d;
-        if (!absorb) flush(c);
+        if (!absorb) cu_flush(c);
         blas_half_jobs(c, (const float *)x.data, T, d, w, n, o, 2, 0, 1, absorb);
         return;
     }
-    flush(c);
+    cu_flush(c);
     /* cuBLAS: the gate into its own buffer, the up projection into out, then out = silu(gate) * out */
     size_t bytes = (size_t)T * hid * sizeof(float);
     if (bytes > c->gate_bytes) {
@@ -1230,291 +766,4 @@ static void cu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, tens
     if (w3.dtype != DTYPE_F32 && w3.dtype != w1.dtype) sp3 = blas_split(c, (const float *)x.data, T, d, w3.dtype, hid);
     else sp3 = sp;
     blas_job(c, &sp3, (const float *)x.data, T, d, w3, hid, (float *)out.data, hid, 2, c->gate);
-}
-
-static void cu_rope(backend_t *be, tensor_t x, int64_t off, int row_stride, int T, int n_heads, int hd, int pos0,
-                    tensor_t cs, rope_style_t style) {
-    cu_t *c = CU_(be);
-    check_own(x), check_own(cs);
-    REQUIRE(hd % 2 == 0);
-    REQUIRE(off + (int64_t)(T - 1) * row_stride + (int64_t)n_heads * hd <= x.ne);
-    REQUIRE((int64_t)(pos0 + T) * hd <= cs.ne);
-    int halves = style == ROPE_HALVES;
-    float *xp = (float *)x.data + off;
-    if (c->pr.on && c->pr.T == T && c->pr.hd == hd && c->pr.pos0 == pos0 && c->pr.cs == (const float *)cs.data &&
-        c->pr.halves == halves &&
-        (xp >= c->pr.x + (int64_t)(T - 1) * c->pr.stride + (int64_t)c->pr.nh * hd ||
-         c->pr.x >= xp + (int64_t)(T - 1) * row_stride + (int64_t)n_heads * hd)) {
-        /* the second of a pair on another region (q, then k): one launch for both */
-        c->pr.on = 0;
-        rope_parts_t rp = {{c->pr.x, xp}, {c->pr.stride, row_stride}, {c->pr.nh, n_heads}};
-        launch_rope(c, rp, T, hd, pos0, (const float *)cs.data, halves);
-        return;
-    }
-    flush(c);
-    if (c->fuse) {
-        c->pr.on = 1, c->pr.T = T, c->pr.hd = hd, c->pr.pos0 = pos0, c->pr.halves = halves;
-        c->pr.stride = row_stride, c->pr.nh = n_heads, c->pr.x = xp, c->pr.cs = (const float *)cs.data;
-        return;
-    }
-    rope_parts_t rp = {{xp, NULL}, {row_stride, 0}, {n_heads, 0}};
-    launch_rope(c, rp, T, hd, pos0, (const float *)cs.data, halves);
-}
-
-static void cu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T, int pos0, int n_heads,
-                         int n_kv, int hd) {
-    cu_t *c = CU_(be);
-    flush(c);
-    check_own(out), check_own(q), check_own(kc), check_own(vc);
-    REQUIRE(n_kv > 0 && n_heads % n_kv == 0);
-    REQUIRE((int64_t)(pos0 + T) * n_kv * hd <= kc.ne && (int64_t)(pos0 + T) * n_kv * hd <= vc.ne);
-    REQUIRE((int64_t)T * n_heads * hd <= out.ne && (int64_t)T * n_heads * hd <= q.ne);
-    /* rounded up to 4 KiB: successive steps' graphs then differ in arguments only */
-    int P = ATT_THREADS / hd > 0 ? ATT_THREADS / hd : 1;
-    size_t need = (size_t)(hd + P * hd + pos0 + T) * sizeof(float), smem = (need + 4095) & ~(size_t)4095;
-    if ((int)smem > c->max_smem) smem = need;
-    if ((int)smem > c->max_smem)
-        cuda_die("attention", "context longer than this GPU's shared memory holds (lower --ctx)", __FILE__, __LINE__);
-    dim3 grid(n_heads, T);
-    prof_mark(c, "attention");
-    attention_kernel<<<grid, ATT_THREADS, smem, c->stream>>>((float *)out.data, (const float *)q.data, (const float *)kc.data,
-                                                     (const float *)vc.data, pos0, n_heads, n_kv, hd);
-    LAUNCHED();
-}
-
-static void cu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax, float *max_p,
-                         float *nll) {
-    cu_t *c = CU_(be);
-    flush(c);
-    check_own(x);
-    REQUIRE(off >= 0 && off + (int64_t)T * V <= x.ne);
-    if (T > c->stats_cap) {
-        if (c->d_stats) {
-            CU(cudaFree(c->d_stats));
-            CU(cudaFreeHost(c->h_stats));
-        }
-        c->stats_cap = T < 64 ? 64 : T;
-        CU(cudaMalloc(&c->d_stats, sizeof(float) * 3 * c->stats_cap));
-        CU(cudaMallocHost(&c->h_stats, sizeof(float) * 3 * c->stats_cap));
-    }
-    for (int t0 = 0; t0 < T; t0 += TOK_CHUNK) {
-        int m = T - t0 < TOK_CHUNK ? T - t0 : TOK_CHUNK;
-        ids_t nx;
-        for (int i = 0; i < m; i++) {
-            nx.v[i] = next && next[t0 + i] >= 0 ? next[t0 + i] : -1;
-            REQUIRE(nx.v[i] < V);
-        }
-        prof_mark(c, "row_stats (and the copy to the host)");
-        row_stats_kernel<<<m, 1024, 0, c->stream>>>((const float *)x.data + off + (int64_t)t0 * V, V, nx,
-                                                   c->d_stats + t0, c->stats_cap);
-        LAUNCHED();
-    }
-    CU(cudaMemcpyAsync(c->h_stats, c->d_stats, sizeof(float) * 3 * c->stats_cap, cudaMemcpyDeviceToHost, c->stream));
-    CU(cudaStreamSynchronize(c->stream));
-    for (int t = 0; t < T; t++) {
-        if (argmax) argmax[t] = (int)c->h_stats[t];
-        if (max_p) max_p[t] = c->h_stats[c->stats_cap + t];
-        if (nll) nll[t] = c->h_stats[2 * c->stats_cap + t];
-    }
-}
-
-/* A step is recorded with stream capture and run as a graph. The next
- * step's recording differs only in kernel arguments (position, token), so
- * cudaGraphExecUpdate patches the instantiated graph instead of building a
- * new one; if it cannot, the graph is instantiated again. */
-static void cu_graph_begin(backend_t *be) {
-    cu_t *c = CU_(be);
-    flush(c);
-    if (!c->graphs || c->gemm_mode == 2) return; /* cuBLAS's workspace does not go into our graph */
-    CU(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
-    c->capturing = 1;
-}
-
-static void cu_graph_end(backend_t *be) {
-    cu_t *c = CU_(be);
-    flush(c);
-    if (!c->capturing) return;
-    c->capturing = 0;
-    cudaGraph_t g;
-    CU(cudaStreamEndCapture(c->stream, &g));
-    if (c->exec) {
-        cudaGraphExecUpdateResultInfo info;
-        if (cudaGraphExecUpdate(c->exec, g, &info) != cudaSuccess) {
-            cudaGetLastError();
-            CU(cudaGraphExecDestroy(c->exec));
-            c->exec = NULL;
-        }
-    }
-    if (!c->exec) CU(cudaGraphInstantiate(&c->exec, g, 0));
-    CU(cudaGraphDestroy(g));
-    CU(cudaGraphLaunch(c->exec, c->stream));
-}
-
-extern "C" void backend_cuda_profile(backend_t *be, int on) {
-    cu_t *c = CU_(be);
-    flush(c);
-    if (on && !c->prof) {
-        c->prof = (struct prof *)calloc(1, sizeof *c->prof);
-        REQUIRE(c->prof);
-        for (int i = 0; i <= PROF_MAX; i++) CU(cudaEventCreate(&c->prof->ev[i]));
-    }
-    if (on) c->prof->n = 0;
-    else if (c->prof) {
-        for (int i = 0; i <= PROF_MAX; i++) CU(cudaEventDestroy(c->prof->ev[i]));
-        free(c->prof);
-        c->prof = NULL;
-    }
-}
-
-extern "C" int backend_cuda_profile_report(backend_t *be, const char **names, double *ms, int *count, int max) {
-    cu_t *c = CU_(be);
-    struct prof *p = c->prof;
-    if (!p) return 0;
-    flush(c);
-    CU(cudaEventRecord(p->ev[p->n], c->stream));
-    CU(cudaEventSynchronize(p->ev[p->n]));
-    int k = 0;
-    for (int i = 0; i < p->n; i++) {
-        float t;
-        CU(cudaEventElapsedTime(&t, p->ev[i], p->ev[i + 1]));
-        int j = 0;
-        while (j < k && strcmp(names[j], p->name[i])) j++;
-        if (j == k) {
-            if (k == max) continue;
-            names[k] = p->name[i], ms[k] = 0, count[k] = 0, k++;
-        }
-        ms[j] += t, count[j]++;
-    }
-    p->n = 0;
-    return k;
-}
-
-extern "C" void backend_cuda_set_graphs(backend_t *be, int on) { CU_(be)->graphs = on; }
-
-static void cu_idle(backend_t *be) {
-    flush(CU_(be));
-    CU(cudaStreamSynchronize(CU_(be)->stream));
-}
-
-static void cu_destroy(backend_t *be) {
-    cu_t *c = CU_(be);
-    flush(c);
-    cudaStreamSynchronize(c->stream);
-    if (c->scratch) cudaFree(c->scratch);
-    if (c->gate) cudaFree(c->gate);
-    if (c->d_stats) cudaFree(c->d_stats);
-    if (c->h_stats) cudaFreeHost(c->h_stats);
-    if (c->exec) cudaGraphExecDestroy(c->exec);
-    cublasDestroy(c->blas);
-    cudaStreamDestroy(c->stream);
-    free(c);
-    free(be);
-}
-
-extern "C" void backend_cuda_sync(backend_t *be) {
-    flush(CU_(be));
-    CU(cudaStreamSynchronize(CU_(be)->stream));
-}
-
-extern "C" void backend_cuda_set_gemm(backend_t *be, int mode) { CU_(be)->gemm_mode = mode; }
-
-extern "C" double backend_cuda_measure_bandwidth(backend_t *be) {
-    cu_t *c = CU_(be);
-    flush(c);
-    size_t bytes = (size_t)1 << 30;
-    void *a, *b;
-    CU(cudaMalloc(&a, bytes));
-    CU(cudaMalloc(&b, bytes));
-    CU(cudaMemsetAsync(a, 1, bytes, c->stream));
-    cudaEvent_t e0, e1;
-    CU(cudaEventCreate(&e0));
-    CU(cudaEventCreate(&e1));
-    float best = 1e30f;
-    for (int r = 0; r < 6; r++) {
-        CU(cudaEventRecord(e0, c->stream));
-        CU(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, c->stream));
-        CU(cudaEventRecord(e1, c->stream));
-        CU(cudaEventSynchronize(e1));
-        float ms;
-        CU(cudaEventElapsedTime(&ms, e0, e1));
-        if (r > 0 && ms < best) best = ms; /* the first warms up */
-    }
-    CU(cudaEventDestroy(e0));
-    CU(cudaEventDestroy(e1));
-    CU(cudaFree(a));
-    CU(cudaFree(b));
-    return 2.0 * bytes / (best / 1e3); /* read + write */
-}
-
-extern "C" backend_t *backend_cuda_new(int dev, char *err, size_t errlen) {
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if (e != cudaSuccess) {
-        snprintf(err, errlen, "cuda:%d: no usable GPU here (%s: %s); use --device cpu", dev, cudaGetErrorName(e),
-                 cudaGetErrorString(e));
-        cudaGetLastError();
-        return NULL;
-    }
-    if (dev >= n) {
-        snprintf(err, errlen, "cuda:%d: this machine has %d GPU%s (cuda:0%s)", dev, n, n == 1 ? "" : "s",
-                 n > 1 ? " .. cuda:N-1" : "");
-        return NULL;
-    }
-    if ((e = cudaSetDevice(dev)) != cudaSuccess) {
-        snprintf(err, errlen, "cuda:%d: cannot use it (%s)", dev, cudaGetErrorString(e));
-        return NULL;
-    }
-    backend_t *be = (backend_t *)calloc(1, sizeof(*be));
-    cu_t *c = (cu_t *)calloc(1, sizeof(*c));
-    if (!be || !c) {
-        free(be), free(c);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    c->dev = dev;
-    cudaDeviceProp p;
-    CU(cudaGetDeviceProperties(&p, dev));
-    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
-        snprintf(err, errlen, "cuda:%d: cannot create a stream (%s)", dev, cudaGetErrorString(e));
-        free(be), free(c);
-        return NULL;
-    }
-    cublasStatus_t bs = cublasCreate(&c->blas);
-    if (bs != CUBLAS_STATUS_SUCCESS) {
-        snprintf(err, errlen, "cuda:%d: cuBLAS does not start (%s)", dev, cublasGetStatusString(bs));
-        cudaStreamDestroy(c->stream);
-        free(be), free(c);
-        return NULL;
-    }
-    BLAS(cublasSetStream(c->blas, c->stream));
-    BLAS(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH)); /* no TF32: f32 stays f32 */
-    cudaFuncAttributes fa;
-    CU(cudaFuncGetAttributes(&fa, attention_kernel));
-    c->max_smem = (int)(p.sharedMemPerBlockOptin - fa.sharedSizeBytes); /* dynamic beside its static arrays */
-    CU(cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, c->max_smem));
-    const char *gr = getenv("BILD_CUDA_GRAPH");
-    c->graphs = gr && !strcmp(gr, "1"); /* off by default: measured no faster (docs/gpu.md) */
-    const char *fu = getenv("BILD_CUDA_FUSE");
-    c->fuse = !(fu && !strcmp(fu, "0"));
-    const char *g = getenv("BILD_CUDA_GEMM");
-    c->gemm_mode = g && !strcmp(g, "custom") ? 1 : g && !strcmp(g, "cublas") ? 2 : 0;
-    /* the tensor-core kernel for 4..16-row blocks: opt-in (BILD_CUDA_MMA=1);
-     * on an H200 it is correct but slower than cuBLAS so far (docs/gpu.md) */
-    const char *mm = getenv("BILD_CUDA_MMA");
-    c->mma = p.major >= 8 && mm && !strcmp(mm, "1");
-    snprintf(c->name, sizeof c->name, "cuda:%d", dev);
-    snprintf(c->isa, sizeof c->isa, "%s, sm_%d%d, %.0f GiB", p.name, p.major, p.minor,
-             p.totalGlobalMem / (1024.0 * 1024 * 1024));
-    *be = backend_t{};
-    be->name = c->name;
-    be->device = DEVICE_CUDA;
-    be->n_threads = 1;
-    be->isa = c->isa;
-    be->alloc = cu_alloc, be->free = cu_free, be->wrap_host = cu_wrap_host, be->upload = cu_upload;
-    be->random = cu_random, be->to_host = cu_to_host, be->from_host = cu_from_host;
-    be->embed = cu_embed, be->rmsnorm = cu_rmsnorm, be->matmul = cu_matmul, be->swiglu = cu_swiglu;
-    be->rope = cu_rope, be->attention = cu_attention, be->row_stats = cu_row_stats, be->idle = cu_idle;
-    be->graph_begin = cu_graph_begin, be->graph_end = cu_graph_end;
-    be->destroy = cu_destroy, be->impl = c;
-    return be;
 }
