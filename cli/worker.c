@@ -138,10 +138,10 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
         goto done;
     }
     plane_t *plane = NULL;
-    serve_t sv = {0};
+    void *ctx = NULL;
     const worker_setup_t ws = {.cmd = cmd, .model = model, .tf = tf, .cfg = c, .plane = &plane,
                                .draft_vocab = draft_vocab, .draft_top = draft_top, .dummy = dummy.on};
-    if ((rc = kind->setup(&ws, &sv.ctx)) != EXIT_OK) goto done;
+    if ((rc = kind->setup(&ws, &ctx)) != EXIT_OK) goto done;
     rc = EXIT_RUNTIME;
     const char *name = kind->name;
     transport_server_opts_t so = {.endpoint = bind_ep, .allow_remote = allow_remote, .curve = curve_key ? &kp : NULL,
@@ -156,23 +156,24 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    sv.name = name;
-    sv.hello = (hello_reply_t){.role = kind->role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
-                               .vocab_fingerprint = cli_vocab_fingerprint(L.tok)};
-    sv.vocab = c->vocab_size;
-    sv.handle = kind->handle;
-    sv.can_batch = no_batch ? NULL : kind->can_batch;
-    sv.run_batch = no_batch ? NULL : kind->run_batch;
-    sv.session_new = kind->session_new;
-    sv.session_free = kind->session_free;
-    sv.max_sessions = max_sessions;
-    sv.idle_s = session_idle;
-    sv.stop = &g_stop;
-    sv.idle = backend_idle_hint;
-    sv.idle_ctx = be;
-    sv.device = device;
-    sv.zctx = zctx;
-    sv.plane = &plane;
+    serve_t sv = {.name = name,
+                  .hello = {.role = kind->role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
+                            .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
+                  .vocab = c->vocab_size,
+                  .handle = kind->handle,
+                  .can_batch = no_batch ? NULL : kind->can_batch,
+                  .run_batch = no_batch ? NULL : kind->run_batch,
+                  .session_new = kind->session_new,
+                  .session_free = kind->session_free,
+                  .ctx = ctx,
+                  .max_sessions = max_sessions,
+                  .idle_s = session_idle,
+                  .stop = &g_stop,
+                  .idle = backend_idle_hint,
+                  .idle_ctx = be,
+                  .device = device,
+                  .zctx = zctx,
+                  .plane = &plane};
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
     char where[256];
     fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s; up to %d sessions, %.1f MB of KV cache each): "
