@@ -413,8 +413,10 @@ int main(void) {
     }
     zctx = zmq_ctx_new();
 
-    /* 1. wait until it answers a HELLO (the model loads first) */
-    proto_buf_t b = {0};
+    /* 1. wait until it answers a HELLO (the model loads first), on a session
+     * of its own: each probe's connection closes, and the worker may notice
+     * that only after the test's connection has asked for session 0 */
+    proto_buf_t b = {.session_id = 0x9e0be};
     proto_msg_t m;
     int up = 0, seq_len = 0;
     double t0 = now_s();
