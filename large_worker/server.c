@@ -5,26 +5,18 @@
 #include <stdlib.h>
 
 #include "common/accept.h"
+#include "proto/serve.h"
 
 /* One session's state. */
 typedef struct {
-    kv_cache_t *kv;
+    serve_session_t b; /* its KV cache and sampler (proto/serve.h) */
     verifier_t *verifier; /* replaced by SESSION */
-    sampler_t *smp;       /* NULL: greedy */
 } large_session_t;
 
 void *large_server_session_new(void *ctx, char *err, int errlen) {
     large_server_t *s = ctx;
-    large_session_t *x = calloc(1, sizeof *x);
-    if (!x) {
-        snprintf(err, (size_t)errlen, "out of memory for a session");
-        return NULL;
-    }
-    if (!(x->kv = transformer_cache_new(s->tf, err, (size_t)errlen))) {
-        free(x);
-        return NULL;
-    }
-    if (!(x->verifier = verifier_new(s->tf, NULL, 0))) {
+    large_session_t *x = serve_session_alloc(s->tf, sizeof *x, err, errlen);
+    if (x && !(x->verifier = verifier_new(s->tf, NULL, 0))) {
         large_server_session_free(ctx, x);
         snprintf(err, (size_t)errlen, "out of memory for a session");
         return NULL;
@@ -36,10 +28,8 @@ void large_server_session_free(void *ctx, void *st) {
     large_server_t *s = ctx;
     large_session_t *x = st;
     if (!x) return;
-    transformer_cache_free(s->tf, &x->kv);
     verifier_destroy(&x->verifier);
-    sampler_destroy(&x->smp);
-    free(x);
+    serve_session_release(s->tf, x);
 }
 
 static int session(large_server_t *s, large_session_t *x, const session_req_t *q, proto_buf_t *out, uint32_t id,
@@ -53,8 +43,8 @@ static int session(large_server_t *s, large_session_t *x, const session_req_t *q
         return -1;
     }
     verifier_destroy(&x->verifier);
-    sampler_destroy(&x->smp);
-    x->verifier = v, x->smp = smp;
+    sampler_destroy(&x->b.smp);
+    x->verifier = v, x->b.smp = smp;
     return proto_encode_simple(out, id, MSG_PONG);
 }
 
@@ -75,7 +65,7 @@ int large_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t
         return -1;
     }
     verify_res_t res;
-    transformer_use_cache(s->tf, x->kv);
+    transformer_use_cache(s->tf, x->b.kv);
     if (verifier_verify(x->verifier, q, &res, err, errlen) != 0) return -1;
     res.accept_done = 0;
     if (q->accept_here) { /* the small model's distributions arrive while (or after) the pass ran */
@@ -122,7 +112,7 @@ void large_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t
         const verify_req_t *q = &req[i]->verify_req;
         rc[i] = verifier_check(x->verifier, q, err[i], 512) ? -1 : 1;
         if (rc[i] < 0 || k == 64 || rows + q->T > transformer_max_block(s->tf)) continue;
-        kv[k] = x->kv, toks[k] = q->tokens, T[k] = q->T, pos[k] = q->pos, row0[k] = rows, idx[k] = i;
+        kv[k] = x->b.kv, toks[k] = q->tokens, T[k] = q->T, pos[k] = q->pos, row0[k] = rows, idx[k] = i;
         rows += q->T, k++;
     }
     /* what does not run together (one left, too many rows, an invalid block) stays rc 1: served alone */

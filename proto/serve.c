@@ -349,3 +349,24 @@ end:
     if (sv->plane) plane_close(sv->plane);
     return rc;
 }
+
+void *serve_session_alloc(transformer_t *tf, size_t size, char *err, int errlen) {
+    serve_session_t *b = calloc(1, size);
+    if (!b) {
+        snprintf(err, (size_t)errlen, "out of memory for a session");
+        return NULL;
+    }
+    if (!(b->kv = transformer_cache_new(tf, err, (size_t)errlen))) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void serve_session_release(transformer_t *tf, void *st) {
+    serve_session_t *b = st;
+    if (!b) return;
+    transformer_cache_free(tf, &b->kv);
+    sampler_destroy(&b->smp);
+    free(b);
+}

@@ -21,6 +21,8 @@
 
 #include <signal.h>
 
+#include "model/sampler.h"
+#include "model/transformer.h"
 #include "proto/plane.h"
 #include "proto/proto.h"
 #include "proto/transport.h"
@@ -62,6 +64,20 @@ typedef struct {
     void *zctx;              /* for a host plane's socket */
     plane_t **plane;         /* where the open plane lives (the handlers read it); NULL: no data plane */
 } serve_t;
+
+/* What every worker session's state starts with: its own KV cache on the
+ * one shared model, and its sampling stream (NULL: greedy). */
+typedef struct {
+    kv_cache_t *kv;
+    sampler_t *smp;
+} serve_session_t;
+
+/* A zeroed session state of size bytes (a struct whose first member is a
+ * serve_session_t) with a new KV cache of tf. NULL with a message in err. */
+void *serve_session_alloc(transformer_t *tf, size_t size, char *err, int errlen);
+/* Frees what serve_session_alloc made and the sampler, once the caller has
+ * freed its own members. NULL is fine. */
+void serve_session_release(transformer_t *tf, void *st);
 
 /* Serves on a bound server. Returns 0 after SHUTDOWN or a stop signal,
  * -1 on a socket failure. Logs one line per refused message on stderr. */

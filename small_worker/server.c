@@ -4,25 +4,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "proto/serve.h"
+
 /* One session's state. */
 typedef struct {
-    kv_cache_t *kv;
+    serve_session_t b;  /* its KV cache and sampler (proto/serve.h) */
     drafter_t *drafter; /* replaced by SESSION */
-    sampler_t *smp;     /* NULL: greedy */
 } small_session_t;
 
 void *small_server_session_new(void *ctx, char *err, int errlen) {
     small_server_t *s = ctx;
-    small_session_t *x = calloc(1, sizeof *x);
-    if (!x) {
-        snprintf(err, (size_t)errlen, "out of memory for a session");
-        return NULL;
-    }
-    if (!(x->kv = transformer_cache_new(s->tf, err, (size_t)errlen))) {
-        free(x);
-        return NULL;
-    }
-    if (!(x->drafter = drafter_new(s->tf, NULL, 0, s->stop_a, s->stop_b))) {
+    small_session_t *x = serve_session_alloc(s->tf, sizeof *x, err, errlen);
+    if (x && !(x->drafter = drafter_new(s->tf, NULL, 0, s->stop_a, s->stop_b))) {
         small_server_session_free(ctx, x);
         snprintf(err, (size_t)errlen, "out of memory for a session");
         return NULL;
@@ -34,10 +27,8 @@ void small_server_session_free(void *ctx, void *st) {
     small_server_t *s = ctx;
     small_session_t *x = st;
     if (!x) return;
-    transformer_cache_free(s->tf, &x->kv);
     drafter_destroy(&x->drafter);
-    sampler_destroy(&x->smp);
-    free(x);
+    serve_session_release(s->tf, x);
 }
 
 static int session(small_server_t *s, small_session_t *x, const session_req_t *q, proto_buf_t *out, uint32_t id,
@@ -51,8 +42,8 @@ static int session(small_server_t *s, small_session_t *x, const session_req_t *q
         return -1;
     }
     drafter_destroy(&x->drafter);
-    sampler_destroy(&x->smp);
-    x->drafter = d, x->smp = smp;
+    sampler_destroy(&x->b.smp);
+    x->drafter = d, x->b.smp = smp;
     return proto_encode_simple(out, id, MSG_PONG);
 }
 
@@ -71,7 +62,7 @@ int small_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t
         return -1;
     }
     draft_res_t res;
-    transformer_use_cache(s->tf, x->kv);
+    transformer_use_cache(s->tf, x->b.kv);
     if (drafter_draft(x->drafter, q, &res, err, errlen) != 0) return -1;
     if (q->plane_send) { /* the distributions go to the large worker, not back in the reply */
         int rows = res.n + (res.end == DRAFT_STOP);
@@ -108,7 +99,7 @@ void small_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t
         const draft_req_t *q = &req[i]->draft_req;
         rc[i] = drafter_begin(x->drafter, q, &res[i], err[i], 512) ? -1 : 1;
         if (rc[i] < 0 || k == 64 || rows + q->n_feed > max_rows) continue;
-        kv[k] = x->kv, toks[k] = q->feed, T[k] = q->n_feed, pos[k] = q->keep, idx[k] = i;
+        kv[k] = x->b.kv, toks[k] = q->feed, T[k] = q->n_feed, pos[k] = q->keep, idx[k] = i;
         rows += q->n_feed, row[k] = rows - 1, k++;
     }
     /* what does not run together stays rc 1: served alone */
