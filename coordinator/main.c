@@ -55,7 +55,8 @@ static const char *GEN_HELP =
     "                          the small model's own, if it has one, must match)\n"
     "  -p, --prompt TEXT       prompt text\n"
     "  -f, --prompt-file FILE  read the prompt from FILE\n"
-    "  -n, --max-tokens N      tokens to generate at most (default 256)\n"
+    "  -n, --max-tokens N      tokens to generate at most (default 256); a sequence ends\n"
+    "                          one position short of the models' context (stop \"context\")\n"
     "      --mode M            bild (default), large (large model alone), small\n"
     "                          (small model alone), spec (speculative decoding)\n"
     "      --fallback A        fallback threshold on the small model's max\n"
@@ -293,13 +294,19 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     tokenizer_encode(g->tok, text, 1, ids, n_ids);
     int ctx = g->small_ctx && g->large_ctx ? (g->small_ctx < g->large_ctx ? g->small_ctx : g->large_ctx)
                                            : g->small_ctx + g->large_ctx;
-    if (n_ids > ctx) {
-        snprintf(err, errlen, "the prompt is %d tokens but the %s model's context is %d tokens (seq_len); shorten "
-                              "the prompt", n_ids, ctx == g->large_ctx ? "large" : "small", ctx);
+    /* The sequence (prompt and output) stays below the context: a check of
+     * the tail may feed one position past the last token (a proposed stop
+     * token), so at most ctx - 1 tokens in all, and room for one new one. */
+    if (n_ids > ctx - 2) {
+        snprintf(err, errlen, "the prompt is %d tokens but the %s model's context is %d tokens (seq_len); BiLD "
+                              "takes prompts of up to %d tokens: shorten the prompt", n_ids,
+                 ctx == g->large_ctx ? "large" : "small", ctx, ctx - 2);
         rc = GEN_FIT;
         goto done;
     }
     policy_params_t q = *pp;
+    int ctx_capped = q.max_new > ctx - 1 - n_ids;
+    if (ctx_capped) q.max_new = ctx - 1 - n_ids;
     if (!(pol = policy_new(&q, ids, n_ids, why, sizeof why))) {
         snprintf(err, errlen, "%s", why);
         rc = GEN_BAD_REQUEST;
@@ -340,7 +347,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     double other = tm.total_s - tm.small_s - tm.large_s;
     /* small tokens kept per large check (the first large pass checks nothing) */
     double mean_acc = st->verify_calls > 1 ? (double)st->accepted / (st->verify_calls - 1) : 0;
-    const char *stop = policy_stop_reason(pol) == STOP_AT_EOS ? "eos" : "length";
+    const char *stop = policy_stop_reason(pol) == STOP_AT_EOS ? "eos" : ctx_capped ? "context" : "length";
     if (sink.stream) sink_bytes(&sink, "\n", 1);
     else {
         cJSON *j = cJSON_CreateObject();

@@ -101,6 +101,33 @@ expect "--exact with sampling" 2 "greedy" -- generate -S "$SM" -L "$LG" -p x --e
 expect "--direct outside bild" 2 "--direct" -- generate -S "$SM" -L "$LG" -p x --mode spec --direct
 expect "--direct with --faithful" 2 "--direct" -- generate -S "$SM" -L "$LG" -p x --faithful --direct
 
+# the context limit: a story that runs into the model's 256 positions ends there
+# in every mode (stop "context", prompt + output = 255: the last position is
+# kept for checking a proposed stop token), greedy modes give a prefix of
+# `bild run`'s tokens, sampled speculative runs never overrun the cache
+head -c 720 "$DATA/tinystories/validation_100.txt" | tr '\n' ' ' >"$tmp/long.txt"
+"$BILD" run -m "$LG" -p "$(cat "$tmp/long.txt")" -n 100 -t 0 --json -q >"$tmp/run.json" || fail "run, long prompt"
+for m in "--mode large" "--exact" "--mode spec --gamma 4" "" "--faithful" "--mode small" "--exact --overlap"; do
+    "$BILD" generate -S "$A" -L "$LG" -z "$TOK" $m -p "$(cat "$tmp/long.txt")" -n 100 --json -q \
+        >"$tmp/ctx.json" 2>"$tmp/ctx.err" || { fail "context limit, mode '$m': $(cat "$tmp/ctx.err")"; continue; }
+    python3 - "$tmp/run.json" "$tmp/ctx.json" "$m" <<'PY' || fail "context limit, mode '$m'"
+import json, sys
+r, g = (json.load(open(p)) for p in sys.argv[1:3])
+assert r["stop"] == "context" and g["stop"] == "context", (r["stop"], g["stop"])
+assert g["prompt_tokens"] + len(g["tokens"]) == 255, (g["prompt_tokens"], len(g["tokens"]))
+if sys.argv[3] in ("--mode large", "--exact", "--mode spec --gamma 4", "--exact --overlap"):
+    assert g["tokens"] == r["tokens"][:len(g["tokens"])], (r["tokens"], g["tokens"])
+PY
+done
+[ $fails -eq 0 ] && echo "ok   the context limit: stop 'context' at 255 positions in 7 modes, greedy ones == bild run"
+for seed in 1 2 3 4 5 6 7 8; do
+    "$BILD" generate -S "$A" -L "$LG" -z "$TOK" -p "Once upon a time" --mode spec --gamma 4 -t 1 -s $seed -n 1000 \
+        --json -q >"$tmp/ctx.json" 2>"$tmp/ctx.err" || fail "sampled spec, seed $seed: $(cat "$tmp/ctx.err")"
+done
+[ $fails -eq 0 ] && echo "ok   sampled spec (8 seeds, -n 1000) ends cleanly at EOS or the context"
+head -c 1000 "$DATA/tinystories/validation_100.txt" | tr '\n' ' ' >"$tmp/toolong.txt"
+expect "prompt beyond the context" 4 "up to 254 tokens" -- generate -q -S "$SM" -L "$LG" -p "$(cat "$tmp/toolong.txt")"
+
 # the draft vocabulary: found beside the small model, --draft-top, 'none', bad files refused
 "$BILD" generate -S "$A" -L "$LG" -z "$TOK" -p "Tom had a dog." -n 20 --draft-top 1000 \
     >/dev/null 2>"$tmp/dv.err" && grep -q "drafts over 1000 tokens" "$tmp/dv.err" \
