@@ -19,6 +19,7 @@
 
 #include "cli/cli.h"
 #include "cli/commands.h"
+#include "coordinator/inproc.h"
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"
 #include "coordinator/session.h"
@@ -104,7 +105,8 @@ static const char *GEN_HELP =
     "      --parallel N        serve up to N requests at once (default 1), each over\n"
     "                          connections of its own to the same workers, which run\n"
     "                          the waiting requests together; result lines in the\n"
-    "                          order requests finish (greedy, workers only)\n"
+    "                          order requests finish (greedy; in-process models are\n"
+    "                          served by worker threads in this process)\n"
     "\n"
     "Workers in other processes (see bild small-worker --help):\n"
     "      --small-endpoint EP use a running small worker at EP (ipc:// or tcp://)\n"
@@ -158,6 +160,7 @@ typedef struct {
     int plane_kind;  /* the one set up (PLANE_MESSAGES: none) */
     char plane_why[600];
     int setup_done;  /* gen_setup_remote ran on the current links */
+    int inproc;      /* --parallel with in-process models: their workers are threads here (inproc.h) */
 } gen_t;
 
 /* Sets up what remote workers need beyond the handshake, after (re)connects:
@@ -355,7 +358,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         cJSON_AddStringToObject(j, "mode", policy_mode_name(q.mode));
         cJSON_AddBoolToObject(j, "faithful", q.faithful);
         cJSON_AddBoolToObject(j, "direct", q.direct);
-        if (g->rs && g->rl) cJSON_AddStringToObject(j, "data_plane", plane_kind_name(g->plane_kind));
+        if (g->rs && g->rl && !g->inproc) cJSON_AddStringToObject(j, "data_plane", plane_kind_name(g->plane_kind));
         cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
         cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
         for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
@@ -532,6 +535,7 @@ static void *serve_thread(void *arg) {
     pool_t *p = arg;
     gen_t g = *p->base; /* its own links, made on its first request */
     g.rs = g.rl = NULL, g.setup_done = 0, g.trips_done = g.bytes_done = 0;
+    g.dr = NULL, g.vf = NULL; /* in-process models are served by their threads (inproc.h) */
     for (;;) {
         pthread_mutex_lock(&p->mu);
         char *line = NULL;
@@ -599,7 +603,8 @@ static int gen_serve(gen_t *g, FILE *f, int jsonl, int parallel) {
     if (!g->quiet) {
         fprintf(stderr, "bild %s: served %d requests (%d failed) in %.1f s", g->cmd, n, failed, now_s() - t0);
         if (parallel > 1) fprintf(stderr, ", up to %d at once", parallel);
-        if (g->rs || g->rl || g->small_ep || g->large_ep) fprintf(stderr, "; %ld round trips, %ld bytes", trips, bytes);
+        if ((g->rs || g->rl || g->small_ep || g->large_ep) && !g->inproc)
+            fprintf(stderr, "; %ld round trips, %ld bytes", trips, bytes);
         fputc('\n', stderr);
     }
     return failed;
@@ -678,9 +683,6 @@ int cmd_generate(int argc, char **argv) {
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
     if (parallel > 1) {
         if (!prompts && !requests) return cli_usage_error(cmd, "--parallel is for serving (--prompts or --requests)");
-        if (small_path || large_path)
-            return cli_usage_error(cmd, "--parallel needs worker processes for the models (--small-endpoint, "
-                                        "--large-endpoint): in-process models serve one request at a time");
         if (temperature > 0)
             return cli_usage_error(cmd, "--parallel is for greedy decoding: with --temperature each request's "
                                         "tokens would depend on which connection served it");
@@ -722,6 +724,10 @@ int cmd_generate(int argc, char **argv) {
     transformer_t *tfs = NULL, *tfl = NULL;
     sampler_t *smp_s = NULL, *smp_l = NULL;
     tokenizer_t *own_tok = NULL;
+    inproc_worker_t *inw[2] = {NULL, NULL};
+    char inproc_ep[2][128];
+    pthread_mutex_t inproc_mu;
+    int inproc_mu_made = 0;
     transport_keypair_t kp;
     char (*skey)[TRANSPORT_KEY_TEXT + 1] = NULL, (*lkey)[TRANSPORT_KEY_TEXT + 1] = NULL;
     char *prompt_buf = NULL;
@@ -879,8 +885,37 @@ int cmd_generate(int argc, char **argv) {
                 large_path ? large_path : large_ep ? large_ep : "-", alpha_fb, alpha_rb, g.base.max_small, where,
                 (unsigned long long)seed);
     }
+    if (req_f && parallel > 1 && (tfs || tfl)) { /* in-process models: worker threads on inproc:// */
+        transformer_t *tfx[2] = {tfs, tfl};
+        const char *paths[2] = {small_path, large_path}, *wdev[2] = {small_dev, large_dev};
+        pthread_mutex_init(&inproc_mu, NULL);
+        inproc_mu_made = 1;
+        if (!g.zctx && !(g.zctx = zmq_ctx_new())) {
+            fprintf(stderr, "bild %s: cannot start ZeroMQ\n", cmd);
+            goto done;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (!tfx[i]) continue;
+            inproc_opts_t io = {.zctx = g.zctx, .role = i ? ROLE_LARGE : ROLE_SMALL, .tf = tfx[i], .fingerprint = g.fp,
+                                .model = paths[i], .device = wdev[i], .max_sessions = parallel, .mu = &inproc_mu};
+            if (!(inw[i] = inproc_worker_start(&io, inproc_ep[i], sizeof inproc_ep[i], err, sizeof err))) {
+                fprintf(stderr, "bild %s: %s\n", cmd, err);
+                goto done;
+            }
+        }
+        if (inw[0]) g.small_ep = inproc_ep[0];
+        if (inw[1]) g.large_ep = inproc_ep[1];
+        g.inproc = 1;
+    }
     if (req_f) {
         int failed = gen_serve(&g, req_f, requests != NULL, parallel);
+        if (!quiet && (inw[0] || inw[1])) {
+            long nb[2] = {0, 0}, nr[2] = {0, 0};
+            for (int i = 0; i < 2; i++)
+                if (inw[i]) inproc_worker_batches(inw[i], &nb[i], &nr[i]);
+            fprintf(stderr, "bild %s: in-process workers: %ld drafts of several requests ran together in %ld lockstep "
+                            "runs, %ld verifications in %ld batched passes\n", cmd, nr[0], nb[0], nr[1], nb[1]);
+        }
         rc = failed == 0 ? EXIT_OK : EXIT_RUNTIME;
         if (failed < 0) fprintf(stderr, "bild %s: cannot write the output: %s\n", cmd, strerror(errno));
         goto done;
@@ -890,6 +925,9 @@ int cmd_generate(int argc, char **argv) {
     rc = r == GEN_OK ? EXIT_OK : r == GEN_WORKER ? EXIT_WORKER : r == GEN_FIT ? EXIT_FIT
        : r == GEN_BAD_REQUEST ? EXIT_USAGE : EXIT_RUNTIME;
 done:
+    inproc_worker_stop(&inw[0]);
+    inproc_worker_stop(&inw[1]);
+    if (inproc_mu_made) pthread_mutex_destroy(&inproc_mu);
     if (req_f && req_f != stdin) fclose(req_f);
     free(prompt_buf);
     free(skey);

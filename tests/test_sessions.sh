@@ -10,8 +10,9 @@
 #    the workers must have run several sessions' requests together (each
 #    says how many on exit: verifications in one pass, drafts in lockstep).
 #    One coordinator with --parallel 8 gives each request's in-process
-#    result too; --parallel is refused where it cannot hold (in-process
-#    models, sampling, a single prompt).
+#    result too, and so does --parallel 8 with in-process models (worker
+#    threads on inproc://, batching too); --parallel is refused where it
+#    cannot hold (sampling, a single prompt).
 # 2. Eviction never gives a wrong answer: with --max-sessions 1, a second
 #    coordinator's session evicts the first one's; the first coordinator's
 #    next request fails with a message saying its session was evicted, and
@@ -98,8 +99,33 @@ PY
 then echo "ok   --parallel 8: 20 requests, each as in process ($(tail -n 1 "$tmp/par.err" | sed 's/.*served/served/'))"
 else fail "--parallel 8: $(tail -n 2 "$tmp/par.err")"
 fi
-expect "--parallel with in-process models refused" 2 "--parallel needs worker processes" -- generate -S "$SM" -L "$LG" \
-    --prompts "$P" --parallel 2
+# in-process models with --parallel 8: worker threads on inproc://, the same results by id
+for opt in "" "--overlap" "--mode large" "--mode spec --gamma 4"; do
+    ref=$tmp/ref.jsonl
+    if [ -n "$opt" ]; then
+        ref=$tmp/ref_in.jsonl
+        "$BILD" generate -S "$SM" -L "$LG" $opt --prompts "$P" -n $N -j 1 >"$ref" 2>"$tmp/ref.err" || fail "in process $opt"
+    fi
+    if "$BILD" generate -S "$SM" -L "$LG" $opt --requests "$tmp/req.jsonl" -n $N -j 1 --parallel 8 \
+           >"$tmp/par.jsonl" 2>"$tmp/par.err" && /usr/bin/python3 - "$ref" "$tmp/par.jsonl" <<'PY'
+import json, sys
+keys = ["generated", "small_tokens", "large_tokens", "large_passes", "small_passes", "fallbacks", "rollbacks",
+        "rolled_back", "n_drafted", "n_accept"]
+ref = [json.loads(l) for l in open(sys.argv[1])]
+got = [json.loads(l) for l in open(sys.argv[2])]
+assert sorted(j["id"] for j in got) == list(range(20)), [j.get("id") for j in got]
+for j in got:
+    assert j["tokens"] == ref[j["id"]]["tokens"], "request %d differs" % j["id"]
+    for k in keys:
+        assert j["stats"][k] == ref[j["id"]]["stats"][k], "request %d: %s" % (j["id"], k)
+PY
+    then
+        grep -q "in-process workers: .* in [1-9][0-9]* batched passes" "$tmp/par.err" \
+            && echo "ok   in-process --parallel 8 $opt: 20 requests as serially in process, batched ($(grep -o '[0-9]* verifications in [0-9]* batched passes' "$tmp/par.err"))" \
+            || fail "in-process --parallel 8 $opt: no batched passes: $(tail -n 2 "$tmp/par.err")"
+    else fail "in-process --parallel 8 $opt: $(tail -n 2 "$tmp/par.err")"
+    fi
+done
 expect "--parallel with sampling refused" 2 "--parallel is for greedy decoding" -- generate $IPC -z "$TOK" \
     --prompts "$P" --parallel 2 --mode spec -t 1
 expect "--parallel without serving refused" 2 "--parallel is for serving" -- generate $IPC -z "$TOK" -p "x" --parallel 2
