@@ -13,7 +13,12 @@
 # table gives medians over the rounds and the ratios to C = 1. Two worker
 # pairs run side by side, alternating: the default (the large worker
 # verifies the blocks of the sessions waiting at the same moment in one
-# pass) and --no-batch (one pass per block).
+# pass) and --no-batch (one pass per block). A third setting runs no
+# worker processes: one `bild generate -S -L --parallel C` with both models
+# in process (their serve loops in threads on inproc://, the handlers taking
+# turns on one backend of 2*WORKER_THREADS threads) serves the C x R
+# requests; its wall time is the "served ... in S s" it prints (model
+# loading excluded).
 #
 # usage: sh bench/sessions.sh [ROUNDS] [REQUESTS] [WORKER_THREADS]
 #        (defaults 3, 10, 1; env BILD, SMALL, LARGE, TOK, N (tokens, 64), CS ("1 2 4 8"))
@@ -39,7 +44,7 @@ start() { # ROLE MODEL NAME [ARGS]
     "$BILD" "$1" -m "$2" -z "$TOK" -b "ipc://$tmp/$3.sock" -j "$WJ" --max-sessions 16 ${4:-} >/dev/null 2>"$tmp/$3.log" &
     pids="$pids $!"
     i=0
-    until grep -q "listening on" "$tmp/$3.log"; do
+    until grep -q "listening on" "$tmp/$3.log" 2>/dev/null; do
         i=$((i + 1)); [ $i -gt 200 ] && { echo "worker $3 did not start: $(cat "$tmp/$3.log")" >&2; exit 1; }
         sleep 0.1
     done
@@ -51,6 +56,13 @@ start large-worker "$LARGE" large_n --no-batch
 now() { date +%s.%N; }
 for r in $(seq "$ROUNDS"); do
     for c in $CS; do
+        for k in $(seq "$c"); do sed "s/^/$k /" "$tmp/prompts.txt"; done |
+            /usr/bin/python3 -c 'import json, sys
+for i, l in enumerate(sys.stdin): print(json.dumps({"id": i, "prompt": l.split(" ", 1)[1].rstrip("\n")}))' >"$tmp/req.$c"
+        "$BILD" generate -S "$SMALL" -L "$LARGE" -z "$TOK" --exact --requests "$tmp/req.$c" --parallel "$c" -n "$N" \
+            -j $((2 * WJ)) >"$tmp/out.i.$r.$c.1" 2>"$tmp/err.i.$r.$c" || { echo "in process failed: $(cat "$tmp/err.i.$r.$c")" >&2; exit 1; }
+        sv=$(sed -n 's/.*served [0-9]* requests (0 failed) in \([0-9.]*\) s.*/\1/p' "$tmp/err.i.$r.$c")
+        echo "i $r $c 0 $sv" >>"$tmp/walls"
         for m in b n; do
             EP="--small-endpoint ipc://$tmp/small_$m.sock --large-endpoint ipc://$tmp/large_$m.sock -z $TOK"
             t0=$(now)
@@ -74,7 +86,7 @@ for line in open(d + "/walls"):
     walls[(m, int(r), int(c))] = float(b) - float(a)
 rows = {}
 ref, same = {}, True  # every coordinator runs the same prompts: line i's tokens must agree everywhere
-for m in ("b", "n"):
+for m in ("b", "n", "i"):
     for c in cs:
         agg, lat = [], []
         for r in range(1, rounds + 1):
@@ -84,7 +96,7 @@ for m in ("b", "n"):
                     j = json.loads(l)
                     toks += j["stats"]["generated"]
                     lat.append(j["stats"]["total_s"])
-                    same &= ref.setdefault(i, j["tokens"]) == j["tokens"]
+                    same &= ref.setdefault(j["id"] % R if "id" in j else i, j["tokens"]) == j["tokens"]
             agg.append(toks / walls[(m, r, c)])
         lat.sort()
         rows[(m, c)] = (st.median(agg), st.median(lat), lat[math.ceil(0.9 * len(lat)) - 1], min(agg), max(agg))
@@ -95,13 +107,14 @@ for l in open("/proc/cpuinfo"):
         break
 print("one small + one large worker (%s, %s thread(s) each; %s), C coordinators at once, each %d requests x %d tokens,"
       " greedy BiLD --exact; medians of %d rounds" % (isa, wj, cpu, R, N, rounds))
-for m, title in (("b", "batched verification (the default)"), ("n", "--no-batch (one pass per block)")):
+for m, title in (("b", "batched verification (the default)"), ("n", "--no-batch (one pass per block)"),
+                 ("i", "no worker processes: bild generate -S -L --parallel C, %d threads" % (2 * int(wj)))):
     print("\n" + title)
     print("%4s %15s %8s %17s %8s %14s %8s" % ("C", "aggregate tok/s", "vs C=1", "latency median s", "vs C=1", "latency p90 s", "vs C=1"))
     a1, m1, p1 = rows[(m, cs[0])][0], rows[(m, cs[0])][1], rows[(m, cs[0])][2]
     for c in cs:
         a, md, p, lo, hi = rows[(m, c)]
         print("%4d %15.1f %7.2fx %17.3f %7.2fx %14.3f %7.2fx   (aggregate %.1f-%.1f)" % (c, a, a / a1, md, md / m1, p, p / p1, lo, hi))
-print("\ntokens of each request identical in every run, both modes: %s" % ("yes" if same else "NO"))
+print("\ntokens of each request identical in every run, all three settings: %s" % ("yes" if same else "NO"))
 print("batched / --no-batch aggregate: " + ", ".join("C=%d %.2fx" % (c, rows[("b", c)][0] / rows[("n", c)][0]) for c in cs))
 PY

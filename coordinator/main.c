@@ -601,7 +601,7 @@ static int gen_serve(gen_t *g, FILE *f, int jsonl, int parallel) {
         gen_remote_totals(g, &trips, &bytes);
     }
     if (!g->quiet) {
-        fprintf(stderr, "bild %s: served %d requests (%d failed) in %.1f s", g->cmd, n, failed, now_s() - t0);
+        fprintf(stderr, "bild %s: served %d requests (%d failed) in %.3f s", g->cmd, n, failed, now_s() - t0);
         if (parallel > 1) fprintf(stderr, ", up to %d at once", parallel);
         if ((g->rs || g->rl || g->small_ep || g->large_ep) && !g->inproc)
             fprintf(stderr, "; %ld round trips, %ld bytes", trips, bytes);
