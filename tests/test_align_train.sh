@@ -109,6 +109,20 @@ assert r["tokens"] and mine == r["tokens"], (mine, r["tokens"])
 print(f"ok   greedy: bild's {len(r['tokens'])} tokens = the torch model's")
 EOF
 
+# 3b. --init: a run started from run 1's exported hf/ folder holds run 1's weights
+# (one step at lr 1e-12 changes them by ~1e-12); another shape is refused by name
+$TS $ARGS --no-hf --out "$tmp/i" --init "$tmp/a/hf" --steps 1 --lr 1e-12 --warmup 1 2>"$tmp/i.log" \
+    || fail "--init run: $(tail -n 3 "$tmp/i.log")"
+$PY - "$tmp/a/ckpt.pt" "$tmp/i/ckpt.pt" <<'EOF' || fail "--init: the weights are not run 1's"
+import sys
+import torch
+a, b = (torch.load(p, weights_only=False)["model"] for p in sys.argv[1:])
+d = max(float((a[k] - b[k]).abs().max()) for k in a)
+print(f"ok   --init: weights from the hf/ folder, max |diff| to the source run {d:.3g} after one step at lr 1e-12")
+assert d < 1e-6, d
+EOF
+refuse "--init of another shape" 3 "another vocabulary or --dim" -- $ARGS --no-hf --out "$tmp/j" --init "$tmp/a/hf" --dim 64
+
 # 4. hard labels only (no top-K files), stopped by the time budget
 $PY tools/align/synth_corpus.py "$tmp/c0" --tokenizer "$TOK5" --rows 60 --row-len 32 --topk 0 2>/dev/null
 $TS --corpus "$tmp/c0" --tokenizer "$TOK5" --dim 16 --n-layers 1 --n-heads 2 --steps 50 --batch 4 --threads 1 \

@@ -687,6 +687,8 @@ def parse_args(argv):
                    help="matrix products in training (weights, optimizer and evaluation stay f32); "
                    f"default here: {default_dtype()} (bf16 where the CPU has AMX or AVX512-BF16)")
     g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--init", help="start from this model's weights instead of random ones: a Hugging Face "
+                   "folder written by tools/llama2c_to_hf.py (f32, f16 or bf16; same shape as --dim etc.)")
     g.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     g.add_argument("--time-budget", type=float, help="seconds: stop before a step would run past it, then export")
     g.add_argument("--stop-at-step", type=int, help="stop (checkpoint and export) after this step, "
@@ -763,6 +765,48 @@ def resolve(a, corpus):
                 n_kv_heads=a.n_kv_heads, vocab_size=V, seq_len=a.seq_len)
 
 
+def load_init(model, path):
+    """Copies the weights of a llama2c_to_hf.py folder (HF Llama names, q/k
+    rows in HF's rotate-half order) into model; refuses another shape."""
+    sys.path.insert(0, ROOT + "/tools")
+    import llama2c_to_hf as h
+    st = h.read_safetensors(os.path.join(path, "model.safetensors"))
+    c = model.cfg
+    hd = c["dim"] // c["n_heads"]
+    get = lambda n: torch.from_numpy(np.ascontiguousarray(st[n][2]))  # noqa: E731
+    want = {"model.embed_tokens.weight": (c["vocab_size"], c["dim"])}
+    if set(st) - {"model.embed_tokens.weight", "model.norm.weight"} - {
+            n for n in st if n.startswith("model.layers.")} or "lm_head.weight" in st:
+        refuse(EXIT_INPUT, f"{path}: not a tied-classifier Llama folder from tools/llama2c_to_hf.py")
+    for n, shape in want.items():
+        if n not in st or tuple(st[n][1]) != shape:
+            refuse(EXIT_INPUT, f"{path}: {n} is not {shape}: another vocabulary or --dim")
+    layers = 1 + max(int(n.split(".")[2]) for n in st if n.startswith("model.layers."))
+    if layers != c["n_layers"]:
+        refuse(EXIT_INPUT, f"{path}: {layers} layers, the model has {c['n_layers']} (--n-layers)")
+    with torch.no_grad():
+        model.tok_emb.copy_(get("model.embed_tokens.weight"))
+        model.rms_final.copy_(get("model.norm.weight"))
+        for l in range(layers):
+            p = f"model.layers.{l}."
+            pairs = [("rms_att", "input_layernorm.weight", None), ("wq", "self_attn.q_proj.weight", c["n_heads"]),
+                     ("wk", "self_attn.k_proj.weight", c["n_kv_heads"]), ("wv", "self_attn.v_proj.weight", None),
+                     ("wo", "self_attn.o_proj.weight", None), ("rms_ffn", "post_attention_layernorm.weight", None),
+                     ("w1", "mlp.gate_proj.weight", None), ("w2", "mlp.down_proj.weight", None),
+                     ("w3", "mlp.up_proj.weight", None)]
+            for ours, theirs, heads in pairs:
+                if p + theirs not in st:
+                    refuse(EXIT_INPUT, f"{path}: {p + theirs} missing")
+                w = st[p + theirs][2]
+                if heads:
+                    w = h.unpermute_rope(w, heads, hd)
+                dst = getattr(model, ours)[l]
+                if tuple(w.shape) != tuple(dst.shape):
+                    refuse(EXIT_INPUT, f"{path}: {p + theirs} is {tuple(w.shape)}, the model wants "
+                           f"{tuple(dst.shape)} (--dim, --hidden-dim, --n-heads)")
+                dst.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+
+
 def make_optimizer(model, a):
     decay = [p for n, p in model.named_parameters() if not n.startswith("rms")]
     plain = [p for n, p in model.named_parameters() if n.startswith("rms")]
@@ -828,6 +872,9 @@ def main(argv=None):
         torch.manual_seed(a.seed)
         np.random.seed(a.seed)
         model.init_weights()
+        if a.init:
+            load_init(model, a.init)
+            say(f"weights from {a.init}")
         st = dict(step=0, tokens_seen=0, wall_s=0.0, commands=[command], args=args_d, arch=cfg,
                   corpus_manifest=corpus.manifest, corpus_sha256=corpus.manifest_sha256,
                   corpus_dir=os.path.abspath(a.corpus), tokenizer_path=os.path.abspath(a.tokenizer),
