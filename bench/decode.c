@@ -31,6 +31,7 @@
 #include "kernels/cpu/cpu.h"
 #include "kernels/cpu/threadpool.h"
 #include "kernels/half.h"
+#include "kernels/hostmem.h"
 #include "model/generate.h"
 #include "model/sampler.h"
 #include "model/transformer.h"
@@ -180,7 +181,7 @@ static mats_t mats_new(const model_config_t *c, const model_weights_t *w, dtype_
     src[n - 1] = w->wcls, M.ne[n - 1] = (int64_t)c->vocab_size * d;
     size_t total = 0; /* elements, each matrix rounded up to 64 bytes */
     for (int i = 0; i < n; i++) total += ((size_t)M.ne[i] + 31) & ~(size_t)31, M.bytes += M.ne[i] * dtype_size(dt);
-    if (dt != DTYPE_F32 && !(M.copy = aligned_alloc(64, total * 2))) exit(1);
+    if (dt != DTYPE_F32 && !(M.copy = hostmem_alloc(total * 2))) exit(1); /* huge pages, as the model's own */
     for (int i = 0, off = 0; i < n; i++) {
         if (dt == DTYPE_F32) {
             M.m[i] = src[i];
@@ -304,15 +305,49 @@ static void block_times(transformer_t *tf, const int *toks, const int *Ts, int n
         }
 }
 
+/* --blocks: part 3 alone, for working on the block kernels */
+static int block_table(model_file_t *m, const model_config_t *c) {
+    int Ts[] = {1, 2, 3, 4, 8, 12, 16}, pos = 64;
+    double bt[3][7];
+    char err[512];
+    int *toks = malloc(sizeof(int) * (pos + 16));
+    for (int i = 0; i < pos + 16; i++) toks[i] = i == 0 ? c->bos_id : 3 + (i * 7919) % (c->vocab_size - 3);
+    backend_t *probe = backend_cpu_new(1);
+    printf("block forward at position %d, time relative to T = 1 (all logits; lengths interleaved, best of 61); cpu/%s\n",
+           pos, probe->isa);
+    backend_destroy(&probe);
+    printf("  T        ");
+    for (int k = 0; k < 7; k++) printf("%7d", Ts[k]);
+    for (int nt = 1; nt <= 2; nt++) {
+        backend_t *be = backend_cpu_new(nt);
+        transformer_t *tf = transformer_new(be, c, model_weights(m), 16, err, sizeof err);
+        if (!tf) {
+            fprintf(stderr, "decode: %s\n", err);
+            return 1;
+        }
+        transformer_forward(tf, toks, pos, 0, LOGITS_LAST);
+        block_times(tf, toks, Ts, 7, pos, 61, bt[nt]);
+        transformer_destroy(&tf);
+        backend_destroy(&be);
+        printf("\n  %d thread%s", nt, nt > 1 ? "s" : " ");
+        for (int k = 0; k < 7; k++) printf("%7.2f", bt[nt][k] / bt[nt][0]);
+    }
+    printf("\n  (T = 1 takes %.3f ms with 1 thread, %.3f ms with 2)\n", bt[1][0] * 1e3, bt[2][0] * 1e3);
+    free(toks);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *path = "models/stories15M/stories15M.bin";
-    int steps = 200, json = 0;
+    int steps = 200, json = 0, blocks_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) path = argv[++i];
+        else if (!strcmp(argv[i], "--blocks")) blocks_only = 1;
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else {
-            fprintf(stderr, "usage: decode [--model PATH] [--steps N] [--json]\n");
+            fprintf(stderr, "usage: decode [--model PATH] [--steps N] [--json] [--blocks]\n"
+                            "  --blocks  only the block-forward table (part 3)\n");
             return 2;
         }
     }
@@ -325,21 +360,31 @@ int main(int argc, char **argv) {
     const model_config_t *c = model_config(m);
     if (steps < 1 || steps > c->seq_len) steps = c->seq_len;
     size_t wbytes = model_step_bytes(c);
+    if (blocks_only) return model_hugepages(m, NULL), block_table(m, c);
 
-    /* 1. bandwidth: 1 GiB (beyond any cache) and a model-sized buffer */
+    /* the weights in huge pages, as bild's CPU commands hold them (model_hugepages) */
+    const char *huge_why = "";
+    long huge = model_hugepages(m, &huge_why);
+
+    /* 1. bandwidth: 1 GiB (beyond any cache) and a model-sized buffer, in
+     * the pages the weights are in (huge pages unless off); the 1 GiB buffer
+     * in 4 KiB pages too, for reference */
     size_t big = (size_t)1 << 28, small = wbytes / sizeof(float);
-    float *buf = aligned_alloc(64, big * sizeof(float));
-    for (size_t i = 0; i < big; i++) buf[i] = (float)(i & 1023);
+    float *buf = hostmem_alloc(big * sizeof(float)), *buf4k = aligned_alloc(64, big * sizeof(float));
+    if (!buf || !buf4k) exit(1);
+    for (size_t i = 0; i < big; i++) buf[i] = buf4k[i] = (float)(i & 1023);
     /* the matrices alone, in f32 and in a half type: the floors of section 4 */
     mats_t mf = mats_new(c, model_weights(m), DTYPE_F32);
     size_t mbytes[2] = {mf.bytes, mf.bytes / 2};
     double bw_dram[3], bw_model[3], bw_mats[2][3];
+    double bw_4k[3];
     for (int nt = 1; nt <= 2; nt++) {
         bw_dram[nt] = bandwidth(buf, big, nt, 5);
+        bw_4k[nt] = bandwidth(buf4k, big, nt, 5);
         bw_model[nt] = bandwidth(buf, small, nt, 50);
         for (int h = 0; h < 2; h++) bw_mats[h][nt] = bandwidth(buf, mbytes[h] / sizeof(float), nt, 50);
     }
-    free(buf);
+    free(buf), free(buf4k);
 
     /* 2. decode */
     double tps[3];
@@ -390,7 +435,7 @@ int main(int argc, char **argv) {
     uint16_t *emb = NULL;
     if (c->shared_classifier) wb.tok_emb = wb.wcls;
     else {
-        emb = malloc(sizeof(uint16_t) * (size_t)c->vocab_size * c->dim);
+        emb = hostmem_alloc(sizeof(uint16_t) * (size_t)c->vocab_size * c->dim);
         f32_to_dtype(emb, model_weights(m)->tok_emb, DTYPE_BF16, (size_t)c->vocab_size * c->dim);
         wb.tok_emb = emb;
     }
@@ -400,11 +445,15 @@ int main(int argc, char **argv) {
         if (decode_tps_pair(m, &wb, nt, steps, pair, why_b, sizeof why_b)) tps_f[nt] = pair[0], tps_b[nt] = pair[1];
 
     backend_t *probe = backend_cpu_new(1);
-    printf("bench/decode: %s, %.1fM params, %.1f MB of f32 weights read per step; cpu/%s\n", path,
+    printf("bench/decode: %s, %.1fM params, %.1f MB of f32 weights read per step; cpu/%s; ", path,
            model_n_params(c) / 1e6, wbytes / 1e6, probe->isa);
+    if (huge > 0) printf("weights in huge pages (%.1f MB)\n", huge / 1e6);
+    else printf("weights in 4 KiB pages (%s)\n", *huge_why ? huge_why : "none granted");
     backend_destroy(&probe);
     printf("\nmemory read bandwidth (GB/s)      1 thread   2 threads\n");
-    printf("  1 GiB buffer (DRAM)             %8.1f   %9.1f\n", bw_dram[1], bw_dram[2]);
+    printf("  1 GiB buffer (DRAM)             %8.1f   %9.1f   %s\n", bw_dram[1], bw_dram[2],
+           huge > 0 ? "(huge pages, as the weights: the floor below)" : "");
+    printf("  1 GiB buffer, 4 KiB pages       %8.1f   %9.1f\n", bw_4k[1], bw_4k[2]);
     printf("  %5.1f MB buffer (model-sized)   %8.1f   %9.1f\n", wbytes / 1e6, bw_model[1], bw_model[2]);
     printf("\ndecode, batch 1, %d steps         1 thread   2 threads\n", steps);
     printf("  tokens/s                        %8.1f   %9.1f\n", tps[1], tps[2]);

@@ -7,7 +7,8 @@
 # Runs, interleaved round by round, `bild run` and llama2.c's run.c (built by
 # ../shared/peers/build.sh) on it, 1 and 2 threads, and prints their median
 # decode tokens/s, the ratio, and bild's fraction of the DRAM floor (weight
-# bytes / the read bandwidth of a 1 GiB buffer, measured by bench/decode in
+# bytes / the read bandwidth of a 1 GiB buffer in the pages bild holds the
+# weights in, huge pages unless BILD_HUGEPAGES=0, measured by bench/decode in
 # the same run); then bench/decode's own table on the model (f32, and its
 # matrices as bf16: the bandwidth floor for half weights).
 #
@@ -74,7 +75,7 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 "${BENCH_DECODE:-$(dirname "$BILD")/bench/decode}" --model "$CK" --steps 64 >"$out.decode" 2>&1 || true
-dram=$(grep -E '1 GiB buffer' "$out.decode" | awk '{print $(NF-1), $NF}')
+dram=$(grep -F '1 GiB buffer (DRAM)' "$out.decode" | awk '{print $5, $6}')
 /usr/bin/python3 - "$out" "$(stat -c %s "$CK")" "$dram" <<'PY'
 import collections, statistics as st, sys
 d = collections.defaultdict(list)

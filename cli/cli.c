@@ -1,6 +1,7 @@
 /* cli.c - see cli.h. */
 #include "cli/cli.h"
 
+#include "kernels/hostmem.h"
 #include "proto/proto.h"
 
 #include <errno.h>
@@ -366,8 +367,23 @@ void cli_loaded_free(cli_loaded_t *l) {
     model_close(&l->m);
 }
 
+static int on_cpu(const char *device) { return !device || !strncmp(device, "cpu", 3); }
+
+const char *cli_pages_desc(const cli_loaded_t *l, const char *device, char *buf, size_t n) {
+    if (!on_cpu(device) || !l->m) snprintf(buf, n, "%s", "");
+    else if (l->dummy) {
+        const char *why = "";
+        if (hostmem_hugepages_on(&why)) snprintf(buf, n, "random weights in huge pages");
+        else snprintf(buf, n, "random weights in 4 KiB pages (%s)", why);
+    } else if (l->huge > 0) snprintf(buf, n, "weights in huge pages (%.1f MB)", l->huge / 1e6);
+    else snprintf(buf, n, "weights in 4 KiB pages (%s)", l->huge_why && *l->huge_why ? l->huge_why
+                                                            : l->huge < 0 ? "the copy failed"
+                                                                          : "the kernel granted no huge pages");
+    return buf;
+}
+
 int cli_load_model(const char *cmd, const char *path, const char *tokpath, int optional, const cli_dummy_t *dummy,
-                   cli_loaded_t *l) {
+                   const char *device, cli_loaded_t *l) {
     char err[1024], found[4096], tried[8200], dir[4096];
     *l = (cli_loaded_t){0};
     if (dummy && dummy->on) {
@@ -377,9 +393,12 @@ int cli_load_model(const char *cmd, const char *path, const char *tokpath, int o
             return -1;
         }
         path = dir; /* its tokenizer.json, if any */
+        l->dummy = 1;
     } else if (!(l->m = model_open(path, err, sizeof err))) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         return -1;
+    } else if (on_cpu(device)) {
+        l->huge = model_hugepages(l->m, &l->huge_why);
     }
     int V = model_config(l->m)->vocab_size;
     if (tokpath) snprintf(found, sizeof found, "%s", tokpath);

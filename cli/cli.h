@@ -98,6 +98,9 @@ int cli_draft_vocab(transformer_t *tf, const char *model_path, const char *spec,
 typedef struct {
     model_file_t *m;
     tokenizer_t *tok;
+    long huge;        /* bytes of weights in huge pages (model_hugepages), 0 none, -1 the copy failed */
+    const char *huge_why; /* why none, when huge <= 0 and the model is on the CPU */
+    int dummy;            /* random weights, made by the backend (kernels/hostmem.h: in huge pages) */
 } cli_loaded_t;
 
 void cli_loaded_free(cli_loaded_t *l);
@@ -114,10 +117,16 @@ typedef struct {
 
 /* Opens a model and its tokenizer (tokpath, or the default beside the
  * model; if `optional`, a missing default is not an error). With dummy->on,
- * path names a config.json's folder and the weights are random. Prints a
+ * path names a config.json's folder and the weights are random. A model for
+ * the CPU (device NULL or "cpu") has its weights moved into huge pages
+ * (model_hugepages; BILD_HUGEPAGES=0 keeps the file mapping). Prints a
  * one-line message and returns -1 on failure. */
 int cli_load_model(const char *cmd, const char *path, const char *tokpath, int optional, const cli_dummy_t *dummy,
-                   cli_loaded_t *l);
+                   const char *device, cli_loaded_t *l);
+
+/* "weights in huge pages (N MB)" or "weights in 4 KiB pages (why)" for a
+ * CPU model's summary line; "" for a GPU's. */
+const char *cli_pages_desc(const cli_loaded_t *l, const char *device, char *buf, size_t n);
 
 /* Encodes the prompt (text or file) with BOS. Returns the ids (caller frees)
  * and their count, or NULL after printing a message; *rc gets the exit code. */

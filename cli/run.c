@@ -133,7 +133,7 @@ int cmd_run(int argc, char **argv) {
         rc = EXIT_RUNTIME;
         goto done;
     }
-    if (cli_load_model("run", model, tokpath, dummy.on, &dummy, &L)) goto done;
+    if (cli_load_model("run", model, tokpath, dummy.on, &dummy, device, &L)) goto done;
     const model_config_t *c = model_config(L.m);
     if (!L.tok) { /* --dummy-weights without a tokenizer: token ids only, from BOS */
         if ((prompt && *prompt) || prompt_file) {
@@ -164,12 +164,12 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     if (!quiet) {
-        char where[256];
+        char where[256], pages[160];
         fprintf(stderr, "bild: %s: %.1fM params, dim %d, %d layers, %d/%d heads, vocab %d, context %d; "
-                        "%s%s; seed %llu\n",
+                        "%s%s%s%s; seed %llu\n",
                 model, model_n_params(c) / 1e6, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-                c->seq_len, cli_backend_desc(be, where, sizeof where), dummy.on ? "; random weights" : "",
-                (unsigned long long)seed);
+                c->seq_len, cli_backend_desc(be, where, sizeof where), *cli_pages_desc(&L, device, pages, sizeof pages) ? ", " : "", pages,
+                dummy.on ? "; random weights" : "", (unsigned long long)seed);
     }
     if (!json && L.tok) sink_tokens(&sink, L.tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt, as llama2.c does */
     gen_stats_t st;

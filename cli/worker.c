@@ -130,7 +130,7 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
         rc = EXIT_RUNTIME;
         goto done;
     }
-    if (cli_load_model(cmd, model, tokpath, 0, &dummy, &L)) goto done;
+    if (cli_load_model(cmd, model, tokpath, 0, &dummy, device, &L)) goto done;
     const model_config_t *c = model_config(L.m);
     rc = EXIT_RUNTIME;
     if (!(tf = transformer_new(be, c, model_weights(L.m), BILD_MAX_DRAFT, err, sizeof err))) {
@@ -175,9 +175,10 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
                   .zctx = zctx,
                   .plane = &plane};
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
-    char where[256];
-    fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s; up to %d sessions, %.1f MB of KV cache each): "
+    char where[256], pages[160];
+    fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s%s%s; up to %d sessions, %.1f MB of KV cache each): "
                     "listening on %s\n", cmd, model, c->vocab_size, c->seq_len, cli_backend_desc(be, where, sizeof where),
+            *cli_pages_desc(&L, device, pages, sizeof pages) && !dummy.on ? ", " : "", dummy.on ? "" : pages,
             dummy.on ? ", random weights" : "", curve_key ? ", CURVE" : "", max_sessions,
             (double)transformer_cache_bytes(tf) / 1e6, bind_ep);
     rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;

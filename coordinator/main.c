@@ -774,8 +774,8 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     /* the tokenizer: --tokenizer, else beside the large model, else beside the small one */
-    if (large_path && cli_load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &dummy, &Lg)) goto done;
-    if (small_path && cli_load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &dummy, &S)) goto done;
+    if (large_path && cli_load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &dummy, large_dev, &Lg)) goto done;
+    if (small_path && cli_load_model(cmd, small_path, tokpath, mode != POLICY_SMALL || Lg.tok, &dummy, small_dev, &S)) goto done;
     g.tok = Lg.tok ? Lg.tok : S.tok;
     if (!g.tok && tokpath && (g.rs || g.rl)) { /* both models remote: the tokenizer alone, sized by the handshake */
         if (!(g.tok = own_tok = cli_load_tokenizer(tokpath, g.rl ? g.hl.vocab_size : g.hs.vocab_size, -1, -1, err,
@@ -879,6 +879,13 @@ int cmd_generate(int argc, char **argv) {
             snprintf(where, sizeof where, "small on %s, large on %s", cli_backend_desc(be, ds, sizeof ds),
                      cli_backend_desc(be_l, dl, sizeof dl));
         else if (be) snprintf(where, sizeof where, "%s", cli_backend_desc(be, ds, sizeof ds));
+        if (Lg.m || S.m) { /* where the weights sit in memory (CPU models) */
+            char pl[160], ps[160];
+            size_t k = strlen(where);
+            cli_pages_desc(&Lg, large_dev, pl, sizeof pl), cli_pages_desc(&S, small_dev, ps, sizeof ps);
+            if (*pl) snprintf(where + k, sizeof where - k, "; large model: %s", pl), k = strlen(where);
+            if (*ps) snprintf(where + k, sizeof where - k, "; small model: %s", ps);
+        }
         fprintf(stderr, "bild: mode %s%s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s; "
                         "seed %llu\n", policy_mode_name(mode), faithful ? " (faithful)" : "", direct ? " (direct)" : "",
                 overlap ? " with overlap" : "", small_path ? small_path : small_ep ? small_ep : "-",

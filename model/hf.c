@@ -39,6 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/hostmem.h"
 #include "model/model_file.h"
 #include "model/safetensors.h"
 
@@ -355,7 +356,7 @@ static int map_shards(hf_t *h) {
             return hf_fail(h, name, "not a regular file"), 0;
         }
         size_t size = (size_t)st.st_size;
-        void *map = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL; /* see llama2c.c */
+        void *map = size ? hostmem_map_file(fd, size) : NULL; /* see llama2c.c */
         close(fd);
         if (size && map == MAP_FAILED) return hf_fail(h, name, "cannot map: %s", strerror(errno)), 0;
         m->maps[i] = map, m->map_sizes[i] = size, m->n_maps = i + 1;
@@ -459,7 +460,7 @@ static void *own(hf_t *h, size_t bytes) {
         if (!o) return NULL;
         m->owned = o, m->cap_owned = cap;
     }
-    void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    void *p = hostmem_alloc(bytes); /* large buffers in huge pages, as mapped weights (model_hugepages) */
     if (p) m->owned[m->n_owned++] = p;
     return p;
 }

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/hostmem.h"
 #include "model/model_file.h"
 
 static model_file_t *fail(model_file_t *m, char *err, size_t errlen, const char *path, const char *fmt, ...)
@@ -66,7 +67,7 @@ model_file_t *llama2c_open(const char *path, char *err, size_t errlen) {
     /* MAP_POPULATE: the pages are faulted in here, at load, not one 4 KiB
      * fault at a time during the first forward pass (on a 438 MB model that
      * first pass otherwise took several steps' time) */
-    void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    void *map = hostmem_map_file(fd, size); /* 2 MiB aligned: see model_hugepages */
     close(fd);
     if (map == MAP_FAILED) return fail(m, err, errlen, path, "cannot map: %s", strerror(errno));
     m->maps[0] = map, m->map_sizes[0] = size, m->n_maps = 1;

@@ -85,6 +85,13 @@ const char *model_path(const model_file_t *m);
  * restores the trained length. Call before transformer_new. Hugging Face
  * models open capped at MODEL_HF_DEFAULT_CTX. */
 void model_limit_context(model_file_t *m, int n);
+
+/* Moves the mapped weight files into transparent huge pages, at the same
+ * addresses (kernels/hostmem.h: copies moved over the file mappings), for a
+ * model the CPU backend reads. Returns the bytes now in huge pages (0 when
+ * BILD_HUGEPAGES=0 or the kernel's THP are off: then *why says why), or -1 if
+ * a copy failed (the weights stay as mapped; *why says so). Idempotent. */
+long model_hugepages(model_file_t *m, const char **why);
 #define MODEL_HF_DEFAULT_CTX 4096
 
 /* A model with config.json's shape (dir holds config.json; no weights are

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "kernels/hostmem.h"
 #include "model/model_file.h"
 
 size_t model_n_params(const model_config_t *c) {
@@ -42,3 +43,21 @@ void model_limit_context(model_file_t *m, int n) {
 const model_config_t *model_config(const model_file_t *m) { return &m->cfg; }
 const model_weights_t *model_weights(const model_file_t *m) { return &m->w; }
 const char *model_path(const model_file_t *m) { return m->path; }
+
+long model_hugepages(model_file_t *m, const char **why) {
+    if (why) *why = "";
+    if (m->huge_done) return m->huge_bytes;
+    if (!hostmem_hugepages_on(why)) return 0;
+    m->huge_done = 1;
+    long total = 0;
+    for (int i = 0; i < m->n_maps; i++) {
+        if (!m->maps[i]) continue;
+        long n = hostmem_to_hugepages(m->maps[i], m->map_sizes[i]);
+        if (n < 0) {
+            if (why) *why = "copying the weights into huge pages failed (out of memory?); they stay as mapped";
+            return m->huge_bytes = -1;
+        }
+        total += n;
+    }
+    return m->huge_bytes = total;
+}

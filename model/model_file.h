@@ -16,6 +16,8 @@ struct model_file {
     int n_maps;
     void **maps;
     size_t *map_sizes;
+    int huge_done;   /* model_hugepages ran: huge_bytes is its result */
+    long huge_bytes;
     /* buffers the loader allocated (widened or realigned weights) */
     int n_owned, cap_owned;
     void **owned;

@@ -59,8 +59,17 @@ done
 
 # the statistics line names the backend: cpu/ISA, N threads (unchanged)
 "$BILD" run -m "$LG" -p "Once" -n 4 -j 1 -s 1 >/dev/null 2>"$tmp/err"
-grep -q "; cpu/[a-z0-9]*, 1 threads ([^)]*); seed 1$" "$tmp/err" && echo "ok   stats line: cpu/ISA, 1 threads" ||
-    fail "stats line: $(cat "$tmp/err")"
+grep -q "; cpu/[a-z0-9]*, 1 threads ([^)]*), weights in [a-zA-Z0-9 ]* pages ([^)]*); seed 1$" "$tmp/err" &&
+    echo "ok   stats line: cpu/ISA, 1 threads, the weights' pages" || fail "stats line: $(cat "$tmp/err")"
+# the weights in huge pages (kernels/hostmem.h) or as mapped: the same tokens; BILD_HUGEPAGES=0 says so
+"$BILD" run -m "$LG" -p "Once" -n 24 -t 0 --json 2>"$tmp/err" >"$tmp/h1.json" || fail "run: $(cat "$tmp/err")"
+BILD_HUGEPAGES=0 "$BILD" run -m "$LG" -p "Once" -n 24 -t 0 --json 2>"$tmp/err0" >"$tmp/h0.json" || fail "run: $(cat "$tmp/err0")"
+grep -q "weights in 4 KiB pages (BILD_HUGEPAGES=0)" "$tmp/err0" && echo "ok   BILD_HUGEPAGES=0 is reported" ||
+    fail "BILD_HUGEPAGES=0 not reported: $(cat "$tmp/err0")"
+t1=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokens"])' "$tmp/h1.json")
+t0=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokens"])' "$tmp/h0.json")
+[ -n "$t1" ] && [ "$t1" = "$t0" ] && echo "ok   huge pages or not: the same 24 tokens ($(grep -o "weights in [^;]*" "$tmp/err"))" ||
+    fail "tokens differ with BILD_HUGEPAGES=0: $t1 vs $t0"
 for c in run generate small-worker large-worker; do
     "$BILD" $c --help | grep -q -- "--device DEV" && "$BILD" $c --help | grep -q -- "--dummy-weights" &&
         echo "ok   $c --help documents --device and --dummy-weights" || fail "$c --help lacks --device/--dummy-weights"

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "kernels/check.h"
+#include "kernels/hostmem.h"
 #include "kernels/half.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/threadpool.h"
@@ -94,14 +95,14 @@ static tensor_t cpu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t 
 static tensor_t cpu_upload(backend_t *be, const void *host, dtype_t dtype, int64_t n) {
     tensor_t t = {NULL, dtype, DEVICE_CPU, n};
     size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
-    if ((t.data = aligned_alloc(64, (bytes + 63) & ~(size_t)63))) memcpy(t.data, host, (size_t)n * dtype_size(dtype));
+    if ((t.data = hostmem_alloc(bytes))) memcpy(t.data, host, (size_t)n * dtype_size(dtype));
     return t;
 }
 
 static tensor_t cpu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed, float lo, float hi) {
     tensor_t t = {NULL, dtype, DEVICE_CPU, n};
     size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
-    if (!(t.data = aligned_alloc(64, (bytes + 63) & ~(size_t)63))) return t;
+    if (!(t.data = hostmem_alloc(bytes))) return t; /* weights: large ones in huge pages */
     float buf[256];
     for (int64_t i = 0; i < n; i += 256) {
         int64_t m = n - i < 256 ? n - i : 256;

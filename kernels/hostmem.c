@@ -1,0 +1,105 @@
+/* hostmem.c - 2 MiB-aligned weight mappings and their move into huge pages
+ * (hostmem.h). */
+#include "kernels/hostmem.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+int hostmem_hugepages_on(const char **why) {
+    const char *env = getenv("BILD_HUGEPAGES");
+    if (env && !strcmp(env, "0")) {
+        if (why) *why = "BILD_HUGEPAGES=0";
+        return 0;
+    }
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) {
+        if (why) *why = "the kernel has no transparent huge pages";
+        return 0;
+    }
+    char line[128] = "";
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    if (!ok || strstr(line, "[never]")) {
+        if (why) *why = "transparent huge pages are off (/sys/kernel/mm/transparent_hugepage/enabled)";
+        return 0;
+    }
+    return 1;
+}
+
+/* An inaccessible reservation of size bytes whose start is 2 MiB aligned:
+ * map size + 2 MiB, then give back what lies before and after. */
+static char *reserve_aligned(size_t size) {
+    char *raw = mmap(NULL, size + HOSTMEM_HUGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *p = (char *)round_up((uintptr_t)raw, HOSTMEM_HUGE);
+    if (p > raw) munmap(raw, (size_t)(p - raw));
+    size_t tail = (size_t)(raw + size + HOSTMEM_HUGE - (p + size));
+    if (tail) munmap(p + size, tail);
+    return p;
+}
+
+void *hostmem_map_file(int fd, size_t size) {
+    size_t len = round_up(size, (size_t)sysconf(_SC_PAGESIZE));
+    char *p = reserve_aligned(len);
+    if (!p) return MAP_FAILED;
+    void *m = mmap(p, size, PROT_READ, MAP_PRIVATE | MAP_FIXED | MAP_POPULATE, fd, 0);
+    if (m == MAP_FAILED) {
+        int e = errno;
+        munmap(p, len);
+        errno = e;
+    }
+    return m;
+}
+
+/* AnonHugePages of the mapping that contains p, in bytes (0 if not found) */
+static size_t anon_huge_bytes(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return 0;
+    char line[512];
+    int inside = 0;
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (inside && sscanf(line, "AnonHugePages: %zu kB", &kb) == 1) break;
+    }
+    fclose(f);
+    return inside ? kb * 1024 : 0;
+}
+
+long hostmem_to_hugepages(void *p, size_t size) {
+    if (!size || ((uintptr_t)p & (HOSTMEM_HUGE - 1)) || !hostmem_hugepages_on(NULL)) return 0;
+    size_t len = round_up(size, (size_t)sysconf(_SC_PAGESIZE));
+    char *a = reserve_aligned(len);
+    if (!a) return -1;
+    /* the copy: anonymous memory, advised into huge pages before its first touch */
+    if (mmap(a, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        munmap(a, len);
+        return -1;
+    }
+    madvise(a, len, MADV_HUGEPAGE);
+    memcpy(a, p, size);
+    /* both ends 2 MiB aligned: the move keeps the huge pages whole */
+    if (mprotect(a, len, PROT_READ) != 0 || mremap(a, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED) {
+        munmap(a, len);
+        return -1;
+    }
+    size_t huge = anon_huge_bytes(p);
+    return (long)(huge < size ? huge : size);
+}
+
+void *hostmem_alloc(size_t n) {
+    if (n < 2 * HOSTMEM_HUGE || !hostmem_hugepages_on(NULL)) return aligned_alloc(64, round_up(n ? n : 1, 64));
+    size_t len = round_up(n, HOSTMEM_HUGE);
+    void *p = aligned_alloc(HOSTMEM_HUGE, len);
+    if (p) madvise(p, len, MADV_HUGEPAGE);
+    return p;
+}
