@@ -308,7 +308,7 @@ static void block_times(transformer_t *tf, const int *toks, const int *Ts, int n
 /* --blocks: part 3 alone, for working on the block kernels */
 static int block_table(model_file_t *m, const model_config_t *c) {
     int Ts[] = {1, 2, 3, 4, 8, 12, 16}, pos = 64;
-    double bt[3][7];
+    double bt[3][7], split[3][7][4];
     char err[512];
     int *toks = malloc(sizeof(int) * (pos + 16));
     for (int i = 0; i < pos + 16; i++) toks[i] = i == 0 ? c->bos_id : 3 + (i * 7919) % (c->vocab_size - 3);
@@ -327,12 +327,36 @@ static int block_table(model_file_t *m, const model_config_t *c) {
         }
         transformer_forward(tf, toks, pos, 0, LOGITS_LAST);
         block_times(tf, toks, Ts, 7, pos, 61, bt[nt]);
-        transformer_destroy(&tf);
-        backend_destroy(&be);
         printf("\n  %d thread%s", nt, nt > 1 ? "s" : " ");
         for (int k = 0; k < 7; k++) printf("%7.2f", bt[nt][k] / bt[nt][0]);
+        /* where a block goes: the best of 21 runs per length, by kind of operator (ms) */
+        for (int k = 0; k < 7; k++) {
+            double best = 1e30, sp[4] = {0, 0, 0, 0};
+            for (int r = 0; r < 21; r++) {
+                cpu_profile_t pr;
+                cpu_profile_start(be);
+                double t0 = now_s();
+                transformer_forward(tf, toks + pos, Ts[k], pos, LOGITS_ALL);
+                double t = now_s() - t0;
+                cpu_profile_stop(be, &pr);
+                if (t < best) best = t, sp[0] = pr.matmul_s, sp[1] = pr.attention_s, sp[2] = pr.elementwise_s + pr.stats_s;
+            }
+            split[nt][k][0] = sp[0], split[nt][k][1] = sp[1], split[nt][k][2] = sp[2];
+            split[nt][k][3] = best - sp[0] - sp[1] - sp[2];
+        }
+        transformer_destroy(&tf);
+        backend_destroy(&be);
     }
     printf("\n  (T = 1 takes %.3f ms with 1 thread, %.3f ms with 2)\n", bt[1][0] * 1e3, bt[2][0] * 1e3);
+    const char *nm[4] = {"matrix products", "attention", "norms, RoPE, stats", "the rest"};
+    for (int nt = 1; nt <= 2; nt++) {
+        printf("where a block goes, %d thread%s (ms; best of 21 profiled runs)\n", nt, nt > 1 ? "s" : "");
+        for (int i = 0; i < 4; i++) {
+            printf("  %-18s", nm[i]);
+            for (int k = 0; k < 7; k++) printf("%7.3f", split[nt][k][i] * 1e3);
+            printf("\n");
+        }
+    }
     free(toks);
     return 0;
 }

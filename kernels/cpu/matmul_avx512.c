@@ -190,8 +190,25 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         a32 = _mm512_fmadd_ps(wv, v2, a32), a33 = _mm512_fmadd_ps(wv, v3, a33);                      \
     } while (0)
             int j = 0;
+            /* The last group of a block of 5 or more tokens works from L1
+             * (the first group brought the rows in), so memory would sit
+             * idle; it prefetches the next tile's rows, one line of each per
+             * 64 bytes of its own, and the next tile's first group finds them
+             * in cache. On stories15M f32, 2 threads, the Zen 4 below: T = 8
+             * 1.41-1.66x a step without it, 1.43-1.51x with; T = 16 2.61-3.23x
+             * without, 2.52-2.64x with. It changes no arithmetic. */
+            const int pf = t >= 4 && t + 4 >= T && i + 1 < q;
+            const size_t pfo = rowb;
+#define PF4(jb)                                                                                       \
+    do {                                                                                             \
+        if (pf) {                                                                                    \
+            _mm_prefetch(w0 + pfo + (jb), _MM_HINT_T0), _mm_prefetch(w1 + pfo + (jb), _MM_HINT_T0);  \
+            _mm_prefetch(w2 + pfo + (jb), _MM_HINT_T0), _mm_prefetch(w3 + pfo + (jb), _MM_HINT_T0);  \
+        }                                                                                            \
+    } while (0)
             if (wt == DTYPE_BF16) { /* pairs of steps first (see BF16_PAIR_X) */
                 for (; j + 32 <= d; j += 32) {
+                    PF4((size_t)j * 2);
                     __m512 e0, o0, e1, o1, e2, o2, e3, o3, we, wo;
                     BF16_PAIR_X(x0, e0, o0);
                     BF16_PAIR_X(x1, e1, o1);
@@ -211,9 +228,13 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
                     BF16_FMA2(a32, we, wo, e2, o2), BF16_FMA2(a33, we, wo, e3, o3);
                 }
             }
-            for (; j < dv; j += 16) STEP(XFULL, WFULL);
+            for (; j < dv; j += 16) {
+                if (es == 4 || (j & 31) == 0) PF4((size_t)j * es);
+                STEP(XFULL, WFULL);
+            }
             if (j < d) STEP(XTAIL, WTAIL);
 #undef STEP
+#undef PF4
             float *o0 = out + (size_t)t * ldo + r;
             put4q(o0, q, hsum4(a00, a10, a20, a30), accumulate);
             put4q(o0 + ldo, q, hsum4(a01, a11, a21, a31), accumulate);
