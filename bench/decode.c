@@ -307,8 +307,9 @@ static void block_times(transformer_t *tf, const int *toks, const int *Ts, int n
 
 /* --blocks: part 3 alone, for working on the block kernels */
 static int block_table(model_file_t *m, const model_config_t *c) {
-    int Ts[] = {1, 2, 3, 4, 8, 12, 16}, pos = 64;
-    double bt[3][7], split[3][7][4];
+    int Ts[] = {1, 2, 3, 4, 5, 6, 8, 12, 16}, pos = 64; /* 5, 6: a draft of 4-5 and its last token */
+    enum { NT = sizeof Ts / sizeof Ts[0] };
+    double bt[3][NT], split[3][NT][4];
     char err[512];
     int *toks = malloc(sizeof(int) * (pos + 16));
     for (int i = 0; i < pos + 16; i++) toks[i] = i == 0 ? c->bos_id : 3 + (i * 7919) % (c->vocab_size - 3);
@@ -317,7 +318,7 @@ static int block_table(model_file_t *m, const model_config_t *c) {
            pos, probe->isa);
     backend_destroy(&probe);
     printf("  T        ");
-    for (int k = 0; k < 7; k++) printf("%7d", Ts[k]);
+    for (int k = 0; k < NT; k++) printf("%7d", Ts[k]);
     for (int nt = 1; nt <= 2; nt++) {
         backend_t *be = backend_cpu_new(nt);
         transformer_t *tf = transformer_new(be, c, model_weights(m), 16, err, sizeof err);
@@ -326,11 +327,11 @@ static int block_table(model_file_t *m, const model_config_t *c) {
             return 1;
         }
         transformer_forward(tf, toks, pos, 0, LOGITS_LAST);
-        block_times(tf, toks, Ts, 7, pos, 61, bt[nt]);
+        block_times(tf, toks, Ts, NT, pos, 61, bt[nt]);
         printf("\n  %d thread%s", nt, nt > 1 ? "s" : " ");
-        for (int k = 0; k < 7; k++) printf("%7.2f", bt[nt][k] / bt[nt][0]);
+        for (int k = 0; k < NT; k++) printf("%7.2f", bt[nt][k] / bt[nt][0]);
         /* where a block goes: the best of 21 runs per length, by kind of operator (ms) */
-        for (int k = 0; k < 7; k++) {
+        for (int k = 0; k < NT; k++) {
             double best = 1e30, sp[4] = {0, 0, 0, 0};
             for (int r = 0; r < 21; r++) {
                 cpu_profile_t pr;
@@ -353,7 +354,7 @@ static int block_table(model_file_t *m, const model_config_t *c) {
         printf("where a block goes, %d thread%s (ms; best of 21 profiled runs)\n", nt, nt > 1 ? "s" : "");
         for (int i = 0; i < 4; i++) {
             printf("  %-18s", nm[i]);
-            for (int k = 0; k < 7; k++) printf("%7.3f", split[nt][k][i] * 1e3);
+            for (int k = 0; k < NT; k++) printf("%7.3f", split[nt][k][i] * 1e3);
             printf("\n");
         }
     }
