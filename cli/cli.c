@@ -370,12 +370,12 @@ void cli_loaded_free(cli_loaded_t *l) {
 static int on_cpu(const char *device) { return !device || !strncmp(device, "cpu", 3); }
 
 const char *cli_pages_desc(const cli_loaded_t *l, const char *device, char *buf, size_t n) {
+    const char *why = "";
     if (!on_cpu(device) || !l->m) snprintf(buf, n, "%s", "");
-    else if (l->dummy) {
-        const char *why = "";
-        if (hostmem_hugepages_on(&why)) snprintf(buf, n, "random weights in huge pages");
-        else snprintf(buf, n, "random weights in 4 KiB pages (%s)", why);
-    } else if (l->huge > 0) snprintf(buf, n, "weights in huge pages (%.1f MB)", l->huge / 1e6);
+    else if (l->dummy && hostmem_hugepages_on(&why)) /* made by the backend: hostmem_alloc */
+        snprintf(buf, n, "weight tensors of 4 MiB or more in huge pages");
+    else if (l->dummy) snprintf(buf, n, "weights in 4 KiB pages (%s)", why);
+    else if (l->huge > 0) snprintf(buf, n, "weights in huge pages (%.1f MB)", l->huge / 1e6);
     else snprintf(buf, n, "weights in 4 KiB pages (%s)", l->huge_why && *l->huge_why ? l->huge_why
                                                             : l->huge < 0 ? "the copy failed"
                                                                           : "the kernel granted no huge pages");

@@ -100,7 +100,7 @@ typedef struct {
     tokenizer_t *tok;
     long huge;        /* bytes of weights in huge pages (model_hugepages), 0 none, -1 the copy failed */
     const char *huge_why; /* why none, when huge <= 0 and the model is on the CPU */
-    int dummy;            /* random weights, made by the backend (kernels/hostmem.h: in huge pages) */
+    int dummy;            /* random weights, made by the backend (hostmem_alloc: large tensors in huge pages) */
 } cli_loaded_t;
 
 void cli_loaded_free(cli_loaded_t *l);

@@ -165,10 +165,11 @@ int cmd_run(int argc, char **argv) {
     }
     if (!quiet) {
         char where[256], pages[160];
+        cli_pages_desc(&L, device, pages, sizeof pages);
         fprintf(stderr, "bild: %s: %.1fM params, dim %d, %d layers, %d/%d heads, vocab %d, context %d; "
                         "%s%s%s%s; seed %llu\n",
                 model, model_n_params(c) / 1e6, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size,
-                c->seq_len, cli_backend_desc(be, where, sizeof where), *cli_pages_desc(&L, device, pages, sizeof pages) ? ", " : "", pages,
+                c->seq_len, cli_backend_desc(be, where, sizeof where), *pages ? ", " : "", pages,
                 dummy.on ? "; random weights" : "", (unsigned long long)seed);
     }
     if (!json && L.tok) sink_tokens(&sink, L.tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt, as llama2.c does */

@@ -176,9 +176,10 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
                   .plane = &plane};
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
     char where[256], pages[160];
+    cli_pages_desc(&L, device, pages, sizeof pages);
     fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s%s%s; up to %d sessions, %.1f MB of KV cache each): "
                     "listening on %s\n", cmd, model, c->vocab_size, c->seq_len, cli_backend_desc(be, where, sizeof where),
-            *cli_pages_desc(&L, device, pages, sizeof pages) && !dummy.on ? ", " : "", dummy.on ? "" : pages,
+            *pages ? ", " : "", pages,
             dummy.on ? ", random weights" : "", curve_key ? ", CURVE" : "", max_sessions,
             (double)transformer_cache_bytes(tf) / 1e6, bind_ep);
     rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;

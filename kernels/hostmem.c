@@ -12,25 +12,25 @@
 
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-int hostmem_hugepages_on(const char **why) {
+/* The answer is the same for the whole process: worked out once. */
+static const char *hugepages_off_why(void) {
     const char *env = getenv("BILD_HUGEPAGES");
-    if (env && !strcmp(env, "0")) {
-        if (why) *why = "BILD_HUGEPAGES=0";
-        return 0;
-    }
+    if (env && !strcmp(env, "0")) return "BILD_HUGEPAGES=0";
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-    if (!f) {
-        if (why) *why = "the kernel has no transparent huge pages";
-        return 0;
-    }
+    if (!f) return "the kernel has no transparent huge pages";
     char line[128] = "";
     int ok = fgets(line, sizeof line, f) != NULL;
     fclose(f);
-    if (!ok || strstr(line, "[never]")) {
-        if (why) *why = "transparent huge pages are off (/sys/kernel/mm/transparent_hugepage/enabled)";
-        return 0;
-    }
-    return 1;
+    if (!ok || strstr(line, "[never]")) return "transparent huge pages are off (/sys/kernel/mm/transparent_hugepage/enabled)";
+    return NULL;
+}
+
+int hostmem_hugepages_on(const char **why) {
+    static int known;
+    static const char *off;
+    if (!known) off = hugepages_off_why(), known = 1;
+    if (off && why) *why = off;
+    return !off;
 }
 
 /* An inaccessible reservation of size bytes whose start is 2 MiB aligned:

@@ -25,7 +25,8 @@
 
 /* 1 if weights should go to huge pages here: BILD_HUGEPAGES is not "0" and
  * /sys/kernel/mm/transparent_hugepage/enabled does not say [never]. When it
- * returns 0 and why is not NULL, *why says why (a static string). */
+ * returns 0 and why is not NULL, *why says why (a static string). Decided
+ * once per process. */
 int hostmem_hugepages_on(const char **why);
 
 /* A read-only private mapping of size bytes of fd, its start aligned to

@@ -197,13 +197,12 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
              * in cache. On stories15M f32, 2 threads, the Zen 4 below: T = 8
              * 1.41-1.66x a step without it, 1.43-1.51x with; T = 16 2.61-3.23x
              * without, 2.52-2.64x with. It changes no arithmetic. */
-            const int pf = t >= 4 && t + 4 >= T && i + 1 < q;
-            const size_t pfo = rowb;
+            const int pf = t >= 4 && t + 4 >= T && i + 1 < q; /* the next tile: rowb further on */
 #define PF4(jb)                                                                                       \
     do {                                                                                             \
         if (pf) {                                                                                    \
-            _mm_prefetch(w0 + pfo + (jb), _MM_HINT_T0), _mm_prefetch(w1 + pfo + (jb), _MM_HINT_T0);  \
-            _mm_prefetch(w2 + pfo + (jb), _MM_HINT_T0), _mm_prefetch(w3 + pfo + (jb), _MM_HINT_T0);  \
+            _mm_prefetch(w0 + rowb + (jb), _MM_HINT_T0), _mm_prefetch(w1 + rowb + (jb), _MM_HINT_T0); \
+            _mm_prefetch(w2 + rowb + (jb), _MM_HINT_T0), _mm_prefetch(w3 + rowb + (jb), _MM_HINT_T0); \
         }                                                                                            \
     } while (0)
             if (wt == DTYPE_BF16) { /* pairs of steps first (see BF16_PAIR_X) */
