@@ -307,7 +307,7 @@ int main(void) {
             EXPECT(be != NULL);
             if (!be) continue;
             tested++;
-            int Ts[] = {1, 2, 3, 4, 5, 8, 12, 17};
+            int Ts[] = {1, 2, 3, 4, 5, 6, 8, 12, 17};
             const dtype_t wts[4][2] = {{DTYPE_F32, DTYPE_F32}, {DTYPE_BF16, DTYPE_F32}, {DTYPE_F16, DTYPE_BF16},
                                        {DTYPE_BF16, DTYPE_BF16}};
             int shapes[][2] = {{1, 1}, {3, 5}, {4, 16}, {7, 17}, {33, 31}, {64, 288}, {103, 60}, {130, 47}};
@@ -321,11 +321,14 @@ int main(void) {
             for (int dt = 0; dt < 3; dt++) {
                 dtype_t wt = (dtype_t[]){DTYPE_F32, DTYPE_BF16, DTYPE_F16}[dt];
                 test_matmul_block_invariance(be, 9, 37, 77, wt), test_matmul_block_invariance(be, 8, 64, 288, wt);
-                /* 12: a 2 x 8 tile and a 4 x 4 one; 16: 4 x 4 tiles; T d > 16384: bf16's split x on the heap;
-                 * 3, 7, 10: a last group of 2 or 3 tokens in a 4 x 4 tile with its last token repeated */
+                /* AVX-512 (f32, f16): 6, 12: 4 x 6 tiles; 11: 4 x 6 with 5 tokens; 16: 4 x 6 twice and
+                 * 4 x 4; 8: 4 x 4 twice; 7: 4 x 6 and one token; 9, 10: 4 x 6 then 4 x 4 with 3 or 4 tokens.
+                 * bf16: 4 x 4 tiles; T d > 16384: bf16's split x on the heap; 3, 7, 10: a last group of 2
+                 * or 3 tokens in a 4 x 4 tile with its last token repeated. AVX2: 4 x 3, 4 x 2, 4 x 1 */
                 test_matmul_block_invariance(be, 12, 21, 2100, wt), test_matmul_block_invariance(be, 16, 40, 96, wt);
                 test_matmul_block_invariance(be, 3, 13, 50, wt), test_matmul_block_invariance(be, 7, 64, 288, wt);
-                test_matmul_block_invariance(be, 10, 30, 100, wt);
+                test_matmul_block_invariance(be, 10, 30, 100, wt), test_matmul_block_invariance(be, 6, 44, 288, wt);
+                test_matmul_block_invariance(be, 11, 29, 770, wt);
                 test_swiglu(be, 1, 60, 97, wt), test_swiglu(be, 5, 33, 130, wt), test_swiglu(be, 16, 288, 768, wt);
                 test_rmsnorm(be, 1, 288, wt), test_rmsnorm(be, 7, 61, wt);
                 test_embed(be, wt);

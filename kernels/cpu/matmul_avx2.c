@@ -16,6 +16,17 @@
 
 #include "kernels/cpu/simd.h"
 
+/* Software prefetch for blocks: see matmul_avx512.c */
+#ifndef PF_AHEAD
+#define PF_AHEAD 24576
+#endif
+#ifndef PF_MIN_T
+#define PF_MIN_T 4
+#endif
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T1
+#endif
+
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -66,10 +77,21 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
 /* The reduction loop of a tile, STEP being the tile's step macro: the full
  * 8-float steps without a branch, then the masked tail step on its own.
  * The same FMAs in the same order as one loop with a test per load, which
- * ran blocks at about half this speed. */
+ * ran blocks at about half this speed. With pfa (the first group of a block
+ * of PF_MIN_T or more tokens) each 64 bytes of the four rows also prefetch
+ * the line PF_AHEAD bytes further on, as in matmul_avx512.c. */
 #define WALK(STEP)                                                                                  \
     do {                                                                                            \
         int j = 0;                                                                                  \
+        if (pfa)                                                                                    \
+            for (; j < dv; j += 8) {                                                                \
+                const size_t jb_ = (size_t)j * es;                                                  \
+                if ((jb_ & 63) == 0) {                                                              \
+                    _mm_prefetch(w0 + jb_ + PF_AHEAD, PF_HINT), _mm_prefetch(w1 + jb_ + PF_AHEAD, PF_HINT); \
+                    _mm_prefetch(w2 + jb_ + PF_AHEAD, PF_HINT), _mm_prefetch(w3 + jb_ + PF_AHEAD, PF_HINT); \
+                }                                                                                   \
+                STEP();                                                                             \
+            }                                                                                       \
         for (; j < dv; j += 8) STEP();                                                              \
         if (rem) STEP();                                                                            \
     } while (0)
@@ -83,6 +105,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
          * all 16 registers) while 3 or more tokens remain, then a pair, then one
          * (T = 4 as 3 + 1 took 0.75-0.80x the old time, as 2 + 2 0.89x) */
         for (; T - t >= 3; t += 3) {
+            const int pfa = T >= PF_MIN_T && t == 0;
             const float *x0 = x + (size_t)t * ldx, *x1 = x0 + ldx, *x2 = x1 + ldx;
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00, a12 = a00, a20 = a00,
                    a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
@@ -109,6 +132,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
             put(o2 + 3 * q, hsum(a32), accumulate);
         }
         for (; t + 2 <= T; t += 2) {
+            const int pfa = T >= PF_MIN_T && t == 0;
             const float *x0 = x + (size_t)t * ldx, *x1 = x0 + ldx;
             __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,
                    a30 = a00, a31 = a00;
@@ -129,6 +153,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
             put(o0 + 3 * q, hsum(a30), accumulate); put(o1 + 3 * q, hsum(a31), accumulate);
         }
         for (; t < T; t++) {
+            const int pfa = 0; /* one token is bound by its loads: no prefetch */
             const float *xt = x + (size_t)t * ldx;
             __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
 #define STEP1()                                                                                     \

@@ -131,6 +131,18 @@ static inline void put4q(float *o, int q, __m128 v, int accumulate) {
     for (int k = 0; k < 4; k++) put(&o[(size_t)k * q], s[k], accumulate);
 }
 
+/* Software prefetch for blocks (T >= 2), PF_AHEAD bytes ahead in each of
+ * the four row streams, into L2 (see matmul_rows_dt). */
+#ifndef PF_AHEAD
+#define PF_AHEAD 24576
+#endif
+#ifndef PF_MIN_T
+#define PF_MIN_T 3
+#endif
+#ifndef PF_HINT
+#define PF_HINT _MM_HINT_T1
+#endif
+
 /* The kernel for one weight dtype wt (a compile-time constant at each call).
  * Weights are addressed in bytes: row i starts at w + i * ldw * es.
  *
@@ -144,7 +156,26 @@ static inline void put4q(float *o, int q, __m128 v, int accumulate) {
  * 32000 x 288 f32 product ran at 8-11 GB/s, against 24-25 GB/s, the
  * machine's read bandwidth, with quarters; a 4-token block took 4.5 ms
  * that way and 1.5 ms with quarters, the same as one token). Which rows
- * share a tile changes no row's sums. */
+ * share a tile changes no row's sums.
+ *
+ * Tokens go in groups: 4 x 6 tiles (24 accumulators, f32 and f16 weights)
+ * where 5 or more tokens are left, except exactly 8 (two 4 x 4 tiles), then
+ * 4 x 4 tiles; a last group of 2 or 3 (or 5) tokens runs its tile with the
+ * last token repeated (stored once), a last single token goes alone. A
+ * block's first group streams the rows from memory; the others find them
+ * in L1.
+ *
+ * Prefetch: a block's tile does 4 to 6 FMAs per weight loaded, so it runs
+ * close to the FMA ports' limit while the weights stream in, and the
+ * hardware prefetcher alone let memory and arithmetic take turns (on the
+ * Zen 4 below a 32000 x 288 f32 product of 6 tokens took 1.8-2.0 ms, about
+ * the 0.8 ms of one token plus the 1.1 ms of its FMAs from L2). So the first
+ * group of each tile of a block also prefetches every line PF_AHEAD bytes
+ * further along each row stream (which runs on into the next rows) into L2:
+ * best of 5, T = 6 1.33 ms, T = 4 0.98 ms against 1.09 ms, T = 8 1.71
+ * against 1.95 ms. T1 beat T0 (into L1: 1.47 ms for T = 6); 18-36 KiB
+ * ahead were alike; one token gains nothing (it is bound by the loads
+ * themselves) and does not prefetch. It changes no arithmetic. */
 static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int ldo, const float *x, int ldx,
                                                                   const float *xu, int ldxu, const char *w, dtype_t wt,
                                                                   int XS, int ldw, int T, int d, int r0, int r1,
@@ -160,12 +191,62 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
     for (int i = 0; i < q; i++) {
         const int r = r0 + i;
         const char *w0 = w + (size_t)r * rowb, *w1 = w0 + qb, *w2 = w1 + qb, *w3 = w2 + qb;
+        /* one prefetch per 64 bytes of weights at byte jb of the rows, in the first group of a block */
+#define PFW(jb)                                                                                      \
+    do {                                                                                             \
+        if (pfa && ((jb) & 63) == 0) {                                                               \
+            const size_t o_ = (size_t)(jb) + PF_AHEAD;                                               \
+            _mm_prefetch(w0 + o_, PF_HINT), _mm_prefetch(w1 + o_, PF_HINT);                          \
+            _mm_prefetch(w2 + o_, PF_HINT), _mm_prefetch(w3 + o_, PF_HINT);                          \
+        }                                                                                            \
+    } while (0)
         int t = 0;
-        /* 4 tokens at a time; a last group of 2 or 3 tokens runs the same
-         * tile with its last token repeated (stored once): cheaper than one
-         * pass over the rows per token (T = 3 took 1.15x as long as T = 4) */
-        for (; T - t >= 2; t += 4) {
-            const int nt = T - t < 4 ? T - t : 4;
+        for (int nt; T - t >= 2; t += nt) {
+            const int pfa = T >= PF_MIN_T && t == 0;
+            if (wt != DTYPE_BF16 && T - t >= 5 && T - t != 8) { /* a 4 x 6 tile */
+                nt = T - t < 6 ? T - t : 6;
+                const float *y0 = x + (size_t)t * ldx, *y1 = y0 + ldx, *y2 = y1 + ldx, *y3 = y2 + ldx,
+                            *y4 = y3 + ldx, *y5 = nt > 5 ? y4 + ldx : y4;
+                /* b<row><token>, named for the same reason as below */
+                __m512 b00 = _mm512_setzero_ps(), b01 = b00, b02 = b00, b03 = b00, b04 = b00, b05 = b00,
+                       b10 = b00, b11 = b00, b12 = b00, b13 = b00, b14 = b00, b15 = b00, b20 = b00, b21 = b00,
+                       b22 = b00, b23 = b00, b24 = b00, b25 = b00, b30 = b00, b31 = b00, b32 = b00, b33 = b00,
+                       b34 = b00, b35 = b00;
+#define ROW6(R, LW)                                                                                  \
+    do {                                                                                             \
+        __m512 wv = LW(w##R);                                                                        \
+        b##R##0 = _mm512_fmadd_ps(wv, v0, b##R##0), b##R##1 = _mm512_fmadd_ps(wv, v1, b##R##1);       \
+        b##R##2 = _mm512_fmadd_ps(wv, v2, b##R##2), b##R##3 = _mm512_fmadd_ps(wv, v3, b##R##3);       \
+        b##R##4 = _mm512_fmadd_ps(wv, v4, b##R##4), b##R##5 = _mm512_fmadd_ps(wv, v5, b##R##5);       \
+    } while (0)
+#define STEP6(LX, LW)                                                                                \
+    do {                                                                                             \
+        __m512 v0 = LX(y0), v1 = LX(y1), v2 = LX(y2), v3 = LX(y3), v4 = LX(y4), v5 = LX(y5);           \
+        ROW6(0, LW);                                                                                 \
+        ROW6(1, LW);                                                                                 \
+        ROW6(2, LW);                                                                                 \
+        ROW6(3, LW);                                                                                 \
+    } while (0)
+                int j = 0;
+                for (; j < dv; j += 16) {
+                    PFW((size_t)j * es);
+                    STEP6(XFULL, WFULL);
+                }
+                if (j < d) STEP6(XTAIL, WTAIL);
+#undef STEP6
+#undef ROW6
+                float *o0 = out + (size_t)t * ldo + r;
+                put4q(o0, q, hsum4(b00, b10, b20, b30), accumulate);
+                put4q(o0 + ldo, q, hsum4(b01, b11, b21, b31), accumulate);
+                put4q(o0 + 2 * (size_t)ldo, q, hsum4(b02, b12, b22, b32), accumulate);
+                put4q(o0 + 3 * (size_t)ldo, q, hsum4(b03, b13, b23, b33), accumulate);
+                put4q(o0 + 4 * (size_t)ldo, q, hsum4(b04, b14, b24, b34), accumulate);
+                if (nt > 5) put4q(o0 + 5 * (size_t)ldo, q, hsum4(b05, b15, b25, b35), accumulate);
+                continue;
+            }
+            /* a 4 x 4 tile; 2 or 3 tokens repeat the last (cheaper than one
+             * pass over the rows per token: T = 3 took 1.15x as long as 4) */
+            nt = T - t < 4 ? T - t : 4;
             const float *x0 = x + (size_t)t * ldx, *x1 = x0 + ldx, *x2 = nt > 2 ? x1 + ldx : x1,
                         *x3 = nt > 3 ? x2 + ldx : x2;
             /* 16 named accumulators: a<row><token>. Arrays of vectors tend to
@@ -190,24 +271,9 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
         a32 = _mm512_fmadd_ps(wv, v2, a32), a33 = _mm512_fmadd_ps(wv, v3, a33);                      \
     } while (0)
             int j = 0;
-            /* The last group of a block of 5 or more tokens works from L1
-             * (the first group brought the rows in), so memory would sit
-             * idle; it prefetches the next tile's rows, one line of each per
-             * 64 bytes of its own, and the next tile's first group finds them
-             * in cache. On stories15M f32, 2 threads, the Zen 4 below: T = 8
-             * 1.41-1.66x a step without it, 1.43-1.51x with; T = 16 2.61-3.23x
-             * without, 2.52-2.64x with. It changes no arithmetic. */
-            const int pf = t >= 4 && t + 4 >= T && i + 1 < q; /* the next tile: rowb further on */
-#define PF4(jb)                                                                                       \
-    do {                                                                                             \
-        if (pf) {                                                                                    \
-            _mm_prefetch(w0 + rowb + (jb), _MM_HINT_T0), _mm_prefetch(w1 + rowb + (jb), _MM_HINT_T0); \
-            _mm_prefetch(w2 + rowb + (jb), _MM_HINT_T0), _mm_prefetch(w3 + rowb + (jb), _MM_HINT_T0); \
-        }                                                                                            \
-    } while (0)
             if (wt == DTYPE_BF16) { /* pairs of steps first (see BF16_PAIR_X) */
                 for (; j + 32 <= d; j += 32) {
-                    PF4((size_t)j * 2);
+                    PFW((size_t)j * 2);
                     __m512 e0, o0, e1, o1, e2, o2, e3, o3, we, wo;
                     BF16_PAIR_X(x0, e0, o0);
                     BF16_PAIR_X(x1, e1, o1);
@@ -228,20 +294,18 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
                 }
             }
             for (; j < dv; j += 16) {
-                if (es == 4 || (j & 31) == 0) PF4((size_t)j * es);
+                PFW((size_t)j * es);
                 STEP(XFULL, WFULL);
             }
             if (j < d) STEP(XTAIL, WTAIL);
 #undef STEP
-#undef PF4
             float *o0 = out + (size_t)t * ldo + r;
             put4q(o0, q, hsum4(a00, a10, a20, a30), accumulate);
             put4q(o0 + ldo, q, hsum4(a01, a11, a21, a31), accumulate);
             if (nt > 2) put4q(o0 + 2 * (size_t)ldo, q, hsum4(a02, a12, a22, a32), accumulate);
             if (nt > 3) put4q(o0 + 3 * (size_t)ldo, q, hsum4(a03, a13, a23, a33), accumulate);
         }
-        if (t > T) t = T; /* the last group was partial */
-        for (; t < T; t++) {
+        for (; t < T; t++) { /* a single token: alone (T = 1) or the last of a block */
             const float *xt = x + (size_t)t * ldx;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
             int j = 0;
@@ -274,6 +338,7 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
             }
             put4q(out + (size_t)t * ldo + r, q, hsum4(a0, a1, a2, a3), accumulate);
         }
+#undef PFW
     }
     for (int r = r0 + 4 * q; r < r1; r++) { /* the (r1 - r0) % 4 rows after the quarters, from the unsplit x */
         /* row_dot and hsum4 as in the tiles: a row's result does not depend
