@@ -131,17 +131,11 @@ static inline void put4q(float *o, int q, __m128 v, int accumulate) {
     for (int k = 0; k < 4; k++) put(&o[(size_t)k * q], s[k], accumulate);
 }
 
-/* Software prefetch for blocks (T >= 2), PF_AHEAD bytes ahead in each of
- * the four row streams, into L2 (see matmul_rows_dt). */
-#ifndef PF_AHEAD
+/* Software prefetch for blocks of PF_MIN_T or more tokens: PF_AHEAD bytes
+ * ahead in each of the four row streams, into L2 (see matmul_rows_dt). */
 #define PF_AHEAD 24576
-#endif
-#ifndef PF_MIN_T
 #define PF_MIN_T 3
-#endif
-#ifndef PF_HINT
 #define PF_HINT _MM_HINT_T1
-#endif
 
 /* The kernel for one weight dtype wt (a compile-time constant at each call).
  * Weights are addressed in bytes: row i starts at w + i * ldw * es.
