@@ -123,6 +123,48 @@ assert d < 1e-6, d
 EOF
 refuse "--init of another shape" 3 "another vocabulary or --dim" -- $ARGS --no-hf --out "$tmp/j" --init "$tmp/a/hf" --dim 64
 
+# 3c. --init-layers: a one-layer model from layer 1 of run 1's two holds that
+# layer's weights; --head-vocab: the output layer over 200 ids trains (the
+# loss falls), the manifest records it, and agreement counts a target
+# outside the head as a miss
+$TS $ARGS --no-hf --out "$tmp/il" --init "$tmp/a/hf" --init-layers 1 --n-layers 1 --steps 1 --lr 1e-12 \
+    --warmup 1 2>"$tmp/il.log" || fail "--init-layers run: $(tail -n 3 "$tmp/il.log")"
+(echo "# the first 200 ids"; seq 0 199) >"$tmp/hv.txt"
+$TS $ARGS --no-hf --out "$tmp/hv" --head-vocab "$tmp/hv.txt" 2>"$tmp/hv.log" \
+    || fail "--head-vocab run: $(tail -n 3 "$tmp/hv.log")"
+$PY - "$tmp/a/ckpt.pt" "$tmp/il/ckpt.pt" "$tmp/hv" "$C" <<'EOF' || fail "--init-layers / --head-vocab"
+import json, sys
+import numpy as np
+import torch
+a, b = (torch.load(p, weights_only=False)["model"] for p in sys.argv[1:3])
+d = max(float((a[k][1] - b[k][0]).abs().max()) for k in a if k.startswith(("w", "rms_att", "rms_ffn")))
+d = max(d, float((a["tok_emb"] - b["tok_emb"]).abs().max()))
+print(f"ok   --init-layers 1: layer 0 of the new model is layer 1 of the source, max |diff| {d:.3g}")
+assert d < 1e-6, d
+out, corpus = sys.argv[3:]
+log = [json.loads(l) for l in open(out + "/log.jsonl")]
+tr = [r for r in log if r["kind"] == "train"]
+m = json.load(open(out + "/manifest.json"))
+assert m["training"]["head_n"] == 200 and m["training"]["head_vocab"].endswith("hv.txt"), m["training"]
+assert tr[-1]["loss"] < tr[0]["loss"] - 0.2, (tr[0]["loss"], tr[-1]["loss"])
+# the teacher's top-1 ids of the held-out rows: those >= 200 cannot be agreed with
+cm = json.load(open(corpus + "/manifest.json"))
+K, L = cm["settings"]["topk"], cm["row_len"]
+ti = np.fromfile(corpus + "/topk_ids.u32", np.uint32).reshape(cm["rows"], L, K)
+val = ti[m["training"]["train_rows"]:m["training"]["train_rows"] + m["training"]["val_rows"], :L - 1, 0]
+bound = float((val < 200).mean())
+print(f"ok   --head-vocab 200 ids: loss {tr[0]['loss']:.3f} -> {tr[-1]['loss']:.3f}, agreement "
+      f"{m['val_agreement']:.3f} <= {bound:.3f} (the share of teacher top-1 ids inside the head)")
+assert 0 < m["val_agreement"] <= bound, (m["val_agreement"], bound)
+EOF
+printf '# x\n5\n7\n5\n' >"$tmp/hv2.txt"
+refuse "--head-vocab repeat" 3 "hv2.txt:4: id 5 repeats" -- $ARGS --out "$tmp/x" --head-vocab "$tmp/hv2.txt"
+printf '600\n' >"$tmp/hv3.txt"
+refuse "--head-vocab id" 3 "hv3.txt:1: '600' is not a token id below 512" -- $ARGS --out "$tmp/x" --head-vocab "$tmp/hv3.txt"
+refuse "--head-top" 2 "--head-top 300: $tmp/hv.txt lists 200 ids" -- $ARGS --out "$tmp/x" --head-vocab "$tmp/hv.txt" --head-top 300
+refuse "--init-layers range" 2 "has layers 0-1" -- $ARGS --no-hf --out "$tmp/x" --init "$tmp/a/hf" --init-layers 0,2
+refuse "--init-layers count" 3 "2 layers taken, the model has 1" -- $ARGS --no-hf --out "$tmp/x" --init "$tmp/a/hf" --init-layers 0,1 --n-layers 1
+
 # 4. hard labels only (no top-K files), stopped by the time budget
 $PY tools/align/synth_corpus.py "$tmp/c0" --tokenizer "$TOK5" --rows 60 --row-len 32 --topk 0 2>/dev/null
 $TS --corpus "$tmp/c0" --tokenizer "$TOK5" --dim 16 --n-layers 1 --n-heads 2 --steps 50 --batch 4 --threads 1 \

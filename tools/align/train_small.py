@@ -517,10 +517,13 @@ def fmt_s(s):
 # Evaluation
 # ----------------------------------------------------------------------------
 @torch.no_grad()
-def evaluate(model, windows, alpha, micro):
+def evaluate(model, windows, alpha, micro, head):
     """The f32 model over all windows of the held-out rows given: mean
     combined loss, CE, distillation term, next-token accuracy and agreement
-    of the student's argmax with the teacher's top-1 (None without top-K)."""
+    of the student's argmax with the teacher's top-1 (None without top-K).
+    With a draft-vocabulary head, argmax and softmax are over the head's ids
+    (as bild runs the model); a target outside the head counts as a miss and
+    adds nothing to CE or the distillation term."""
     tot = dict(ce=0.0, kd=0.0, acc=0, agree=0, n=0)
     for s in range(0, windows.n, micro):
         x, y, ti, tl = windows.batch(list(range(s, min(s + micro, windows.n))))
@@ -528,9 +531,10 @@ def evaluate(model, windows, alpha, micro):
         ids, _ = targets(y, ti, tl, 0.0)
         if ti is not None:
             ids = torch.cat([ids, ti.reshape(-1, ti.shape[-1])], dim=1)
-        nll, buf, _ = head_nll(model.hidden(x).reshape(-1, model.cfg["dim"]), model.tok_emb, ids)
-        am = buf.argmax(-1)[valid]
-        nll = nll[valid]
+        pos, _, inside = head.map(ids)
+        nll, buf, _ = head_nll(model.hidden(x).reshape(-1, model.cfg["dim"]), head.emb(model.tok_emb), pos)
+        nll = torch.where(inside, nll, torch.zeros_like(nll))[valid]
+        am = head.full(buf.argmax(-1))[valid]
         tot["n"] += int(valid.sum())
         tot["ce"] += float(nll[:, 0].sum())
         tot["acc"] += int((am == y.reshape(-1)[valid]).sum())
@@ -626,8 +630,9 @@ def export(out, model, st):
         "commands": st["commands"], "seed": st["args"]["seed"], "steps": st["step"],
         "planned_steps": st["args"]["steps"], "stopped": st.get("stopped", "completed"),
         "tokens_seen": st["tokens_seen"], "wall_s": round(st["wall_s"], 3),
-        "training": {k: st["args"][k] for k in ("lr", "batch", "micro_batch", "warmup", "weight_decay", "dtype",
-                                                "distill", "seq_len_train", "train_rows", "val_rows")},
+        "training": {k: st["args"].get(k) for k in ("lr", "batch", "micro_batch", "warmup", "weight_decay", "dtype",
+                                                    "distill", "seq_len_train", "train_rows", "val_rows", "init",
+                                                    "init_layers", "head_vocab", "head_n")},
         "final_train_loss": sum(recent) / len(recent) if recent else None,
         "final_val_loss": ev.get("val_loss"), "final_val_ce": ev.get("val_ce"), "val_kd": ev.get("val_kd"),
         "val_agreement": ev.get("val_agree"), "val_next_token_acc": ev.get("val_acc"),
@@ -687,6 +692,11 @@ def parse_args(argv):
                    help="matrix products in training (weights, optimizer and evaluation stay f32); "
                    f"default here: {default_dtype()} (bf16 where the CPU has AMX or AVX512-BF16)")
     g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--init-layers", help="with --init: the init folder's layers to take, in order (e.g. 0,1,5: "
+                   "a layer-dropped copy of a larger model of the same dim); default all")
+    g.add_argument("--head-vocab", help="train the output layer over these token ids only: the draft vocabulary "
+                   "(draft_vocab.txt: ranked ids, '#' comments) the small model will run with")
+    g.add_argument("--head-top", type=int, help="with --head-vocab: its first K ids (default all)")
     g.add_argument("--init", help="start from this model's weights instead of random ones: a Hugging Face "
                    "folder written by tools/llama2c_to_hf.py (f32, f16 or bf16; same shape as --dim etc.)")
     g.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
@@ -716,7 +726,72 @@ def parse_args(argv):
         refuse(EXIT_USAGE, "--lr must be positive and --weight-decay >= 0")
     if a.steps is not None and a.tokens is not None:
         refuse(EXIT_USAGE, "give --steps or --tokens, not both")
+    if a.init_layers is not None:
+        if not a.init:
+            refuse(EXIT_USAGE, "--init-layers needs --init")
+        try:
+            a.init_layers = [int(v) for v in a.init_layers.split(",")]
+        except ValueError:
+            refuse(EXIT_USAGE, f"--init-layers {a.init_layers}: want comma-separated layer numbers, e.g. 0,1,5")
+    if a.head_top is not None and (a.head_top <= 0 or not a.head_vocab):
+        refuse(EXIT_USAGE, "--head-top must be positive and needs --head-vocab")
     return a
+
+
+def read_head_vocab(path, top, V):
+    """The ids of a draft vocabulary file (one per line after '#' comment
+    lines, as tools/align/draft_vocab.sh writes it and bild reads it), the
+    first top of them; refuses ids outside [0, V) and repeats."""
+    try:
+        lines = open(path).read().splitlines()
+    except OSError as e:
+        refuse(EXIT_INPUT, f"{path}: cannot read the head vocabulary: {e.strerror}")
+    ids, seen = [], set()
+    for n, ln in enumerate(lines, 1):
+        ln = ln.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        if not ln.isdigit() or int(ln) >= V:
+            refuse(EXIT_INPUT, f"{path}:{n}: {ln!r} is not a token id below {V}")
+        if int(ln) in seen:
+            refuse(EXIT_INPUT, f"{path}:{n}: id {ln} repeats")
+        seen.add(int(ln))
+        ids.append(int(ln))
+    if top is not None:
+        if top > len(ids):
+            refuse(EXIT_USAGE, f"--head-top {top}: {path} lists {len(ids)} ids")
+        ids = ids[:top]
+    if not ids:
+        refuse(EXIT_INPUT, f"{path}: no token ids")
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+class Head:
+    """The output layer's vocabulary: all ids, or a draft vocabulary (the
+    tied embedding's rows of those ids). Target ids outside it are mapped to
+    position 0 with weight 0: the small model never drafts them, so only
+    the large model can emit them."""
+
+    def __init__(self, ids, V):
+        self.ids = ids
+        if ids is not None:
+            self.pos = torch.full((V,), -1, dtype=torch.int64)
+            self.pos[ids] = torch.arange(len(ids))
+
+    def emb(self, tok_emb):
+        return tok_emb if self.ids is None else tok_emb[self.ids]
+
+    def map(self, ids, w=None):
+        """Full-vocabulary ids -> head positions, w zeroed where outside;
+        returns (positions, w, inside mask)."""
+        if self.ids is None:
+            return ids, w, torch.ones_like(ids, dtype=torch.bool)
+        p = self.pos[ids]
+        inside = p >= 0
+        return p.clamp(min=0), None if w is None else w * inside, inside
+
+    def full(self, pos):
+        return pos if self.ids is None else self.ids[pos]
 
 
 def resolve(a, corpus):
@@ -757,15 +832,16 @@ def resolve(a, corpus):
     a.steps = a.steps or max(1, n_windows // a.batch)
     a.tokens = None
     a.warmup = a.warmup or max(1, min(200, a.steps // 20))
+    a.head_n = len(read_head_vocab(a.head_vocab, a.head_top, V)) if a.head_vocab else None
     if a.micro_batch == 0:
         elem = 2 if a.dtype == "bf16" else 4
-        a.micro_batch = max(1, min(a.batch, (512 << 20) // (elem * a.seq_len_train * V)))
+        a.micro_batch = max(1, min(a.batch, (512 << 20) // (elem * a.seq_len_train * (a.head_n or V))))
     a.micro_batch = min(a.micro_batch, a.batch)
     return dict(dim=a.dim, hidden_dim=a.hidden_dim, n_layers=a.n_layers, n_heads=a.n_heads,
                 n_kv_heads=a.n_kv_heads, vocab_size=V, seq_len=a.seq_len)
 
 
-def load_init(model, path):
+def load_init(model, path, take=None):
     """Copies the weights of a llama2c_to_hf.py folder (HF Llama names, q/k
     rows in HF's rotate-half order) into model; refuses another shape."""
     sys.path.insert(0, ROOT + "/tools")
@@ -782,13 +858,16 @@ def load_init(model, path):
         if n not in st or tuple(st[n][1]) != shape:
             refuse(EXIT_INPUT, f"{path}: {n} is not {shape}: another vocabulary or --dim")
     layers = 1 + max(int(n.split(".")[2]) for n in st if n.startswith("model.layers."))
-    if layers != c["n_layers"]:
-        refuse(EXIT_INPUT, f"{path}: {layers} layers, the model has {c['n_layers']} (--n-layers)")
+    take = list(range(layers)) if take is None else take
+    if any(not 0 <= l < layers for l in take):
+        refuse(EXIT_USAGE, f"--init-layers {','.join(map(str, take))}: {path} has layers 0-{layers - 1}")
+    if len(take) != c["n_layers"]:
+        refuse(EXIT_INPUT, f"{path}: {len(take)} layers taken, the model has {c['n_layers']} (--n-layers)")
     with torch.no_grad():
         model.tok_emb.copy_(get("model.embed_tokens.weight"))
         model.rms_final.copy_(get("model.norm.weight"))
-        for l in range(layers):
-            p = f"model.layers.{l}."
+        for l, src in enumerate(take):
+            p = f"model.layers.{src}."
             pairs = [("rms_att", "input_layernorm.weight", None), ("wq", "self_attn.q_proj.weight", c["n_heads"]),
                      ("wk", "self_attn.k_proj.weight", c["n_kv_heads"]), ("wv", "self_attn.v_proj.weight", None),
                      ("wo", "self_attn.o_proj.weight", None), ("rms_ffn", "post_attention_layernorm.weight", None),
@@ -839,7 +918,6 @@ def main(argv=None):
     corpus = Corpus(a.corpus)
     check_tokenizer(a.tokenizer, corpus.manifest, f"{a.corpus}/manifest.json")
     cfg = resolve(a, corpus)
-    os.makedirs(a.out, exist_ok=True)
     ck = os.path.join(a.out, "ckpt.pt")
     command = shlex.join([sys.executable] + (argv if argv is not None else sys.argv))
     args_d = vars(a).copy()
@@ -873,16 +951,19 @@ def main(argv=None):
         np.random.seed(a.seed)
         model.init_weights()
         if a.init:
-            load_init(model, a.init)
-            say(f"weights from {a.init}")
+            load_init(model, a.init, a.init_layers)
+            say(f"weights from {a.init}" + (f", layers {a.init_layers}" if a.init_layers else ""))
         st = dict(step=0, tokens_seen=0, wall_s=0.0, commands=[command], args=args_d, arch=cfg,
                   corpus_manifest=corpus.manifest, corpus_sha256=corpus.manifest_sha256,
                   corpus_dir=os.path.abspath(a.corpus), tokenizer_path=os.path.abspath(a.tokenizer),
                   recent_losses=[], last_eval=None)
+        os.makedirs(a.out, exist_ok=True)  # after every refusal: a refused run leaves nothing behind
         log = JsonLog(os.path.join(a.out, "log.jsonl"))
     st["tokenizer_path"] = os.path.abspath(a.tokenizer)
     st["corpus_dir"] = os.path.abspath(a.corpus)
 
+    head = Head(read_head_vocab(a.head_vocab, a.head_top, a.vocab_size) if a.head_vocab else None,
+                a.vocab_size)
     T = a.seq_len_train
     train = Windows(corpus, range(a.train_rows), T)
     val = Windows(corpus, range(a.train_rows, a.train_rows + min(a.val_rows, a.eval_rows)), T)
@@ -895,7 +976,8 @@ def main(argv=None):
         f"({train.n} windows of {T}), {a.val_rows} held out ({val.n} windows evaluated); "
         f"{a.steps} steps of {a.batch} windows (micro {a.micro_batch}) = "
         f"{a.steps * a.batch / max(1, train.n):.2f} epochs; lr {a.lr:g}, warm-up {a.warmup}, "
-        f"distill {a.distill:g}, {a.dtype} products, {torch.get_num_threads()} threads")
+        f"distill {a.distill:g}, {a.dtype} products, {torch.get_num_threads()} threads"
+        + (f"; output layer over {a.head_n} ids of {a.head_vocab}" if a.head_vocab else ""))
 
     stop = {"why": None}
 
@@ -914,7 +996,7 @@ def main(argv=None):
 
     def run_eval():
         t0 = time.time()
-        ev = evaluate(model, val, a.distill, a.micro_batch)
+        ev = evaluate(model, val, a.distill, a.micro_batch, head)
         ev["step"] = st["step"]
         st["last_eval"] = ev
         log.write(dict(kind="eval", **ev, eval_s=round(time.time() - t0, 3)))
@@ -950,14 +1032,15 @@ def main(argv=None):
             sl = slice(s, s + a.micro_batch)
             ids, w = targets(y[sl], ti[sl] if ti is not None else None, tl[sl] if tl is not None else None,
                              a.distill)
+            ids, w, inside = head.map(ids, w)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
                 h = model.hidden(x[sl]).reshape(-1, a.dim)
-            nll = SparseHead.apply(h.float(), model.tok_emb, ids, DTYPES[a.dtype])
+            nll = SparseHead.apply(h.float(), head.emb(model.tok_emb), ids, DTYPES[a.dtype])
             loss = (nll * w).sum() / n_valid
             loss.backward()
             with torch.no_grad():
                 loss_sum += float(loss)
-                valid = (y[sl] >= 0).reshape(-1)
+                valid = (y[sl] >= 0).reshape(-1) & inside[:, 0]
                 ce_sum += float(nll[:, 0][valid].sum())
                 if a.distill > 0:
                     kd_sum += float((w[:, 1:] * nll[:, 1:]).sum()) / a.distill
