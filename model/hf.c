@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "kernels/hostmem.h"
+#include "model/config_json.h"
 #include "model/model_file.h"
 #include "model/safetensors.h"
 
@@ -86,51 +87,23 @@ static int path_join(char *out, size_t n, const char *dir, const char *name) {
 
 /* Reads a whole small file (config.json, the index) as a NUL-terminated string. Caller frees. */
 static char *read_text(hf_t *h, const char *name, int quiet_missing) {
-    char path[4096];
-    if (!path_join(path, sizeof path, h->dir, name)) return hf_fail(h, name, "path too long");
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (quiet_missing && errno == ENOENT) return NULL;
-        return hf_fail(h, name, "cannot open: %s", strerror(errno));
-    }
-    char *buf = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n < 0 || (unsigned long)n > HF_MAX_CONFIG || fseek(f, 0, SEEK_SET) != 0) {
-        fclose(f);
-        return hf_fail(h, name, "unreadable or larger than %u bytes", HF_MAX_CONFIG);
-    }
-    if (!(buf = malloc((size_t)n + 1)) || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        fclose(f);
-        return hf_fail(h, name, "cannot read");
-    }
-    fclose(f);
-    buf[n] = 0;
+    char why[200];
+    size_t n;
+    int missing;
+    char *buf = cfgjson_read(h->dir, name, HF_MAX_CONFIG, &n, &missing, why, sizeof why);
+    if (!buf && !(quiet_missing && missing)) hf_fail(h, name, "%s", why);
     return buf;
 }
 
 /* ---- config.json ------------------------------------------------------- */
 
-/* present: the key exists and is not null */
-static const cJSON *field(const cJSON *o, const char *key) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-    return j && !cJSON_IsNull(j) ? j : NULL;
-}
+#define field cfgjson_field
 
 /* An integer field in [lo, hi]; def is used when absent unless required. */
 static int cfg_int(hf_t *h, const cJSON *o, const char *key, int required, int def, int lo, int hi, int *out) {
-    const cJSON *j = field(o, key);
-    if (!j) {
-        if (required) return hf_fail(h, "config.json", "%s is missing", key), 0;
-        *out = def;
-        return 1;
-    }
-    if (!cJSON_IsNumber(j) || j->valuedouble != floor(j->valuedouble) || j->valuedouble < lo ||
-        j->valuedouble > hi)
-        return hf_fail(h, "config.json", "%s is not an integer in %d..%d", key, lo, hi), 0;
-    *out = (int)j->valuedouble;
-    return 1;
+    char why[200];
+    if (cfgjson_int(o, key, required, def, lo, hi, out, why, sizeof why)) return 1;
+    return hf_fail(h, "config.json", "%s", why), 0;
 }
 
 static int cfg_float(hf_t *h, const cJSON *o, const char *key, double def, double lo, double hi, float *out) {

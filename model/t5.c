@@ -31,6 +31,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/half.h"
+#include "model/config_json.h"
 #include "model/safetensors.h"
 #include "model/t5.h"
 
@@ -90,52 +92,22 @@ static void *fail(loader_t *L, const char *file, const char *fmt, ...) {
     return NULL;
 }
 
-static char *read_file(loader_t *L, const char *name, size_t max, size_t *size) {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", L->dir, name) >= (int)sizeof path) return fail(L, name, "path too long");
-    FILE *f = fopen(path, "rb");
-    if (!f) return fail(L, name, "cannot open: %s", strerror(errno));
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    char *buf = NULL;
-    if (n < 0 || (size_t)n > max || fseek(f, 0, SEEK_SET) != 0 || !(buf = malloc((size_t)n + 1)) ||
-        fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        fclose(f);
-        return fail(L, name, "unreadable or larger than %zu bytes", max);
-    }
-    fclose(f);
-    buf[n] = 0;
-    *size = (size_t)n;
-    return buf;
-}
-
-static const cJSON *jfield(const cJSON *o, const char *key) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
-    return j && !cJSON_IsNull(j) ? j : NULL;
-}
-
 static int cfg_int(loader_t *L, const cJSON *o, const char *key, int required, int def, int lo, int hi, int *out) {
-    const cJSON *j = jfield(o, key);
-    if (!j) {
-        if (required) return fail(L, "config.json", "%s is missing", key), 0;
-        *out = def;
-        return 1;
-    }
-    if (!cJSON_IsNumber(j) || j->valuedouble != floor(j->valuedouble) || j->valuedouble < lo || j->valuedouble > hi)
-        return fail(L, "config.json", "%s is not an integer in %d..%d", key, lo, hi), 0;
-    *out = (int)j->valuedouble;
-    return 1;
+    char why[200];
+    if (cfgjson_int(o, key, required, def, lo, hi, out, why, sizeof why)) return 1;
+    return fail(L, "config.json", "%s", why), 0;
 }
 
 static int parse_config(loader_t *L, t5_config_t *c) {
     size_t n = 0;
-    char *text = read_file(L, "config.json", T5_MAX_CONFIG, &n);
-    if (!text) return 0;
+    int missing;
+    char why[200];
+    char *text = cfgjson_read(L->dir, "config.json", T5_MAX_CONFIG, &n, &missing, why, sizeof why);
+    if (!text) return fail(L, "config.json", "%s", why), 0;
     cJSON *o = cJSON_ParseWithLength(text, n);
     free(text);
     if (!o || !cJSON_IsObject(o)) return cJSON_Delete(o), fail(L, "config.json", "not a JSON object"), 0;
-    const cJSON *arch = jfield(o, "architectures"), *a0 = cJSON_IsArray(arch) ? arch->child : NULL;
+    const cJSON *arch = cfgjson_field(o, "architectures"), *a0 = cJSON_IsArray(arch) ? arch->child : NULL;
     if (!a0 || !cJSON_IsString(a0) || (strcmp(a0->valuestring, "T5ForConditionalGeneration") &&
                                        strcmp(a0->valuestring, "MT5ForConditionalGeneration"))) {
         cJSON_Delete(o);
@@ -159,7 +131,7 @@ static int parse_config(loader_t *L, t5_config_t *c) {
         ok = !!fail(L, "config.json", "relative_attention_num_buckets %d is too small (at least 4)", c->n_buckets);
     if (ok && (long)c->n_heads * c->d_kv > 1 << 18)
         ok = !!fail(L, "config.json", "num_heads x d_kv is larger than 262144");
-    const cJSON *eps = jfield(o, "layer_norm_epsilon");
+    const cJSON *eps = cfgjson_field(o, "layer_norm_epsilon");
     c->eps = 1e-6f;
     if (ok && eps) {
         if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0 && eps->valuedouble < 1))
@@ -168,45 +140,26 @@ static int parse_config(loader_t *L, t5_config_t *c) {
     }
     /* transformers' defaults: T5Config relu and tied, MT5Config gated-gelu and untied */
     const int mt5 = !strcmp(c->arch, "MT5ForConditionalGeneration");
-    const cJSON *ffp = jfield(o, "feed_forward_proj");
+    const cJSON *ffp = cfgjson_field(o, "feed_forward_proj");
     const char *ff = !ffp ? (mt5 ? "gated-gelu" : "relu") : cJSON_IsString(ffp) ? ffp->valuestring : "";
     if (ok && !strcmp(ff, "relu")) c->gated = 0;
     else if (ok && !strcmp(ff, "gated-gelu")) c->gated = 1;
     else if (ok) ok = !!fail(L, "config.json", "feed_forward_proj \"%.40s\" is not supported (\"relu\" or \"gated-gelu\")", ff);
     /* dense_act_fn overrides the activation feed_forward_proj implies: only the same one is accepted */
-    const cJSON *act = jfield(o, "dense_act_fn");
+    const cJSON *act = cfgjson_field(o, "dense_act_fn");
     if (ok && act && (!cJSON_IsString(act) || strcmp(act->valuestring, c->gated ? "gelu_new" : "relu")))
         ok = !!fail(L, "config.json", "dense_act_fn is not \"%s\", the activation of feed_forward_proj \"%s\"",
                     c->gated ? "gelu_new" : "relu", ff);
-    const cJSON *tie = jfield(o, "tie_word_embeddings");
+    const cJSON *tie = cfgjson_field(o, "tie_word_embeddings");
     c->tied = !mt5;
     if (ok && tie) {
         if (!cJSON_IsBool(tie)) ok = !!fail(L, "config.json", "tie_word_embeddings is not true or false");
         else c->tied = cJSON_IsTrue(tie);
     }
-    const cJSON *ln = jfield(o, "is_encoder_decoder");
+    const cJSON *ln = cfgjson_field(o, "is_encoder_decoder");
     if (ok && ln && !cJSON_IsTrue(ln)) ok = !!fail(L, "config.json", "is_encoder_decoder is false: not supported");
     cJSON_Delete(o);
     return ok;
-}
-
-static float half_to_f32(uint16_t v, int bf16) {
-    uint32_t u;
-    if (bf16) u = (uint32_t)v << 16;
-    else {
-        uint32_t sign = (uint32_t)(v >> 15) << 31, e = (v >> 10) & 31, mant = v & 1023;
-        if (e == 31) u = sign | 0x7f800000u | mant << 13;
-        else if (e) u = sign | (e + 112) << 23 | mant << 13;
-        else if (!mant) u = sign;
-        else {
-            float f = ldexpf((float)mant, -24);
-            memcpy(&u, &f, 4);
-            u |= sign;
-        }
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 /* Tensor name as f32 (rows, cols; cols 0: a vector of rows), owned by the
@@ -231,7 +184,10 @@ static float *tensor(loader_t *L, const char *name, int64_t rows, int64_t cols, 
     const unsigned char *s = t->data;
     if (f32) memcpy(p, s, t->nbytes);
     else
-        for (int64_t i = 0; i < t->n_elem; i++) p[i] = half_to_f32((uint16_t)(s[2 * i] | s[2 * i + 1] << 8), bf16);
+        for (int64_t i = 0; i < t->n_elem; i++) {
+            uint16_t v = (uint16_t)(s[2 * i] | s[2 * i + 1] << 8); /* little-endian */
+            p[i] = bf16 ? bf16_to_f32(v) : f16_to_f32(v);
+        }
     return p;
 }
 
