@@ -14,9 +14,10 @@
  * optional copies encoder/decoder.embed_tokens.weight (and a tied
  * lm_head.weight) must equal shared.weight.
  *
- * Plain loops, weights widened to f32: the reference implementation in C
- * for the tiny test models; the optimised kernels come later. Every row of
- * a decoder block is computed as a single step would compute it.
+ * Weights widened to f32; the matrix products run on a CPU backend's
+ * kernels (threads, SIMD), norms and attention in plain C. Every operator
+ * works row by row, so a row of a decoder block is computed exactly as a
+ * single step would compute it.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -60,11 +61,14 @@ struct t5_model {
 
 struct t5_state {
     const t5_model_t *m;
+    backend_t *be; /* a CPU backend: its kernels run the matrix products */
     int max_src, max_dec, n_src, pos;
     float *ck, *cv; /* cross keys/values: (dec layers, max_src, inner) */
     float *sk, *sv; /* self cache: (dec layers, max_dec, inner) */
-    float *x, *h, *q, *att, *ff, *ff1, *sc; /* scratch for one row */
-    float *ex, *eq, *ek, *ev;               /* encoder scratch (max_src rows) */
+    float *enc;     /* encoder output (max_src, d) */
+    /* scratch, up to max(max_src, max_dec) rows: x (d), h (max(d, inner)),
+     * q, k, v, att (inner), ff, ff1 (d_ff), sc (attention scores) */
+    float *x, *h, *q, *k, *v, *att, *ff, *ff1, *sc;
 };
 
 /* ---- loading ------------------------------------------------------------- */
@@ -339,20 +343,25 @@ int t5_bucket(int rel, int bidirectional, int n_buckets, int max_distance) {
     return bucket + (large < n_buckets - 1 ? large : n_buckets - 1);
 }
 
-static void matvec(float *y, const float *w, const float *x, int rows, int cols) {
-    for (int r = 0; r < rows; r++) {
-        const float *wr = w + (size_t)r * cols;
-        float s = 0;
-        for (int i = 0; i < cols; i++) s += wr[i] * x[i];
-        y[r] = s;
-    }
+/* out (T, n) (+)= x (T, d) w^T on the backend's kernels; out_off: element
+ * offset into out (a cache row) */
+static void mm(t5_state_t *s, float *out, int64_t out_off, const float *x, int T, int d, const float *w, int n,
+               int accumulate) {
+    backend_t *be = s->be;
+    matmul_job_t j = {be->wrap_host(be, (void *)w, DTYPE_F32, (int64_t)n * d),
+                      be->wrap_host(be, out, DTYPE_F32, out_off + (int64_t)T * n), out_off, n};
+    be->matmul(be, be->wrap_host(be, (void *)x, DTYPE_F32, (int64_t)T * d), T, d, &j, 1, accumulate);
 }
 
-static void norm(float *out, const float *x, const float *w, int d, float eps) {
-    float ss = 0;
-    for (int i = 0; i < d; i++) ss += x[i] * x[i];
-    float r = 1.0f / sqrtf(ss / d + eps);
-    for (int i = 0; i < d; i++) out[i] = x[i] * r * w[i];
+/* out[t] = T5LayerNorm(x[t]) for T rows of d */
+static void norm_rows(float *out, const float *x, const float *w, int T, int d, float eps) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * d;
+        float ss = 0;
+        for (int i = 0; i < d; i++) ss += xt[i] * xt[i];
+        float r = 1.0f / sqrtf(ss / d + eps);
+        for (int i = 0; i < d; i++) out[(size_t)t * d + i] = xt[i] * r * w[i];
+    }
 }
 
 /* out (inner) = softmax over n keys of (q . k_j + bias(h, j)) v_j, per head;
@@ -386,39 +395,38 @@ static float gelu_new(float x) {
     return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
 }
 
-/* x += FFN(norm(x)) */
-static void feed_forward(t5_state_t *s, float *x, const layer_w_t *w) {
+/* X (T, d) += FFN(norm(X)) */
+static void feed_forward(t5_state_t *s, float *X, int T, const layer_w_t *w) {
     const t5_config_t *c = &s->m->c;
-    norm(s->h, x, w->ln_ff, c->d_model, c->eps);
-    matvec(s->ff, w->wi, s->h, c->d_ff, c->d_model);
+    const int d = c->d_model, f = c->d_ff;
+    norm_rows(s->h, X, w->ln_ff, T, d, c->eps);
+    mm(s, s->ff, 0, s->h, T, d, w->wi, f, 0);
     if (c->gated) {
-        matvec(s->ff1, w->wi1, s->h, c->d_ff, c->d_model);
-        for (int i = 0; i < c->d_ff; i++) s->ff[i] = gelu_new(s->ff[i]) * s->ff1[i];
+        mm(s, s->ff1, 0, s->h, T, d, w->wi1, f, 0);
+        for (size_t i = 0; i < (size_t)T * f; i++) s->ff[i] = gelu_new(s->ff[i]) * s->ff1[i];
     } else {
-        for (int i = 0; i < c->d_ff; i++) s->ff[i] = s->ff[i] > 0 ? s->ff[i] : 0;
+        for (size_t i = 0; i < (size_t)T * f; i++) s->ff[i] = s->ff[i] > 0 ? s->ff[i] : 0;
     }
-    matvec(s->h, w->wo, s->ff, c->d_model, c->d_ff);
-    for (int i = 0; i < c->d_model; i++) x[i] += s->h[i];
+    mm(s, X, 0, s->ff, T, f, w->wo, d, 1);
 }
 
-t5_state_t *t5_state_new(const t5_model_t *m, int max_src, int max_dec) {
+t5_state_t *t5_state_new(const t5_model_t *m, backend_t *be, int max_src, int max_dec) {
     const t5_config_t *c = &m->c;
-    if (max_src < 1 || max_dec < 1) return NULL;
+    if (!be || max_src < 1 || max_dec < 1) return NULL;
     t5_state_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    s->m = m, s->max_src = max_src, s->max_dec = max_dec;
+    s->m = m, s->be = be, s->max_src = max_src, s->max_dec = max_dec;
     const size_t d = (size_t)c->d_model, inner = (size_t)c->n_heads * c->d_kv, L = (size_t)c->n_dec_layers;
-    const size_t big = d > inner ? d : inner, wide = (size_t)c->d_ff > big ? (size_t)c->d_ff : big;
-    const size_t nsc = (size_t)(max_src > max_dec ? max_src : max_dec);
+    const size_t rows = (size_t)(max_src > max_dec ? max_src : max_dec), wide = d > inner ? d : inner;
     s->ck = malloc(sizeof(float) * L * max_src * inner), s->cv = malloc(sizeof(float) * L * max_src * inner);
     s->sk = malloc(sizeof(float) * L * max_dec * inner), s->sv = malloc(sizeof(float) * L * max_dec * inner);
-    s->x = malloc(sizeof(float) * big), s->h = malloc(sizeof(float) * big), s->q = malloc(sizeof(float) * inner);
-    s->att = malloc(sizeof(float) * inner), s->ff = malloc(sizeof(float) * wide);
-    s->ff1 = malloc(sizeof(float) * wide), s->sc = malloc(sizeof(float) * nsc);
-    s->ex = malloc(sizeof(float) * max_src * d), s->eq = malloc(sizeof(float) * max_src * inner);
-    s->ek = malloc(sizeof(float) * max_src * inner), s->ev = malloc(sizeof(float) * max_src * inner);
-    if (!s->ck || !s->cv || !s->sk || !s->sv || !s->x || !s->h || !s->q || !s->att || !s->ff || !s->ff1 || !s->sc ||
-        !s->ex || !s->eq || !s->ek || !s->ev) {
+    s->x = malloc(sizeof(float) * rows * d), s->h = malloc(sizeof(float) * rows * wide);
+    s->q = malloc(sizeof(float) * rows * inner), s->k = malloc(sizeof(float) * rows * inner);
+    s->v = malloc(sizeof(float) * rows * inner), s->att = malloc(sizeof(float) * rows * inner);
+    s->ff = malloc(sizeof(float) * rows * c->d_ff), s->ff1 = malloc(sizeof(float) * rows * c->d_ff);
+    s->sc = malloc(sizeof(float) * rows), s->enc = malloc(sizeof(float) * max_src * d);
+    if (!s->ck || !s->cv || !s->sk || !s->sv || !s->x || !s->h || !s->q || !s->k || !s->v || !s->att || !s->ff ||
+        !s->ff1 || !s->sc || !s->enc) {
         t5_state_free(s);
         return NULL;
     }
@@ -427,8 +435,8 @@ t5_state_t *t5_state_new(const t5_model_t *m, int max_src, int max_dec) {
 
 void t5_state_free(t5_state_t *s) {
     if (!s) return;
-    free(s->ck), free(s->cv), free(s->sk), free(s->sv), free(s->x), free(s->h), free(s->q), free(s->att);
-    free(s->ff), free(s->ff1), free(s->sc), free(s->ex), free(s->eq), free(s->ek), free(s->ev), free(s);
+    free(s->ck), free(s->cv), free(s->sk), free(s->sv), free(s->x), free(s->h), free(s->q), free(s->k);
+    free(s->v), free(s->att), free(s->ff), free(s->ff1), free(s->sc), free(s->enc), free(s);
 }
 
 int t5_encode(t5_state_t *s, const int *src, int n, float *enc_out) {
@@ -438,35 +446,26 @@ int t5_encode(t5_state_t *s, const int *src, int n, float *enc_out) {
     for (int t = 0; t < n; t++)
         if (src[t] < 0 || src[t] >= c->vocab_size) return -1;
     const int d = c->d_model, inner = c->n_heads * c->d_kv;
-    for (int t = 0; t < n; t++) memcpy(s->ex + (size_t)t * d, m->shared + (size_t)src[t] * d, sizeof(float) * d);
+    float *X = s->x;
+    for (int t = 0; t < n; t++) memcpy(X + (size_t)t * d, m->shared + (size_t)src[t] * d, sizeof(float) * d);
     for (int l = 0; l < c->n_enc_layers; l++) {
         const layer_w_t *w = &m->enc[l];
-        for (int t = 0; t < n; t++) {
-            norm(s->h, s->ex + (size_t)t * d, w->ln_sa, d, c->eps);
-            matvec(s->eq + (size_t)t * inner, w->sa.q, s->h, inner, d);
-            matvec(s->ek + (size_t)t * inner, w->sa.k, s->h, inner, d);
-            matvec(s->ev + (size_t)t * inner, w->sa.v, s->h, inner, d);
-        }
-        for (int t = 0; t < n; t++) {
-            float *x = s->ex + (size_t)t * d;
-            attend(s->att, s->eq + (size_t)t * inner, s->ek, s->ev, n, c, m->enc_bias, t, 1, s->sc);
-            matvec(s->h, w->sa.o, s->att, d, inner);
-            for (int i = 0; i < d; i++) x[i] += s->h[i];
-            feed_forward(s, x, w);
-        }
+        norm_rows(s->h, X, w->ln_sa, n, d, c->eps);
+        mm(s, s->q, 0, s->h, n, d, w->sa.q, inner, 0);
+        mm(s, s->k, 0, s->h, n, d, w->sa.k, inner, 0);
+        mm(s, s->v, 0, s->h, n, d, w->sa.v, inner, 0);
+        for (int t = 0; t < n; t++)
+            attend(s->att + (size_t)t * inner, s->q + (size_t)t * inner, s->k, s->v, n, c, m->enc_bias, t, 1, s->sc);
+        mm(s, X, 0, s->att, n, inner, w->sa.o, d, 1);
+        feed_forward(s, X, n, w);
     }
-    for (int t = 0; t < n; t++) {
-        float *x = s->ex + (size_t)t * d;
-        norm(s->h, x, m->enc_ln, d, c->eps);
-        memcpy(x, s->h, sizeof(float) * d);
-        if (enc_out) memcpy(enc_out + (size_t)t * d, x, sizeof(float) * d);
+    norm_rows(s->enc, X, m->enc_ln, n, d, c->eps);
+    if (enc_out) memcpy(enc_out, s->enc, sizeof(float) * n * d);
+    for (int l = 0; l < c->n_dec_layers; l++) {
+        const size_t o = (size_t)l * s->max_src * inner;
+        mm(s, s->ck + o, 0, s->enc, n, d, m->dec[l].ca.k, inner, 0);
+        mm(s, s->cv + o, 0, s->enc, n, d, m->dec[l].ca.v, inner, 0);
     }
-    for (int l = 0; l < c->n_dec_layers; l++)
-        for (int t = 0; t < n; t++) {
-            const size_t o = ((size_t)l * s->max_src + t) * inner;
-            matvec(s->ck + o, m->dec[l].ca.k, s->ex + (size_t)t * d, inner, d);
-            matvec(s->cv + o, m->dec[l].ca.v, s->ex + (size_t)t * d, inner, d);
-        }
     s->n_src = n, s->pos = 0;
     return 0;
 }
@@ -477,38 +476,37 @@ int t5_decode(t5_state_t *s, const int *tokens, int T, float *logits) {
     if (!s->n_src || T < 1 || s->pos + T > s->max_dec) return -1;
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return -1;
-    const int d = c->d_model, inner = c->n_heads * c->d_kv;
-    /* token by token: row t sees exactly what a single step at its position
-     * would (its own keys and values, then those before it) */
-    for (int t = 0; t < T; t++) {
-        const int p = s->pos + t;
-        float *x = s->x;
-        memcpy(x, m->shared + (size_t)tokens[t] * d, sizeof(float) * d);
-        for (int l = 0; l < c->n_dec_layers; l++) {
-            const layer_w_t *w = &m->dec[l];
-            float *K = s->sk + (size_t)l * s->max_dec * inner, *V = s->sv + (size_t)l * s->max_dec * inner;
-            norm(s->h, x, w->ln_sa, d, c->eps);
-            matvec(s->q, w->sa.q, s->h, inner, d);
-            matvec(K + (size_t)p * inner, w->sa.k, s->h, inner, d);
-            matvec(V + (size_t)p * inner, w->sa.v, s->h, inner, d);
-            attend(s->att, s->q, K, V, p + 1, c, m->dec_bias, p, 0, s->sc);
-            matvec(s->h, w->sa.o, s->att, d, inner);
-            for (int i = 0; i < d; i++) x[i] += s->h[i];
-            norm(s->h, x, w->ln_ca, d, c->eps);
-            matvec(s->q, w->ca.q, s->h, inner, d);
-            const size_t co = (size_t)l * s->max_src * inner;
-            attend(s->att, s->q, s->ck + co, s->cv + co, s->n_src, c, NULL, 0, 0, s->sc);
-            matvec(s->h, w->ca.o, s->att, d, inner);
-            for (int i = 0; i < d; i++) x[i] += s->h[i];
-            feed_forward(s, x, w);
-        }
-        norm(s->h, x, m->dec_ln, d, c->eps);
-        if (c->tied) {
-            const float scale = (float)pow((double)d, -0.5); /* HF: h * d_model ** -0.5, a double rounded to f32 */
-            for (int i = 0; i < d; i++) s->h[i] *= scale;
-        }
-        matvec(logits + (size_t)t * c->vocab_size, m->lm_head, s->h, c->vocab_size, d);
+    const int d = c->d_model, inner = c->n_heads * c->d_kv, p = s->pos;
+    float *X = s->x;
+    for (int t = 0; t < T; t++) memcpy(X + (size_t)t * d, m->shared + (size_t)tokens[t] * d, sizeof(float) * d);
+    /* every operator works row by row (the kernels' rows do not depend on
+     * T), and row t attends to the cache up to its own position */
+    for (int l = 0; l < c->n_dec_layers; l++) {
+        const layer_w_t *w = &m->dec[l];
+        float *K = s->sk + (size_t)l * s->max_dec * inner, *V = s->sv + (size_t)l * s->max_dec * inner;
+        norm_rows(s->h, X, w->ln_sa, T, d, c->eps);
+        mm(s, s->q, 0, s->h, T, d, w->sa.q, inner, 0);
+        mm(s, K, (int64_t)p * inner, s->h, T, d, w->sa.k, inner, 0);
+        mm(s, V, (int64_t)p * inner, s->h, T, d, w->sa.v, inner, 0);
+        for (int t = 0; t < T; t++)
+            attend(s->att + (size_t)t * inner, s->q + (size_t)t * inner, K, V, p + t + 1, c, m->dec_bias, p + t, 0,
+                   s->sc);
+        mm(s, X, 0, s->att, T, inner, w->sa.o, d, 1);
+        norm_rows(s->h, X, w->ln_ca, T, d, c->eps);
+        mm(s, s->q, 0, s->h, T, d, w->ca.q, inner, 0);
+        const size_t co = (size_t)l * s->max_src * inner;
+        for (int t = 0; t < T; t++)
+            attend(s->att + (size_t)t * inner, s->q + (size_t)t * inner, s->ck + co, s->cv + co, s->n_src, c, NULL, 0,
+                   0, s->sc);
+        mm(s, X, 0, s->att, T, inner, w->ca.o, d, 1);
+        feed_forward(s, X, T, w);
     }
+    norm_rows(s->h, X, m->dec_ln, T, d, c->eps);
+    if (c->tied) {
+        const float scale = (float)pow((double)d, -0.5); /* HF: h * d_model ** -0.5, a double rounded to f32 */
+        for (size_t i = 0; i < (size_t)T * d; i++) s->h[i] *= scale;
+    }
+    mm(s, logits, 0, s->h, T, d, m->lm_head, c->vocab_size, 0);
     s->pos += T;
     return 0;
 }

@@ -2,14 +2,16 @@
  * (T5ForConditionalGeneration, MT5ForConditionalGeneration), on the CPU.
  *
  * A first slice of the paper's own models (issue 20): the loader and a
- * plain forward pass (encoder, decoder steps and blocks with a self-attention
+ * forward pass (encoder, decoder steps and blocks with a self-attention
  * cache and the encoder's keys and values cached per source), checked
- * against tools/ref/t5_ref.py. Not yet wired into bild generate, the
- * workers or the optimised kernels. */
+ * against tools/ref/t5_ref.py. Matrix products run on the CPU backend's
+ * kernels; not yet wired into bild generate or the workers. */
 #ifndef BILD_T5_H
 #define BILD_T5_H
 
 #include <stddef.h>
+
+#include "kernels/ops.h"
 
 typedef struct {
     char arch[48];      /* "T5ForConditionalGeneration" or "MT5ForConditionalGeneration" */
@@ -34,8 +36,10 @@ void t5_close(t5_model_t *m);
 const t5_config_t *t5_config(const t5_model_t *m);
 
 /* Per-request state: encoder output, cross-attention keys and values, the
- * decoder's self-attention cache for up to max_dec tokens. */
-t5_state_t *t5_state_new(const t5_model_t *m, int max_src, int max_dec);
+ * decoder's self-attention cache for up to max_dec tokens. be: a CPU
+ * backend (backend_cpu_new), whose kernels and threads run the matrix
+ * products; the rest (norms, attention) is plain C on the calling thread. */
+t5_state_t *t5_state_new(const t5_model_t *m, backend_t *be, int max_src, int max_dec);
 void t5_state_free(t5_state_t *s);
 /* Encodes src[0..n) (the caller appends EOS as T5 expects); resets the
  * decoder. enc_out (n, d_model), if not NULL, receives the final normalised

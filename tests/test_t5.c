@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/cpu/cpu.h"
 #include "model/t5.h"
 #include "tests/test.h"
 
@@ -77,7 +78,7 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
-static void check_variant(const char *name) {
+static void check_variant(const char *name, const char *isa, int threads) {
     char dir[256], path[320], err[512];
     snprintf(dir, sizeof dir, T5DIR "/%s", name);
     snprintf(path, sizeof path, "%s/golden.json", dir);
@@ -97,7 +98,8 @@ static void check_variant(const char *name) {
     EXPECT(ns > 0 && nd > 1 && ngs > 0 && nw > 0);
     if (ns <= 0 || nd <= 1 || ngs <= 0 || nw <= 0) goto out;
     const int V = c->vocab_size, d = c->d_model, maxd = 80;
-    t5_state_t *s = t5_state_new(m, 256, maxd);
+    backend_t *be = backend_cpu_new_isa(threads, isa);
+    t5_state_t *s = be ? t5_state_new(m, be, 256, maxd) : NULL;
     float *enc = malloc(sizeof(float) * ns * d), *blk = malloc(sizeof(float) * nd * V),
           *stp = malloc(sizeof(float) * nd * V);
     EXPECT(s && enc && blk && stp);
@@ -133,12 +135,13 @@ static void check_variant(const char *name) {
     int gsame = ng == nw && !memcmp(got, want, sizeof(int) * nw);
     EXPECT(gsame);
     free(row);
-    fprintf(stderr, "%-10s %s: encoder max|err| %.2e, logits %.2e (%d x %d); block == steps %s, after truncate %s; "
-            "greedy %d/%d tokens %s\n", name, c->arch, e_enc, e_log, nd, V, same ? "yes" : "NO",
+    fprintf(stderr, "%-10s %-6s %d thr %s: encoder max|err| %.2e, logits %.2e (%d x %d); block == steps %s, after truncate %s; "
+            "greedy %d/%d tokens %s\n", name, isa, threads, c->arch, e_enc, e_log, nd, V, same ? "yes" : "NO",
             same_tr ? "yes" : "NO", ng, nw, gsame ? "equal" : "DIFFER");
 out2:
     free(enc), free(blk), free(stp);
     t5_state_free(s);
+    if (be) be->destroy(be);
 out:
     t5_close(m);
     cJSON_Delete(g);
@@ -200,12 +203,16 @@ static void check_refusals(void) {
 
 int main(void) {
     const char *kinds[] = {"t5", "t5v11", "mt5"}, *dts[] = {"f32", "f16", "bf16"};
+    const char *isas[] = {"scalar", "avx2", "avx512"};
     for (int k = 0; k < 3; k++)
-        for (int t = 0; t < 3; t++) {
-            char name[32];
-            snprintf(name, sizeof name, "%s_%s", kinds[k], dts[t]);
-            check_variant(name);
-        }
+        for (int t = 0; t < 3; t++)
+            for (int i = 0; i < 3; i++)
+                if (cpu_isa_supported(isas[i]))
+                    for (int nt = 1; nt <= 2; nt++) {
+                        char name[32];
+                        snprintf(name, sizeof name, "%s_%s", kinds[k], dts[t]);
+                        check_variant(name, isas[i], nt);
+                    }
     check_buckets();
     snprintf(tmp_root, sizeof tmp_root, "/tmp/bild_test_t5.XXXXXX");
     if (!mkdtemp(tmp_root)) return perror("mkdtemp"), 1;
