@@ -516,3 +516,5 @@ void t5_truncate(t5_state_t *s, int pos) {
 }
 
 int t5_pos(const t5_state_t *s) { return s->pos; }
+const t5_config_t *t5_state_config(const t5_state_t *s) { return &s->m->c; }
+int t5_state_max_dec(const t5_state_t *s) { return s->max_dec; }

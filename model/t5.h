@@ -53,6 +53,8 @@ int t5_decode(t5_state_t *s, const int *tokens, int T, float *logits);
 /* Drops decoder positions from pos on (a rollback). */
 void t5_truncate(t5_state_t *s, int pos);
 int t5_pos(const t5_state_t *s);
+const t5_config_t *t5_state_config(const t5_state_t *s);
+int t5_state_max_dec(const t5_state_t *s);
 
 /* The Hugging Face relative position bucket of (key position - query
  * position): bidirectional in the encoder, causal in the decoder. */

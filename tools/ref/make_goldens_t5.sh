@@ -3,7 +3,9 @@
 # config.json, model.safetensors) and their goldens (golden.json: encoder
 # output and decoder logits for a fixed source and decoder input, and 64
 # greedy tokens for another source, past any EOS) with the independent PyTorch reference
-# tools/ref/t5_ref.py (float64). tests/test_t5.c checks model/t5.c against
+# tools/ref/t5_ref.py (float64), and tests/data/t5bild/ (a noisy small copy
+# of t5v11_f32 and faithful-loop goldens, tools/ref/bild_t5_ref.py).
+# tests/test_t5.c and test_t5_bild.c check model/t5.c and the T5 links against
 # them. Run from the repository root; needs Debian's python (torch + numpy).
 set -eu
 PY=${PY:-/usr/bin/python3}
@@ -36,3 +38,10 @@ EOF
         echo "$out: $(wc -c <"$out/model.safetensors") bytes of weights, golden $(wc -c <"$out/golden.json") bytes"
     done
 done
+# BiLD on a T5 pair (tests/test_t5_bild.c): the small model is a noisy copy of
+# t5v11_f32, the goldens the faithful loop of tools/ref/bild_ref.py on
+# t5_ref.py oracles
+B=tests/data/t5bild
+rm -rf $B/small
+$PY tools/ref/bild_t5_ref.py noisy $D/t5v11_f32 $B/small --noise 0.5 --seed 3
+$PY tools/ref/bild_t5_ref.py golden $D/t5v11_f32 $B/small --out $B/faithful.json
