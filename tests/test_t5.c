@@ -21,28 +21,12 @@
 #include "kernels/cpu/cpu.h"
 #include "model/t5.h"
 #include "tests/test.h"
+#include "tests/test_json.h"
 
 #define T5DIR "tests/data/t5"
 #define TOL 1e-4
 
 static char tmp_root[64];
-
-static cJSON *read_json(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    cJSON *j = NULL;
-    if (b && fread(b, 1, (size_t)n, f) == (size_t)n) {
-        b[n] = 0;
-        j = cJSON_Parse(b);
-    }
-    free(b);
-    fclose(f);
-    return j;
-}
 
 /* ints of a JSON array into out (at most max); returns the count or -1 */
 static int ints(const cJSON *a, int *out, int max) {
@@ -82,7 +66,7 @@ static void check_variant(const char *name, const char *isa, int threads) {
     char dir[256], path[320], err[512];
     snprintf(dir, sizeof dir, T5DIR "/%s", name);
     snprintf(path, sizeof path, "%s/golden.json", dir);
-    cJSON *g = read_json(path);
+    cJSON *g = test_read_json(path);
     t5_model_t *m = t5_open(dir, err, sizeof err);
     if (!g || !m) {
         fprintf(stderr, "%s: %s\n", name, !g ? "golden.json missing or corrupt" : err);

@@ -20,20 +20,7 @@
 #include "model/t5.h"
 #include "small_worker/t5_drafter.h"
 #include "tests/test.h"
-
-static cJSON *read_json(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    cJSON *j = NULL;
-    if (b && fread(b, 1, (size_t)n, f) == (size_t)n) b[n] = 0, j = cJSON_Parse(b);
-    free(b);
-    fclose(f);
-    return j;
-}
+#include "tests/test_json.h"
 
 static int get_int(const cJSON *o, const char *k) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -75,7 +62,7 @@ int main(void) {
     char err[512];
     t5_model_t *ml = t5_open("tests/data/t5/t5v11_f32", err, sizeof err), *ms = NULL;
     if (ml) ms = t5_open("tests/data/t5bild/small", err, sizeof err);
-    cJSON *gold = read_json("tests/data/t5bild/faithful.json");
+    cJSON *gold = test_read_json("tests/data/t5bild/faithful.json");
     if (!ml || !ms || !gold) {
         fprintf(stderr, "%s\n", !gold ? "tests/data/t5bild/faithful.json missing or corrupt" : err);
         return 1;
