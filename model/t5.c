@@ -69,6 +69,7 @@ struct t5_state {
     /* scratch, up to max(max_src, max_dec) rows: x (d), h (max(d, inner)),
      * q, k, v, att (inner), ff, ff1 (d_ff), sc (attention scores) */
     float *x, *h, *q, *k, *v, *att, *ff, *ff1, *sc;
+    int *bk; /* per key: its relative position bias row */
 };
 
 /* ---- loading ------------------------------------------------------------- */
@@ -365,10 +366,12 @@ static void norm_rows(float *out, const float *x, const float *w, int T, int d, 
 }
 
 /* out (inner) = softmax over n keys of (q . k_j + bias(h, j)) v_j, per head;
- * bias NULL: none. sc: n floats of scratch. */
+ * btab NULL: no bias. sc: n floats, bk: n ints of scratch. */
 static void attend(float *out, const float *q, const float *k, const float *v, int n, const t5_config_t *c,
-                   const float *btab, int qpos, int bidirectional, float *sc) {
+                   const float *btab, int qpos, int bidirectional, float *sc, int *bk) {
     const int H = c->n_heads, dk = c->d_kv, inner = H * dk;
+    if (btab) /* each key's bias row, once for all heads */
+        for (int j = 0; j < n; j++) bk[j] = t5_bucket(j - qpos, bidirectional, c->n_buckets, c->max_distance) * H;
     for (int h = 0; h < H; h++) {
         const float *qh = q + h * dk;
         float mx = -INFINITY;
@@ -376,7 +379,7 @@ static void attend(float *out, const float *q, const float *k, const float *v, i
             const float *kj = k + (size_t)j * inner + h * dk;
             float s = 0;
             for (int i = 0; i < dk; i++) s += qh[i] * kj[i];
-            if (btab) s += btab[t5_bucket(j - qpos, bidirectional, c->n_buckets, c->max_distance) * H + h];
+            if (btab) s += btab[bk[j] + h];
             sc[j] = s;
             if (s > mx) mx = s;
         }
@@ -424,9 +427,10 @@ t5_state_t *t5_state_new(const t5_model_t *m, backend_t *be, int max_src, int ma
     s->q = malloc(sizeof(float) * rows * inner), s->k = malloc(sizeof(float) * rows * inner);
     s->v = malloc(sizeof(float) * rows * inner), s->att = malloc(sizeof(float) * rows * inner);
     s->ff = malloc(sizeof(float) * rows * c->d_ff), s->ff1 = malloc(sizeof(float) * rows * c->d_ff);
-    s->sc = malloc(sizeof(float) * rows), s->enc = malloc(sizeof(float) * max_src * d);
+    s->sc = malloc(sizeof(float) * rows), s->bk = malloc(sizeof(int) * rows);
+    s->enc = malloc(sizeof(float) * max_src * d);
     if (!s->ck || !s->cv || !s->sk || !s->sv || !s->x || !s->h || !s->q || !s->k || !s->v || !s->att || !s->ff ||
-        !s->ff1 || !s->sc || !s->enc) {
+        !s->ff1 || !s->sc || !s->bk || !s->enc) {
         t5_state_free(s);
         return NULL;
     }
@@ -436,7 +440,7 @@ t5_state_t *t5_state_new(const t5_model_t *m, backend_t *be, int max_src, int ma
 void t5_state_free(t5_state_t *s) {
     if (!s) return;
     free(s->ck), free(s->cv), free(s->sk), free(s->sv), free(s->x), free(s->h), free(s->q), free(s->k);
-    free(s->v), free(s->att), free(s->ff), free(s->ff1), free(s->sc), free(s->enc), free(s);
+    free(s->v), free(s->att), free(s->ff), free(s->ff1), free(s->sc), free(s->bk), free(s->enc), free(s);
 }
 
 int t5_encode(t5_state_t *s, const int *src, int n, float *enc_out) {
@@ -455,7 +459,8 @@ int t5_encode(t5_state_t *s, const int *src, int n, float *enc_out) {
         mm(s, s->k, 0, s->h, n, d, w->sa.k, inner, 0);
         mm(s, s->v, 0, s->h, n, d, w->sa.v, inner, 0);
         for (int t = 0; t < n; t++)
-            attend(s->att + (size_t)t * inner, s->q + (size_t)t * inner, s->k, s->v, n, c, m->enc_bias, t, 1, s->sc);
+            attend(s->att + (size_t)t * inner, s->q + (size_t)t * inner, s->k, s->v, n, c, m->enc_bias, t, 1, s->sc,
+                   s->bk);
         mm(s, X, 0, s->att, n, inner, w->sa.o, d, 1);
         feed_forward(s, X, n, w);
     }
@@ -490,14 +495,14 @@ int t5_decode(t5_state_t *s, const int *tokens, int T, float *logits) {
         mm(s, V, (int64_t)p * inner, s->h, T, d, w->sa.v, inner, 0);
         for (int t = 0; t < T; t++)
             attend(s->att + (size_t)t * inner, s->q + (size_t)t * inner, K, V, p + t + 1, c, m->dec_bias, p + t, 0,
-                   s->sc);
+                   s->sc, s->bk);
         mm(s, X, 0, s->att, T, inner, w->sa.o, d, 1);
         norm_rows(s->h, X, w->ln_ca, T, d, c->eps);
         mm(s, s->q, 0, s->h, T, d, w->ca.q, inner, 0);
         const size_t co = (size_t)l * s->max_src * inner;
         for (int t = 0; t < T; t++)
             attend(s->att + (size_t)t * inner, s->q + (size_t)t * inner, s->ck + co, s->cv + co, s->n_src, c, NULL, 0,
-                   0, s->sc);
+                   0, s->sc, s->bk);
         mm(s, X, 0, s->att, T, inner, w->ca.o, d, 1);
         feed_forward(s, X, T, w);
     }
