@@ -3,7 +3,6 @@
  * token, as verifier.c reports them. */
 #include "large_worker/t5_verifier.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -39,19 +38,10 @@ static int t5_verify(void *self, const verify_req_t *req, verify_res_t *res, cha
     t5_truncate(v->s, req->pos);
     if (t5_decode(v->s, req->tokens, T, v->logits))
         return snprintf(err, (size_t)errlen, "verify: cannot run %d tokens at decoder position %d", T, req->pos), -1;
-    for (int j = 0; j < n; j++) {
-        const float *row = v->logits + (size_t)(pre + j) * V;
-        int am = 0;
-        for (int i = 1; i < V; i++)
-            if (row[i] > row[am]) am = i;
-        res->argmax[j] = res->sampled[j] = am;
-        res->nll[j] = 0;
-        if (j + 1 < n) { /* -log p(next) = logsumexp - logit */
-            double sum = 0;
-            for (int i = 0; i < V; i++) sum += exp((double)row[i] - row[am]);
-            res->nll[j] = (float)(row[am] + log(sum) - row[req->tokens[pre + j + 1]]);
-        }
-    }
+    int next[BILD_MAX_DRAFT];
+    for (int j = 0; j < n; j++) next[j] = j + 1 < n ? req->tokens[pre + j + 1] : -1;
+    t5_row_stats(v->s, v->logits + (size_t)pre * V, n, next, res->argmax, NULL, res->nll);
+    for (int j = 0; j < n; j++) res->sampled[j] = res->argmax[j];
     res->n_out = n;
     return 0;
 }

@@ -523,3 +523,10 @@ void t5_truncate(t5_state_t *s, int pos) {
 int t5_pos(const t5_state_t *s) { return s->pos; }
 const t5_config_t *t5_state_config(const t5_state_t *s) { return &s->m->c; }
 int t5_state_max_dec(const t5_state_t *s) { return s->max_dec; }
+
+void t5_row_stats(t5_state_t *s, const float *logits, int T, const int *next, int *argmax, float *max_p,
+                  float *nll) {
+    backend_t *be = s->be;
+    const int V = s->m->c.vocab_size;
+    be->row_stats(be, be->wrap_host(be, (void *)logits, DTYPE_F32, (int64_t)T * V), 0, T, V, next, argmax, max_p, nll);
+}

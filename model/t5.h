@@ -54,6 +54,11 @@ int t5_decode(t5_state_t *s, const int *tokens, int T, float *logits);
 void t5_truncate(t5_state_t *s, int pos);
 int t5_pos(const t5_state_t *s);
 const t5_config_t *t5_state_config(const t5_state_t *s);
+/* The backend's row statistics (kernels/ops.h row_stats) of T logits rows
+ * t5_decode wrote: argmax, max probability, -log p(next[t]); any output may
+ * be NULL. */
+void t5_row_stats(t5_state_t *s, const float *logits, int T, const int *next, int *argmax, float *max_p,
+                  float *nll);
 int t5_state_max_dec(const t5_state_t *s);
 
 /* The Hugging Face relative position bucket of (key position - query

@@ -2,7 +2,6 @@
  * fallback test before the stop test, as in the official loop. */
 #include "small_worker/t5_drafter.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -27,16 +26,6 @@ void t5_drafter_destroy(t5_drafter_t **pd) {
     *pd = NULL;
 }
 
-float t5_row_max_p(const float *row, int V, int *argmax) {
-    int b = 0;
-    for (int i = 1; i < V; i++)
-        if (row[i] > row[b]) b = i;
-    double sum = 0;
-    for (int i = 0; i < V; i++) sum += exp((double)row[i] - row[b]);
-    *argmax = b;
-    return (float)(1.0 / sum);
-}
-
 static int t5_draft(void *self, const draft_req_t *req, draft_res_t *res, char *err, int errlen) {
     t5_drafter_t *d = self;
     res->n = 0, res->passes = 0, res->end = DRAFT_LIMIT, res->stop_token = -1, res->end_max_p = 0, res->guess = -1;
@@ -51,7 +40,8 @@ static int t5_draft(void *self, const draft_req_t *req, draft_res_t *res, char *
     if (t5_decode(d->s, req->feed, req->n_feed, d->logits) == 0) row = d->logits + (size_t)(req->n_feed - 1) * d->V;
     for (res->passes = 1; row; res->passes++) {
         int tok;
-        float mp = t5_row_max_p(row, d->V, &tok);
+        float mp;
+        t5_row_stats(d->s, row, 1, NULL, &tok, &mp, NULL);
         if (mp < req->alpha_fb) {
             res->end = DRAFT_FALLBACK, res->end_max_p = mp, res->guess = tok;
             break;

@@ -15,7 +15,4 @@ t5_drafter_t *t5_drafter_new(t5_state_t *s, int stop_a, int stop_b);
 void t5_drafter_destroy(t5_drafter_t **d);
 small_link_t t5_drafter_link(t5_drafter_t *d);
 
-/* max softmax probability and argmax of a logits row (lowest id on ties) */
-float t5_row_max_p(const float *row, int V, int *argmax);
-
 #endif
