@@ -7,6 +7,12 @@
 
 #include "model/config_json.h"
 
+void cfgjson_vfail(char *err, size_t errlen, const char *dir, const char *file, const char *fmt, va_list ap) {
+    char msg[400];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    snprintf(err, errlen, "model '%s': %s: %s", dir, file, msg);
+}
+
 char *cfgjson_read(const char *dir, const char *name, size_t max, size_t *size, int *missing, char *why,
                    size_t whylen) {
     char path[4096];

@@ -6,7 +6,11 @@
 #define BILD_CONFIG_JSON_H
 
 #include <cjson/cJSON.h>
+#include <stdarg.h>
 #include <stddef.h>
+
+/* The loaders' one-line refusal: "model 'DIR': FILE: message" into err. */
+void cfgjson_vfail(char *err, size_t errlen, const char *dir, const char *file, const char *fmt, va_list ap);
 
 /* The whole file dir/name (at most max bytes) as a NUL-terminated string the
  * caller frees, its length in *size. NULL with a message in why; *missing

@@ -71,12 +71,10 @@ static void *hf_fail(hf_t *h, const char *file, const char *fmt, ...) __attribut
 /* Records the first failure: "model 'DIR': FILE: message". */
 static void *hf_fail(hf_t *h, const char *file, const char *fmt, ...) {
     if (h->failed) return NULL;
-    char msg[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    cfgjson_vfail(h->err, h->errlen, h->dir, file, fmt, ap);
     va_end(ap);
-    snprintf(h->err, h->errlen, "model '%s': %s: %s", h->dir, file, msg);
     h->failed = 1;
     return NULL;
 }

@@ -87,12 +87,10 @@ typedef struct {
 static void *fail(loader_t *L, const char *file, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void *fail(loader_t *L, const char *file, const char *fmt, ...) {
     if (L->failed) return NULL;
-    char msg[400];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    cfgjson_vfail(L->err, L->errlen, L->dir, file, fmt, ap);
     va_end(ap);
-    snprintf(L->err, L->errlen, "model '%s': %s: %s", L->dir, file, msg);
     L->failed = 1;
     return NULL;
 }
