@@ -23,6 +23,7 @@
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"
 #include "coordinator/session.h"
+#include "coordinator/t5_pair.h"
 #include "large_worker/verifier.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -50,12 +51,18 @@ static const char *GEN_HELP =
     "through the same driver. The text (prompt echoed first) goes to stdout,\n"
     "statistics to stderr. Algorithm: docs/algorithm.md.\n"
     "\n"
-    "  -S, --small PATH        small model (llama2.c checkpoint)\n"
+    "  -S, --small PATH        small model (llama2.c checkpoint or Hugging Face folder)\n"
     "  -L, --large PATH        large model of the same vocabulary\n"
     "  -z, --tokenizer PATH    tokenizer for both (default: next to the large model;\n"
     "                          the small model's own, if it has one, must match)\n"
     "  -p, --prompt TEXT       prompt text\n"
     "  -f, --prompt-file FILE  read the prompt from FILE\n"
+    "      --source TEXT       for T5 / mT5 pairs (Hugging Face folders whose config.json\n"
+    "                          says t5 or mt5): the text to translate or summarise\n"
+    "                          (not echoed); each model encodes it once, then the\n"
+    "                          decoders run the policy (greedy, CPU, this process)\n"
+    "      --source-file FILE  the source from FILE; with --prompts each line is a\n"
+    "                          source, with --requests the \"source\" field\n"
     "  -n, --max-tokens N      tokens to generate at most (default 256); a sequence ends\n"
     "                          one position short of the models' context (stop \"context\")\n"
     "      --mode M            bild (default), large (large model alone), small\n"
@@ -161,6 +168,7 @@ typedef struct {
     char plane_why[600];
     int setup_done;  /* gen_setup_remote ran on the current links */
     int inproc;      /* --parallel with in-process models: their workers are threads here (inproc.h) */
+    t5_pair_t *t5;   /* a T5 / mT5 pair in this process: each request's text is the source */
 } gen_t;
 
 /* Sets up what remote workers need beyond the handshake, after (re)connects:
@@ -286,16 +294,24 @@ enum { GEN_OK = 0, GEN_BAD_REQUEST = 1, GEN_WORKER = 2, GEN_FIT = 3, GEN_FAIL = 
 static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int line_mode, const cJSON *id,
                    char *err, size_t errlen) {
     int n_ids = tokenizer_encode(g->tok, text, 1, NULL, 0), rc = GEN_FAIL;
-    int *ids = n_ids > 0 ? malloc(sizeof(int) * (size_t)n_ids) : NULL;
+    int *ids = n_ids > 0 ? malloc(sizeof(int) * (size_t)n_ids) : NULL, *src = NULL, n_src = 0, start;
     policy_t *pol = NULL;
     sink_t sink = {.stream = !g->json && !line_mode};
     char why[1024];
     if (!ids) {
-        snprintf(err, errlen, "out of memory encoding the prompt");
+        snprintf(err, errlen, "out of memory encoding the %s", g->t5 ? "source" : "prompt");
         goto done;
     }
     tokenizer_encode(g->tok, text, 1, ids, n_ids);
-    int ctx = g->small_ctx && g->large_ctx ? (g->small_ctx < g->large_ctx ? g->small_ctx : g->large_ctx)
+    /* T5: the text is the source (ids, ending with EOS); the decoders start
+     * from decoder_start alone, which plays the prompt's part below */
+    if (g->t5) {
+        src = ids, n_src = n_ids;
+        start = t5_pair_config(g->t5)->decoder_start;
+        ids = &start, n_ids = 1;
+    }
+    int ctx = g->t5 ? T5_PAIR_MAX_DEC
+            : g->small_ctx && g->large_ctx ? (g->small_ctx < g->large_ctx ? g->small_ctx : g->large_ctx)
                                            : g->small_ctx + g->large_ctx;
     /* The sequence (prompt and output) stays below the context: a check of
      * the tail may feed one position past the last token (a proposed stop
@@ -325,6 +341,11 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     gen_remote_totals(g, &trips0, &bytes0);
     small_link_t sl = g->dr ? drafter_link(g->dr) : g->rs ? remote_small_link(g->rs) : (small_link_t){0};
     large_link_t ll = g->vf ? verifier_link(g->vf) : g->rl ? remote_large_link(g->rl) : (large_link_t){0};
+    double enc_s = 0;
+    if (g->t5 && t5_pair_begin(g->t5, src, n_src, n_ids + q.max_new + 1, &sl, &ll, &enc_s, why, sizeof why)) {
+        snprintf(err, errlen, "%s", why);
+        goto done;
+    }
     session_times_t tm;
     if (session_run(pol, &sl, &ll, g->overlap, &tm, why, sizeof why) != 0) {
         snprintf(err, errlen, "%s", why);
@@ -337,7 +358,8 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     int n_out;
     const int *out = policy_output(pol, &n_out);
     const policy_stats_t *st = policy_stats(pol);
-    if (sink.stream) sink_tokens(&sink, g->tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt */
+    if (sink.stream && !g->t5) sink_tokens(&sink, g->tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt */
+    tm.total_s += enc_s; /* T5: the encoders' time is part of the request's */
     sink_tokens(&sink, g->tok, ids[n_ids - 1], out, n_out);
     sink_finish(&sink);
     /* c = time of a small pass / time of a large pass, measured in this run */
@@ -347,7 +369,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     double predicted = st->large_passes + cost * st->small_passes > 0
                            ? n_out / (st->large_passes + cost * st->small_passes) : 0;
     double accept = st->drafted ? 100.0 * st->accepted / st->drafted : 0;
-    double other = tm.total_s - tm.small_s - tm.large_s;
+    double other = tm.total_s - tm.small_s - tm.large_s - enc_s;
     /* small tokens kept per large check (the first large pass checks nothing) */
     double mean_acc = st->verify_calls > 1 ? (double)st->accepted / (st->verify_calls - 1) : 0;
     const char *stop = policy_stop_reason(pol) == STOP_AT_EOS ? "eos" : ctx_capped ? "context" : "length";
@@ -362,7 +384,8 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
         cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
         for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
-        cJSON_AddNumberToObject(j, "prompt_tokens", n_ids);
+        if (g->t5) cJSON_AddNumberToObject(j, "source_tokens", n_src);
+        else cJSON_AddNumberToObject(j, "prompt_tokens", n_ids);
         cJSON_AddStringToObject(j, "stop", stop);
         cJSON *sj = cJSON_AddObjectToObject(j, "stats");
         cJSON_AddNumberToObject(sj, "generated", st->n_gen);
@@ -380,6 +403,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         cJSON_AddNumberToObject(sj, "accept_pct", accept);
         cJSON_AddNumberToObject(sj, "mean_accepted", mean_acc);
         cJSON_AddNumberToObject(sj, "unchecked", st->unchecked);
+        if (g->t5) cJSON_AddNumberToObject(sj, "encode_s", enc_s);
         cJSON_AddNumberToObject(sj, "small_s", tm.small_s);
         cJSON_AddNumberToObject(sj, "large_s", tm.large_s);
         cJSON_AddNumberToObject(sj, "other_s", other);
@@ -418,6 +442,8 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
                 st->rolled_back, st->unchecked);
         fprintf(stderr, "bild: n_drafted %d, n_accept %d, accept %.1f%%, mean accepted per check %.2f\n", st->drafted,
                 st->accepted, accept, mean_acc);
+        if (g->t5) fprintf(stderr, "bild: source %d tokens, encoded by %s in %.1f ms\n", n_src,
+                           sl.draft && ll.verify ? "both models" : "the model", enc_s * 1e3);
         fprintf(stderr, "bild: time: small %.1f ms, large %.1f ms, other %.1f ms; cost ratio c %.3f; predicted "
                         "speedup n/(N_L + c N_S) %.2f\n", tm.small_s * 1e3, tm.large_s * 1e3, other * 1e3, cost,
                 predicted);
@@ -432,7 +458,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     rc = GEN_OK;
 done:
     sink_free(&sink);
-    free(ids);
+    free(src ? src : ids);
     policy_destroy(&pol);
     return rc;
 }
@@ -486,9 +512,13 @@ static int serve_line(gen_t *g, const char *line, int lineno, int n, int jsonl) 
         const cJSON *pr;
         if (!(req = cJSON_Parse(line)) || !cJSON_IsObject(req))
             snprintf(err, sizeof err, "line %d is not a JSON object", lineno);
-        else if (id = cJSON_GetObjectItemCaseSensitive(req, "id"), !(pr = cJSON_GetObjectItemCaseSensitive(req, "prompt")) ||
+        else if (id = cJSON_GetObjectItemCaseSensitive(req, "id"),
+                 /* T5 pairs: "source", or "prompt" standing for it */
+                 pr = g->t5 && cJSON_GetObjectItemCaseSensitive(req, "source") ? cJSON_GetObjectItemCaseSensitive(req, "source")
+                                                                              : cJSON_GetObjectItemCaseSensitive(req, "prompt"),
                  !cJSON_IsString(pr))
-            snprintf(err, sizeof err, "line %d: \"prompt\" (a string) is required", lineno);
+            snprintf(err, sizeof err, "line %d: \"%s\" (a string) is required", lineno,
+                     g->t5 ? "source" : "prompt");
         else {
             text = pr->valuestring;
             int bad = 0;
@@ -610,6 +640,76 @@ static int gen_serve(gen_t *g, FILE *f, int jsonl, int parallel) {
     return failed;
 }
 
+/* The exit status of a single request's GEN_ code. */
+static int gen_exit(int r) {
+    return r == GEN_OK ? EXIT_OK : r == GEN_WORKER ? EXIT_WORKER : r == GEN_FIT ? EXIT_FIT
+         : r == GEN_BAD_REQUEST ? EXIT_USAGE : EXIT_RUNTIME;
+}
+
+/* bild generate on a T5 / mT5 pair, in this process: g->base holds the
+ * policy's settings but the vocabulary and stop ids, which come from the
+ * models; text (one source) or req_f (serving). Returns the exit status. */
+static int gen_t5(gen_t *g, const char *small_path, const char *large_path, const char *tokpath, int dummy,
+                  int threads, const char *text, FILE *req_f, int jsonl) {
+    const char *cmd = g->cmd;
+    char err[1024], found[4096], tried[4096];
+    int rc = EXIT_INPUT;
+    backend_t *be = cli_open_backend(cmd, "cpu", threads);
+    if (!be) return EXIT_RUNTIME;
+    if (!(g->t5 = t5_pair_open(small_path, large_path, dummy, be, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        goto done;
+    }
+    const t5_config_t *c = t5_pair_config(g->t5);
+    const char *tp = tokpath;
+    if (!tp && cli_default_tokenizer(large_path ? large_path : small_path, c->vocab_size, found, sizeof found, tried,
+                                     sizeof tried) == 0)
+        tp = found;
+    if (!tp && small_path && large_path && cli_default_tokenizer(small_path, c->vocab_size, found, sizeof found, tried,
+                                                                 sizeof tried) == 0)
+        tp = found;
+    if (!tp) {
+        fprintf(stderr, "bild %s: no tokenizer.json next to the models; pass --tokenizer PATH\n", cmd);
+        goto done;
+    }
+    /* decoder_start stands for BOS: the first output token's leading space is dropped after it */
+    if (!(g->tok = cli_load_tokenizer(tp, c->vocab_size, c->decoder_start, c->eos, err, sizeof err))) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        goto done;
+    }
+    g->V = c->vocab_size;
+    g->base.vocab_size = c->vocab_size, g->base.stop_a = g->base.stop_b = c->eos;
+    policy_t *probe = policy_new(&g->base, &c->decoder_start, 1, err, sizeof err); /* the settings, once */
+    if (!probe) {
+        fprintf(stderr, "bild %s: %s\n", cmd, err);
+        rc = EXIT_USAGE;
+        goto done;
+    }
+    policy_destroy(&probe);
+    if (!g->quiet) {
+        char bd[240];
+        fprintf(stderr, "bild: %s; mode %s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s%s\n",
+                c->arch, policy_mode_name(g->base.mode), g->base.faithful ? " (faithful)" : "",
+                g->base.direct ? " (direct)" : "", small_path ? small_path : "-", large_path ? large_path : "-",
+                g->base.alpha_fb, g->base.alpha_rb, g->base.max_small, cli_backend_desc(be, bd, sizeof bd),
+                dummy ? "; random weights (--dummy-weights)" : "");
+    }
+    if (req_f) {
+        int failed = gen_serve(g, req_f, jsonl, 1);
+        if (failed < 0) fprintf(stderr, "bild %s: cannot write the output: %s\n", cmd, strerror(errno));
+        rc = failed == 0 ? EXIT_OK : EXIT_RUNTIME;
+        goto done;
+    }
+    int r = gen_one(g, text, &g->base, 0, NULL, err, sizeof err);
+    if (r != GEN_OK) fprintf(stderr, "bild %s: %s\n", cmd, err);
+    rc = gen_exit(r);
+done:
+    tokenizer_destroy(&g->tok);
+    t5_pair_close(&g->t5);
+    backend_destroy(&be);
+    return rc;
+}
+
 int cmd_generate(int argc, char **argv) {
     const char *small_path = NULL, *large_path = NULL, *tokpath = NULL, *prompt = NULL, *prompt_file = NULL,
                *mode_s = "bild", *requests = NULL, *prompts = NULL, *curve_key = NULL, *small_key = NULL,
@@ -618,7 +718,7 @@ int cmd_generate(int argc, char **argv) {
     int max_new = 256, max_small = 10, gamma = 5, faithful = 0, threads = 0, json = 0, quiet = 0, overlap = 0;
     int seed_given = 0, fb_given = 0, rb_given = 0, timeout_ms = 30000, heartbeat_ms = TRANSPORT_HEARTBEAT_MS;
     int exact = 0, draft_top = 0, direct = 0, ms_given = 0, parallel = 1;
-    const char *draft_vocab = NULL;
+    const char *draft_vocab = NULL, *source = NULL, *source_file = NULL;
     const char *small_ep = NULL, *large_ep = NULL, *plane_s = "auto";
     float alpha_fb = 0.6f, alpha_rb = 5.0f, temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
@@ -637,6 +737,8 @@ int cmd_generate(int argc, char **argv) {
         {"-z", "--tokenizer", OPT_STR, &tokpath, 0, 0, 0, NULL},
         {"-p", "--prompt", OPT_STR, &prompt, 0, 0, 0, NULL},
         {"-f", "--prompt-file", OPT_STR, &prompt_file, 0, 0, 0, NULL},
+        {NULL, "--source", OPT_STR, &source, 0, 0, 0, NULL},
+        {NULL, "--source-file", OPT_STR, &source_file, 0, 0, 0, NULL},
         {NULL, "--prompts", OPT_STR, &prompts, 0, 0, 0, NULL},
         {NULL, "--requests", OPT_STR, &requests, 0, 0, 0, NULL},
         {NULL, "--parallel", OPT_INT, &parallel, 1, 64, 0, NULL},
@@ -678,8 +780,48 @@ int cmd_generate(int argc, char **argv) {
     if (overlap && temperature > 0) return cli_usage_error(cmd, "--overlap is for greedy decoding; drop --temperature");
     if (mode == POLICY_LARGE) small_path = small_ep = NULL; /* not used */
     if (mode == POLICY_SMALL) large_path = large_ep = NULL;
+    /* T5 / mT5 (encoder-decoders) take a source text; the rest a prompt */
+    char small_dir[4096] = "", large_dir[4096] = "", derr[1024];
+    const char *mpaths[2] = {small_path, large_path};
+    char *dirs[2] = {small_dir, large_dir};
+    int n_t5 = 0, n_paths = 0;
+    for (int i = 0; i < 2; i++) {
+        if (!mpaths[i]) continue;
+        n_paths++;
+        if (dummy.on && cli_dummy_dir(mpaths[i], dirs[i], sizeof small_dir, derr, sizeof derr))
+            return cli_usage_error(cmd, "%s", derr);
+        if (!dummy.on) snprintf(dirs[i], sizeof small_dir, "%s", mpaths[i]);
+        n_t5 += t5_probe(dirs[i]);
+    }
+    const int t5 = n_t5 > 0;
+    if (t5 && n_t5 != n_paths) {
+        fprintf(stderr, "bild %s: the %s model is a T5 / mT5 encoder-decoder and the %s one is not; BiLD needs two "
+                        "models of one family and vocabulary\n", cmd, t5_probe(small_dir) ? "small" : "large",
+                t5_probe(small_dir) ? "large" : "small");
+        return EXIT_INPUT;
+    }
+    if (!t5 && (source || source_file))
+        return cli_usage_error(cmd, "--source and --source-file are for T5 / mT5 encoder-decoders (config.json "
+                                    "model_type t5 or mt5); these models take --prompt or --prompt-file");
+    if (t5) {
+        if (prompt || prompt_file)
+            return cli_usage_error(cmd, "T5 / mT5 models turn a source text into an output: give --source TEXT or "
+                                        "--source-file FILE (or --prompts / --requests, one source per request)");
+        prompt = source, prompt_file = source_file;
+        const char *no = small_ep || large_ep ? "--small-endpoint/--large-endpoint (the worker processes serve "
+                                                "decoder-only models for now; T5 pairs run in this process)"
+                       : temperature > 0 ? "--temperature (T5 pairs decode greedily for now)"
+                       : parallel > 1 ? "--parallel (T5 pairs serve one request at a time for now)"
+                       : overlap ? "--overlap (it needs worker processes)"
+                       : draft_vocab || draft_top ? "--draft-vocab/--draft-top (decoder-only small models only)"
+                       : strcmp(device, "cpu") || (small_dev && strcmp(small_dev, "cpu")) ||
+                         (large_dev && strcmp(large_dev, "cpu")) ? "--device (T5 models run on the CPU for now)"
+                       : NULL;
+        if (no) return cli_usage_error(cmd, "a T5 / mT5 pair does not take %s", no);
+    }
     if ((prompt != NULL) + (prompt_file != NULL) + (prompts != NULL) + (requests != NULL) != 1)
-        return cli_usage_error(cmd, "give exactly one of --prompt, --prompt-file, --prompts and --requests");
+        return cli_usage_error(cmd, "give exactly one of --prompt (or --source), --prompt-file (or --source-file), "
+                                    "--prompts and --requests");
     if (faithful && mode != POLICY_BILD) return cli_usage_error(cmd, "--faithful applies to --mode bild only");
     if (parallel > 1) {
         if (!prompts && !requests) return cli_usage_error(cmd, "--parallel is for serving (--prompts or --requests)");
@@ -751,6 +893,15 @@ int cmd_generate(int argc, char **argv) {
     const char *src = requests ? requests : prompts;
     if (src && !(req_f = strcmp(src, "-") ? fopen(src, "r") : stdin)) {
         fprintf(stderr, "bild %s: cannot open %s: %s\n", cmd, src, strerror(errno));
+        goto done;
+    }
+    if (!seed_given) seed = cli_clock_seed();
+    g.base = (policy_params_t){.mode = mode, .faithful = faithful, .direct = direct, .alpha_fb = alpha_fb,
+                               .alpha_rb = alpha_rb, .max_small = mode == POLICY_SPEC ? gamma : max_small,
+                               .max_new = max_new, .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
+    if (t5) {
+        rc = gen_t5(&g, small_path ? small_dir : NULL, large_path ? large_dir : NULL, tokpath, dummy.on, threads,
+                    prompt, req_f, requests != NULL);
         goto done;
     }
     /* remote workers first: their handshake says which vocabulary they hold */
@@ -825,7 +976,6 @@ int cmd_generate(int argc, char **argv) {
     g.small_ctx = S.m ? model_config(S.m)->seq_len : g.rs ? g.hs.seq_len : 0;
     g.large_ctx = Lg.m ? model_config(Lg.m)->seq_len : g.rl ? g.hl.seq_len : 0;
     rc = EXIT_RUNTIME;
-    if (!seed_given) seed = cli_clock_seed();
     /* models on one device share one backend (one thread pool, one stream):
      * they run in turn; on two devices each has its own */
     int split = S.m && Lg.m && strcmp(small_dev, large_dev) != 0;
@@ -861,10 +1011,7 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "bild %s: out of memory\n", cmd);
         goto done;
     }
-    g.base = (policy_params_t){.mode = mode, .faithful = faithful, .direct = direct, .alpha_fb = alpha_fb, .alpha_rb = alpha_rb,
-                               .max_small = mode == POLICY_SPEC ? gamma : max_small, .max_new = max_new,
-                               .vocab_size = V, .stop_a = eos, .stop_b = bos,
-                               .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
+    g.base.vocab_size = V, g.base.stop_a = eos, g.base.stop_b = bos;
     policy_t *probe = policy_new(&g.base, &bos, 1, err, sizeof err); /* checks the parameters once, up front */
     if (!probe) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
@@ -929,8 +1076,7 @@ int cmd_generate(int argc, char **argv) {
     }
     int r = gen_one(&g, prompt, &g.base, 0, NULL, err, sizeof err);
     if (r != GEN_OK) fprintf(stderr, "bild %s: %s\n", cmd, err);
-    rc = r == GEN_OK ? EXIT_OK : r == GEN_WORKER ? EXIT_WORKER : r == GEN_FIT ? EXIT_FIT
-       : r == GEN_BAD_REQUEST ? EXIT_USAGE : EXIT_RUNTIME;
+    rc = gen_exit(r);
 done:
     inproc_worker_stop(&inw[0]);
     inproc_worker_stop(&inw[1]);

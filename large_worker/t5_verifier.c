@@ -15,7 +15,7 @@ struct t5_verifier {
 t5_verifier_t *t5_verifier_new(t5_state_t *s) {
     t5_verifier_t *v = calloc(1, sizeof *v);
     if (!v) return NULL;
-    v->s = s, v->V = t5_state_config(s)->vocab_size, v->max_T = t5_state_max_dec(s);
+    v->s = s, v->V = t5_state_config(s)->vocab_size, v->max_T = t5_state_max_dec(s) < BILD_MAX_DRAFT ? t5_state_max_dec(s) : BILD_MAX_DRAFT;
     if (!(v->logits = malloc(sizeof(float) * (size_t)v->V * v->max_T))) t5_verifier_destroy(&v);
     return v;
 }

@@ -82,6 +82,7 @@ typedef struct {
     st_file_t st;
     unsigned char *used;
     t5_model_t *m;
+    uint64_t dummy; /* nonzero: no weights file, random tensors from this seed (t5_open_dummy) */
 } loader_t;
 
 static void *fail(loader_t *L, const char *file, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -165,10 +166,38 @@ static int parse_config(loader_t *L, t5_config_t *c) {
     return ok;
 }
 
+/* Keeps p (allocated by the loader) with the model, which frees it. */
+static float *own(loader_t *L, float *p, const char *name) {
+    t5_model_t *m = L->m;
+    float **o = realloc(m->owned, sizeof *o * (size_t)(m->n_owned + 1));
+    if (o) m->owned = o;
+    if (!p || !o) return free(p), fail(L, "model.safetensors", "out of memory for '%.120s'", name);
+    return m->owned[m->n_owned++] = p;
+}
+
+/* --dummy-weights: a random tensor, the same for the same seed and name
+ * (xorshift64* from seed ^ FNV-1a(name)): matrices uniform in
+ * +-1/sqrt(cols), norm weights 1. Only for speed at real shapes. */
+static float *random_tensor(loader_t *L, const char *name, int64_t rows, int64_t cols) {
+    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
+    float *p = own(L, malloc(sizeof(float) * n), name);
+    if (!p) return NULL;
+    uint64_t x = 14695981039346656037ull;
+    for (const char *c = name; *c; c++) x = (x ^ (unsigned char)*c) * 1099511628211ull;
+    x ^= L->dummy;
+    const float scale = cols ? 2.0f / sqrtf((float)cols) : 0;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+        p[i] = cols ? ((float)((x * 2685821657736338717ull) >> 40) / 16777216.0f - 0.5f) * scale : 1.0f;
+    }
+    return p;
+}
+
 /* Tensor name as f32 (rows, cols; cols 0: a vector of rows), owned by the
  * model; NULL (and the loader fails) if missing or of another shape. */
 static float *tensor(loader_t *L, const char *name, int64_t rows, int64_t cols, int optional) {
     if (L->failed) return NULL;
+    if (L->dummy) return optional ? NULL : random_tensor(L, name, rows, cols);
     const st_tensor_t *t = st_find(&L->st, name);
     if (!t) return optional ? NULL : fail(L, "model.safetensors", "tensor '%.120s' is missing", name);
     L->used[t - L->st.t] = 1;
@@ -179,11 +208,8 @@ static float *tensor(loader_t *L, const char *name, int64_t rows, int64_t cols, 
     if (!ok)
         return fail(L, "model.safetensors", "tensor '%.120s' is not (%lld%s%lld%s): the config says so", name,
                     (long long)rows, cols ? ", " : "", (long long)cols, cols ? "" : ",");
-    t5_model_t *m = L->m;
-    float *p = malloc(sizeof(float) * (size_t)t->n_elem), **o = realloc(m->owned, sizeof *o * (size_t)(m->n_owned + 1));
-    if (o) m->owned = o;
-    if (!p || !o) return free(p), fail(L, "model.safetensors", "out of memory for '%.120s'", name);
-    m->owned[m->n_owned++] = p;
+    float *p = own(L, malloc(sizeof(float) * (size_t)t->n_elem), name);
+    if (!p) return NULL;
     const unsigned char *s = t->data;
     if (f32) memcpy(p, s, t->nbytes);
     else
@@ -311,6 +337,32 @@ out:
         return NULL;
     }
     return m;
+}
+
+t5_model_t *t5_open_dummy(const char *dir, uint64_t seed, char *err, size_t errlen) {
+    loader_t L = {.dir = dir, .err = err, .errlen = errlen, .dummy = seed ? seed : 1};
+    if (!(L.m = calloc(1, sizeof *L.m))) return snprintf(err, errlen, "out of memory"), NULL;
+    if (!parse_config(&L, &L.m->c) || !load_weights(&L)) {
+        t5_close(L.m);
+        return NULL;
+    }
+    return L.m;
+}
+
+int t5_probe(const char *dir) {
+    size_t n;
+    int missing;
+    char why[200];
+    char *text = cfgjson_read(dir, "config.json", T5_MAX_CONFIG, &n, &missing, why, sizeof why);
+    cJSON *o = text ? cJSON_ParseWithLength(text, n) : NULL;
+    free(text);
+    const cJSON *mt = cfgjson_field(o, "model_type"), *arch = cfgjson_field(o, "architectures");
+    const cJSON *a0 = cJSON_IsArray(arch) ? arch->child : NULL;
+    int yes = (cJSON_IsString(mt) && (!strcmp(mt->valuestring, "t5") || !strcmp(mt->valuestring, "mt5"))) ||
+              (cJSON_IsString(a0) && (!strcmp(a0->valuestring, "T5ForConditionalGeneration") ||
+                                      !strcmp(a0->valuestring, "MT5ForConditionalGeneration")));
+    cJSON_Delete(o);
+    return yes;
 }
 
 void t5_close(t5_model_t *m) {

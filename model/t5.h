@@ -5,11 +5,13 @@
  * forward pass (encoder, decoder steps and blocks with a self-attention
  * cache and the encoder's keys and values cached per source), checked
  * against tools/ref/t5_ref.py. Matrix products run on the CPU backend's
- * kernels; not yet wired into bild generate or the workers. */
+ * kernels. bild generate runs pairs in process (coordinator/t5_pair.h);
+ * the worker processes do not serve T5 yet. */
 #ifndef BILD_T5_H
 #define BILD_T5_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kernels/ops.h"
 
@@ -32,6 +34,12 @@ typedef struct t5_state t5_state_t;
  * weights are widened to f32). NULL with a one-line message naming the
  * directory, file and field on any problem. */
 t5_model_t *t5_open(const char *dir, char *err, size_t errlen);
+/* --dummy-weights: DIR's config.json with random f32 weights (the same
+ * for the same seed): speed at a real model's shapes without its weights. */
+t5_model_t *t5_open_dummy(const char *dir, uint64_t seed, char *err, size_t errlen);
+/* 1 if DIR's config.json names a T5 or mT5 model (model_type "t5" or
+ * "mt5", or a T5 architecture): bild generate's way to tell the pairs apart. */
+int t5_probe(const char *dir);
 void t5_close(t5_model_t *m);
 const t5_config_t *t5_config(const t5_model_t *m);
 
