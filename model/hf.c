@@ -43,8 +43,8 @@
 #include "model/config_json.h"
 #include "model/model_file.h"
 #include "model/safetensors.h"
+#include "model/st_dir.h"
 
-#define HF_MAX_SHARDS 1024
 #define HF_MAX_CONFIG (16u << 20)
 
 typedef enum { ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2 } arch_t;
@@ -57,13 +57,7 @@ typedef struct {
     int failed;
     arch_t arch;
     const char *arch_name;
-    /* shards: file name, parsed header, per-tensor "used" marks */
-    int n_shards;
-    char **shard_name;
-    st_file_t *shard;
-    unsigned char **used;
-    const char *index_name; /* "model.safetensors.index.json" when sharded */
-    cJSON *weight_map;      /* of the index, or NULL */
+    st_dir_t sd; /* the weights: model.safetensors or its shards */
 } hf_t;
 
 static void *hf_fail(hf_t *h, const char *file, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -79,17 +73,13 @@ static void *hf_fail(hf_t *h, const char *file, const char *fmt, ...) {
     return NULL;
 }
 
-static int path_join(char *out, size_t n, const char *dir, const char *name) {
-    return snprintf(out, n, "%s/%s", dir, name) < (int)n;
-}
-
-/* Reads a whole small file (config.json, the index) as a NUL-terminated string. Caller frees. */
-static char *read_text(hf_t *h, const char *name, int quiet_missing) {
+/* Reads config.json as a NUL-terminated string. Caller frees. */
+static char *read_config(hf_t *h) {
     char why[200];
     size_t n;
     int missing;
-    char *buf = cfgjson_read(h->dir, name, HF_MAX_CONFIG, &n, &missing, why, sizeof why);
-    if (!buf && !(quiet_missing && missing)) hf_fail(h, name, "%s", why);
+    char *buf = cfgjson_read(h->dir, "config.json", HF_MAX_CONFIG, &n, &missing, why, sizeof why);
+    if (!buf) hf_fail(h, "config.json", "%s", why);
     return buf;
 }
 
@@ -133,7 +123,7 @@ static int cfg_ids(hf_t *h, const cJSON *o, const char *key, int vocab, int *ids
 }
 
 static int parse_config(hf_t *h, model_config_t *c) {
-    char *text = read_text(h, "config.json", 0);
+    char *text = read_config(h);
     if (!text) return 0;
     cJSON *root = cJSON_Parse(text);
     free(text);
@@ -289,99 +279,21 @@ out:
 
 /* ---- safetensors shards ------------------------------------------------ */
 
-static int add_shard(hf_t *h, const char *name) {
-    for (int i = 0; i < h->n_shards; i++)
-        if (!strcmp(h->shard_name[i], name)) return 1;
-    if (h->n_shards >= HF_MAX_SHARDS) return hf_fail(h, h->index_name, "more than %d shards", HF_MAX_SHARDS), 0;
-    if (!*name || strchr(name, '/') || !strcmp(name, "..") || !strcmp(name, "."))
-        return hf_fail(h, h->index_name, "weight_map names '%.100s', not a file in the directory", name), 0;
-    char **nn = realloc(h->shard_name, sizeof(char *) * (size_t)(h->n_shards + 1));
-    if (!nn) return hf_fail(h, name, "out of memory"), 0;
-    h->shard_name = nn;
-    if (!(h->shard_name[h->n_shards] = strdup(name))) return hf_fail(h, name, "out of memory"), 0;
-    h->n_shards++;
-    return 1;
-}
-
-static int map_shards(hf_t *h) {
-    model_file_t *m = h->m;
-    m->maps = calloc((size_t)h->n_shards, sizeof(void *));
-    m->map_sizes = calloc((size_t)h->n_shards, sizeof(size_t));
-    h->shard = calloc((size_t)h->n_shards, sizeof(st_file_t));
-    h->used = calloc((size_t)h->n_shards, sizeof(unsigned char *));
-    if (!m->maps || !m->map_sizes || !h->shard || !h->used) return hf_fail(h, "model", "out of memory"), 0;
-    for (int i = 0; i < h->n_shards; i++) {
-        const char *name = h->shard_name[i];
-        char path[4096], msg[300];
-        if (!path_join(path, sizeof path, h->dir, name)) return hf_fail(h, name, "path too long"), 0;
-        int fd = open(path, O_RDONLY);
-        if (fd < 0) {
-            if (h->index_name)
-                return hf_fail(h, h->index_name, "weight_map: shard '%.100s' cannot be opened: %s", name,
-                               strerror(errno)), 0;
-            return hf_fail(h, name, "cannot open: %s", strerror(errno)), 0;
-        }
-        struct stat st;
-        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-            close(fd);
-            return hf_fail(h, name, "not a regular file"), 0;
-        }
-        size_t size = (size_t)st.st_size;
-        void *map = size ? hostmem_map_file(fd, size) : NULL; /* see llama2c.c */
-        close(fd);
-        if (size && map == MAP_FAILED) return hf_fail(h, name, "cannot map: %s", strerror(errno)), 0;
-        m->maps[i] = map, m->map_sizes[i] = size, m->n_maps = i + 1;
-        if (st_parse(map, size, &h->shard[i], msg, sizeof msg) != 0) return hf_fail(h, name, "%s", msg), 0;
-        if (!(h->used[i] = calloc((size_t)h->shard[i].n + 1, 1))) return hf_fail(h, name, "out of memory"), 0;
-    }
-    return 1;
-}
-
+/* Opens the weights; the model owns their mappings from then on. */
 static int open_weights(hf_t *h) {
-    char path[4096];
-    struct stat st;
-    if (!path_join(path, sizeof path, h->dir, "model.safetensors"))
-        return hf_fail(h, "model.safetensors", "path too long"), 0;
-    if (stat(path, &st) == 0) return add_shard(h, "model.safetensors") && map_shards(h);
-    h->index_name = "model.safetensors.index.json";
-    char *text = read_text(h, h->index_name, 1);
-    if (!text) {
-        h->index_name = NULL;
-        return hf_fail(h, "model.safetensors", "missing, and no model.safetensors.index.json either"), 0;
-    }
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    h->weight_map = root; /* freed with h */
-    const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
-    if (!cJSON_IsObject(wm) || !wm->child) return hf_fail(h, h->index_name, "weight_map missing or empty"), 0;
-    for (const cJSON *e = wm->child; e; e = e->next) {
-        if (!cJSON_IsString(e))
-            return hf_fail(h, h->index_name, "weight_map['%.100s'] is not a file name", e->string), 0;
-        if (!add_shard(h, e->valuestring)) return 0;
-    }
-    return map_shards(h);
+    int rc = st_dir_open(&h->sd, h->dir);
+    model_file_t *m = h->m;
+    m->maps = h->sd.map, m->map_sizes = h->sd.size, m->n_maps = h->sd.map ? h->sd.n : 0; /* unmapped by model_close */
+    h->sd.map = NULL, h->sd.size = NULL;
+    if (rc) hf_fail(h, h->sd.fail_file, "%s", h->sd.why);
+    return rc == 0;
 }
 
 /* Finds a tensor; with an index, it must sit in the shard the weight_map names. */
 static const st_tensor_t *find(hf_t *h, const char *name, int *shard) {
-    const char *want = NULL;
-    if (h->weight_map) {
-        const cJSON *map = cJSON_GetObjectItemCaseSensitive(h->weight_map, "weight_map");
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(map, name);
-        if (!e) return NULL;
-        want = e->valuestring;
-    }
-    for (int i = 0; i < h->n_shards; i++) {
-        const st_tensor_t *t = st_find(&h->shard[i], name);
-        if (!t) continue;
-        if (want && strcmp(want, h->shard_name[i])) continue;
-        *shard = i;
-        h->used[i][t - h->shard[i].t] = 1;
-        return t;
-    }
-    if (want) hf_fail(h, h->index_name, "weight_map puts '%.100s' in '%.100s', but that shard has no such tensor",
-                      name, want);
-    return NULL;
+    const st_tensor_t *t = st_dir_find(&h->sd, name, shard);
+    if (!t && h->sd.why[0]) hf_fail(h, h->sd.fail_file, "%s", h->sd.why);
+    return t;
 }
 
 /* ---- weights ------------------------------------------------------------ */
@@ -511,12 +423,12 @@ static int load_weights(hf_t *h) {
     /* pass 1: find and check every tensor */
     for (int i = 0; i < n; i++) {
         want_t *x = &ws[i];
-        const char *file = h->index_name ? h->index_name : h->shard_name[0];
+        const char *file = h->sd.index_name ? h->sd.index_name : h->sd.name[0];
         if (!(x->t = find(h, x->name, &x->shard))) {
             hf_fail(h, file, "tensor '%s' is missing (%s, config.json)", x->name, h->arch_name);
             goto out;
         }
-        file = h->shard_name[x->shard];
+        file = h->sd.name[x->shard];
         const st_tensor_t *t = x->t;
         if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "F16") && strcmp(t->dtype, "BF16")) {
             hf_fail(h, file, "tensor '%s': dtype %s is not supported (F32, F16, BF16)", x->name, t->dtype);
@@ -543,20 +455,20 @@ static int load_weights(hf_t *h) {
         }
     }
     /* anything left over would be silently ignored: refuse it */
-    for (int s = 0; s < h->n_shards; s++)
-        for (int i = 0; i < h->shard[s].n; i++) {
-            const char *nm = h->shard[s].t[i].name;
+    for (int s = 0; s < h->sd.n; s++)
+        for (int i = 0; i < h->sd.st[s].n; i++) {
+            const char *nm = h->sd.st[s].t[i].name;
             size_t len = strlen(nm);
-            if (h->used[s][i] || (len >= 19 && !strcmp(nm + len - 19, "rotary_emb.inv_freq"))) continue;
+            if (h->sd.used[s][i] || (len >= 19 && !strcmp(nm + len - 19, "rotary_emb.inv_freq"))) continue;
             if (c->shared_classifier && !strcmp(nm, "lm_head.weight")) continue; /* tied: HF ignores it */
-            hf_fail(h, h->shard_name[s], "tensor '%.100s' is not used by %s with this config.json "
+            hf_fail(h, h->sd.name[s], "tensor '%.100s' is not used by %s with this config.json "
                     "(num_hidden_layers %d%s)", nm, h->arch_name, L, c->qkv_bias ? "" : ", no biases");
             goto out;
         }
     /* pass 2: hand out pointers, widening where needed */
     w->dtype = mixed ? DTYPE_F32 : matrix_dtype(mat_dt);
     for (int i = 0; i < n; i++) {
-        const void *p = convert(h, h->shard_name[ws[i].shard], ws[i].t, ws[i].matrix ? w->dtype : DTYPE_F32);
+        const void *p = convert(h, h->sd.name[ws[i].shard], ws[i].t, ws[i].matrix ? w->dtype : DTYPE_F32);
         if (!p) goto out;
         *ws[i].dst = p;
     }
@@ -576,13 +488,7 @@ model_file_t *hf_open(const char *dir, char *err, size_t errlen) {
     }
     if (!parse_config(&h, &m->cfg) || !open_weights(&h) || !load_weights(&h)) goto out;
 out:
-    for (int i = 0; i < h.n_shards; i++) {
-        if (h.shard) st_free(&h.shard[i]);
-        if (h.used) free(h.used[i]);
-        free(h.shard_name[i]);
-    }
-    free(h.shard), free(h.used), free(h.shard_name);
-    cJSON_Delete(h.weight_map);
+    st_dir_close(&h.sd, 1);
     if (h.failed) model_close(&m);
     return m;
 }

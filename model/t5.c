@@ -35,6 +35,7 @@
 #include "kernels/half.h"
 #include "model/config_json.h"
 #include "model/safetensors.h"
+#include "model/st_dir.h"
 #include "model/t5.h"
 
 #define T5_MAX_CONFIG (1u << 20)
@@ -79,8 +80,7 @@ typedef struct {
     char *err;
     size_t errlen;
     int failed;
-    st_file_t st;
-    unsigned char *used;
+    st_dir_t sd; /* model.safetensors or its shards */
     t5_model_t *m;
     uint64_t dummy; /* nonzero: no weights file, random tensors from this seed (t5_open_dummy) */
 } loader_t;
@@ -198,15 +198,19 @@ static float *random_tensor(loader_t *L, const char *name, int64_t rows, int64_t
 static float *tensor(loader_t *L, const char *name, int64_t rows, int64_t cols, int optional) {
     if (L->failed) return NULL;
     if (L->dummy) return optional ? NULL : random_tensor(L, name, rows, cols);
-    const st_tensor_t *t = st_find(&L->st, name);
-    if (!t) return optional ? NULL : fail(L, "model.safetensors", "tensor '%.120s' is missing", name);
-    L->used[t - L->st.t] = 1;
+    int fi;
+    const st_tensor_t *t = st_dir_find(&L->sd, name, &fi);
+    if (!t && L->sd.why[0]) return fail(L, L->sd.fail_file, "%s", L->sd.why);
+    if (!t)
+        return optional ? NULL : fail(L, L->sd.index_name ? L->sd.index_name : "model.safetensors",
+                                      "tensor '%.120s' is missing", name);
+    const char *file = L->sd.name[fi];
     int f32 = !strcmp(t->dtype, "F32"), bf16 = !strcmp(t->dtype, "BF16");
     if (!f32 && !bf16 && strcmp(t->dtype, "F16"))
-        return fail(L, "model.safetensors", "tensor '%.120s' has dtype %s (F32, F16 or BF16)", name, t->dtype);
+        return fail(L, file, "tensor '%.120s' has dtype %s (F32, F16 or BF16)", name, t->dtype);
     int ok = cols ? t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols : t->ndim == 1 && t->shape[0] == rows;
     if (!ok)
-        return fail(L, "model.safetensors", "tensor '%.120s' is not (%lld%s%lld%s): the config says so", name,
+        return fail(L, file, "tensor '%.120s' is not (%lld%s%lld%s): the config says so", name,
                     (long long)rows, cols ? ", " : "", (long long)cols, cols ? "" : ",");
     float *p = own(L, malloc(sizeof(float) * (size_t)t->n_elem), name);
     if (!p) return NULL;
@@ -244,7 +248,7 @@ static void load_ff(loader_t *L, layer_w_t *w, const char *pre, const t5_config_
 static void same_as_shared(loader_t *L, const char *name, const t5_config_t *c) {
     const float *p = tensor(L, name, c->vocab_size, c->d_model, 1);
     if (p && memcmp(p, L->m->shared, sizeof(float) * (size_t)c->vocab_size * c->d_model))
-        fail(L, "model.safetensors", "tensor '%s' differs from shared.weight: untied embeddings are not supported",
+        fail(L, L->sd.index_name ? L->sd.index_name : "model.safetensors", "tensor '%s' differs from shared.weight: untied embeddings are not supported",
              name);
 }
 
@@ -288,55 +292,27 @@ static int load_weights(loader_t *L) {
     }
     /* old checkpoints hold a cross-attention bias that transformers ignores on load */
     tensor(L, "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight", c->n_buckets, c->n_heads, 1);
-    for (int i = 0; !L->failed && i < L->st.n; i++)
-        if (!L->used[i])
-            fail(L, "model.safetensors", "tensor '%.120s' is not part of a %s with this config", L->st.t[i].name,
-                 c->arch);
+    for (int f = 0; f < L->sd.n; f++)
+        for (int i = 0; !L->failed && i < L->sd.st[f].n; i++)
+            if (!L->sd.used[f][i])
+                fail(L, L->sd.name[f], "tensor '%.120s' is not part of a %s with this config", L->sd.st[f].t[i].name,
+                     c->arch);
     return !L->failed;
 }
 
 t5_model_t *t5_open(const char *dir, char *err, size_t errlen) {
     loader_t L = {.dir = dir, .err = err, .errlen = errlen};
-    t5_model_t *m = calloc(1, sizeof *m);
-    if (!m) return snprintf(err, errlen, "out of memory"), NULL;
-    L.m = m;
-    char path[4096];
-    void *map = MAP_FAILED;
-    size_t size = 0;
-    int fd = -1;
-    if (!parse_config(&L, &m->c)) goto out;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    struct stat sb;
-    if ((fd = open(path, O_RDONLY)) < 0 || fstat(fd, &sb) != 0) {
-        fail(&L, "model.safetensors", "cannot open: %s%s", strerror(errno),
-             errno == ENOENT ? " (sharded T5 checkpoints are not supported yet)" : "");
-        goto out;
+    if (!(L.m = calloc(1, sizeof *L.m))) return snprintf(err, errlen, "out of memory"), NULL;
+    if (parse_config(&L, &L.m->c)) {
+        if (st_dir_open(&L.sd, dir)) fail(&L, L.sd.fail_file, "%s", L.sd.why);
+        else load_weights(&L);
+        st_dir_close(&L.sd, 0); /* the weights were copied (widened to f32) */
     }
-    size = (size_t)sb.st_size;
-    if (size == 0 || (map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED) {
-        fail(&L, "model.safetensors", "cannot map (%zu bytes)", size);
-        goto out;
-    }
-    char msg[300];
-    if (st_parse(map, size, &L.st, msg, sizeof msg) != 0) {
-        fail(&L, "model.safetensors", "%s", msg);
-        goto out;
-    }
-    if (!(L.used = calloc((size_t)L.st.n + 1, 1))) {
-        fail(&L, "model.safetensors", "out of memory");
-        goto out;
-    }
-    load_weights(&L);
-out:
-    free(L.used);
-    st_free(&L.st);
-    if (map != MAP_FAILED) munmap(map, size);
-    if (fd >= 0) close(fd);
     if (L.failed) {
-        t5_close(m);
+        t5_close(L.m);
         return NULL;
     }
-    return m;
+    return L.m;
 }
 
 t5_model_t *t5_open_dummy(const char *dir, uint64_t seed, char *err, size_t errlen) {

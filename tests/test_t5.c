@@ -12,7 +12,9 @@
  * - greedy decoding of 64 tokens (past any EOS) gives the reference's tokens;
  * - t5_bucket against values worked out by hand from the HF formula;
  * - broken config.json files and a missing weights file are refused with
- *   the file and field named. */
+ *   the file and field named;
+ * - a sharded copy (model.safetensors.index.json) gives the same results,
+ *   and broken indexes are refused. */
 #include <cjson/cJSON.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -62,9 +64,10 @@ static int argmax(const float *x, int n) {
     return b;
 }
 
+/* name: a variant in tests/data/t5, or a path (with a '/') to a copy of one */
 static void check_variant(const char *name, const char *isa, int threads) {
     char dir[256], path[320], err[512];
-    snprintf(dir, sizeof dir, T5DIR "/%s", name);
+    snprintf(dir, sizeof dir, strchr(name, '/') ? "%s" : T5DIR "/%s", name);
     snprintf(path, sizeof path, "%s/golden.json", dir);
     cJSON *g = test_read_json(path);
     t5_model_t *m = t5_open(dir, err, sizeof err);
@@ -180,9 +183,37 @@ static void check_refusals(void) {
     snprintf(cmd, sizeof cmd, "rm '%s/model.safetensors'", dir);
     EXPECT(system(cmd) == 0);
     m = t5_open(dir, err, sizeof err);
-    EXPECT(!m && strstr(err, "model.safetensors") && strstr(err, "cannot open"));
+    EXPECT(!m && strstr(err, "model.safetensors: missing, and no model.safetensors.index.json either"));
     t5_close(m);
     fprintf(stderr, "refusals: last message '%s'\n", err);
+}
+
+/* A sharded checkpoint (model.safetensors.index.json and 3 shards, written
+ * by tools/ref/shard_safetensors.py) gives the unsharded goldens; an index
+ * naming a missing shard, or a shard that lacks a tensor it is said to
+ * hold, is refused. */
+static void check_sharded(void) {
+    char dir[128], cmd[512], err[512];
+    snprintf(dir, sizeof dir, "%s/sharded", tmp_root);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tools/ref/shard_safetensors.py " T5DIR "/t5v11_f32 '%s' --shards 3",
+             dir);
+    EXPECT(system(cmd) == 0);
+    check_variant(dir, "scalar", 1);
+    check_variant(dir, cpu_isa_supported("avx512") ? "avx512" : "avx2", 2);
+    snprintf(cmd, sizeof cmd, "sed -i '0,/\"shared.weight\": \"model-00001/s//\"shared.weight\": \"model-00002/' "
+             "'%s/model.safetensors.index.json'", dir);
+    EXPECT(system(cmd) == 0);
+    t5_model_t *m = t5_open(dir, err, sizeof err);
+    EXPECT(!m && strstr(err, "model.safetensors.index.json: weight_map puts 'shared.weight' in "
+                             "'model-00002-of-00003.safetensors', but that shard has no such tensor"));
+    t5_close(m);
+    fprintf(stderr, "sharded: %s\n", err);
+    snprintf(cmd, sizeof cmd, "rm '%s/model-00003-of-00003.safetensors'", dir);
+    EXPECT(system(cmd) == 0);
+    m = t5_open(dir, err, sizeof err);
+    EXPECT(!m && strstr(err, "weight_map: shard 'model-00003-of-00003.safetensors' cannot be opened"));
+    t5_close(m);
+    fprintf(stderr, "sharded: %s\n", err);
 }
 
 int main(void) {
@@ -201,6 +232,7 @@ int main(void) {
     snprintf(tmp_root, sizeof tmp_root, "/tmp/bild_test_t5.XXXXXX");
     if (!mkdtemp(tmp_root)) return perror("mkdtemp"), 1;
     check_refusals();
+    check_sharded();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp_root);
