@@ -24,6 +24,8 @@ static const char *MAIN_HELP =
     "  keygen     make a CURVE key pair for encrypted, authenticated connections\n"
     "  align-data write a calibration corpus with the large model (bild align-data --help)\n"
     "  align-eval compare a small and a large model on a text (bild align-eval --help)\n"
+    "  bleu       corpus BLEU as sacreBLEU computes it; test-set segments from\n"
+    "             WMT .sgm / IWSLT .xml files (bild bleu --help)\n"
     "\n"
     "  bild --version   print the version\n";
 
@@ -38,6 +40,7 @@ static const struct {
     {"keygen", cmd_keygen},
     {"align-data", cmd_align_data},
     {"align-eval", cmd_align_eval},
+    {"bleu", cmd_bleu},
 };
 
 int main(int argc, char **argv) {

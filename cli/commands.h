@@ -9,6 +9,7 @@
  *   keygen        cli/keygen.c         CURVE key pairs
  *   align-data    align/align.c        a calibration corpus from the large model
  *   align-eval    align/align.c        how well a small model agrees with a large one
+ *   bleu          eval/bleu_cli.c      corpus BLEU (sacreBLEU's), test-set segments from .sgm/.xml
  */
 #ifndef BILD_COMMANDS_H
 #define BILD_COMMANDS_H
@@ -20,5 +21,6 @@ int cmd_large_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_align_data(int argc, char **argv);
 int cmd_align_eval(int argc, char **argv);
+int cmd_bleu(int argc, char **argv);
 
 #endif
