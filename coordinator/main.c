@@ -649,8 +649,8 @@ static int gen_exit(int r) {
 /* bild generate on a T5 / mT5 pair, in this process: g->base holds the
  * policy's settings but the vocabulary and stop ids, which come from the
  * models; text (one source) or req_f (serving). Returns the exit status. */
-static int gen_t5(gen_t *g, const char *small_path, const char *large_path, const char *tokpath, int dummy,
-                  int threads, const char *text, FILE *req_f, int jsonl) {
+static int gen_t5(gen_t *g, const char *small_path, const char *large_path, const char *tokpath,
+                  const cli_dummy_t *dummy, int threads, const char *text, FILE *req_f, int jsonl) {
     const char *cmd = g->cmd;
     char err[1024], found[4096], tried[4096];
     int rc = EXIT_INPUT;
@@ -692,7 +692,7 @@ static int gen_t5(gen_t *g, const char *small_path, const char *large_path, cons
                 c->arch, policy_mode_name(g->base.mode), g->base.faithful ? " (faithful)" : "",
                 g->base.direct ? " (direct)" : "", small_path ? small_path : "-", large_path ? large_path : "-",
                 g->base.alpha_fb, g->base.alpha_rb, g->base.max_small, cli_backend_desc(be, bd, sizeof bd),
-                dummy ? "; random weights (--dummy-weights)" : "");
+                dummy->on ? "; random weights (--dummy-weights)" : "");
     }
     if (req_f) {
         int failed = gen_serve(g, req_f, jsonl, 1);
@@ -900,7 +900,7 @@ int cmd_generate(int argc, char **argv) {
                                .alpha_rb = alpha_rb, .max_small = mode == POLICY_SPEC ? gamma : max_small,
                                .max_new = max_new, .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
     if (t5) {
-        rc = gen_t5(&g, small_path ? small_dir : NULL, large_path ? large_dir : NULL, tokpath, dummy.on, threads,
+        rc = gen_t5(&g, small_path ? small_dir : NULL, large_path ? large_dir : NULL, tokpath, &dummy, threads,
                     prompt, req_f, requests != NULL);
         goto done;
     }

@@ -18,14 +18,15 @@ struct t5_pair {
     t5_verifier_t *vf;
 };
 
-t5_pair_t *t5_pair_open(const char *small_dir, const char *large_dir, int dummy, backend_t *be, char *err,
-                        size_t errlen) {
+t5_pair_t *t5_pair_open(const char *small_dir, const char *large_dir, const cli_dummy_t *dummy, backend_t *be,
+                        char *err, size_t errlen) {
     t5_pair_t *p = calloc(1, sizeof *p);
     if (!p) return snprintf(err, errlen, "out of memory"), NULL;
     p->be = be;
     const char *dirs[2] = {small_dir, large_dir};
     for (int i = 0; i < 2; i++)
-        if (dirs[i] && !(p->m[i] = dummy ? t5_open_dummy(dirs[i], 1, err, errlen) : t5_open(dirs[i], err, errlen))) {
+        if (dirs[i] && !(p->m[i] = dummy->on ? t5_open_dummy(dirs[i], dummy->dtype, CLI_DUMMY_SEED, err, errlen)
+                                             : t5_open(dirs[i], err, errlen))) {
             t5_pair_close(&p);
             return NULL;
         }

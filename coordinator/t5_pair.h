@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "cli/cli.h"
 #include "common/worker.h"
 #include "model/t5.h"
 
@@ -20,12 +21,13 @@
 typedef struct t5_pair t5_pair_t;
 
 /* small_dir / large_dir: Hugging Face folders (either may be NULL, not
- * both); dummy: random weights from each folder's config.json (seed 1).
+ * both); dummy->on: random weights of dummy->dtype from each folder's
+ * config.json (CLI_DUMMY_SEED).
  * be: the CPU backend both run on (borrowed). Checks that the two agree on
  * the vocabulary size and the decoder_start, eos and pad ids. NULL with a
  * one-line message naming the model on failure. */
-t5_pair_t *t5_pair_open(const char *small_dir, const char *large_dir, int dummy, backend_t *be, char *err,
-                        size_t errlen);
+t5_pair_t *t5_pair_open(const char *small_dir, const char *large_dir, const cli_dummy_t *dummy, backend_t *be,
+                        char *err, size_t errlen);
 void t5_pair_close(t5_pair_t **p);
 /* The config of the large model (the small one's if there is no large). */
 const t5_config_t *t5_pair_config(const t5_pair_t *p);

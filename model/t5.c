@@ -40,23 +40,30 @@
 
 #define T5_MAX_CONFIG (1u << 20)
 
+/* A weight matrix in the file's dtype: f32, or f16 / bf16 kept half (the
+ * kernels widen them in registers, so a decoder step reads half the bytes). */
 typedef struct {
-    float *q, *k, *v, *o; /* (inner, d) each; o: (d, inner) */
+    const void *p;
+    dtype_t dt;
+} mat_t;
+
+typedef struct {
+    mat_t q, k, v, o; /* (inner, d) each; o: (d, inner) */
 } attn_w_t;
 
 typedef struct {
     float *ln_sa, *ln_ca, *ln_ff; /* (d); ln_ca decoder only */
     attn_w_t sa, ca;              /* ca decoder only */
-    float *wi, *wi1, *wo;         /* relu: wi (ff, d); gated: wi = wi_0, wi1 = wi_1; wo (d, ff) */
+    mat_t wi, wi1, wo;            /* relu: wi (ff, d); gated: wi = wi_0, wi1 = wi_1; wo (d, ff) */
 } layer_w_t;
 
 struct t5_model {
     t5_config_t c;
-    float *shared, *lm_head;      /* (vocab, d); lm_head = shared when tied */
+    mat_t shared, lm_head;        /* (vocab, d); lm_head = shared when tied */
     float *enc_bias, *dec_bias;   /* (buckets, heads) */
     float *enc_ln, *dec_ln;       /* final norms (d) */
     layer_w_t *enc, *dec;
-    float **owned;
+    void **owned;
     int n_owned;
 };
 
@@ -83,6 +90,7 @@ typedef struct {
     st_dir_t sd; /* model.safetensors or its shards */
     t5_model_t *m;
     uint64_t dummy; /* nonzero: no weights file, random tensors from this seed (t5_open_dummy) */
+    dtype_t dummy_dt; /* and the random matrices' dtype */
 } loader_t;
 
 static void *fail(loader_t *L, const char *file, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -167,37 +175,44 @@ static int parse_config(loader_t *L, t5_config_t *c) {
 }
 
 /* Keeps p (allocated by the loader) with the model, which frees it. */
-static float *own(loader_t *L, float *p, const char *name) {
+static void *own(loader_t *L, void *p, const char *name) {
     t5_model_t *m = L->m;
-    float **o = realloc(m->owned, sizeof *o * (size_t)(m->n_owned + 1));
+    void **o = realloc(m->owned, sizeof *o * (size_t)(m->n_owned + 1));
     if (o) m->owned = o;
     if (!p || !o) return free(p), fail(L, "model.safetensors", "out of memory for '%.120s'", name);
     return m->owned[m->n_owned++] = p;
 }
 
-/* --dummy-weights: a random tensor, the same for the same seed and name
+/* --dummy-weights: random values, the same for the same seed and name
  * (xorshift64* from seed ^ FNV-1a(name)): matrices uniform in
- * +-1/sqrt(cols), norm weights 1. Only for speed at real shapes. */
-static float *random_tensor(loader_t *L, const char *name, int64_t rows, int64_t cols) {
+ * +-1/sqrt(cols) in the dummy dtype, norm weights 1. Only for speed at
+ * real shapes. cols 0: a vector (f32). */
+static void *random_tensor(loader_t *L, const char *name, int64_t rows, int64_t cols) {
     size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
-    float *p = own(L, malloc(sizeof(float) * n), name);
+    dtype_t dt = cols ? L->dummy_dt : DTYPE_F32;
+    void *p = own(L, malloc(dtype_size(dt) * n), name);
+    float buf[1024];
     if (!p) return NULL;
     uint64_t x = 14695981039346656037ull;
     for (const char *c = name; *c; c++) x = (x ^ (unsigned char)*c) * 1099511628211ull;
     x ^= L->dummy;
     const float scale = cols ? 2.0f / sqrtf((float)cols) : 0;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
-        p[i] = cols ? ((float)((x * 2685821657736338717ull) >> 40) / 16777216.0f - 0.5f) * scale : 1.0f;
+    for (size_t i = 0; i < n; i += 1024) {
+        size_t k = n - i < 1024 ? n - i : 1024;
+        for (size_t j = 0; j < k; j++) {
+            x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+            buf[j] = cols ? ((float)((x * 2685821657736338717ull) >> 40) / 16777216.0f - 0.5f) * scale : 1.0f;
+        }
+        f32_to_dtype((char *)p + i * dtype_size(dt), buf, dt, k);
     }
     return p;
 }
 
-/* Tensor name as f32 (rows, cols; cols 0: a vector of rows), owned by the
- * model; NULL (and the loader fails) if missing or of another shape. */
-static float *tensor(loader_t *L, const char *name, int64_t rows, int64_t cols, int optional) {
+/* Tensor name, checked: a dtype the engine reads and the shape the config
+ * gives (cols 0: a vector of rows). NULL if it is missing (the loader
+ * fails unless optional) or wrong (it fails). */
+static const st_tensor_t *find(loader_t *L, const char *name, int64_t rows, int64_t cols, int optional) {
     if (L->failed) return NULL;
-    if (L->dummy) return optional ? NULL : random_tensor(L, name, rows, cols);
     int fi;
     const st_tensor_t *t = st_dir_find(&L->sd, name, &fi);
     if (!t && L->sd.why[0]) return fail(L, L->sd.fail_file, "%s", L->sd.why);
@@ -205,51 +220,77 @@ static float *tensor(loader_t *L, const char *name, int64_t rows, int64_t cols, 
         return optional ? NULL : fail(L, L->sd.index_name ? L->sd.index_name : "model.safetensors",
                                       "tensor '%.120s' is missing", name);
     const char *file = L->sd.name[fi];
-    int f32 = !strcmp(t->dtype, "F32"), bf16 = !strcmp(t->dtype, "BF16");
-    if (!f32 && !bf16 && strcmp(t->dtype, "F16"))
+    if (strcmp(t->dtype, "F32") && strcmp(t->dtype, "BF16") && strcmp(t->dtype, "F16"))
         return fail(L, file, "tensor '%.120s' has dtype %s (F32, F16 or BF16)", name, t->dtype);
     int ok = cols ? t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols : t->ndim == 1 && t->shape[0] == rows;
     if (!ok)
         return fail(L, file, "tensor '%.120s' is not (%lld%s%lld%s): the config says so", name,
                     (long long)rows, cols ? ", " : "", (long long)cols, cols ? "" : ",");
-    float *p = own(L, malloc(sizeof(float) * (size_t)t->n_elem), name);
-    if (!p) return NULL;
-    const unsigned char *s = t->data;
-    if (f32) memcpy(p, s, t->nbytes);
-    else
-        for (int64_t i = 0; i < t->n_elem; i++) {
-            uint16_t v = (uint16_t)(s[2 * i] | s[2 * i + 1] << 8); /* little-endian */
-            p[i] = bf16 ? bf16_to_f32(v) : f16_to_f32(v);
-        }
+    return t;
+}
+
+static dtype_t file_dtype(const st_tensor_t *t) {
+    return !strcmp(t->dtype, "F32") ? DTYPE_F32 : !strcmp(t->dtype, "F16") ? DTYPE_F16 : DTYPE_BF16;
+}
+
+/* A matrix (rows, cols) in its file dtype, copied out of the mapping
+ * (cols 0: a vector; random f32 with --dummy-weights). */
+static mat_t matrix(loader_t *L, const char *name, int64_t rows, int64_t cols, int optional) {
+    if (L->dummy)
+        return (mat_t){L->failed || optional ? NULL : random_tensor(L, name, rows, cols),
+                       cols ? L->dummy_dt : DTYPE_F32};
+    const st_tensor_t *t = find(L, name, rows, cols, optional);
+    void *p = t ? own(L, malloc(t->nbytes), name) : NULL;
+    if (p) memcpy(p, t->data, t->nbytes);
+    return (mat_t){p, t ? file_dtype(t) : DTYPE_F32};
+}
+
+/* A vector (norm weights, position biases) or a small matrix as f32, owned
+ * by the model. */
+static float *tensor(loader_t *L, const char *name, int64_t rows, int64_t cols, int optional) {
+    mat_t r = matrix(L, name, rows, cols, optional);
+    if (!r.p || r.dt == DTYPE_F32) return (float *)r.p;
+    size_t n = (size_t)rows * (size_t)(cols ? cols : 1);
+    float *p = own(L, malloc(sizeof(float) * n), name);
+    if (p) dtype_to_f32(p, r.p, r.dt, n);
     return p;
 }
 
 static void load_attn(loader_t *L, attn_w_t *a, const char *pre, int d, int inner) {
     char n[200];
-    snprintf(n, sizeof n, "%s.q.weight", pre), a->q = tensor(L, n, inner, d, 0);
-    snprintf(n, sizeof n, "%s.k.weight", pre), a->k = tensor(L, n, inner, d, 0);
-    snprintf(n, sizeof n, "%s.v.weight", pre), a->v = tensor(L, n, inner, d, 0);
-    snprintf(n, sizeof n, "%s.o.weight", pre), a->o = tensor(L, n, d, inner, 0);
+    snprintf(n, sizeof n, "%s.q.weight", pre), a->q = matrix(L, n, inner, d, 0);
+    snprintf(n, sizeof n, "%s.k.weight", pre), a->k = matrix(L, n, inner, d, 0);
+    snprintf(n, sizeof n, "%s.v.weight", pre), a->v = matrix(L, n, inner, d, 0);
+    snprintf(n, sizeof n, "%s.o.weight", pre), a->o = matrix(L, n, d, inner, 0);
 }
 
 static void load_ff(loader_t *L, layer_w_t *w, const char *pre, const t5_config_t *c) {
     char n[200];
     if (c->gated) {
-        snprintf(n, sizeof n, "%s.DenseReluDense.wi_0.weight", pre), w->wi = tensor(L, n, c->d_ff, c->d_model, 0);
-        snprintf(n, sizeof n, "%s.DenseReluDense.wi_1.weight", pre), w->wi1 = tensor(L, n, c->d_ff, c->d_model, 0);
+        snprintf(n, sizeof n, "%s.DenseReluDense.wi_0.weight", pre), w->wi = matrix(L, n, c->d_ff, c->d_model, 0);
+        snprintf(n, sizeof n, "%s.DenseReluDense.wi_1.weight", pre), w->wi1 = matrix(L, n, c->d_ff, c->d_model, 0);
     } else {
-        snprintf(n, sizeof n, "%s.DenseReluDense.wi.weight", pre), w->wi = tensor(L, n, c->d_ff, c->d_model, 0);
+        snprintf(n, sizeof n, "%s.DenseReluDense.wi.weight", pre), w->wi = matrix(L, n, c->d_ff, c->d_model, 0);
     }
-    snprintf(n, sizeof n, "%s.DenseReluDense.wo.weight", pre), w->wo = tensor(L, n, c->d_model, c->d_ff, 0);
+    snprintf(n, sizeof n, "%s.DenseReluDense.wo.weight", pre), w->wo = matrix(L, n, c->d_model, c->d_ff, 0);
     snprintf(n, sizeof n, "%s.layer_norm.weight", pre), w->ln_ff = tensor(L, n, c->d_model, 0, 0);
 }
 
 /* An optional copy of shared.weight: if present it must be the same. */
 static void same_as_shared(loader_t *L, const char *name, const t5_config_t *c) {
-    const float *p = tensor(L, name, c->vocab_size, c->d_model, 1);
-    if (p && memcmp(p, L->m->shared, sizeof(float) * (size_t)c->vocab_size * c->d_model))
-        fail(L, L->sd.index_name ? L->sd.index_name : "model.safetensors", "tensor '%s' differs from shared.weight: untied embeddings are not supported",
-             name);
+    const st_tensor_t *t = L->dummy ? NULL : find(L, name, c->vocab_size, c->d_model, 1);
+    if (!t) return;
+    const mat_t *sh = &L->m->shared;
+    const dtype_t dt = file_dtype(t);
+    int same = dt == sh->dt ? !memcmp(t->data, sh->p, t->nbytes) : 1;
+    for (size_t i = 0; dt != sh->dt && same && i < (size_t)t->n_elem; i++) { /* another dtype: the same values? */
+        unsigned char e[4]; /* the mapping need not be aligned for the element type */
+        memcpy(e, (const unsigned char *)t->data + i * dtype_size(dt), dtype_size(dt));
+        same = dtype_get(e, dt, 0) == dtype_get(sh->p, sh->dt, i);
+    }
+    if (!same)
+        fail(L, L->sd.index_name ? L->sd.index_name : "model.safetensors", "tensor '%s' differs from shared.weight: "
+             "untied embeddings are not supported", name);
 }
 
 static int load_weights(loader_t *L) {
@@ -257,7 +298,7 @@ static int load_weights(loader_t *L) {
     const t5_config_t *c = &m->c;
     const int d = c->d_model, inner = c->n_heads * c->d_kv;
     char n[200];
-    m->shared = tensor(L, "shared.weight", c->vocab_size, d, 0);
+    m->shared = matrix(L, "shared.weight", c->vocab_size, d, 0);
     m->enc = calloc((size_t)c->n_enc_layers, sizeof *m->enc);
     m->dec = calloc((size_t)c->n_dec_layers, sizeof *m->dec);
     if (!m->enc || !m->dec) return !!fail(L, "model.safetensors", "out of memory");
@@ -288,7 +329,7 @@ static int load_weights(loader_t *L) {
         same_as_shared(L, "lm_head.weight", c);
         m->lm_head = m->shared;
     } else {
-        m->lm_head = tensor(L, "lm_head.weight", c->vocab_size, d, 0);
+        m->lm_head = matrix(L, "lm_head.weight", c->vocab_size, d, 0);
     }
     /* old checkpoints hold a cross-attention bias that transformers ignores on load */
     tensor(L, "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight", c->n_buckets, c->n_heads, 1);
@@ -315,8 +356,8 @@ t5_model_t *t5_open(const char *dir, char *err, size_t errlen) {
     return L.m;
 }
 
-t5_model_t *t5_open_dummy(const char *dir, uint64_t seed, char *err, size_t errlen) {
-    loader_t L = {.dir = dir, .err = err, .errlen = errlen, .dummy = seed ? seed : 1};
+t5_model_t *t5_open_dummy(const char *dir, dtype_t dtype, uint64_t seed, char *err, size_t errlen) {
+    loader_t L = {.dir = dir, .err = err, .errlen = errlen, .dummy = seed ? seed : 1, .dummy_dt = dtype};
     if (!(L.m = calloc(1, sizeof *L.m))) return snprintf(err, errlen, "out of memory"), NULL;
     if (!parse_config(&L, &L.m->c) || !load_weights(&L)) {
         t5_close(L.m);
@@ -372,10 +413,16 @@ int t5_bucket(int rel, int bidirectional, int n_buckets, int max_distance) {
 
 /* out (T, n) (+)= x (T, d) w^T on the backend's kernels; out_off: element
  * offset into out (a cache row) */
-static void mm(t5_state_t *s, float *out, int64_t out_off, const float *x, int T, int d, const float *w, int n,
+/* Row tok of the embedding, widened to f32. */
+static void embed(const t5_model_t *m, int tok, float *out) {
+    const size_t d = (size_t)m->c.d_model, es = dtype_size(m->shared.dt);
+    dtype_to_f32(out, (const char *)m->shared.p + (size_t)tok * d * es, m->shared.dt, d);
+}
+
+static void mm(t5_state_t *s, float *out, int64_t out_off, const float *x, int T, int d, mat_t w, int n,
                int accumulate) {
     backend_t *be = s->be;
-    matmul_job_t j = {be->wrap_host(be, (void *)w, DTYPE_F32, (int64_t)n * d),
+    matmul_job_t j = {be->wrap_host(be, (void *)w.p, w.dt, (int64_t)n * d),
                       be->wrap_host(be, out, DTYPE_F32, out_off + (int64_t)T * n), out_off, n};
     be->matmul(be, be->wrap_host(be, (void *)x, DTYPE_F32, (int64_t)T * d), T, d, &j, 1, accumulate);
 }
@@ -477,7 +524,7 @@ int t5_encode(t5_state_t *s, const int *src, int n, float *enc_out) {
         if (src[t] < 0 || src[t] >= c->vocab_size) return -1;
     const int d = c->d_model, inner = c->n_heads * c->d_kv;
     float *X = s->x;
-    for (int t = 0; t < n; t++) memcpy(X + (size_t)t * d, m->shared + (size_t)src[t] * d, sizeof(float) * d);
+    for (int t = 0; t < n; t++) embed(m, src[t], X + (size_t)t * d);
     for (int l = 0; l < c->n_enc_layers; l++) {
         const layer_w_t *w = &m->enc[l];
         norm_rows(s->h, X, w->ln_sa, n, d, c->eps);
@@ -509,7 +556,7 @@ int t5_decode(t5_state_t *s, const int *tokens, int T, float *logits) {
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return -1;
     const int d = c->d_model, inner = c->n_heads * c->d_kv, p = s->pos;
     float *X = s->x;
-    for (int t = 0; t < T; t++) memcpy(X + (size_t)t * d, m->shared + (size_t)tokens[t] * d, sizeof(float) * d);
+    for (int t = 0; t < T; t++) embed(m, tokens[t], X + (size_t)t * d);
     /* every operator works row by row (the kernels' rows do not depend on
      * T), and row t attends to the cache up to its own position */
     for (int l = 0; l < c->n_dec_layers; l++) {

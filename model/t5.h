@@ -30,13 +30,15 @@ typedef struct {
 typedef struct t5_model t5_model_t;
 typedef struct t5_state t5_state_t;
 
-/* Opens DIR (config.json, model.safetensors in f32, f16 or bf16; half
- * weights are widened to f32). NULL with a one-line message naming the
+/* Opens DIR (config.json, model.safetensors or a sharded index; f32, f16
+ * or bf16: matrices keep the file's dtype, norms and biases are widened to
+ * f32). NULL with a one-line message naming the
  * directory, file and field on any problem. */
 t5_model_t *t5_open(const char *dir, char *err, size_t errlen);
-/* --dummy-weights: DIR's config.json with random f32 weights (the same
- * for the same seed): speed at a real model's shapes without its weights. */
-t5_model_t *t5_open_dummy(const char *dir, uint64_t seed, char *err, size_t errlen);
+/* --dummy-weights: DIR's config.json with random weights, matrices in
+ * dtype (the same for the same seed): speed at a real model's shapes
+ * without its weights. */
+t5_model_t *t5_open_dummy(const char *dir, dtype_t dtype, uint64_t seed, char *err, size_t errlen);
 /* 1 if DIR's config.json names a T5 or mT5 model (model_type "t5" or
  * "mt5", or a T5 architecture): bild generate's way to tell the pairs apart. */
 int t5_probe(const char *dir);
