@@ -65,7 +65,7 @@ AVX2_FLAGS   := -mavx2 -mfma -mf16c
 
 # Everything but cli/bild.c (the executable's main) goes into the library;
 # each command's entry point (cli/commands.h) is in it too.
-LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c common/*.c align/*.c) \
+LIB_SRC  := $(wildcard kernels/*.c kernels/ref/*.c kernels/cpu/*.c model/*.c proto/*.c common/*.c align/*.c eval/*.c) \
             $(filter-out cli/bild.c,$(wildcard cli/*.c)) \
             $(wildcard small_worker/*.c large_worker/*.c coordinator/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

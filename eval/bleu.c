@@ -267,6 +267,7 @@ char *bleu_preprocess(const bleu_opts_t *o, const char *s, size_t n, size_t *out
     if (o->tokenize == BLEU_TOK_13A) tokenize_13a(s, n, &out);
     else buf_put(&out, s, n);
     buf_reserve(&out, 0);
+    if (!out.oom) out.p[out.n] = 0;
     free(low.p);
     if (out.oom) {
         free(out.p);
