@@ -1,6 +1,7 @@
-/* tokenizer.h - BPE tokenizers: llama2.c's tokenizer.bin (below) and Hugging
- * Face tokenizer.json (tokenizer_load_hf; model/tokenizer_hf.c describes the
- * pipeline). Every function below works on both kinds.
+/* tokenizer.h - tokenizers: llama2.c's tokenizer.bin (BPE, below) and Hugging
+ * Face tokenizer.json (tokenizer_load_hf: BPE models, and Unigram models as
+ * T5 / mT5 use them; model/tokenizer_hf.c describes the pipelines). Every
+ * function below works on all kinds.
  *
  * File format (little-endian), as written by llama2.c's tokenizer export:
  *   int32 max_token_length
@@ -19,8 +20,9 @@
  * vocabulary without the 256 byte pieces at ids 3..258 encodes an unknown
  * code point as <unk> (id 0) instead.
  *
- * Left out on purpose: SentencePiece's unigram model and normalization rules
- * (the llama2.c vocabularies don't use them).
+ * Left out on purpose for tokenizer.bin: SentencePiece's unigram model and
+ * normalization rules (the llama2.c vocabularies don't use them; Unigram
+ * tokenizer.json files have them).
  */
 #ifndef BILD_TOKENIZER_H
 #define BILD_TOKENIZER_H
@@ -39,14 +41,21 @@ tokenizer_t *tokenizer_load_llama2c(const char *path, int vocab_size, char *err,
 
 /* Loads a Hugging Face tokenizer.json (path, or a directory holding one)
  * with a BPE model: byte-level (GPT-2 / Llama-3 / Qwen2 style) or
- * SentencePiece-style with byte fallback (Llama-2 / TinyLlama / Mistral).
- * The vocabulary size is the largest id in model.vocab and added_tokens + 1.
+ * SentencePiece-style with byte fallback (Llama-2 / TinyLlama / Mistral);
+ * or with a Unigram model (T5 / mT5: normalizer Precompiled, i.e.
+ * SentencePiece's charsmap, Replace, Strip, NFKC; pre-tokenizer
+ * WhitespaceSplit + Metaspace; template [$A, </s>], so BOS -1 and EOS
+ * </s>). The vocabulary size is the largest id in model.vocab and
+ * added_tokens + 1.
  * BOS: the first special token the post_processor's template puts before
  * $A, else -1; EOS: the first special added token among </s>,
  * <|end_of_text|>, <|endoftext|>, <|im_end|>, else -1 (override both with
- * tokenizer_set_bos_eos from config.json). Other model types (Unigram,
- * WordPiece), unsupported normalizers, pre-tokenizers or post-processors,
- * malformed JSON and merges naming unknown pieces are refused.
+ * tokenizer_set_bos_eos from config.json). Other model types (WordPiece,
+ * WordLevel), unsupported normalizers, pre-tokenizers or post-processors,
+ * malformed JSON, merges naming unknown pieces, and for Unigram: scores
+ * that are not numbers, duplicate or empty pieces, unk_id missing or out
+ * of range, a charsmap that is not base64, truncated, or whose trie points
+ * outside it, are refused.
  * Returns NULL on failure with a one-line reason (naming the file and the
  * field) in err (err may be NULL). Caller owns the result. */
 tokenizer_t *tokenizer_load_hf(const char *path, char *err, size_t errlen);
@@ -79,7 +88,8 @@ int tokenizer_bos(const tokenizer_t *t); /* 1 for llama2.c vocabularies; -1 if n
 int tokenizer_eos(const tokenizer_t *t); /* 2 for llama2.c vocabularies; -1 if none */
 
 /* Encodes UTF-8 text (NUL-terminated; invalid UTF-8 bytes are byte-fallback
- * encoded), prepending BOS if add_bos. Empty text gives BOS alone (no dummy
+ * encoded; Unigram tokenizer.json: they become U+FFFD first, one per maximal
+ * invalid subpart), prepending BOS if add_bos. Empty text gives BOS alone (no dummy
  * space). tokenizer.json: add_bos adds the post-processor template's tokens
  * before (and, if the template has any, after) the text, which may be none
  * (Qwen2); added tokens in the text are matched first.
@@ -97,7 +107,8 @@ int tokenizer_encode(const tokenizer_t *t, const char *text, int add_bos, int *o
  * byte-level pieces map back through GPT-2's byte alphabet, SentencePiece
  * ones turn U+2581 into ' ' and drop the leading space after BOS (a caller
  * that skips special tokens passes the last token it printed, or BOS at the
- * start, as prev); special added tokens (BOS, EOS, <unk>, ...) give no
+ * start, as prev; Unigram: also at prev < 0, the start when there is no
+ * BOS, as for T5); special added tokens (BOS, EOS, <unk>, ...) give no
  * bytes, other added tokens their content. Returns a
  * pointer borrowed from the tokenizer (not NUL-terminated for byte pieces)
  * and its length in *len. */

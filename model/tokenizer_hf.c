@@ -1,8 +1,8 @@
-/* tokenizer_hf.c - loads a Hugging Face tokenizer.json (BPE models) into a
- * tokenizer_t, and encodes/decodes with it.
+/* tokenizer_hf.c - loads a Hugging Face tokenizer.json (BPE and Unigram
+ * models) into a tokenizer_t, and encodes/decodes with it.
  *
  * Mirrors the `tokenizers` library's pipeline for the two BPE families in
- * use by Llama-type models:
+ * use by Llama-type models, and for SentencePiece Unigram models (T5, mT5):
  *   byte-level BPE (GPT-2, Llama-3, Qwen2, SmolLM): pre-tokenizer ByteLevel
  *     (optionally with the GPT-2 regex) and/or Split(Regex, Isolated) and
  *     Digits; every byte is mapped to GPT-2's printable byte alphabet before
@@ -10,14 +10,26 @@
  *   SentencePiece-style BPE (Llama-2, TinyLlama, Mistral): normalizer
  *     Prepend(U+2581) + Replace(' ', U+2581) or pre-tokenizer Metaspace,
  *     byte_fallback to "<0xXX>" pieces; decoding turns U+2581 back into a
- *     space, byte pieces into bytes, and drops the leading space after BOS.
+ *     space, byte pieces into bytes, and drops the leading space after BOS;
+ *   Unigram (T5 / mT5, as transformers converts their SentencePiece models):
+ *     normalizer Precompiled (SentencePiece's precompiled_charsmap, a
+ *     Darts-clone double-array trie applied per grapheme cluster the way
+ *     `tokenizers` does, which is not quite SentencePiece's longest match;
+ *     see precompiled_run), Replace(Regex " {2,}"), Strip, NFKC (ICU);
+ *     pre-tokenizers WhitespaceSplit and Metaspace; the pieces are found by
+ *     `tokenizers`' Viterbi search (unigram_piece: same tie-break, unknown
+ *     characters scored min - 10 and fused, byte_fallback); ill-formed UTF-8
+ *     becomes U+FFFD first; decoding as the SentencePiece BPE family, the
+ *     leading space dropped at the start (prev < 0) too, T5 having no BOS.
+ *     Checked against the `tokenizers` library (tests/test_tokenizer_unigram.c).
  * Steps of tokenizer_encode: (1) added tokens are split out of the raw text
  * (at each position the longest one that starts there; lstrip/rstrip absorb
  * the whitespace beside it); (2) each other segment is normalized (NFC by
- * ICU, Prepend, Replace) and pre-tokenized; (3) each piece is one token if ignore_merges and it is in
+ * ICU, Prepend, Replace, ...) and pre-tokenized; (3) each piece is one token if ignore_merges and it is in
  * the vocabulary, otherwise one symbol per character (unknown characters:
  * byte fallback, else unk) and then the adjacent pair with the lowest merge
- * rank is merged (leftmost on ties) until no pair is a merge; (4) the
+ * rank is merged (leftmost on ties) until no pair is a merge (Unigram:
+ * the Viterbi search instead); (4) the
  * TemplateProcessing post-processor's tokens around $A are added when
  * add_bos is set. Regexes run on PCRE2 (UTF + UCP, invalid UTF-8 allowed: it
  * is never matched and ends up in the gaps, which Isolated keeps).
@@ -28,17 +40,22 @@
  * Callers with a config.json should override both with tokenizer_set_bos_eos.
  *
  * Left out on purpose, refused at load with the file and field named: model
- * types other than BPE (Unigram, WordPiece, WordLevel), BPE dropout,
- * continuing_subword_prefix / end_of_word_suffix, normalizers other than
- * NFC (ICU; Qwen2) / Prepend / Replace(String) / Sequence (NFKC, NFD,
- * Lowercase, ...),
- * pre-tokenizers other than ByteLevel / Split(Isolated) / Metaspace / Digits
- * / Sequence, post-processors other than TemplateProcessing / ByteLevel /
+ * types other than BPE and Unigram (WordPiece, WordLevel), BPE dropout,
+ * Unigram without unk_id (`tokenizers` then fails on unknown characters),
+ * Unigram with ByteLevel, continuing_subword_prefix / end_of_word_suffix,
+ * normalizers other than NFC (ICU; Qwen2) / Prepend / Replace(String or
+ * Regex) / Sequence, and for Unigram also Precompiled / NFKC / Strip (NFD,
+ * Lowercase, ...), pre-tokenizers other than ByteLevel / Split(Isolated) /
+ * Metaspace / WhitespaceSplit / Digits / Sequence, post-processors other than TemplateProcessing / ByteLevel /
  * Sequence, added tokens with single_word. Added tokens marked normalized are
  * matched on the raw text like the others (the same thing for the files in
  * use, whose normalizers do not touch their contents); lstrip/rstrip absorb
  * ASCII whitespace only (`tokenizers` also takes Unicode spaces). The decoder field is
- * not interpreted: decoding follows the family.
+ * not interpreted: decoding follows the family (a "<0xXX>" piece decodes to
+ * its raw byte; `tokenizers`' ByteFallback decoder makes U+FFFD of byte
+ * pieces that are no whole character, as utf8_stream_feed does). Unicode
+ * data comes from ICU (Debian's ICU 72, Unicode 15), `tokenizers` from its
+ * own crates: characters added in later Unicode versions may differ.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "model/tokenizer_impl.h"

@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-struct tok_hf; /* tokenizer_hf.c: the tokenizer.json pipeline */
+struct tok_hf; /* tokenizer_hf.c: the tokenizer.json pipeline (BPE and Unigram models) */
 
 /* A tokenizer format's own code; tokenizer.c calls it when t->fmt is set. */
 typedef struct {

