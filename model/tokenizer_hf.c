@@ -1225,7 +1225,7 @@ typedef struct {
     struct hm { int rank, pos, left, right, lid, rid, id; } *heap;
     int symcap, nheap;
     double *vscore;     /* Unigram: (vcap) best path scores */
-    int *vstart;        /* Unigram: (2 * vcap) best path starts, then piece ids */
+    int *vstart;        /* Unigram: (3 * vcap) best path starts, piece ids, path */
     size_t vcap;
     int *out, cap, count;
     int oom;
@@ -1590,6 +1590,8 @@ static size_t precompiled_run(const norm_op_t *op, const char *s, size_t n, char
     }
 #else
     (void)op; /* unreachable: refused at load */
+    (void)cm_first;
+    (void)cm_string;
     if (o) memcpy(o, s, n);
     w = n;
 #endif
@@ -1612,7 +1614,7 @@ static void unigram_piece(const tokenizer_t *t, enc_t *e, const char *s, size_t 
         free(e->vscore);
         free(e->vstart);
         e->vscore = malloc(sizeof(double) * (n + 1));
-        e->vstart = malloc(sizeof(int) * 2 * (n + 1));
+        e->vstart = malloc(sizeof(int) * 3 * (n + 1));
         if (!e->vscore || !e->vstart) {
             e->oom = 1;
             e->vcap = 0;
@@ -1621,7 +1623,8 @@ static void unigram_piece(const tokenizer_t *t, enc_t *e, const char *s, size_t 
         e->vcap = n + 1;
     }
     double *best = e->vscore;
-    int *from = e->vstart, *vid = e->vstart + e->vcap; /* from[j] < 0: no path to j yet */
+    /* from[j] < 0: no path to j yet; path: the best path's piece ends */
+    int *from = e->vstart, *vid = e->vstart + e->vcap, *path = e->vstart + 2 * e->vcap;
     best[0] = 0;
     from[0] = 0;
     for (size_t j = 1; j <= n; j++) from[j] = -1;
@@ -1667,11 +1670,6 @@ static void unigram_piece(const tokenizer_t *t, enc_t *e, const char *s, size_t 
     /* The best path's piece ends, in order (walked back from n). */
     int np = 0;
     for (size_t j = n; j > 0; j = (size_t)from[j]) np++;
-    int *path = malloc(sizeof(int) * (size_t)(np ? np : 1)); /* ends, in order */
-    if (!path) {
-        e->oom = 1;
-        return;
-    }
     int k = np;
     for (size_t j = n; j > 0; j = (size_t)from[j]) path[--k] = (int)j;
     size_t run = 0; /* start of the pending unk run */
@@ -1702,7 +1700,6 @@ static void unigram_piece(const tokenizer_t *t, enc_t *e, const char *s, size_t 
             emit(e, vid[end]);
         }
     }
-    free(path);
 }
 
 /* Length of the maximal ill-formed subpart at s[0..n) (where utf8_len gave
