@@ -391,8 +391,8 @@ static int refuse_text(const char *json, const char *must_contain) {
 #define BPE_MODEL "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2},\"merges\":[\"a b\"]}"
 
 static void test_refusals(void) {
-    EXPECT(refuse_text("{\"model\":{\"type\":\"Unigram\",\"unk_id\":0,\"vocab\":[[\"<unk>\",0.0],[\"a\",-1.0]]}}",
-                       "model.type \"Unigram\""));
+    EXPECT(refuse_text("{\"model\":{\"type\":\"WordLevel\",\"unk_token\":\"<unk>\",\"vocab\":{\"<unk>\":0,\"a\":1}}}",
+                       "model.type \"WordLevel\""));
     EXPECT(refuse_text("{\"model\":{\"type\":\"WordPiece\",\"unk_token\":\"[UNK]\",\"continuing_subword_prefix\":"
                        "\"##\",\"max_input_chars_per_word\":100,\"vocab\":{\"[UNK]\":0,\"a\":1}}}",
                        "model.type \"WordPiece\""));
