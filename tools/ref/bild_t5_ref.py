@@ -18,6 +18,11 @@ gap within 1e-4) are marked as bild_ref.py marks them.
       for each source of SOURCES and each (alpha_fb, alpha_rb) of the grid,
       max_small 10, N 40: the tokens and counters of the faithful loop, and
       the large model's greedy text
+  bild_t5_ref.py cli LARGE_DIR SMALL_DIR --tok-golden GOLDEN.json --out FILE.json
+      the same for a few source texts, tokenized by the Hugging Face
+      tokenizers library (their ids taken from GOLDEN.json, the Unigram
+      tokenizer goldens of tools/ref/make_unigram_goldens.sh): what
+      `bild generate --source TEXT` must print (tests/test_t5_cli.sh)
 """
 import argparse
 import json
@@ -110,6 +115,40 @@ def golden(large, small, out):
     print(f"wrote {out}: {len(runs)} runs, {sum(r['fragile'] for r in runs)} fragile", file=sys.stderr)
 
 
+CLI_GRID = ((0.5, 2.0), (0.9, 1.0), (0.7, 3.0))
+
+
+def cli(large, small, tok_golden, out):
+    """Faithful runs and the large model's greedy text for source texts."""
+    L, S = T5R.T5(*T5R.load(large)), T5R.T5(*T5R.load(small))
+    eos = L.c["eos_token_id"]
+    B.STOP = (eos,)
+    start = [L.c["decoder_start_token_id"]]
+    cases = json.load(open(tok_golden))["cases"]
+    # real sentences (WMT14 and IWSLT17 lines, one with NFKC characters), short enough to keep the file small
+    texts = [c for c in cases if "text" in c and 8 <= len(c["ids"]) <= 40 and " " in c["text"].strip()]
+    picked = [texts[0], texts[1], texts[len(texts) // 2], texts[-1]]
+    res = []
+    for c in picked:
+        src = c["ids"]
+        lo, so = T5Oracle(L, src), T5Oracle(S, src)
+        g, gf = B.large_greedy(lo, start, N_NEW)
+        runs = []
+        for afb, arb in CLI_GRID:
+            r = B.bild_faithful(lo, so, start, afb, arb, MAX_SMALL, N_NEW)
+            runs.append(dict(alpha_fb=afb, alpha_rb=arb, **{k: r[k] for k in (
+                "tokens", "n_large_passes", "n_small_passes", "fallbacks", "rollbacks", "rolled_back", "small_tokens",
+                "large_tokens", "fragile", "stop")}))
+        res.append(dict(text=c["text"], source_ids=src, large_greedy=g, large_greedy_fragile=gf, faithful=runs))
+        print(f"{c['text'][:40]!r}: {len(src)} source tokens, {sum(r['rollbacks'] for r in runs)} rollbacks, "
+              f"{sum(r['fallbacks'] for r in runs)} fallbacks", file=sys.stderr)
+    with open(out, "w") as f:
+        json.dump(dict(settings=dict(large=large, small=small, max_small=MAX_SMALL, n=N_NEW, tokenizer_golden=tok_golden,
+                                     made_by="tools/ref/bild_t5_ref.py cli (bild_ref.bild_faithful on t5_ref.py "
+                                             "oracles; source ids from the HF tokenizers library)"),
+                       sources=res), f, ensure_ascii=False, separators=(",", ":"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -122,10 +161,17 @@ def main():
     g.add_argument("large")
     g.add_argument("small")
     g.add_argument("--out", required=True)
+    c = sub.add_parser("cli")
+    c.add_argument("large")
+    c.add_argument("small")
+    c.add_argument("--tok-golden", required=True)
+    c.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.cmd == "noisy":
         noisy(a.large, a.small, a.noise, a.seed)
+    elif a.cmd == "cli":
+        cli(a.large, a.small, a.tok_golden, a.out)
     else:
         golden(a.large, a.small, a.out)
 

@@ -1,0 +1,121 @@
+#!/bin/sh
+# test_t5_cli.sh - `bild generate` on a T5 pair, end to end: the large model
+# tests/data/t5/t5v11_f32 with the Unigram tokenizer tests/data/t5tok/
+# tokenizer.json beside it, the small one its noisy copy tests/data/t5bild/
+# small. Against tests/data/t5bild/cli.json (tools/ref/bild_t5_ref.py cli:
+# source ids from the Hugging Face tokenizers library, the faithful BiLD loop
+# and greedy decoding on the PyTorch T5 reference):
+#   --source TEXT --faithful gives the reference's tokens and counters;
+#   --mode large and --exact give the large model's greedy tokens;
+#   --prompts (one source per line) and --requests ("source") the same;
+# and the T5 refusals, each with its exit code and a one-line message.
+set -u
+. tests/cli_lib.sh
+G=$DATA/t5bild/cli.json
+L=$tmp/large
+S=$DATA/t5bild/small
+mkdir -p "$L"
+cp "$DATA/t5/t5v11_f32/config.json" "$DATA/t5/t5v11_f32/model.safetensors" "$DATA/t5tok/tokenizer.json" "$L/"
+
+# check NAME JSON_FILE SOURCE_INDEX WHAT [RUN_INDEX]: the JSON result lines
+# against the golden (WHAT: greedy, faithful)
+check() {
+    /usr/bin/python3 - "$G" "$2" "$3" "$4" "${5:-0}" <<'PY' || fail "$1"
+import json, sys
+g, out, si, what, ri = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+src = g["sources"][si]
+lines = [json.loads(l) for l in open(out) if l.strip()]
+assert lines, "no result"
+for j in lines:
+    assert j["source_tokens"] == len(src["source_ids"]), (j["source_tokens"], len(src["source_ids"]))
+    if what == "greedy":
+        assert j["tokens"] == src["large_greedy"], (j["tokens"], src["large_greedy"])
+    else:
+        r = src["faithful"][ri]
+        s = j["stats"]
+        got = [j["tokens"], s["large_passes"], s["small_passes"], s["fallbacks"], s["rollbacks"], s["rolled_back"],
+               s["small_tokens"], s["large_tokens"], j["stop"]]
+        want = [r["tokens"], r["n_large_passes"], r["n_small_passes"], r["fallbacks"], r["rollbacks"],
+                r["rolled_back"], r["small_tokens"], r["large_tokens"], r["stop"]]
+        assert got == want, (got[1:], want[1:])
+PY
+}
+
+n=$(/usr/bin/python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['sources']))" "$G")
+i=0
+while [ $i -lt "$n" ]; do
+    text=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['sources'][int(sys.argv[2])]['text'])" "$G" $i)
+    "$BILD" generate -S "$S" -L "$L" --source "$text" -n 40 --mode large --json -q -j 1 >"$tmp/o" 2>"$tmp/e" ||
+        fail "source $i --mode large: $(cat "$tmp/e")"
+    check "source $i: --mode large is not the reference's greedy text" "$tmp/o" $i greedy
+    "$BILD" generate -S "$S" -L "$L" --source "$text" -n 40 --exact --json -q >"$tmp/o" 2>"$tmp/e" ||
+        fail "source $i --exact: $(cat "$tmp/e")"
+    check "source $i: --exact is not the large model's greedy text" "$tmp/o" $i greedy
+    r=0
+    for fr in "0.5 2.0" "0.9 1.0" "0.7 3.0"; do
+        set -- $fr
+        "$BILD" generate -S "$S" -L "$L" --source "$text" -n 40 --faithful --fallback "$1" --rollback "$2" \
+            --max-small 10 --json -q >"$tmp/o" 2>"$tmp/e" || fail "source $i faithful $fr: $(cat "$tmp/e")"
+        check "source $i: --faithful --fallback $1 --rollback $2 differs from the reference" "$tmp/o" $i faithful $r
+        r=$((r + 1))
+    done
+    echo "ok   source $i: greedy, --exact and 3 faithful settings as the reference"
+    i=$((i + 1))
+done
+
+# serving: every source as a line of --prompts, and as {"source"} in --requests
+/usr/bin/python3 - "$G" "$tmp/prompts.txt" "$tmp/req.jsonl" <<'PY'
+import json, sys
+g = json.load(open(sys.argv[1]))
+open(sys.argv[2], "w").write("".join(s["text"].replace("\n", " ") + "\n" for s in g["sources"] if "\n" not in s["text"]))
+open(sys.argv[3], "w").write("".join(json.dumps({"id": i, "source": s["text"]}) + "\n" for i, s in enumerate(g["sources"])))
+PY
+"$BILD" generate -S "$S" -L "$L" --requests "$tmp/req.jsonl" -n 40 --exact -q >"$tmp/o" 2>"$tmp/e" ||
+    fail "--requests: $(cat "$tmp/e")"
+/usr/bin/python3 - "$G" "$tmp/o" <<'PY' || fail "--requests results differ from the reference's greedy text"
+import json, sys
+g = json.load(open(sys.argv[1]))
+got = {j["id"]: j["tokens"] for j in map(json.loads, open(sys.argv[2]))}
+assert got == {i: s["large_greedy"] for i, s in enumerate(g["sources"])}, got
+PY
+"$BILD" generate -S "$S" -L "$L" --prompts "$tmp/prompts.txt" -n 40 --mode large -q >"$tmp/o" 2>"$tmp/e" ||
+    fail "--prompts: $(cat "$tmp/e")"
+[ "$(wc -l <"$tmp/o")" -eq "$(wc -l <"$tmp/prompts.txt")" ] || fail "--prompts: $(wc -l <"$tmp/o") result lines"
+echo "ok   --requests with \"source\" and --prompts give the reference's greedy texts"
+
+# the streamed text is the decoded output, without the source
+"$BILD" generate -S "$S" -L "$L" --source "Hello world" -n 12 --mode large -q >"$tmp/o" 2>"$tmp/e" || fail "stream"
+"$BILD" generate -S "$S" -L "$L" --source "Hello world" -n 12 --mode large -q --json >"$tmp/j" 2>"$tmp/e" || fail "json"
+/usr/bin/python3 - "$tmp/o" "$tmp/j" <<'PY' || fail "streamed text differs from the --json text"
+import json, sys
+s = open(sys.argv[1], encoding="utf-8").read()
+assert s == json.load(open(sys.argv[2]))["text"] + "\n", (s, json.load(open(sys.argv[2]))["text"])
+PY
+echo "ok   streamed text equals the --json text"
+
+# --dummy-weights at t5-small's shapes (random bf16 weights), two tokens
+"$BILD" generate --dummy-weights -L bench/t5/t5-small --mode large --tokenizer "$L/tokenizer.json" \
+    --source "Hello world" -n 2 --json -q >"$tmp/o" 2>"$tmp/e" || fail "--dummy-weights t5-small: $(cat "$tmp/e")"
+/usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); assert j['stats']['generated'] == 2, j" "$tmp/o" ||
+    fail "--dummy-weights t5-small: not 2 tokens"
+echo "ok   --dummy-weights at t5-small's shapes"
+
+# refusals
+expect "source for a decoder-only pair" 2 "--source and --source-file are for T5" -- \
+    generate -S "$SM" -L "$LG" --source x
+expect "prompt for a T5 pair" 2 "give --source TEXT or --source-file FILE" -- generate -S "$S" -L "$L" -p x
+expect "T5 with sampling" 2 "does not take --temperature" -- generate -S "$S" -L "$L" --source x -t 0.8
+expect "T5 with workers" 2 "does not take --small-endpoint" -- \
+    generate --small-endpoint ipc:///nonexistent -L "$L" --source x
+expect "T5 with --parallel" 2 "does not take --parallel" -- \
+    generate -S "$S" -L "$L" --prompts "$tmp/prompts.txt" --parallel 2
+expect "mixed families" 3 "the small model is a T5 / mT5 encoder-decoder and the large one is not" -- \
+    generate -S "$S" -L "$LG" --source x
+mkdir -p "$tmp/notok"
+cp "$DATA/t5/t5v11_f32/config.json" "$DATA/t5/t5v11_f32/model.safetensors" "$tmp/notok/"
+expect "no tokenizer" 3 "no tokenizer.json next to the models" -- generate -S "$S" -L "$tmp/notok" --source x
+cp "$DATA/t5/t5_f32/config.json" "$DATA/t5/t5_f32/model.safetensors" "$tmp/notok/"
+sed -i 's/"vocab_size": 512/"vocab_size": 500/' "$tmp/notok/config.json"
+expect "vocabulary sizes differ" 3 "model '$tmp/notok': model.safetensors" -- generate -S "$S" -L "$tmp/notok" --source x
+[ $fails -eq 0 ] || { echo "test_t5_cli: $fails failed"; exit 1; }
+echo "test_t5_cli: ok"
