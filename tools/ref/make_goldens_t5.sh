@@ -4,7 +4,8 @@
 # output and decoder logits for a fixed source and decoder input, and 64
 # greedy tokens for another source, past any EOS) with the independent PyTorch reference
 # tools/ref/t5_ref.py (float64), and tests/data/t5bild/ (a noisy small copy
-# of t5v11_f32 and faithful-loop goldens, tools/ref/bild_t5_ref.py).
+# of t5v11_f32, faithful-loop goldens and the source-text goldens of
+# tests/test_t5_cli.sh, tools/ref/bild_t5_ref.py).
 # tests/test_t5.c and test_t5_bild.c check model/t5.c and the T5 links against
 # them. Run from the repository root; needs Debian's python (torch + numpy).
 set -eu
@@ -45,3 +46,6 @@ B=tests/data/t5bild
 rm -rf $B/small
 $PY tools/ref/bild_t5_ref.py noisy $D/t5v11_f32 $B/small --noise 0.5 --seed 3
 $PY tools/ref/bild_t5_ref.py golden $D/t5v11_f32 $B/small --out $B/faithful.json
+# bild generate --source on text: source ids from the HF tokenizers goldens
+# (tools/ref/make_unigram_goldens.sh), for tests/test_t5_cli.sh
+$PY tools/ref/bild_t5_ref.py cli $D/t5v11_f32 $B/small --tok-golden tests/data/t5tok/golden_t5.json --out $B/cli.json
