@@ -648,9 +648,13 @@ static int gen_exit(int r) {
 
 /* bild generate on a T5 / mT5 pair, in this process: g->base holds the
  * policy's settings but the vocabulary and stop ids, which come from the
- * models; text (one source) or req_f (serving). Returns the exit status. */
-static int gen_t5(gen_t *g, const char *small_path, const char *large_path, const char *tokpath,
-                  const cli_dummy_t *dummy, int threads, const char *text, FILE *req_f, int jsonl) {
+ * models; text (one source) or req_f (serving). small_path / large_path:
+ * the models to run (NULL: not used in this mode); tok_dirs: the folders
+ * where a tokenizer.json is looked for (the large one's first), whatever
+ * the mode. Returns the exit status. */
+static int gen_t5(gen_t *g, const char *small_path, const char *large_path, const char *const tok_dirs[2],
+                  const char *tokpath, const cli_dummy_t *dummy, int threads, const char *text, FILE *req_f,
+                  int jsonl) {
     const char *cmd = g->cmd;
     char err[1024], found[4096], tried[4096];
     int rc = EXIT_INPUT;
@@ -662,12 +666,9 @@ static int gen_t5(gen_t *g, const char *small_path, const char *large_path, cons
     }
     const t5_config_t *c = t5_pair_config(g->t5);
     const char *tp = tokpath;
-    if (!tp && cli_default_tokenizer(large_path ? large_path : small_path, c->vocab_size, found, sizeof found, tried,
-                                     sizeof tried) == 0)
-        tp = found;
-    if (!tp && small_path && large_path && cli_default_tokenizer(small_path, c->vocab_size, found, sizeof found, tried,
-                                                                 sizeof tried) == 0)
-        tp = found;
+    for (int i = 0; i < 2 && !tp; i++)
+        if (tok_dirs[i] && cli_default_tokenizer(tok_dirs[i], c->vocab_size, found, sizeof found, tried, sizeof tried) == 0)
+            tp = found;
     if (!tp) {
         fprintf(stderr, "bild %s: no tokenizer.json next to the models; pass --tokenizer PATH\n", cmd);
         goto done;
@@ -778,11 +779,12 @@ int cmd_generate(int argc, char **argv) {
     if (plane_want < PLANE_AUTO)
         return cli_usage_error(cmd, "--data-plane: unknown kind '%s' (auto, messages, host or nccl)", plane_s);
     if (overlap && temperature > 0) return cli_usage_error(cmd, "--overlap is for greedy decoding; drop --temperature");
-    if (mode == POLICY_LARGE) small_path = small_ep = NULL; /* not used */
-    if (mode == POLICY_SMALL) large_path = large_ep = NULL;
-    /* T5 / mT5 (encoder-decoders) take a source text; the rest a prompt */
+    /* T5 / mT5 (encoder-decoders) take a source text; the rest a prompt.
+     * Both models given are looked at, even one this mode does not run */
     char small_dir[4096] = "", large_dir[4096] = "", derr[1024];
     const char *mpaths[2] = {small_path, large_path};
+    if (mode == POLICY_LARGE) small_path = small_ep = NULL; /* not used */
+    if (mode == POLICY_SMALL) large_path = large_ep = NULL;
     char *dirs[2] = {small_dir, large_dir};
     int n_t5 = 0, n_paths = 0;
     for (int i = 0; i < 2; i++) {
@@ -900,7 +902,8 @@ int cmd_generate(int argc, char **argv) {
                                .alpha_rb = alpha_rb, .max_small = mode == POLICY_SPEC ? gamma : max_small,
                                .max_new = max_new, .sampling = mode == POLICY_SPEC && temperature > 0, .seed = seed};
     if (t5) {
-        rc = gen_t5(&g, small_path ? small_dir : NULL, large_path ? large_dir : NULL, tokpath, &dummy, threads,
+        const char *tok_dirs[2] = {*large_dir ? large_dir : NULL, *small_dir ? small_dir : NULL};
+        rc = gen_t5(&g, small_path ? small_dir : NULL, large_path ? large_dir : NULL, tok_dirs, tokpath, &dummy, threads,
                     prompt, req_f, requests != NULL);
         goto done;
     }
