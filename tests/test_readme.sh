@@ -213,6 +213,32 @@ def requests(out, err):
     assert 0 < len(rows[0]["tokens"]) <= 50, len(rows[0]["tokens"])
 
 
+def t5_exact(out, err):
+    want = subprocess.run([BILD, "generate", "-S", "tests/data/t5bild/small", "-L", "tests/data/t5/t5v11_f32", "-z",
+                           "tests/data/t5tok/tokenizer.json", "--source", "Das ist ein kleiner Test.", "--mode", "large",
+                           "-q"], capture_output=True, text=True).stdout
+    assert out == want and "fallbacks" in err, "--exact %r differs from the large model's %r" % (out[:80], want[:80])
+
+
+def t5_dummy(out, err):
+    assert "random weights" in err and "4 tokens (0 small, 4 large)" in err, err[-300:]
+
+
+def t5_files(out, err):
+    assert open(os.path.join(T, "de.txt")).read().count("\n") == 2 == open(os.path.join(T, "en.txt")).read().count("\n")
+
+
+def t5_tasks(out, err):
+    rows = [l.split("\t") for l in open(os.path.join(T, "t5tasks", "table.tsv")).read().splitlines()[1:]]
+    t = {r[1]: r for r in rows}
+    assert {"large", "small", "exact"} <= set(t) and t["exact"][2] == t["large"][2], rows
+    assert "BLEU means something only with trained weights" in out, out[-300:]
+
+
+def t5_bleu(out, err):
+    assert out.startswith("BLEU = "), out[:100]
+
+
 CHECKS = [
     (r"build/bild run -m models/stories15M/stories15M.bin -p \"Once upon a time\" -n 200", story_with_stats("Once upon a time")),
     (r"build/bild run -m models/stories15M/stories15M.bin -p \"Lily had a cat\" -t 0 --json", run_json),
@@ -232,6 +258,13 @@ CHECKS = [
     (r"kill \$LARGE \$SMALL", kill_workers),
     (r"build/bild generate -S \$S -L \$L --prompts tests/data/prompts20.txt -n 64", prompts20),
     (r"echo '\{\"id\": 7, .*\}' \| build/bild generate -S \$S -L \$L --requests -", requests),
+    (r"build/bild generate -S \$TS -L \$TL -z \$TK --source \"Das ist ein kleiner Test.\" --exact", t5_exact),
+    (r"build/bild generate --dummy-weights -L bench/t5/t5-large -z \$TK --source \"Das ist ein Test.\" -n 4 "
+     r"--mode large", t5_dummy),
+    (r"printf '.*' >\$T/de.txt; printf '.*' >\$T/en.txt", t5_files),
+    (r"sh bench/t5_tasks.sh --small \$TS --large \$TL --tokenizer \$TK --src \$T/de.txt --ref \$T/en.txt "
+     r"--out \$T/t5tasks", t5_tasks),
+    (r"build/bild bleu --hyp \$T/t5tasks/custom.large.hyp \$T/en.txt", t5_bleu),
     (r"build/cuda/bild generate -S \$S -L \$L --device cuda:0 -p \"Once upon a time\"", "gpu"),
     (r"launch/multi-gpu.sh --small \$S --large \$L -- -p \"Once upon a time\"", "gpu"),
     (r"sh tests/gpu/run.sh", "gpu"),
