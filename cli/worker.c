@@ -5,10 +5,14 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zmq.h>
 
 #include "cli/cli.h"
 #include "cli/worker.h"
+#include "common/t5_pair.h"
+#include "common/t5_server.h"
+#include "model/t5.h"
 #include "proto/transport.h"
 
 static const char *WORKER_HELP =
@@ -25,7 +29,9 @@ static const char *WORKER_HELP =
     "least recently used when a new one needs its place, is evicted, and a\n"
     "later request of it gets an error saying so.\n"
     "\n"
-    "  -m, --model PATH        llama2.c checkpoint or Hugging Face folder\n"
+    "  -m, --model PATH        llama2.c checkpoint or Hugging Face folder (a T5 / mT5\n"
+    "                          one too: the coordinator sends each request's source,\n"
+    "                          greedy decoding, CPU, no batching across sessions)\n"
     "  -z, --tokenizer PATH    its tokenizer (default: beside the model); its\n"
     "                          fingerprint is checked by the coordinator\n"
     "  -b, --bind ENDPOINT     ipc:///path or tcp://127.0.0.1:PORT\n"
@@ -107,11 +113,20 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
                                     "to listen on the network, with CURVE keys)", bind_ep);
     if (cli_check_device_opts(cmd, &device, 1, dtype_s, &dummy)) return EXIT_USAGE;
 
-    char err[1024];
+    char err[1024], dir[4096] = "";
     int rc = EXIT_INPUT, refused = 0;
     cli_loaded_t L = {0};
     backend_t *be = NULL;
     transformer_t *tf = NULL;
+    t5_model_t *t5m = NULL;
+    tokenizer_t *t5tok = NULL;
+    t5_server_t t5s = {0};
+    /* a T5 / mT5 folder gets the encoder-decoder handlers (common/t5_server.h) */
+    int t5 = dummy.on ? cli_dummy_dir(model, dir, sizeof dir, err, sizeof err) == 0 && t5_probe(dir)
+                      : (snprintf(dir, sizeof dir, "%s", model), t5_probe(dir));
+    if (t5 && (strcmp(device, "cpu") || draft_vocab || draft_top))
+        return cli_usage_error(cmd, "a T5 / mT5 model runs on the CPU with the full vocabulary for now (drop %s)",
+                               strcmp(device, "cpu") ? "--device" : "--draft-vocab/--draft-top");
     void *zctx = NULL;
     transport_server_t *srv = NULL;
     transport_keypair_t kp;
@@ -130,18 +145,70 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
         rc = EXIT_RUNTIME;
         goto done;
     }
-    if (cli_load_model(cmd, model, tokpath, 0, &dummy, device, &L)) goto done;
-    const model_config_t *c = model_config(L.m);
-    rc = EXIT_RUNTIME;
-    if (!(tf = transformer_new(be, c, model_weights(L.m), BILD_MAX_DRAFT, err, sizeof err))) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
-        goto done;
-    }
     plane_t *plane = NULL;
     void *ctx = NULL;
-    const worker_setup_t ws = {.cmd = cmd, .model = model, .tf = tf, .cfg = c, .plane = &plane,
-                               .draft_vocab = draft_vocab, .draft_top = draft_top, .dummy = dummy.on};
-    if ((rc = kind->setup(&ws, &ctx)) != EXIT_OK) goto done;
+    serve_t sv = {.name = kind->name,
+                  .handle = kind->handle,
+                  .can_batch = no_batch ? NULL : kind->can_batch,
+                  .run_batch = no_batch ? NULL : kind->run_batch,
+                  .session_new = kind->session_new,
+                  .session_free = kind->session_free,
+                  .max_sessions = max_sessions,
+                  .idle_s = session_idle,
+                  .stop = &g_stop,
+                  .idle = backend_idle_hint,
+                  .idle_ctx = be,
+                  .device = device,
+                  .plane = &plane};
+    char what[600];
+    if (t5) {
+        if (!(t5m = dummy.on ? t5_open_dummy(dir, dummy.dtype, CLI_DUMMY_SEED, err, sizeof err)
+                             : t5_open(dir, err, sizeof err))) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            goto done;
+        }
+        const t5_config_t *c = t5_config(t5m);
+        char found[4096], tried[4096];
+        const char *tp = tokpath ? tokpath : cli_default_tokenizer(dir, c->vocab_size, found, sizeof found, tried,
+                                                                   sizeof tried) == 0 ? found : NULL;
+        if (!tp) {
+            fprintf(stderr, "bild %s: no --tokenizer given and none found next to the model (tried %s); pass "
+                            "--tokenizer PATH\n", cmd, tried);
+            goto done;
+        }
+        if (!(t5tok = cli_load_tokenizer(tp, c->vocab_size, c->decoder_start, c->eos, err, sizeof err))) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            goto done;
+        }
+        t5s = (t5_server_t){.m = t5m, .be = be, .role = kind->role};
+        sv.handle = t5_server_handle, sv.session_new = t5_server_session_new, sv.session_free = t5_server_session_free;
+        sv.can_batch = NULL, sv.run_batch = NULL, sv.plane = NULL, sv.ctx = &t5s;
+        sv.hello = (hello_reply_t){.role = kind->role, .vocab_size = c->vocab_size, .seq_len = T5_PAIR_MAX_DEC,
+                                   .caps = PROTO_CAP_ENCDEC, .start_id = c->decoder_start, .eos_id = c->eos,
+                                   .vocab_fingerprint = cli_vocab_fingerprint(t5tok)};
+        sv.vocab = c->vocab_size;
+        snprintf(what, sizeof what, "%s, vocab %d, encoder-decoder", c->arch, c->vocab_size);
+    } else {
+        if (cli_load_model(cmd, model, tokpath, 0, &dummy, device, &L)) goto done;
+        const model_config_t *c = model_config(L.m);
+        rc = EXIT_RUNTIME;
+        if (!(tf = transformer_new(be, c, model_weights(L.m), BILD_MAX_DRAFT, err, sizeof err))) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            goto done;
+        }
+        const worker_setup_t ws = {.cmd = cmd, .model = model, .tf = tf, .cfg = c, .plane = &plane,
+                                   .draft_vocab = draft_vocab, .draft_top = draft_top, .dummy = dummy.on};
+        if ((rc = kind->setup(&ws, &ctx)) != EXIT_OK) goto done;
+        sv.ctx = ctx;
+        sv.hello = (hello_reply_t){.role = kind->role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
+                                   .start_id = -1, .eos_id = c->eos_id,
+                                   .vocab_fingerprint = cli_vocab_fingerprint(L.tok)};
+        sv.vocab = c->vocab_size;
+        char pages[160];
+        cli_pages_desc(&L, device, pages, sizeof pages);
+        snprintf(what, sizeof what, "vocab %d, context %d%s%s; %.1f MB of KV cache a session", c->vocab_size,
+                 c->seq_len, *pages ? ", " : "", pages, (double)transformer_cache_bytes(tf) / 1e6);
+    }
     rc = EXIT_RUNTIME;
     const char *name = kind->name;
     transport_server_opts_t so = {.endpoint = bind_ep, .allow_remote = allow_remote, .curve = curve_key ? &kp : NULL,
@@ -156,40 +223,23 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    serve_t sv = {.name = name,
-                  .hello = {.role = kind->role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
-                            .vocab_fingerprint = cli_vocab_fingerprint(L.tok)},
-                  .vocab = c->vocab_size,
-                  .handle = kind->handle,
-                  .can_batch = no_batch ? NULL : kind->can_batch,
-                  .run_batch = no_batch ? NULL : kind->run_batch,
-                  .session_new = kind->session_new,
-                  .session_free = kind->session_free,
-                  .ctx = ctx,
-                  .max_sessions = max_sessions,
-                  .idle_s = session_idle,
-                  .stop = &g_stop,
-                  .idle = backend_idle_hint,
-                  .idle_ctx = be,
-                  .device = device,
-                  .zctx = zctx,
-                  .plane = &plane};
+    sv.zctx = zctx;
     snprintf(sv.hello.model, sizeof sv.hello.model, "%s", model);
-    char where[256], pages[160];
-    cli_pages_desc(&L, device, pages, sizeof pages);
-    fprintf(stderr, "bild %s: %s (vocab %d, context %d, %s%s%s%s%s; up to %d sessions, %.1f MB of KV cache each): "
-                    "listening on %s\n", cmd, model, c->vocab_size, c->seq_len, cli_backend_desc(be, where, sizeof where),
-            *pages ? ", " : "", pages,
-            dummy.on ? ", random weights" : "", curve_key ? ", CURVE" : "", max_sessions,
-            (double)transformer_cache_bytes(tf) / 1e6, bind_ep);
+    char where[256];
+    fprintf(stderr, "bild %s: %s (%s; %s%s%s; up to %d sessions): listening on %s\n", cmd, model, what,
+            cli_backend_desc(be, where, sizeof where), dummy.on ? ", random weights" : "", curve_key ? ", CURVE" : "",
+            max_sessions, bind_ep);
     rc = serve_loop(srv, &sv) == 0 ? EXIT_OK : EXIT_RUNTIME;
     fprintf(stderr, "bild %s: %s\n", cmd, g_stop ? "stopped by a signal" : "shut down");
-    kind->finish(cmd);
+    if (t5) fprintf(stderr, "bild %s: %ld sources encoded in %.1f ms\n", cmd, t5s.sources, t5s.encode_s * 1e3);
+    else kind->finish(cmd);
 done:
     transport_server_destroy(&srv);
     if (zctx) zmq_ctx_term(zctx);
     free(allowed);
     transformer_destroy(&tf);
+    tokenizer_destroy(&t5tok);
+    t5_close(t5m);
     backend_destroy(&be);
     cli_loaded_free(&L);
     return rc;

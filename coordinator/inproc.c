@@ -108,6 +108,7 @@ inproc_worker_t *inproc_worker_start(const inproc_opts_t *o, char *ep, size_t ep
     }
     w->sv = (serve_t){.name = name,
                       .hello = {.role = o->role, .vocab_size = c->vocab_size, .seq_len = c->seq_len,
+                                .start_id = -1, .eos_id = c->eos_id,
                                 .vocab_fingerprint = o->fingerprint},
                       .vocab = c->vocab_size,
                       .handle = w_handle,

@@ -23,7 +23,7 @@
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"
 #include "coordinator/session.h"
-#include "coordinator/t5_pair.h"
+#include "common/t5_pair.h"
 #include "large_worker/verifier.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -168,7 +168,9 @@ typedef struct {
     char plane_why[600];
     int setup_done;  /* gen_setup_remote ran on the current links */
     int inproc;      /* --parallel with in-process models: their workers are threads here (inproc.h) */
-    t5_pair_t *t5;   /* a T5 / mT5 pair in this process: each request's text is the source */
+    int encdec;      /* T5 / mT5: each request's text is the source; the decoders start from start_id */
+    int start_id;
+    t5_pair_t *t5;   /* ... the models in this process (else both are remote workers) */
 } gen_t;
 
 /* Sets up what remote workers need beyond the handshake, after (re)connects:
@@ -299,18 +301,18 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     sink_t sink = {.stream = !g->json && !line_mode};
     char why[1024];
     if (!ids) {
-        snprintf(err, errlen, "out of memory encoding the %s", g->t5 ? "source" : "prompt");
+        snprintf(err, errlen, "out of memory encoding the %s", g->encdec ? "source" : "prompt");
         goto done;
     }
     tokenizer_encode(g->tok, text, 1, ids, n_ids);
     /* T5: the text is the source (ids, ending with EOS); the decoders start
      * from decoder_start alone, which plays the prompt's part below */
-    if (g->t5) {
+    if (g->encdec) {
         src = ids, n_src = n_ids;
-        start = t5_pair_config(g->t5)->decoder_start;
+        start = g->start_id;
         ids = &start, n_ids = 1;
     }
-    int ctx = g->t5 ? T5_PAIR_MAX_DEC
+    int ctx = g->encdec ? T5_PAIR_MAX_DEC
             : g->small_ctx && g->large_ctx ? (g->small_ctx < g->large_ctx ? g->small_ctx : g->large_ctx)
                                            : g->small_ctx + g->large_ctx;
     /* The sequence (prompt and output) stays below the context: a check of
@@ -346,6 +348,17 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         snprintf(err, errlen, "%s", why);
         goto done;
     }
+    if (g->encdec && !g->t5) { /* the workers encode the source (their time: the round trip) */
+        double t0 = now_s();
+        remote_t *rem[2] = {g->rs, g->rl};
+        for (int i = 0; i < 2; i++)
+            if (rem[i] && remote_source(rem[i], src, n_src, n_ids + q.max_new + 1, why, sizeof why)) {
+                snprintf(err, errlen, "%s", why);
+                rc = GEN_WORKER;
+                goto done;
+            }
+        enc_s = now_s() - t0;
+    }
     session_times_t tm;
     if (session_run(pol, &sl, &ll, g->overlap, &tm, why, sizeof why) != 0) {
         snprintf(err, errlen, "%s", why);
@@ -358,7 +371,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     int n_out;
     const int *out = policy_output(pol, &n_out);
     const policy_stats_t *st = policy_stats(pol);
-    if (sink.stream && !g->t5) sink_tokens(&sink, g->tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt */
+    if (sink.stream && !g->encdec) sink_tokens(&sink, g->tok, ids[0], ids + 1, n_ids - 1); /* echo the prompt */
     tm.total_s += enc_s; /* T5: the encoders' time is part of the request's */
     sink_tokens(&sink, g->tok, ids[n_ids - 1], out, n_out);
     sink_finish(&sink);
@@ -384,7 +397,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         cJSON_AddStringToObject(j, "text", sink.text ? sink.text : "");
         cJSON *toks = cJSON_AddArrayToObject(j, "tokens");
         for (int i = 0; i < n_out; i++) cJSON_AddItemToArray(toks, cJSON_CreateNumber(out[i]));
-        if (g->t5) cJSON_AddNumberToObject(j, "source_tokens", n_src);
+        if (g->encdec) cJSON_AddNumberToObject(j, "source_tokens", n_src);
         else cJSON_AddNumberToObject(j, "prompt_tokens", n_ids);
         cJSON_AddStringToObject(j, "stop", stop);
         cJSON *sj = cJSON_AddObjectToObject(j, "stats");
@@ -403,7 +416,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         cJSON_AddNumberToObject(sj, "accept_pct", accept);
         cJSON_AddNumberToObject(sj, "mean_accepted", mean_acc);
         cJSON_AddNumberToObject(sj, "unchecked", st->unchecked);
-        if (g->t5) cJSON_AddNumberToObject(sj, "encode_s", enc_s);
+        if (g->encdec) cJSON_AddNumberToObject(sj, "encode_s", enc_s);
         cJSON_AddNumberToObject(sj, "small_s", tm.small_s);
         cJSON_AddNumberToObject(sj, "large_s", tm.large_s);
         cJSON_AddNumberToObject(sj, "other_s", other);
@@ -442,7 +455,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
                 st->rolled_back, st->unchecked);
         fprintf(stderr, "bild: n_drafted %d, n_accept %d, accept %.1f%%, mean accepted per check %.2f\n", st->drafted,
                 st->accepted, accept, mean_acc);
-        if (g->t5) fprintf(stderr, "bild: source %d tokens, encoded by %s in %.1f ms\n", n_src,
+        if (g->encdec) fprintf(stderr, "bild: source %d tokens, encoded by %s in %.1f ms\n", n_src,
                            sl.draft && ll.verify ? "both models" : "the model", enc_s * 1e3);
         fprintf(stderr, "bild: time: small %.1f ms, large %.1f ms, other %.1f ms; cost ratio c %.3f; predicted "
                         "speedup n/(N_L + c N_S) %.2f\n", tm.small_s * 1e3, tm.large_s * 1e3, other * 1e3, cost,
@@ -514,11 +527,11 @@ static int serve_line(gen_t *g, const char *line, int lineno, int n, int jsonl) 
             snprintf(err, sizeof err, "line %d is not a JSON object", lineno);
         else if (id = cJSON_GetObjectItemCaseSensitive(req, "id"),
                  /* T5 pairs: "source", or "prompt" standing for it */
-                 pr = g->t5 && cJSON_GetObjectItemCaseSensitive(req, "source") ? cJSON_GetObjectItemCaseSensitive(req, "source")
+                 pr = g->encdec && cJSON_GetObjectItemCaseSensitive(req, "source") ? cJSON_GetObjectItemCaseSensitive(req, "source")
                                                                               : cJSON_GetObjectItemCaseSensitive(req, "prompt"),
                  !cJSON_IsString(pr))
             snprintf(err, sizeof err, "line %d: \"%s\" (a string) is required", lineno,
-                     g->t5 ? "source" : "prompt");
+                     g->encdec ? "source" : "prompt");
         else {
             text = pr->valuestring;
             int bad = 0;
@@ -646,55 +659,83 @@ static int gen_exit(int r) {
          : r == GEN_BAD_REQUEST ? EXIT_USAGE : EXIT_RUNTIME;
 }
 
-/* bild generate on a T5 / mT5 pair, in this process: g->base holds the
- * policy's settings but the vocabulary and stop ids, which come from the
- * models; text (one source) or req_f (serving). small_path / large_path:
- * the models to run (NULL: not used in this mode); tok_dirs: the folders
- * where a tokenizer.json is looked for (the large one's first), whatever
- * the mode. Returns the exit status. */
+/* bild generate on a T5 / mT5 pair, in this process or as two workers
+ * (g->rs, g->rl connected: their hello replies say PROTO_CAP_ENCDEC):
+ * g->base holds the policy's settings but the vocabulary and stop ids,
+ * which come from the models; text (one source) or req_f (serving).
+ * small_path / large_path: the models to run in process (NULL: not used
+ * in this mode, or remote); tok_dirs: the folders where a tokenizer.json
+ * is looked for (the large one's first), whatever the mode. Returns the
+ * exit status. */
 static int gen_t5(gen_t *g, const char *small_path, const char *large_path, const char *const tok_dirs[2],
                   const char *tokpath, const cli_dummy_t *dummy, int threads, const char *text, FILE *req_f,
                   int jsonl) {
     const char *cmd = g->cmd;
-    char err[1024], found[4096], tried[4096];
-    int rc = EXIT_INPUT;
-    backend_t *be = cli_open_backend(cmd, "cpu", threads);
-    if (!be) return EXIT_RUNTIME;
-    if (!(g->t5 = t5_pair_open(small_path, large_path, dummy, be, err, sizeof err))) {
-        fprintf(stderr, "bild %s: %s\n", cmd, err);
-        goto done;
+    char err[1024], found[4096], tried[4096] = "", bd[240] = "two workers";
+    int rc = EXIT_INPUT, V, start, eos;
+    const char *arch = "T5 / mT5 workers";
+    backend_t *be = NULL;
+    const hello_reply_t *hel[2] = {g->rs ? &g->hs : NULL, g->rl ? &g->hl : NULL};
+    if (small_path || large_path) {
+        if (!(be = cli_open_backend(cmd, "cpu", threads))) return EXIT_RUNTIME;
+        if (!(g->t5 = t5_pair_open(small_path, large_path, dummy, be, err, sizeof err))) {
+            fprintf(stderr, "bild %s: %s\n", cmd, err);
+            goto done;
+        }
+        const t5_config_t *c = t5_pair_config(g->t5);
+        V = c->vocab_size, start = c->decoder_start, eos = c->eos, arch = c->arch;
+        cli_backend_desc(be, bd, sizeof bd);
+    } else { /* both remote: what the workers said */
+        const hello_reply_t *h = hel[1] ? hel[1] : hel[0];
+        V = h->vocab_size, start = h->start_id, eos = h->eos_id;
+        if (hel[0] && hel[1] && (hel[0]->start_id != hel[1]->start_id || hel[0]->eos_id != hel[1]->eos_id)) {
+            fprintf(stderr, "bild %s: the workers disagree on the decoder's start and stop ids (small %d/%d, large "
+                            "%d/%d)\n", cmd, hel[0]->start_id, hel[0]->eos_id, hel[1]->start_id, hel[1]->eos_id);
+            goto done;
+        }
+        if (start < 0 || eos < 0) {
+            fprintf(stderr, "bild %s: the worker did not say its decoder start and stop ids\n", cmd);
+            goto done;
+        }
     }
-    const t5_config_t *c = t5_pair_config(g->t5);
     const char *tp = tokpath;
     for (int i = 0; i < 2 && !tp; i++)
-        if (tok_dirs[i] && cli_default_tokenizer(tok_dirs[i], c->vocab_size, found, sizeof found, tried, sizeof tried) == 0)
+        if (tok_dirs[i] && cli_default_tokenizer(tok_dirs[i], V, found, sizeof found, tried, sizeof tried) == 0)
             tp = found;
     if (!tp) {
-        fprintf(stderr, "bild %s: no tokenizer.json next to the models; pass --tokenizer PATH\n", cmd);
+        fprintf(stderr, "bild %s: no tokenizer.json next to the models%s; pass --tokenizer PATH\n", cmd,
+                g->t5 ? "" : " (they are remote)");
         goto done;
     }
     /* decoder_start stands for BOS: the first output token's leading space is dropped after it */
-    if (!(g->tok = cli_load_tokenizer(tp, c->vocab_size, c->decoder_start, c->eos, err, sizeof err))) {
+    if (!(g->tok = cli_load_tokenizer(tp, V, start, eos, err, sizeof err))) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         goto done;
     }
-    g->V = c->vocab_size;
-    g->base.vocab_size = c->vocab_size, g->base.stop_a = g->base.stop_b = c->eos;
-    policy_t *probe = policy_new(&g->base, &c->decoder_start, 1, err, sizeof err); /* the settings, once */
+    g->V = V, g->encdec = 1, g->start_id = start;
+    g->fp = cli_vocab_fingerprint(g->tok);
+    for (int i = 0; i < 2; i++)
+        if (hel[i] && (hel[i]->vocab_size != V || hel[i]->vocab_fingerprint != g->fp)) {
+            fprintf(stderr, "bild %s: the %s worker holds another vocabulary (%d tokens, fingerprint %016llx; the "
+                            "tokenizer here: %d, %016llx)\n", cmd, i ? "large" : "small", hel[i]->vocab_size,
+                    (unsigned long long)hel[i]->vocab_fingerprint, V, (unsigned long long)g->fp);
+            goto done;
+        }
+    g->base.vocab_size = V, g->base.stop_a = g->base.stop_b = eos;
+    policy_t *probe = policy_new(&g->base, &start, 1, err, sizeof err); /* the settings, once */
     if (!probe) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         rc = EXIT_USAGE;
         goto done;
     }
     policy_destroy(&probe);
-    if (!g->quiet) {
-        char bd[240];
-        fprintf(stderr, "bild: %s; mode %s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; %s%s\n",
-                c->arch, policy_mode_name(g->base.mode), g->base.faithful ? " (faithful)" : "",
-                g->base.direct ? " (direct)" : "", small_path ? small_path : "-", large_path ? large_path : "-",
-                g->base.alpha_fb, g->base.alpha_rb, g->base.max_small, cli_backend_desc(be, bd, sizeof bd),
-                dummy->on ? "; random weights (--dummy-weights)" : "");
-    }
+    if (!g->quiet)
+        fprintf(stderr, "bild: %s; mode %s%s%s%s; small %s, large %s; fallback %.2f, rollback %.2f, max-small %d; "
+                        "%s%s\n", arch, policy_mode_name(g->base.mode), g->base.faithful ? " (faithful)" : "",
+                g->base.direct ? " (direct)" : "", g->overlap ? " with overlap" : "",
+                small_path ? small_path : g->small_ep ? g->small_ep : "-",
+                large_path ? large_path : g->large_ep ? g->large_ep : "-", g->base.alpha_fb, g->base.alpha_rb,
+                g->base.max_small, bd, dummy->on && g->t5 ? "; random weights (--dummy-weights)" : "");
     if (req_f) {
         int failed = gen_serve(g, req_f, jsonl, 1);
         if (failed < 0) fprintf(stderr, "bild %s: cannot write the output: %s\n", cmd, strerror(errno));
@@ -802,25 +843,26 @@ int cmd_generate(int argc, char **argv) {
                 t5_probe(small_dir) ? "large" : "small");
         return EXIT_INPUT;
     }
-    if (!t5 && (source || source_file))
+    const int has_src = source || source_file, has_prompt = prompt || prompt_file;
+    /* what a T5 pair does not take (yet), here or as workers (checked again once they say what they hold) */
+    const char *t5_no = temperature > 0 ? "--temperature (T5 pairs decode greedily for now)"
+                      : parallel > 1 ? "--parallel (T5 pairs serve one request at a time for now)"
+                      : overlap && !small_ep ? "--overlap (it needs worker processes)"
+                      : draft_vocab || draft_top ? "--draft-vocab/--draft-top (decoder-only small models only)"
+                      : strcmp(device, "cpu") || (small_dev && strcmp(small_dev, "cpu")) ||
+                        (large_dev && strcmp(large_dev, "cpu")) ? "--device (T5 models run on the CPU for now)"
+                      : has_prompt ? "--prompt or --prompt-file: T5 / mT5 models turn a source text into an output: "
+                                     "give --source TEXT or --source-file FILE (or --prompts / --requests, one "
+                                     "source per request)"
+                      : NULL;
+    if (t5 && (small_ep || large_ep))
+        return cli_usage_error(cmd, "a T5 / mT5 pair runs in this process or as two workers (--small-endpoint and "
+                                    "--large-endpoint), not half of each");
+    if (!t5 && has_src && !small_ep && !large_ep)
         return cli_usage_error(cmd, "--source and --source-file are for T5 / mT5 encoder-decoders (config.json "
                                     "model_type t5 or mt5); these models take --prompt or --prompt-file");
-    if (t5) {
-        if (prompt || prompt_file)
-            return cli_usage_error(cmd, "T5 / mT5 models turn a source text into an output: give --source TEXT or "
-                                        "--source-file FILE (or --prompts / --requests, one source per request)");
-        prompt = source, prompt_file = source_file;
-        const char *no = small_ep || large_ep ? "--small-endpoint/--large-endpoint (the worker processes serve "
-                                                "decoder-only models for now; T5 pairs run in this process)"
-                       : temperature > 0 ? "--temperature (T5 pairs decode greedily for now)"
-                       : parallel > 1 ? "--parallel (T5 pairs serve one request at a time for now)"
-                       : overlap ? "--overlap (it needs worker processes)"
-                       : draft_vocab || draft_top ? "--draft-vocab/--draft-top (decoder-only small models only)"
-                       : strcmp(device, "cpu") || (small_dev && strcmp(small_dev, "cpu")) ||
-                         (large_dev && strcmp(large_dev, "cpu")) ? "--device (T5 models run on the CPU for now)"
-                       : NULL;
-        if (no) return cli_usage_error(cmd, "a T5 / mT5 pair does not take %s", no);
-    }
+    if (t5 && t5_no) return cli_usage_error(cmd, "a T5 / mT5 pair does not take %s", t5_no);
+    if (has_src) prompt = source, prompt_file = source_file;
     if ((prompt != NULL) + (prompt_file != NULL) + (prompts != NULL) + (requests != NULL) != 1)
         return cli_usage_error(cmd, "give exactly one of --prompt (or --source), --prompt-file (or --source-file), "
                                     "--prompts and --requests");
@@ -926,6 +968,31 @@ int cmd_generate(int argc, char **argv) {
                         "at %s (%d tokens); BiLD needs one shared vocabulary\n", cmd, large_ep, g.hl.vocab_size,
                 small_ep, g.hs.vocab_size);
         goto done;
+    }
+    { /* workers holding T5 / mT5 models (their hello says so): both, and nothing in process */
+        int n_rem = !!g.rs + !!g.rl;
+        int n_enc = (g.rs && (g.hs.caps & PROTO_CAP_ENCDEC)) + (g.rl && (g.hl.caps & PROTO_CAP_ENCDEC));
+        if (n_enc && (n_enc != n_rem || small_path || large_path)) {
+            fprintf(stderr, "bild %s: the %s worker serves a T5 / mT5 encoder-decoder and the %s model is not one; "
+                            "BiLD needs two models of one family\n", cmd,
+                    g.rs && (g.hs.caps & PROTO_CAP_ENCDEC) ? "small" : "large",
+                    g.rs && (g.hs.caps & PROTO_CAP_ENCDEC) ? "large" : "small");
+            goto done;
+        }
+        if (!n_enc && has_src) {
+            rc = cli_usage_error(cmd, "--source and --source-file are for T5 / mT5 encoder-decoders; the workers "
+                                      "serve decoder-only models, which take --prompt or --prompt-file");
+            goto done;
+        }
+        if (n_enc && t5_no) {
+            rc = cli_usage_error(cmd, "the workers serve a T5 / mT5 pair, which does not take %s", t5_no);
+            goto done;
+        }
+        if (n_enc) {
+            const char *none[2] = {NULL, NULL};
+            rc = gen_t5(&g, NULL, NULL, none, tokpath, &dummy, threads, prompt, req_f, requests != NULL);
+            goto done;
+        }
     }
     /* the tokenizer: --tokenizer, else beside the large model, else beside the small one */
     if (large_path && cli_load_model(cmd, large_path, tokpath, mode == POLICY_SMALL, &dummy, large_dev, &Lg)) goto done;

@@ -153,6 +153,14 @@ static int remote_verify(void *self, const verify_req_t *req, verify_res_t *res,
     return remote_verify_start(self, req, err, errlen) ? -1 : remote_verify_finish(self, res, err, errlen);
 }
 
+int remote_source(remote_t *r, const int *ids, int n, int max_dec, char *err, int errlen) {
+    proto_buf_t b = {.session_id = r->session};
+    source_req_t q = {ids, n, max_dec};
+    int rc = proto_encode_source(&b, r->next_id++, &q) == 0 ? call(r, &b, MSG_PONG, err, errlen) : -1;
+    proto_buf_free(&b);
+    return rc;
+}
+
 int remote_session(remote_t *r, const session_req_t *q, char *err, int errlen) {
     proto_buf_t b = {.session_id = r->session};
     int rc = proto_encode_session(&b, r->next_id++, q) == 0 ? call(r, &b, MSG_PONG, err, errlen) : -1;

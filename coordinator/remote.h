@@ -45,6 +45,9 @@ void remote_destroy(remote_t **pr);
 
 /* SESSION: the worker samples with these settings from now on. 0 or -1. */
 int remote_session(remote_t *r, const session_req_t *q, char *err, int errlen);
+/* SOURCE: an encoder-decoder worker encodes ids[0..n) for the session's
+ * next request, with room for max_dec decoder tokens. */
+int remote_source(remote_t *r, const int *ids, int n, int max_dec, char *err, int errlen);
 /* One data-plane set-up step (proto/plane.h); start/finish let the caller
  * send to both workers before waiting (an NCCL open blocks until both join). */
 int remote_plane(remote_t *r, const plane_req_t *q, plane_res_t *res, char *err, int errlen);

@@ -53,7 +53,10 @@ int large_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t
     large_session_t *x = st;
     if (req->type == MSG_SESSION) return session(s, x, &req->session, out, req->id, err, errlen);
     if (req->type != MSG_VERIFY_REQ) {
-        snprintf(err, (size_t)errlen, "the large worker serves verify requests, not message type %d", req->type);
+        if (req->type == MSG_SOURCE)
+            snprintf(err, (size_t)errlen, "this worker's model is decoder-only: it takes a prompt, not a source");
+        else
+            snprintf(err, (size_t)errlen, "the large worker serves verify requests, not message type %d", req->type);
         return -1;
     }
     const verify_req_t *q = &req->verify_req;

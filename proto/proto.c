@@ -75,13 +75,23 @@ int proto_encode_hello(proto_buf_t *b, uint32_t id, worker_role_t expect) {
 
 int proto_encode_hello_reply(proto_buf_t *b, uint32_t id, const hello_reply_t *h) {
     enc_t e;
-    enc_begin(&e, b->session_id, id, MSG_HELLO_REPLY, 6);
+    enc_begin(&e, b->session_id, id, MSG_HELLO_REPLY, 8);
     msgpack_pack_int(&e.pk, h->role);
     pack_str(&e.pk, h->model);
     msgpack_pack_int(&e.pk, h->vocab_size);
     msgpack_pack_uint64(&e.pk, h->vocab_fingerprint);
     msgpack_pack_int(&e.pk, h->seq_len);
     msgpack_pack_uint32(&e.pk, h->caps);
+    msgpack_pack_int(&e.pk, h->start_id);
+    msgpack_pack_int(&e.pk, h->eos_id);
+    return enc_end(&e, b);
+}
+
+int proto_encode_source(proto_buf_t *b, uint32_t id, const source_req_t *r) {
+    enc_t e;
+    enc_begin(&e, b->session_id, id, MSG_SOURCE, 2);
+    pack_ints(&e.pk, r->ids, r->n);
+    msgpack_pack_int(&e.pk, r->max_dec);
     return enc_end(&e, b);
 }
 
@@ -290,9 +300,11 @@ static proto_err_t decode_body(const msgpack_object *f, int nf, int vocab, proto
         m->role = (worker_role_t)role;
         return PROTO_OK;
     case MSG_HELLO_REPLY:
-        if (nf != 6 || get_int(&f[0], ROLE_SMALL, ROLE_LARGE, &role) || get_str(&f[1], m->hello.model) ||
+        if (nf != 8 || get_int(&f[0], ROLE_SMALL, ROLE_LARGE, &role) || get_str(&f[1], m->hello.model) ||
             get_int(&f[2], 1, PROTO_MAX_VOCAB, &m->hello.vocab_size) || f[3].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            get_int(&f[4], 1, 1 << 24, &m->hello.seq_len) || get_i64(&f[5], 0, UINT32_MAX, &u))
+            get_int(&f[4], 1, 1 << 24, &m->hello.seq_len) || get_i64(&f[5], 0, UINT32_MAX, &u) ||
+            get_int(&f[6], -1, m->hello.vocab_size - 1, &m->hello.start_id) ||
+            get_int(&f[7], -1, m->hello.vocab_size - 1, &m->hello.eos_id))
             return PROTO_E_FORMAT;
         m->hello.role = (worker_role_t)role;
         m->hello.vocab_fingerprint = f[3].via.u64;
@@ -363,6 +375,17 @@ static proto_err_t decode_body(const msgpack_object *f, int nf, int vocab, proto
             f[2].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
             return PROTO_E_RANGE;
         r->seed = f[2].via.u64;
+        return PROTO_OK;
+    }
+    case MSG_SOURCE: {
+        source_req_t *r = &m->source;
+        if (nf != 2 || f[0].type != MSGPACK_OBJECT_ARRAY) return PROTO_E_FORMAT;
+        uint32_t ns = f[0].via.array.size;
+        if (ns < 1 || ns > PROTO_MAX_FEED) return PROTO_E_RANGE;
+        if (!(m->feed_buf = malloc(sizeof(int) * ns))) return PROTO_E_NOMEM;
+        if (get_ints(&f[0], PROTO_MAX_FEED, 0, V - 1, m->feed_buf, &r->n) || get_int(&f[1], 1, 1 << 24, &r->max_dec))
+            return PROTO_E_RANGE;
+        r->ids = m->feed_buf;
         return PROTO_OK;
     }
     case MSG_PLANE_REQ: {

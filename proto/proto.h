@@ -21,7 +21,8 @@
 #include "common/worker.h"
 
 #ifndef PROTO_VERSION /* tests build a peer of another version with -DPROTO_VERSION=2 */
-#define PROTO_VERSION 2 /* 2: the session id in every message; MSG_BYE */
+#define PROTO_VERSION 3 /* 2: the session id in every message; MSG_BYE. 3: MSG_SOURCE, the hello reply's
+                           start and stop ids (encoder-decoders) */
 #endif
 #define PROTO_MAX_FEED (1 << 20)   /* most tokens one draft request may feed */
 #define PROTO_MAX_VOCAB (1 << 22)  /* most vocabulary entries a distribution may have */
@@ -42,6 +43,7 @@ typedef enum {
     MSG_PLANE_REQ = 12,  /* coordinator -> worker: data-plane set-up step (proto/plane.h) */
     MSG_PLANE_RES = 13,  /* worker -> coordinator: its device, and what the step produced */
     MSG_BYE = 14,        /* coordinator -> worker: end my session (answered with PONG) */
+    MSG_SOURCE = 15,     /* coordinator -> worker: an encoder-decoder's source for the next request (PONG) */
 } msg_type_t;
 
 typedef enum { ROLE_SMALL = 1, ROLE_LARGE = 2 } worker_role_t;
@@ -56,13 +58,27 @@ typedef enum {
     PROTO_E_NOMEM = -5,
 } proto_err_t;
 
+/* hello_reply_t.caps: the model is an encoder-decoder (T5, mT5): each
+ * request starts with a SOURCE, and the decoder starts from start_id */
+#define PROTO_CAP_ENCDEC 1u
+
 typedef struct {
     worker_role_t role;
     char model[PROTO_MAX_TEXT + 1];
-    int vocab_size, seq_len;
+    int vocab_size, seq_len; /* seq_len: the longest sequence (an encoder-decoder's: decoder tokens) */
     uint64_t vocab_fingerprint;
-    uint32_t caps; /* capability bits, reserved */
+    uint32_t caps;       /* PROTO_CAP_ bits */
+    int start_id, eos_id; /* the decoder's first token and the stop token (config.json's); -1: none */
 } hello_reply_t;
+
+/* MSG_SOURCE: the source ids (ending with EOS) an encoder-decoder worker
+ * encodes for the session's next request, and the most decoder tokens the
+ * request will run (its cache is sized for them). ids points into the
+ * message's feed_buf. */
+typedef struct {
+    const int *ids;
+    int n, max_dec;
+} source_req_t;
 
 /* MSG_SESSION: how the worker samples from now on (temperature 0: greedy).
  * Its random stream starts afresh from seed. */
@@ -108,6 +124,7 @@ typedef struct {
     verify_req_t verify_req; /* .tokens points into feed_buf */
     verify_res_t verify_res; /* .probs points into probs_buf */
     session_req_t session;   /* MSG_SESSION */
+    source_req_t source;     /* MSG_SOURCE: .ids points into feed_buf */
     plane_req_t plane_req;   /* MSG_PLANE_REQ */
     plane_res_t plane_res;   /* MSG_PLANE_RES */
     int err_code;            /* MSG_ERROR */
@@ -139,6 +156,7 @@ int proto_encode_verify_res(proto_buf_t *b, uint32_t id, const verify_res_t *r, 
 int proto_encode_error(proto_buf_t *b, uint32_t id, int code, const char *text);
 int proto_encode_simple(proto_buf_t *b, uint32_t id, msg_type_t type); /* PING, PONG, SHUTDOWN, BYE */
 int proto_encode_session(proto_buf_t *b, uint32_t id, const session_req_t *r);
+int proto_encode_source(proto_buf_t *b, uint32_t id, const source_req_t *r);
 int proto_encode_plane_req(proto_buf_t *b, uint32_t id, const plane_req_t *r);
 int proto_encode_plane_res(proto_buf_t *b, uint32_t id, const plane_res_t *r);
 

@@ -52,7 +52,10 @@ int small_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t
     small_session_t *x = st;
     if (req->type == MSG_SESSION) return session(s, x, &req->session, out, req->id, err, errlen);
     if (req->type != MSG_DRAFT_REQ) {
-        snprintf(err, (size_t)errlen, "the small worker serves draft requests, not message type %d", req->type);
+        if (req->type == MSG_SOURCE)
+            snprintf(err, (size_t)errlen, "this worker's model is decoder-only: it takes a prompt, not a source");
+        else
+            snprintf(err, (size_t)errlen, "the small worker serves draft requests, not message type %d", req->type);
         return -1;
     }
     const draft_req_t *q = &req->draft_req;

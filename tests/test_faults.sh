@@ -150,7 +150,7 @@ start "$BILD" large-worker "$LG" "$tmp/tok-edited.bin" "ipc://$tmp/fp.sock" "$tm
 expect "same size, another vocabulary refused" 3 "holds another vocabulary (32000 tokens, fingerprint" -- generate \
     --small-endpoint "ipc://$tmp/s.sock" --large-endpoint "ipc://$tmp/fp.sock" -z "$TOK" -p x --timeout 5000
 start "$V2" large-worker "$LG" "$TOK" "ipc://$tmp/v2.sock" "$tmp/v2.log" || exit 1
-expect "another protocol version refused" 5 "speaks protocol version 1, this coordinator version 2" -- generate \
+expect "another protocol version refused" 5 "speaks protocol version 1, this coordinator version 3" -- generate \
     --small-endpoint "ipc://$tmp/s.sock" --large-endpoint "ipc://$tmp/v2.sock" -z "$TOK" -p x --timeout 5000
 
 "$BILD" keygen "$tmp/worker" 2>/dev/null && "$BILD" keygen "$tmp/coord" 2>/dev/null && "$BILD" keygen "$tmp/other" 2>/dev/null \

@@ -35,12 +35,33 @@ int main(void) {
     proto_msg_free(&m), keep(&b);
 
     hello_reply_t h = {.role = ROLE_SMALL, .vocab_size = 32000, .seq_len = 256, .vocab_fingerprint = 0xfedcba9876543210ULL,
-                       .caps = 5};
+                       .caps = 5, .start_id = 0, .eos_id = 1};
     strcpy(h.model, "stories15M-small");
     EXPECT(proto_encode_hello_reply(&b, 8, &h) == 0);
     EXPECT(proto_decode(b.data, b.size, 0, &m) == PROTO_OK && m.type == MSG_HELLO_REPLY && m.hello.role == ROLE_SMALL &&
            !strcmp(m.hello.model, "stories15M-small") && m.hello.vocab_size == 32000 && m.hello.seq_len == 256 &&
-           m.hello.vocab_fingerprint == 0xfedcba9876543210ULL && m.hello.caps == 5);
+           m.hello.vocab_fingerprint == 0xfedcba9876543210ULL && m.hello.caps == 5 && m.hello.start_id == 0 &&
+           m.hello.eos_id == 1);
+    proto_msg_free(&m), keep(&b);
+    h.start_id = 32000; /* not a token of the vocabulary */
+    EXPECT(proto_encode_hello_reply(&b, 8, &h) == 0 && proto_decode(b.data, b.size, 0, &m) == PROTO_E_FORMAT);
+    proto_msg_free(&m), keep(&b);
+
+    /* SOURCE: an encoder-decoder's source ids and decoder length */
+    int srcids[4] = {7, 30, V - 1, 1};
+    source_req_t sq = {.ids = srcids, .n = 4, .max_dec = 258};
+    EXPECT(proto_encode_source(&b, 20, &sq) == 0);
+    EXPECT(proto_decode(b.data, b.size, V, &m) == PROTO_OK && m.type == MSG_SOURCE && m.id == 20 && m.source.n == 4 &&
+           !memcmp(m.source.ids, srcids, sizeof srcids) && m.source.max_dec == 258);
+    proto_msg_free(&m), keep(&b);
+    srcids[1] = V; /* outside the vocabulary */
+    EXPECT(proto_encode_source(&b, 21, &sq) == 0 && proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
+    proto_msg_free(&m), keep(&b);
+    srcids[1] = 30, sq.max_dec = 0;
+    EXPECT(proto_encode_source(&b, 22, &sq) == 0 && proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
+    proto_msg_free(&m), keep(&b);
+    sq.max_dec = 10, sq.n = 0;
+    EXPECT(proto_encode_source(&b, 23, &sq) == 0 && proto_decode(b.data, b.size, V, &m) == PROTO_E_RANGE);
     proto_msg_free(&m), keep(&b);
 
     int feed[5] = {1, 4, 9, 16, 25};

@@ -8,6 +8,8 @@
 #   --source TEXT --faithful gives the reference's tokens and counters;
 #   --mode large and --exact give the large model's greedy tokens;
 #   --prompts (one source per line) and --requests ("source") the same;
+#   the pair as two worker processes over ipc:// and tcp:// the same (and
+#   --exact --overlap the large model's greedy text);
 # and the T5 refusals, each with its exit code and a one-line message.
 set -u
 . tests/cli_lib.sh
@@ -83,6 +85,62 @@ PY
 [ "$(wc -l <"$tmp/o")" -eq "$(wc -l <"$tmp/prompts.txt")" ] || fail "--prompts: $(wc -l <"$tmp/o") result lines"
 echo "ok   --requests with \"source\" and --prompts give the reference's greedy texts"
 
+# the same pair as two worker processes (ipc:// and tcp://): the reference's tokens and counters
+for ep in ipc tcp; do
+    if [ $ep = ipc ]; then es=ipc://$tmp/s.sock el=ipc://$tmp/l.sock
+    else ps=$((20000 + $$ % 20000)); es=tcp://127.0.0.1:$ps el=tcp://127.0.0.1:$((ps + 1)); fi
+    "$BILD" small-worker -m "$S" -z "$L/tokenizer.json" -b "$es" -j 1 >/dev/null 2>"$tmp/sw.log" &
+    sw=$!
+    "$BILD" large-worker -m "$L" -b "$el" -j 1 >/dev/null 2>"$tmp/lw.log" &
+    lw=$!
+    pids="$pids $sw $lw"
+    i=0
+    while ! grep -q "listening on" "$tmp/sw.log" 2>/dev/null || ! grep -q "listening on" "$tmp/lw.log" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 200 ] && { fail "$ep: T5 workers did not start: $(cat "$tmp/sw.log" "$tmp/lw.log")"; break; }
+        sleep 0.1
+    done
+    grep -q "encoder-decoder" "$tmp/lw.log" || fail "$ep: the large worker does not say it serves an encoder-decoder"
+    W="--small-endpoint $es --large-endpoint $el -z $L/tokenizer.json"
+    i=0
+    while [ $i -lt "$n" ]; do
+        text=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['sources'][int(sys.argv[2])]['text'])" "$G" $i)
+        r=0
+        for fr in "0.5 2.0" "0.9 1.0" "0.7 3.0"; do
+            set -- $fr
+            # shellcheck disable=SC2086
+            "$BILD" generate $W --source "$text" -n 40 --faithful --fallback "$1" --rollback "$2" --max-small 10 \
+                --json -q >"$tmp/o" 2>"$tmp/e" || fail "$ep source $i faithful $fr: $(cat "$tmp/e")"
+            check "$ep source $i: workers, --faithful $fr differ from the reference" "$tmp/o" $i faithful $r
+            r=$((r + 1))
+        done
+        # shellcheck disable=SC2086
+        "$BILD" generate $W --source "$text" -n 40 --exact --overlap --json -q >"$tmp/o" 2>"$tmp/e" ||
+            fail "$ep source $i --exact --overlap: $(cat "$tmp/e")"
+        check "$ep source $i: workers, --exact --overlap is not the large model's greedy text" "$tmp/o" $i greedy
+        i=$((i + 1))
+    done
+    # shellcheck disable=SC2086
+    "$BILD" generate $W --requests "$tmp/req.jsonl" -n 40 --exact -q >"$tmp/o" 2>"$tmp/e" ||
+        fail "$ep --requests: $(cat "$tmp/e")"
+    /usr/bin/python3 - "$G" "$tmp/o" <<'PY' || fail "$ep: --requests through the workers differ from the reference"
+import json, sys
+g = json.load(open(sys.argv[1]))
+got = {j["id"]: j["tokens"] for j in map(json.loads, open(sys.argv[2]))}
+assert got == {i: s["large_greedy"] for i, s in enumerate(g["sources"])}, got
+PY
+    echo "ok   $ep workers: faithful tokens and counters, --exact --overlap and --requests as the reference"
+    # shellcheck disable=SC2086
+    expect "$ep: a prompt to T5 workers" 2 "does not take --prompt or --prompt-file" -- generate $W -p x
+    # shellcheck disable=SC2086
+    expect "$ep: sampling on T5 workers" 2 "does not take --temperature" -- generate $W --source x -t 0.7
+    expect "$ep: T5 small worker, decoder-only large model" 3 "the small worker serves a T5 / mT5 encoder-decoder" -- \
+        generate --small-endpoint "$es" -L "$LG" -z "$L/tokenizer.json" -p x
+    kill $sw $lw
+    wait $sw $lw 2>/dev/null
+    grep -q "sources encoded" "$tmp/lw.log" || fail "$ep: the large worker's summary: $(tail -n 2 "$tmp/lw.log")"
+done
+
 # the streamed text is the decoded output, without the source
 "$BILD" generate -S "$S" -L "$L" --source "Hello world" -n 12 --mode large -q >"$tmp/o" 2>"$tmp/e" || fail "stream"
 "$BILD" generate -S "$S" -L "$L" --source "Hello world" -n 12 --mode large -q --json >"$tmp/j" 2>"$tmp/e" || fail "json"
@@ -101,11 +159,15 @@ echo "ok   streamed text equals the --json text"
 echo "ok   --dummy-weights at t5-small's shapes"
 
 # refusals
+start_worker small-worker "$SM" "ipc://$tmp/llama.sock" "$tmp/llw.log"
+expect "source to a decoder-only worker" 2 "the workers serve decoder-only models" -- \
+    generate --small-endpoint "ipc://$tmp/llama.sock" --mode small -z "$TOK" --source x
+kill $last
 expect "source for a decoder-only pair" 2 "--source and --source-file are for T5" -- \
     generate -S "$SM" -L "$LG" --source x
 expect "prompt for a T5 pair" 2 "give --source TEXT or --source-file FILE" -- generate -S "$S" -L "$L" -p x
 expect "T5 with sampling" 2 "does not take --temperature" -- generate -S "$S" -L "$L" --source x -t 0.8
-expect "T5 with workers" 2 "does not take --small-endpoint" -- \
+expect "half a T5 pair as a worker" 2 "runs in this process or as two workers" -- \
     generate --small-endpoint ipc:///nonexistent -L "$L" --source x
 expect "T5 with --parallel" 2 "does not take --parallel" -- \
     generate -S "$S" -L "$L" --prompts "$tmp/prompts.txt" --parallel 2

@@ -645,6 +645,12 @@ int main(void) {
         proto_buf_t v = {0};
         proto_encode_verify_req(&v, next_id++, &vq);
         bad_buf("(g) VERIFY_REQ to the small worker", &v);
+        /* an encoder-decoder's SOURCE to a decoder-only worker */
+        int src[3] = {5, 6, 2};
+        source_req_t sq = {.ids = src, .n = 3, .max_dec = 16};
+        proto_buf_t w = {0};
+        proto_encode_source(&w, next_id++, &sq);
+        bad_text("(g) SOURCE to a decoder-only worker", &w, "decoder-only");
     }
 
     /* (i) sessions: requests naming a session never opened, or one that has

@@ -37,6 +37,8 @@ static void check_limits(const proto_msg_t *m, int vocab) {
         CHECK(m->hello.role == ROLE_SMALL || m->hello.role == ROLE_LARGE);
         CHECK(m->hello.vocab_size >= 1 && m->hello.vocab_size <= PROTO_MAX_VOCAB);
         CHECK(strlen(m->hello.model) <= PROTO_MAX_TEXT);
+        CHECK(m->hello.start_id >= -1 && m->hello.start_id < m->hello.vocab_size);
+        CHECK(m->hello.eos_id >= -1 && m->hello.eos_id < m->hello.vocab_size);
         break;
     case MSG_DRAFT_REQ: {
         const draft_req_t *r = &m->draft_req;
@@ -75,6 +77,10 @@ static void check_limits(const proto_msg_t *m, int vocab) {
         CHECK(m->session.temperature >= 0 && m->session.temperature <= 100);
         CHECK(m->session.top_p >= 0 && m->session.top_p <= 1);
         break;
+    case MSG_SOURCE:
+        CHECK(m->source.n >= 1 && m->source.n <= PROTO_MAX_FEED && m->source.ids && m->source.max_dec >= 1);
+        for (int i = 0; i < m->source.n; i++) CHECK(m->source.ids[i] >= 0 && m->source.ids[i] < V);
+        break;
     case MSG_PLANE_REQ:
         CHECK(m->plane_req.op >= PLANE_OP_QUERY && m->plane_req.op <= PLANE_OP_CLOSE);
         CHECK(m->plane_req.kind >= 0 && m->plane_req.kind <= 2 && m->plane_req.rank >= 0 && m->plane_req.rank <= 1);
@@ -102,6 +108,7 @@ static int encode(proto_buf_t *b, const proto_msg_t *m, int vocab) {
     case MSG_VERIFY_RES: return proto_encode_verify_res(b, m->id, &m->verify_res, vocab);
     case MSG_ERROR: return proto_encode_error(b, m->id, m->err_code, m->err_text);
     case MSG_SESSION: return proto_encode_session(b, m->id, &m->session);
+    case MSG_SOURCE: return proto_encode_source(b, m->id, &m->source);
     case MSG_PLANE_REQ: return proto_encode_plane_req(b, m->id, &m->plane_req);
     case MSG_PLANE_RES: return proto_encode_plane_res(b, m->id, &m->plane_res);
     case MSG_PING:
@@ -122,6 +129,11 @@ static void check_same(const proto_msg_t *a, const proto_msg_t *b, int vocab) {
         CHECK(a->hello.role == b->hello.role && !strcmp(a->hello.model, b->hello.model));
         CHECK(a->hello.vocab_size == b->hello.vocab_size && a->hello.seq_len == b->hello.seq_len);
         CHECK(a->hello.vocab_fingerprint == b->hello.vocab_fingerprint && a->hello.caps == b->hello.caps);
+        CHECK(a->hello.start_id == b->hello.start_id && a->hello.eos_id == b->hello.eos_id);
+        break;
+    case MSG_SOURCE:
+        CHECK(a->source.n == b->source.n && a->source.max_dec == b->source.max_dec);
+        CHECK(!memcmp(a->source.ids, b->source.ids, sizeof(int) * (size_t)a->source.n));
         break;
     case MSG_DRAFT_REQ: {
         const draft_req_t *x = &a->draft_req, *y = &b->draft_req;

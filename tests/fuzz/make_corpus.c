@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
 
     put(dir, "hello", proto_encode_hello(&b, 1, ROLE_SMALL), &b);
     hello_reply_t h = {.role = ROLE_LARGE, .vocab_size = 32000, .seq_len = 256,
-                       .vocab_fingerprint = 0x0123456789abcdefULL, .caps = 0};
+                       .vocab_fingerprint = 0x0123456789abcdefULL, .caps = 0, .start_id = -1, .eos_id = 2};
     snprintf(h.model, sizeof h.model, "models/stories15M/stories15M.bin");
     put(dir, "hello_reply", proto_encode_hello_reply(&b, 2, &h), &b);
 
@@ -98,7 +98,12 @@ int main(int argc, char **argv) {
     plane_res_t pr = {.device = "cuda:1", .uuid = "GPU-00112233-4455-6677-8899-aabbccddeeff", .host = "node7/boot",
                       .nccl = 1, .endpoint = ""};
     put(dir, "plane_res", proto_encode_plane_res(&b, 19, &pr), &b);
+    int src[5] = {3, 6, 0, 5, 1};
+    source_req_t sq = {.ids = src, .n = 5, .max_dec = 258};
+    put(dir, "source", proto_encode_source(&b, 20, &sq), &b);
+    h.caps = PROTO_CAP_ENCDEC, h.start_id = 0, h.eos_id = 1;
+    put(dir, "hello_reply_encdec", proto_encode_hello_reply(&b, 21, &h), &b);
     if (fails) return 1;
-    printf("make_corpus: 19 seeds in %s\n", dir);
+    printf("make_corpus: 21 seeds in %s\n", dir);
     return 0;
 }

@@ -1,6 +1,6 @@
 /* t5_pair.c - see t5_pair.h. The states are made for the first request and
  * made again only when a request needs more room than they hold. */
-#include "coordinator/t5_pair.h"
+#include "common/t5_pair.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +11,8 @@
 
 struct t5_pair {
     backend_t *be;
-    t5_model_t *m[2];   /* small, large (NULL: not used) */
+    const t5_model_t *m[2]; /* small, large (NULL: not used) */
+    t5_model_t *own[2];     /* the ones this pair opened */
     t5_state_t *s[2];
     int max_src, max_dec; /* what the states hold */
     t5_drafter_t *dr;
@@ -24,12 +25,14 @@ t5_pair_t *t5_pair_open(const char *small_dir, const char *large_dir, const cli_
     if (!p) return snprintf(err, errlen, "out of memory"), NULL;
     p->be = be;
     const char *dirs[2] = {small_dir, large_dir};
-    for (int i = 0; i < 2; i++)
-        if (dirs[i] && !(p->m[i] = dummy->on ? t5_open_dummy(dirs[i], dummy->dtype, CLI_DUMMY_SEED, err, errlen)
-                                             : t5_open(dirs[i], err, errlen))) {
+    for (int i = 0; i < 2; i++) {
+        if (dirs[i] && !(p->own[i] = dummy->on ? t5_open_dummy(dirs[i], dummy->dtype, CLI_DUMMY_SEED, err, errlen)
+                                               : t5_open(dirs[i], err, errlen))) {
             t5_pair_close(&p);
             return NULL;
         }
+        p->m[i] = p->own[i];
+    }
     if (p->m[0] && p->m[1]) {
         const t5_config_t *a = t5_config(p->m[0]), *b = t5_config(p->m[1]);
         if (a->vocab_size != b->vocab_size) {
@@ -49,6 +52,12 @@ t5_pair_t *t5_pair_open(const char *small_dir, const char *large_dir, const cli_
     return p;
 }
 
+t5_pair_t *t5_pair_new(const t5_model_t *small, const t5_model_t *large, backend_t *be) {
+    t5_pair_t *p = calloc(1, sizeof *p);
+    if (p) p->be = be, p->m[0] = small, p->m[1] = large;
+    return p;
+}
+
 static void free_states(t5_pair_t *p) {
     t5_drafter_destroy(&p->dr);
     t5_verifier_destroy(&p->vf);
@@ -60,7 +69,7 @@ void t5_pair_close(t5_pair_t **pp) {
     if (!pp || !*pp) return;
     t5_pair_t *p = *pp;
     free_states(p);
-    t5_close(p->m[0]), t5_close(p->m[1]);
+    t5_close(p->own[0]), t5_close(p->own[1]);
     free(p);
     *pp = NULL;
 }

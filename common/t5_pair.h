@@ -1,12 +1,12 @@
-/* t5_pair.h - a T5 / mT5 pair (or one of them alone, for --mode small or
- * large) in the coordinator's process, for `bild generate` on
- * encoder-decoders: opens the models, and for each request sizes their
- * states, encodes the source in each and hands out the draft and verify
- * calls (small_worker/t5_drafter.h, large_worker/t5_verifier.h). The policy
- * then runs on the decoders exactly as on decoder-only models, the
- * decoder_start token playing the prompt's part. */
-#ifndef BILD_COORDINATOR_T5_PAIR_H
-#define BILD_COORDINATOR_T5_PAIR_H
+/* t5_pair.h - a T5 / mT5 pair (or one of the two alone) for BiLD: for each
+ * request it sizes the models' states, encodes the source in each and hands
+ * out the draft and verify calls (small_worker/t5_drafter.h,
+ * large_worker/t5_verifier.h). The policy then runs on the decoders exactly
+ * as on decoder-only models, the decoder_start token playing the prompt's
+ * part. `bild generate` holds one for both models in its process; a worker
+ * process holds one per session for its one model (common/t5_server.h). */
+#ifndef BILD_COMMON_T5_PAIR_H
+#define BILD_COMMON_T5_PAIR_H
 
 #include <stddef.h>
 
@@ -28,6 +28,9 @@ typedef struct t5_pair t5_pair_t;
  * one-line message naming the model on failure. */
 t5_pair_t *t5_pair_open(const char *small_dir, const char *large_dir, const cli_dummy_t *dummy, backend_t *be,
                         char *err, size_t errlen);
+/* The same on models already open (borrowed: they outlive the pair); NULL
+ * only when out of memory. */
+t5_pair_t *t5_pair_new(const t5_model_t *small, const t5_model_t *large, backend_t *be);
 void t5_pair_close(t5_pair_t **p);
 /* The config of the large model (the small one's if there is no large). */
 const t5_config_t *t5_pair_config(const t5_pair_t *p);

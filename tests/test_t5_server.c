@@ -1,0 +1,105 @@
+/* test_t5_server.c - the T5 worker's request handlers (common/t5_server.c)
+ * on decoded messages, as the serve loop hands them over: hostile and
+ * misplaced requests are refused with a message (a draft before any
+ * SOURCE, a verify request to the small worker, sampling, a decoder longer
+ * than the limit, a message type it does not serve), and the session keeps
+ * working; a served draft equals the in-process drafter's on the same
+ * source; two sessions on one model keep their own state. The model:
+ * tests/data/t5bild/small (a tiny random T5 v1.1). */
+#include <string.h>
+
+#include "common/t5_pair.h"
+#include "common/t5_server.h"
+#include "kernels/cpu/cpu.h"
+#include "small_worker/t5_drafter.h"
+#include "tests/test.h"
+
+/* Encodes with enc, decodes as the worker would, runs the handler. Returns
+ * its status; the reply (decoded) in *rep when it succeeded. */
+static int serve(t5_server_t *s, void *st, proto_buf_t *req, proto_msg_t *rep, char *err) {
+    proto_msg_t m;
+    int V = t5_config(s->m)->vocab_size;
+    EXPECT(proto_decode(req->data, req->size, V, &m) == PROTO_OK);
+    proto_buf_t out = {0};
+    err[0] = 0;
+    int rc = t5_server_handle(s, st, &m, &out, err, 300);
+    if (rc == 0) EXPECT(proto_decode(out.data, out.size, V, rep) == PROTO_OK);
+    proto_msg_free(&m);
+    proto_buf_free(&out);
+    proto_buf_free(req);
+    return rc;
+}
+
+static void refused(t5_server_t *s, void *st, proto_buf_t *req, const char *want) {
+    proto_msg_t rep;
+    char err[300];
+    int rc = serve(s, st, req, &rep, err);
+    EXPECT(rc != 0 && strstr(err, want));
+    fprintf(stderr, "refused as expected: %s\n", err);
+}
+
+int main(void) {
+    char err[300];
+    t5_model_t *m = t5_open("tests/data/t5bild/small", err, sizeof err);
+    if (!m) return fprintf(stderr, "%s\n", err), 1;
+    backend_t *be = backend_cpu_new(1);
+    t5_server_t s = {.m = m, .be = be, .role = ROLE_SMALL};
+    void *a = t5_server_session_new(&s, err, sizeof err), *b = t5_server_session_new(&s, err, sizeof err);
+    EXPECT(a && b);
+    const int start = t5_config(m)->decoder_start;
+    int src1[6] = {17, 200, 33, 91, 400, 1}, src2[4] = {9, 120, 77, 1};
+    draft_req_t dq = {.keep = 0, .feed = &start, .n_feed = 1, .k = 8, .alpha_fb = 0};
+    proto_buf_t q = {0};
+    proto_msg_t rep;
+
+    /* misplaced and hostile requests */
+    proto_encode_draft_req(&q, 1, &dq), refused(&s, a, &q, "draft before SOURCE");
+    int toks[2] = {start, 5};
+    verify_req_t vq = {.pos = 0, .tokens = toks, .T = 2, .n_out = 1};
+    proto_encode_verify_req(&q, 2, &vq), refused(&s, a, &q, "the small worker serves draft requests");
+    session_req_t se = {.temperature = 0.7f, .top_p = 1, .seed = 1};
+    proto_encode_session(&q, 3, &se), refused(&s, a, &q, "greedily only");
+    source_req_t sq = {.ids = src1, .n = 6, .max_dec = T5_PAIR_MAX_DEC + 1};
+    proto_encode_source(&q, 4, &sq), refused(&s, a, &q, "decoder tokens asked for");
+    proto_encode_simple(&q, 5, MSG_PING), refused(&s, a, &q, "does not serve message type 8");
+    se.temperature = 0; /* greedy: accepted */
+    proto_encode_session(&q, 6, &se);
+    EXPECT(serve(&s, a, &q, &rep, err) == 0 && rep.type == MSG_PONG);
+    proto_msg_free(&rep);
+
+    /* two sessions, each its own source; the drafts equal the in-process drafter's */
+    sq.max_dec = 32;
+    proto_encode_source(&q, 7, &sq);
+    EXPECT(serve(&s, a, &q, &rep, err) == 0 && rep.type == MSG_PONG);
+    proto_msg_free(&rep);
+    source_req_t sq2 = {.ids = src2, .n = 4, .max_dec = 32};
+    proto_encode_source(&q, 8, &sq2);
+    EXPECT(serve(&s, b, &q, &rep, err) == 0 && rep.type == MSG_PONG);
+    proto_msg_free(&rep);
+    const int *srcs[2] = {src1, src2}, ns[2] = {6, 4};
+    void *sess[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+        proto_encode_draft_req(&q, 9 + k, &dq);
+        EXPECT(serve(&s, sess[k], &q, &rep, err) == 0 && rep.type == MSG_DRAFT_RES);
+        t5_pair_t *p = t5_pair_new(m, NULL, be);
+        small_link_t sl;
+        large_link_t ll;
+        double es;
+        draft_res_t want;
+        EXPECT(p && t5_pair_begin(p, srcs[k], ns[k], 32, &sl, &ll, &es, err, sizeof err) == 0);
+        EXPECT(sl.draft(sl.self, &dq, &want, err, sizeof err) == 0);
+        int same = rep.draft_res.n == want.n && rep.draft_res.end == want.end &&
+                   !memcmp(rep.draft_res.tokens, want.tokens, sizeof(int) * (size_t)want.n);
+        fprintf(stderr, "session %d: served draft of %d tokens (end %d) %s the in-process drafter's\n", k,
+                rep.draft_res.n, rep.draft_res.end, same ? "equals" : "DIFFERS FROM");
+        EXPECT(same);
+        t5_pair_close(&p);
+        proto_msg_free(&rep);
+    }
+    EXPECT(s.sources == 2);
+    t5_server_session_free(&s, a);
+    t5_server_session_free(&s, b);
+    be->destroy(be);
+    t5_close(m);
+    return TEST_DONE("test_t5_server");
+}
