@@ -4,9 +4,11 @@
 # removed on exit (with every pid in $pids killed), and
 #   fail MESSAGE      count a failure
 #   expect NAME CODE PATTERN -- ARGS
-#                     run bild ARGS; require exit code CODE, exactly one
+#                     run bild ARGS (stdin: the file $expect_stdin, default
+#                     /dev/null); require exit code CODE, exactly one
 #                     stderr line containing PATTERN (a fixed string), and
 #                     nothing on stdout
+# A test that needs no models sets CLI_LIB_NO_MODELS=1 before sourcing.
 #   start_worker ROLE MODEL ENDPOINT LOG [ARGS...]
 #                     start bild ROLE (small-worker, large-worker) serving
 #                     MODEL on ENDPOINT (with ARGS), its stderr in LOG; its
@@ -20,7 +22,7 @@ TOK=$MOD/stories15M/tokenizer.bin       # their tokenizer
 M260=$MOD/stories260K/stories260K.bin
 T512=$MOD/stories260K/tok512.bin        # stories260K's tokenizer
 DATA=tests/data
-for f in "$LG" "$SM" "$TOK" "$M260" "$T512"; do
+[ "${CLI_LIB_NO_MODELS:-0}" = 1 ] || for f in "$LG" "$SM" "$TOK" "$M260" "$T512"; do
     [ -f "$f" ] || { echo "FAIL: $f missing: run make models (scripts/get-models.sh)"; exit 1; }
 done
 tmp=$(mktemp -d)
@@ -34,7 +36,7 @@ fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 expect() {
     name=$1 code=$2 pat=$3
     shift 4
-    "$BILD" "$@" >"$tmp/out" 2>"$tmp/err"
+    "$BILD" "$@" <"${expect_stdin:-/dev/null}" >"$tmp/out" 2>"$tmp/err"
     rc=$?
     lines=$(wc -l <"$tmp/err")
     if [ $rc -ne "$code" ]; then fail "$name: exit $rc, want $code; stderr: $(cat "$tmp/err")"

@@ -9,29 +9,12 @@
 # SKIP when it is absent, and the rest still runs.
 # Needs no models. Run from the repository root; BUILD selects the build folder.
 set -u
-BILD=${BUILD:-build}/bild
+CLI_LIB_NO_MODELS=1
+. tests/cli_lib.sh
 DATA=tests/data/bleu
 SHARED=${SHARED:-../shared}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT INT TERM
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
 [ -x "$BILD" ] || { echo "FAIL: $BILD missing (make)"; exit 1; }
-
-# expect NAME CODE PATTERN -- ARGS: exit CODE, one stderr line containing PATTERN, nothing on stdout
-expect() {
-    name=$1 code=$2 pat=$3
-    shift 4
-    "$BILD" "$@" <"$tmp/stdin" >"$tmp/out" 2>"$tmp/err"
-    rc=$?
-    lines=$(wc -l <"$tmp/err")
-    if [ $rc -ne "$code" ]; then fail "$name: exit $rc, want $code; stderr: $(cat "$tmp/err")"
-    elif [ "$lines" -ne 1 ]; then fail "$name: $lines stderr lines, want 1: $(cat "$tmp/err")"
-    elif ! grep -qF -- "$pat" "$tmp/err"; then fail "$name: message lacks '$pat': $(cat "$tmp/err")"
-    elif [ -s "$tmp/out" ]; then fail "$name: wrote to stdout"
-    else echo "ok   $name: $(cat "$tmp/err")"
-    fi
-}
+expect_stdin=$tmp/stdin
 : >"$tmp/stdin"
 
 # sacreBLEU's README example (test/test_bleu.py: 48.530827 with the defaults, 49.1919566 with tokenize none)
