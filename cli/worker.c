@@ -10,9 +10,8 @@
 
 #include "cli/cli.h"
 #include "cli/worker.h"
-#include "common/t5_pair.h"
-#include "common/t5_server.h"
 #include "model/t5.h"
+#include "proto/t5_serve.h"
 #include "proto/transport.h"
 
 static const char *WORKER_HELP =
@@ -120,8 +119,8 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
     transformer_t *tf = NULL;
     t5_model_t *t5m = NULL;
     tokenizer_t *t5tok = NULL;
-    t5_server_t t5s = {0};
-    /* a T5 / mT5 folder gets the encoder-decoder handlers (common/t5_server.h) */
+    t5_serve_t t5s = {0};
+    /* a T5 / mT5 folder gets the worker's encoder-decoder handlers (kind->t5_handle) */
     int t5 = dummy.on ? cli_dummy_dir(model, dir, sizeof dir, err, sizeof err) == 0 && t5_probe(dir)
                       : (snprintf(dir, sizeof dir, "%s", model), t5_probe(dir));
     if (t5 && (strcmp(device, "cpu") || draft_vocab || draft_top))
@@ -180,10 +179,10 @@ int worker_main(int argc, char **argv, const worker_kind_t *kind) {
             fprintf(stderr, "bild %s: %s\n", cmd, err);
             goto done;
         }
-        t5s = (t5_server_t){.m = t5m, .be = be, .role = kind->role};
-        sv.handle = t5_server_handle, sv.session_new = t5_server_session_new, sv.session_free = t5_server_session_free;
+        t5s = (t5_serve_t){.m = t5m, .be = be};
+        sv.handle = kind->t5_handle, sv.session_new = kind->t5_session_new, sv.session_free = kind->t5_session_free;
         sv.can_batch = NULL, sv.run_batch = NULL, sv.plane = NULL, sv.ctx = &t5s;
-        sv.hello = (hello_reply_t){.role = kind->role, .vocab_size = c->vocab_size, .seq_len = T5_PAIR_MAX_DEC,
+        sv.hello = (hello_reply_t){.role = kind->role, .vocab_size = c->vocab_size, .seq_len = T5_MAX_DEC,
                                    .caps = PROTO_CAP_ENCDEC, .start_id = c->decoder_start, .eos_id = c->eos,
                                    .vocab_fingerprint = cli_vocab_fingerprint(t5tok)};
         sv.vocab = c->vocab_size;

@@ -36,6 +36,10 @@ typedef struct {
     serve_batch_fn run_batch;
     serve_new_fn session_new;
     serve_free_fn session_free;
+    /* the same for a T5 / mT5 model, on a t5_serve_t context (proto/t5_serve.h) */
+    serve_fn t5_handle;
+    serve_new_fn t5_session_new;
+    serve_free_fn t5_session_free;
     /* Makes the handlers' context for the loaded model into *ctx. Returns
      * EXIT_OK, or an exit code after printing a message. */
     int (*setup)(const worker_setup_t *ws, void **ctx);

@@ -23,7 +23,7 @@
 #include "coordinator/policy.h"
 #include "coordinator/remote.h"
 #include "coordinator/session.h"
-#include "common/t5_pair.h"
+#include "coordinator/t5_pair.h"
 #include "large_worker/verifier.h"
 #include "model/generate.h"
 #include "model/model.h"
@@ -312,7 +312,7 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
         start = g->start_id;
         ids = &start, n_ids = 1;
     }
-    int ctx = g->encdec ? T5_PAIR_MAX_DEC
+    int ctx = g->encdec ? T5_MAX_DEC
             : g->small_ctx && g->large_ctx ? (g->small_ctx < g->large_ctx ? g->small_ctx : g->large_ctx)
                                            : g->small_ctx + g->large_ctx;
     /* The sequence (prompt and output) stays below the context: a check of

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/worker.h"
 #include "large_worker/server.h"
+#include "large_worker/t5_server.h"
 
 static large_server_t ls; /* one per process */
 
@@ -32,6 +33,7 @@ int cmd_large_worker(int argc, char **argv) {
         .cmd = "large-worker", .name = "large worker", .role = ROLE_LARGE,
         .handle = large_server_handle, .can_batch = large_server_can_batch, .run_batch = large_server_run_batch,
         .session_new = large_server_session_new, .session_free = large_server_session_free,
+        .t5_handle = large_t5_handle, .t5_session_new = large_t5_session_new, .t5_session_free = large_t5_session_free,
         .setup = large_setup, .finish = large_finish};
     return worker_main(argc, argv, &kind);
 }

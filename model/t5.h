@@ -5,8 +5,8 @@
  * forward pass (encoder, decoder steps and blocks with a self-attention
  * cache and the encoder's keys and values cached per source), checked
  * against tools/ref/t5_ref.py. Matrix products run on the CPU backend's
- * kernels. bild generate runs pairs in process (common/t5_pair.h) and as
- * worker processes (common/t5_server.h). */
+ * kernels. bild generate runs pairs in process (coordinator/t5_pair.h)
+ * and as worker processes (proto/t5_serve.h). */
 #ifndef BILD_T5_H
 #define BILD_T5_H
 

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/worker.h"
 #include "small_worker/server.h"
+#include "small_worker/t5_server.h"
 
 static small_server_t ss; /* one per process */
 
@@ -39,6 +40,7 @@ int cmd_small_worker(int argc, char **argv) {
         .cmd = "small-worker", .name = "small worker", .role = ROLE_SMALL,
         .handle = small_server_handle, .can_batch = small_server_can_batch, .run_batch = small_server_run_batch,
         .session_new = small_server_session_new, .session_free = small_server_session_free,
+        .t5_handle = small_t5_handle, .t5_session_new = small_t5_session_new, .t5_session_free = small_t5_session_free,
         .setup = small_setup, .finish = small_finish};
     return worker_main(argc, argv, &kind);
 }

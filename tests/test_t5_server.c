@@ -1,4 +1,5 @@
-/* test_t5_server.c - the T5 worker's request handlers (common/t5_server.c)
+/* test_t5_server.c - the T5 workers' request handlers (small_worker/t5_server.c,
+ * large_worker/t5_server.c, proto/t5_serve.c)
  * on decoded messages, as the serve loop hands them over: hostile and
  * misplaced requests are refused with a message (a draft before any
  * SOURCE, a verify request to the small worker, sampling, a decoder longer
@@ -8,21 +9,21 @@
  * tests/data/t5bild/small (a tiny random T5 v1.1). */
 #include <string.h>
 
-#include "common/t5_pair.h"
-#include "common/t5_server.h"
 #include "kernels/cpu/cpu.h"
+#include "large_worker/t5_server.h"
 #include "small_worker/t5_drafter.h"
+#include "small_worker/t5_server.h"
 #include "tests/test.h"
 
 /* Encodes with enc, decodes as the worker would, runs the handler. Returns
  * its status; the reply (decoded) in *rep when it succeeded. */
-static int serve(t5_server_t *s, void *st, proto_buf_t *req, proto_msg_t *rep, char *err) {
+static int serve(t5_serve_t *s, void *st, proto_buf_t *req, proto_msg_t *rep, char *err) {
     proto_msg_t m;
     int V = t5_config(s->m)->vocab_size;
     EXPECT(proto_decode(req->data, req->size, V, &m) == PROTO_OK);
     proto_buf_t out = {0};
     err[0] = 0;
-    int rc = t5_server_handle(s, st, &m, &out, err, 300);
+    int rc = small_t5_handle(s, st, &m, &out, err, 300);
     if (rc == 0) EXPECT(proto_decode(out.data, out.size, V, rep) == PROTO_OK);
     proto_msg_free(&m);
     proto_buf_free(&out);
@@ -30,7 +31,7 @@ static int serve(t5_server_t *s, void *st, proto_buf_t *req, proto_msg_t *rep, c
     return rc;
 }
 
-static void refused(t5_server_t *s, void *st, proto_buf_t *req, const char *want) {
+static void refused(t5_serve_t *s, void *st, proto_buf_t *req, const char *want) {
     proto_msg_t rep;
     char err[300];
     int rc = serve(s, st, req, &rep, err);
@@ -43,8 +44,8 @@ int main(void) {
     t5_model_t *m = t5_open("tests/data/t5bild/small", err, sizeof err);
     if (!m) return fprintf(stderr, "%s\n", err), 1;
     backend_t *be = backend_cpu_new(1);
-    t5_server_t s = {.m = m, .be = be, .role = ROLE_SMALL};
-    void *a = t5_server_session_new(&s, err, sizeof err), *b = t5_server_session_new(&s, err, sizeof err);
+    t5_serve_t s = {.m = m, .be = be};
+    void *a = small_t5_session_new(&s, err, sizeof err), *b = small_t5_session_new(&s, err, sizeof err);
     EXPECT(a && b);
     const int start = t5_config(m)->decoder_start;
     int src1[6] = {17, 200, 33, 91, 400, 1}, src2[4] = {9, 120, 77, 1};
@@ -59,9 +60,9 @@ int main(void) {
     proto_encode_verify_req(&q, 2, &vq), refused(&s, a, &q, "the small worker serves draft requests");
     session_req_t se = {.temperature = 0.7f, .top_p = 1, .seed = 1};
     proto_encode_session(&q, 3, &se), refused(&s, a, &q, "greedily only");
-    source_req_t sq = {.ids = src1, .n = 6, .max_dec = T5_PAIR_MAX_DEC + 1};
+    source_req_t sq = {.ids = src1, .n = 6, .max_dec = T5_MAX_DEC + 1};
     proto_encode_source(&q, 4, &sq), refused(&s, a, &q, "decoder tokens asked for");
-    proto_encode_simple(&q, 5, MSG_PING), refused(&s, a, &q, "does not serve message type 8");
+    proto_encode_simple(&q, 5, MSG_PING), refused(&s, a, &q, "not message type 8");
     se.temperature = 0; /* greedy: accepted */
     proto_encode_session(&q, 6, &se);
     EXPECT(serve(&s, a, &q, &rep, err) == 0 && rep.type == MSG_PONG);
@@ -81,24 +82,38 @@ int main(void) {
     for (int k = 0; k < 2; k++) {
         proto_encode_draft_req(&q, 9 + k, &dq);
         EXPECT(serve(&s, sess[k], &q, &rep, err) == 0 && rep.type == MSG_DRAFT_RES);
-        t5_pair_t *p = t5_pair_new(m, NULL, be);
-        small_link_t sl;
-        large_link_t ll;
-        double es;
+        t5_state_t *st = t5_state_new(m, be, 8, 32);
+        t5_drafter_t *d = st ? t5_drafter_new(st, t5_config(m)->eos, t5_config(m)->eos) : NULL;
         draft_res_t want;
-        EXPECT(p && t5_pair_begin(p, srcs[k], ns[k], 32, &sl, &ll, &es, err, sizeof err) == 0);
+        EXPECT(d && t5_encode(st, srcs[k], ns[k], NULL) == 0);
+        small_link_t sl = t5_drafter_link(d);
         EXPECT(sl.draft(sl.self, &dq, &want, err, sizeof err) == 0);
         int same = rep.draft_res.n == want.n && rep.draft_res.end == want.end &&
                    !memcmp(rep.draft_res.tokens, want.tokens, sizeof(int) * (size_t)want.n);
         fprintf(stderr, "session %d: served draft of %d tokens (end %d) %s the in-process drafter's\n", k,
                 rep.draft_res.n, rep.draft_res.end, same ? "equals" : "DIFFERS FROM");
         EXPECT(same);
-        t5_pair_close(&p);
+        t5_drafter_destroy(&d);
+        t5_state_free(st);
         proto_msg_free(&rep);
     }
-    EXPECT(s.sources == 2);
-    t5_server_session_free(&s, a);
-    t5_server_session_free(&s, b);
+    EXPECT(s.sources == 2 && s.encode_s > 0);
+    small_t5_session_free(&s, a);
+    small_t5_session_free(&s, b);
+    /* the large worker's handler: verify only, and not before a SOURCE */
+    void *c = large_t5_session_new(&s, err, sizeof err);
+    EXPECT(c != NULL);
+    proto_encode_verify_req(&q, 20, &vq);
+    {
+        proto_msg_t mm;
+        char e2[300] = "";
+        EXPECT(proto_decode(q.data, q.size, t5_config(m)->vocab_size, &mm) == PROTO_OK);
+        proto_buf_t o = {0};
+        EXPECT(large_t5_handle(&s, c, &mm, &o, e2, sizeof e2) != 0 && strstr(e2, "verify before SOURCE"));
+        fprintf(stderr, "refused as expected: %s\n", e2);
+        proto_msg_free(&mm), proto_buf_free(&o), proto_buf_free(&q);
+    }
+    large_t5_session_free(&s, c);
     be->destroy(be);
     t5_close(m);
     return TEST_DONE("test_t5_server");
