@@ -318,6 +318,12 @@ static int gen_one(gen_t *g, const char *text, const policy_params_t *pp, int li
     /* The sequence (prompt and output) stays below the context: a check of
      * the tail may feed one position past the last token (a proposed stop
      * token), so at most ctx - 1 tokens in all, and room for one new one. */
+    if (g->encdec && n_src > T5_MAX_SRC) {
+        snprintf(err, errlen, "the source is %d tokens; T5 / mT5 pairs take sources of up to %d tokens: shorten it",
+                 n_src, T5_MAX_SRC);
+        rc = GEN_FIT;
+        goto done;
+    }
     if (n_ids > ctx - 2) {
         snprintf(err, errlen, "the prompt is %d tokens but the %s model's context is %d tokens (seq_len); BiLD "
                               "takes prompts of up to %d tokens: shorten the prompt", n_ids,

@@ -12,6 +12,8 @@ int t5_serve_source(t5_serve_t *c, t5_serve_session_t *x, const source_req_t *q,
     if (q->max_dec > T5_MAX_DEC)
         return snprintf(err, (size_t)errlen, "source: %d decoder tokens asked for, at most %d", q->max_dec, T5_MAX_DEC),
                -1;
+    if (q->n > T5_MAX_SRC)
+        return snprintf(err, (size_t)errlen, "source: %d tokens, at most %d", q->n, T5_MAX_SRC), -1;
     if (!x->s || q->n > x->max_src || q->max_dec > x->max_dec) { /* room for this request and the ones before */
         int ms = q->n > x->max_src ? q->n : x->max_src, md = q->max_dec > x->max_dec ? q->max_dec : x->max_dec;
         t5_state_free(x->s);

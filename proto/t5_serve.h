@@ -12,6 +12,9 @@
 /* The most decoder tokens a request may ask for (T5's positions are
  * relative: this bounds the self-attention cache, not the model). */
 #define T5_MAX_DEC 4096
+/* The longest source: the encoder's attention is quadratic in it and the
+ * cross-attention cache linear, so a request may not ask for more. */
+#define T5_MAX_SRC 4096
 
 /* The handlers' context: one model shared by every session. */
 typedef struct {

@@ -173,6 +173,9 @@ expect "T5 with --parallel" 2 "does not take --parallel" -- \
     generate -S "$S" -L "$L" --prompts "$tmp/prompts.txt" --parallel 2
 expect "mixed families" 3 "the small model is a T5 / mT5 encoder-decoder and the large one is not" -- \
     generate -S "$S" -L "$LG" --source x
+/usr/bin/python3 -c "print('a ' * 5000)" >"$tmp/long.txt"
+expect "a source longer than the encoder takes" 4 "T5 / mT5 pairs take sources of up to 4096 tokens" -- \
+    generate -S "$S" -L "$L" --source-file "$tmp/long.txt" -n 4 -q
 mkdir -p "$tmp/notok"
 cp "$DATA/t5/t5v11_f32/config.json" "$DATA/t5/t5v11_f32/model.safetensors" "$tmp/notok/"
 expect "no tokenizer" 3 "no tokenizer.json next to the models" -- generate -S "$S" -L "$tmp/notok" --source x

@@ -62,6 +62,10 @@ int main(void) {
     proto_encode_session(&q, 3, &se), refused(&s, a, &q, "greedily only");
     source_req_t sq = {.ids = src1, .n = 6, .max_dec = T5_MAX_DEC + 1};
     proto_encode_source(&q, 4, &sq), refused(&s, a, &q, "decoder tokens asked for");
+    static int big[T5_MAX_SRC + 1]; /* a source longer than the encoder takes */
+    for (int i = 0; i <= T5_MAX_SRC; i++) big[i] = 5;
+    source_req_t sqb = {.ids = big, .n = T5_MAX_SRC + 1, .max_dec = 16};
+    proto_encode_source(&q, 4, &sqb), refused(&s, a, &q, "tokens, at most");
     proto_encode_simple(&q, 5, MSG_PING), refused(&s, a, &q, "not message type 8");
     se.temperature = 0; /* greedy: accepted */
     proto_encode_session(&q, 6, &se);
