@@ -6,7 +6,8 @@
 # source ids from the Hugging Face tokenizers library, the faithful BiLD loop
 # and greedy decoding on the PyTorch T5 reference):
 #   --source TEXT --faithful gives the reference's tokens and counters;
-#   --mode large and --exact give the large model's greedy tokens;
+#   --mode large, --exact and greedy --mode spec give the large model's
+#   greedy tokens;
 #   --prompts (one source per line) and --requests ("source") the same;
 #   the pair as two worker processes over ipc:// and tcp:// the same (and
 #   --exact --overlap the large model's greedy text);
@@ -53,6 +54,9 @@ while [ $i -lt "$n" ]; do
     "$BILD" generate -S "$S" -L "$L" --source "$text" -n 40 --exact --json -q >"$tmp/o" 2>"$tmp/e" ||
         fail "source $i --exact: $(cat "$tmp/e")"
     check "source $i: --exact is not the large model's greedy text" "$tmp/o" $i greedy
+    "$BILD" generate -S "$S" -L "$L" --source "$text" -n 40 --mode spec --gamma 4 --json -q >"$tmp/o" 2>"$tmp/e" ||
+        fail "source $i --mode spec: $(cat "$tmp/e")"
+    check "source $i: greedy speculative decoding is not the large model's greedy text" "$tmp/o" $i greedy
     r=0
     for fr in "0.5 2.0" "0.9 1.0" "0.7 3.0"; do
         set -- $fr
@@ -61,7 +65,7 @@ while [ $i -lt "$n" ]; do
         check "source $i: --faithful --fallback $1 --rollback $2 differs from the reference" "$tmp/o" $i faithful $r
         r=$((r + 1))
     done
-    echo "ok   source $i: greedy, --exact and 3 faithful settings as the reference"
+    echo "ok   source $i: greedy, --exact, greedy spec and 3 faithful settings as the reference"
     i=$((i + 1))
 done
 
