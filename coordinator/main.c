@@ -533,9 +533,8 @@ static int serve_line(gen_t *g, const char *line, int lineno, int n, int jsonl) 
             snprintf(err, sizeof err, "line %d is not a JSON object", lineno);
         else if (id = cJSON_GetObjectItemCaseSensitive(req, "id"),
                  /* T5 pairs: "source", or "prompt" standing for it */
-                 pr = g->encdec && cJSON_GetObjectItemCaseSensitive(req, "source") ? cJSON_GetObjectItemCaseSensitive(req, "source")
-                                                                              : cJSON_GetObjectItemCaseSensitive(req, "prompt"),
-                 !cJSON_IsString(pr))
+                 pr = g->encdec ? cJSON_GetObjectItemCaseSensitive(req, "source") : NULL,
+                 pr = pr ? pr : cJSON_GetObjectItemCaseSensitive(req, "prompt"), !cJSON_IsString(pr))
             snprintf(err, sizeof err, "line %d: \"%s\" (a string) is required", lineno,
                      g->encdec ? "source" : "prompt");
         else {

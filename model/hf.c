@@ -39,6 +39,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/half.h"
 #include "kernels/hostmem.h"
 #include "model/config_json.h"
 #include "model/model_file.h"
@@ -298,35 +299,6 @@ static const st_tensor_t *find(hf_t *h, const char *name, int *shard) {
 
 /* ---- weights ------------------------------------------------------------ */
 
-static float bf16_to_f32(uint16_t v) {
-    uint32_t u = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static float f16_to_f32(uint16_t v) {
-    uint32_t sign = (uint32_t)(v >> 15) << 31, e = (v >> 10) & 31, mant = v & 1023, u;
-    if (e == 31) /* inf, nan */
-        u = sign | 0x7f800000u | mant << 13;
-    else if (e) /* normal: rebias 15 -> 127 */
-        u = sign | (e + 112) << 23 | mant << 13;
-    else if (!mant)
-        u = sign;
-    else { /* subnormal: mant * 2^-24, exact in f32 */
-        float f = ldexpf((float)mant, -24);
-        memcpy(&u, &f, 4);
-        u |= sign;
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static dtype_t file_dtype(const st_tensor_t *t) {
-    return !strcmp(t->dtype, "F32") ? DTYPE_F32 : !strcmp(t->dtype, "F16") ? DTYPE_F16 : DTYPE_BF16;
-}
-
 /* The dtype a matrix (embedding, projection, head) is handed to the engine
  * in, given the dtype the file stores it in: the file's own. Half-precision
  * matrices stay half in memory, used in place in the mapping (no copy); the
@@ -351,7 +323,7 @@ static void *own(hf_t *h, size_t bytes) {
 /* Returns the data of tensor t in dtype want (f32 or the file's own dtype),
  * in place when possible, else a converted copy the model owns. */
 static const void *convert(hf_t *h, const char *file, const st_tensor_t *t, dtype_t want) {
-    dtype_t have = file_dtype(t);
+    dtype_t have = st_dir_dtype(t);
     size_t align = want == DTYPE_F32 ? 4 : 2;
     if (have == want && (uintptr_t)t->data % align == 0) return t->data;
     size_t esz = want == DTYPE_F32 ? 4 : 2;
@@ -449,7 +421,7 @@ static int load_weights(hf_t *h) {
             goto out;
         }
         if (x->matrix) {
-            dtype_t fd = file_dtype(t);
+            dtype_t fd = st_dir_dtype(t);
             if (i == 0) mat_dt = fd;
             else if (fd != mat_dt) mixed = 1;
         }

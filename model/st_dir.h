@@ -8,7 +8,9 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
+#include <string.h>
 
+#include "kernels/ops.h"
 #include "model/safetensors.h"
 
 #define ST_DIR_MAX_FILES 1024
@@ -38,5 +40,10 @@ const st_tensor_t *st_dir_find(st_dir_t *d, const char *name, int *file);
 /* Frees everything; the mappings too unless keep_maps (the caller took
  * d->map and d->size, and unmaps them with munmap). */
 void st_dir_close(st_dir_t *d, int keep_maps);
+
+/* The engine's dtype of a tensor the loaders accepted (F32, F16 or BF16). */
+static inline dtype_t st_dir_dtype(const st_tensor_t *t) {
+    return !strcmp(t->dtype, "F32") ? DTYPE_F32 : !strcmp(t->dtype, "F16") ? DTYPE_F16 : DTYPE_BF16;
+}
 
 #endif

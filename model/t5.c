@@ -229,10 +229,6 @@ static const st_tensor_t *find(loader_t *L, const char *name, int64_t rows, int6
     return t;
 }
 
-static dtype_t file_dtype(const st_tensor_t *t) {
-    return !strcmp(t->dtype, "F32") ? DTYPE_F32 : !strcmp(t->dtype, "F16") ? DTYPE_F16 : DTYPE_BF16;
-}
-
 /* A matrix (rows, cols) in its file dtype, copied out of the mapping
  * (cols 0: a vector; random f32 with --dummy-weights). */
 static mat_t matrix(loader_t *L, const char *name, int64_t rows, int64_t cols, int optional) {
@@ -242,7 +238,7 @@ static mat_t matrix(loader_t *L, const char *name, int64_t rows, int64_t cols, i
     const st_tensor_t *t = find(L, name, rows, cols, optional);
     void *p = t ? own(L, malloc(t->nbytes), name) : NULL;
     if (p) memcpy(p, t->data, t->nbytes);
-    return (mat_t){p, t ? file_dtype(t) : DTYPE_F32};
+    return (mat_t){p, t ? st_dir_dtype(t) : DTYPE_F32};
 }
 
 /* A vector (norm weights, position biases) or a small matrix as f32, owned
@@ -281,7 +277,7 @@ static void same_as_shared(loader_t *L, const char *name, const t5_config_t *c) 
     const st_tensor_t *t = L->dummy ? NULL : find(L, name, c->vocab_size, c->d_model, 1);
     if (!t) return;
     const mat_t *sh = &L->m->shared;
-    const dtype_t dt = file_dtype(t);
+    const dtype_t dt = st_dir_dtype(t);
     int same = dt == sh->dt ? !memcmp(t->data, sh->p, t->nbytes) : 1;
     for (size_t i = 0; dt != sh->dt && same && i < (size_t)t->n_elem; i++) { /* another dtype: the same values? */
         unsigned char e[4]; /* the mapping need not be aligned for the element type */
