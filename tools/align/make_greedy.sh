@@ -1,0 +1,80 @@
+#!/bin/sh
+# tools/align/make_greedy.sh - the exact recipe of the second stage of the
+# project's default small model: the first-stage model (make_default.sh,
+# shipped until commit bc1fa2a) fine-tuned on the large model's own greedy
+# text, the text --exact and speculative decoding run along.
+#
+#   1. prompts: 7,000 rows of 40 tokens sampled from stories15M at
+#      temperature 1 (seed 2207), cut after their first sentence by
+#      greedy_prompts.py (seed 7); tests/data/prompts20.txt, the benchmark
+#      prompts, left out; 4,025 distinct prompts.
+#   2. a greedy corpus: each prompt continued greedily by stories15M to a
+#      row of 256 tokens, with the top-16 at every position (1,030,400 tokens).
+#   3. twice more with 10,000 rows each (seeds 3301/8 and 4401/9; the
+#      earlier rounds' prompts left out too): 4,879 and 4,536 prompts,
+#      1,249,024 and 1,161,216 tokens.
+#   4. the three merged (merge_corpus.py, 3,440,640 tokens); the held-out
+#      2% are rows of the third.
+#   5. train_small.py --init the first-stage model, output layer over its
+#      draft vocabulary (as bild runs it), 820 steps (2 epochs), lr 1e-3.
+#   6. bf16 export, the draft vocabulary copied, align-eval on the
+#      validation stories.
+# About 35 minutes for the corpora and 13 for the training on the 2-core
+# build machine.
+#
+# usage: tools/align/make_greedy.sh [WORK_DIR (default /tmp/bild-greedy)] [INIT_DIR]
+# INIT_DIR: the first-stage model (default: tools/align/stories15M-aligned
+# as of commit bc1fa2a, taken out of git). Leaves WORK_DIR/small-bf16/ (the
+# model as shipped, without manifest and README) and WORK_DIR/eval.json.
+# Needs build/bild (make) and python3-torch (scripts/install-deps.sh --align).
+set -eu
+W=${1:-/tmp/bild-greedy}
+INIT=${2:-}
+L=models/stories15M/stories15M.bin
+TOK=models/stories15M/tokenizer.bin
+VAL=tests/data/tinystories/validation_100.txt
+EVALP=tests/data/prompts20.txt
+A=tools/align
+mkdir -p "$W"
+if [ -z "$INIT" ]; then
+    INIT=$W/init
+    mkdir -p "$INIT"
+    for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json draft_vocab.txt; do
+        git show "bc1fa2a:tools/align/stories15M-aligned/$f" >"$INIT/$f"
+    done
+fi
+: >"$W/times.txt"
+stage() { # stage NAME COMMAND...: runs it and appends its wall seconds
+    name=$1
+    shift
+    t0=$(date +%s)
+    "$@"
+    echo "$name $(($(date +%s) - t0))" >>"$W/times.txt"
+}
+data() { build/bild align-data -L "$L" -z "$TOK" -b 64 -j 2 "$@"; }
+# round I: PRE_ROWS rows of 40 sampled tokens (seed PRE_SEED), prompts cut
+# from them (seed CUT_SEED; earlier rounds' prompts left out), the greedy
+# corpus (seed GREEDY_SEED, recorded only: greedy rows use no randomness)
+round() { # I PRE_ROWS PRE_SEED CUT_SEED GREEDY_SEED
+    i=$1
+    [ -f "$W/pre$i/manifest.json" ] || stage "pre$i" data --tokens $(($2 * 40)) --row-len 40 -t 1 -s "$3" --topk 0 --out "$W/pre$i"
+    ex="--exclude $EVALP"
+    j=1
+    while [ $j -lt "$i" ]; do ex="$ex --exclude $W/p$j.txt"; j=$((j + 1)); done
+    /usr/bin/python3 $A/greedy_prompts.py --corpus "$W/pre$i" --tokenizer "$TOK" --out "$W/p$i.txt" $ex --seed "$4"
+    [ -f "$W/greedy$i/manifest.json" ] ||
+        stage "greedy$i" data --prompts "$W/p$i.txt" --tokens $(($(wc -l <"$W/p$i.txt") * 256)) -t 0 -s "$5" --topk 16 --out "$W/greedy$i"
+}
+round 1 7000 2207 7 2208
+round 2 10000 3301 8 2209
+round 3 10000 4401 9 2210
+rm -rf "$W/merged"
+/usr/bin/python3 $A/merge_corpus.py "$W/merged" "$W/greedy1" "$W/greedy2" "$W/greedy3"
+rm -rf "$W/small"
+stage train /usr/bin/python3 $A/train_small.py --corpus "$W/merged" --tokenizer "$TOK" --out "$W/small" \
+    --init "$INIT" --head-vocab "$INIT/draft_vocab.txt" --steps 820 --lr 1e-3 --warmup 20 --seed 3 --threads 2 --no-hf
+rm -rf "$W/small-bf16"
+stage export /usr/bin/python3 tools/llama2c_to_hf.py "$W/small/model.bin" "$W/small-bf16" --dtype bf16
+cp "$INIT/draft_vocab.txt" "$W/small-bf16/"
+build/bild align-eval -S "$W/small-bf16" -L "$L" -z "$TOK" --text "$VAL" -j 2 --json >"$W/eval.json"
+cat "$W/eval.json" "$W/times.txt"
