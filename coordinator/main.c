@@ -37,7 +37,7 @@
 /* --exact's fallback threshold and draft length: the fastest exact-text
  * setting bench/bild measured (docs/algorithm.md, "Direct resumption") */
 #define EXACT_FALLBACK 0.3
-#define EXACT_MAX_SMALL 4
+#define EXACT_MAX_SMALL 5
 #define STR_(x) #x
 #define STR(x) STR_(x) /* the value of a macro as a string, for the help text */
 
