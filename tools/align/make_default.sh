@@ -22,14 +22,9 @@ L=models/stories15M/stories15M.bin
 TOK=models/stories15M/tokenizer.bin
 VAL=tests/data/tinystories/validation_100.txt
 mkdir -p "$W"
-: >"$W/times$SEED.txt"
-stage() { # stage NAME COMMAND...: runs it and appends its wall seconds
-    name=$1
-    shift
-    t0=$(date +%s)
-    "$@"
-    echo "$name $(($(date +%s) - t0))" >>"$W/times$SEED.txt"
-}
+TIMES="$W/times$SEED.txt"
+: >"$TIMES"
+. tools/align/stage.sh
 if [ ! -f "$W/corpus$SEED/manifest.json" ]; then
     stage corpus build/bild align-data -L "$L" -z "$TOK" --tokens 2000000 --out "$W/corpus$SEED" -b 32 -j 2 -s "$SEED" --topk 16
 fi

@@ -37,6 +37,7 @@ L=models/stories15M/stories15M.bin
 TOK=models/stories15M/tokenizer.bin
 VAL=tests/data/tinystories/validation_100.txt
 EVALP=tests/data/prompts20.txt
+DV=tools/align/stories15M-aligned/draft_vocab.txt # the draft vocabulary (the same file at bc1fa2a and now)
 A=tools/align
 mkdir -p "$W"
 if [ -z "$INIT" ]; then
@@ -46,14 +47,9 @@ if [ -z "$INIT" ]; then
         git show "bc1fa2a:tools/align/stories15M-aligned/$f" >"$INIT/$f"
     done
 fi
-: >"$W/times.txt"
-stage() { # stage NAME COMMAND...: runs it and appends its wall seconds
-    name=$1
-    shift
-    t0=$(date +%s)
-    "$@"
-    echo "$name $(($(date +%s) - t0))" >>"$W/times.txt"
-}
+TIMES="$W/times.txt"
+: >"$TIMES"
+. tools/align/stage.sh
 data() { build/bild align-data -L "$L" -z "$TOK" -b 64 -j 2 "$@"; }
 # round I: PRE_ROWS rows of 40 sampled tokens (seed PRE_SEED), prompts cut
 # from them (seed CUT_SEED; earlier rounds' prompts left out), the greedy
@@ -78,7 +74,7 @@ rm -rf "$W/merged"
 train() { # NAME INIT STEPS LR WARMUP SEED
     rm -rf "$W/$1" "$W/$1-f32"
     stage "$1" /usr/bin/python3 $A/train_small.py --corpus "$W/merged" --tokenizer "$TOK" --out "$W/$1" \
-        --init "$2" --head-vocab "$INIT/draft_vocab.txt" --steps "$3" --lr "$4" --warmup "$5" --seed "$6" --threads 2 \
+        --init "$2" --head-vocab "$DV" --steps "$3" --lr "$4" --warmup "$5" --seed "$6" --threads 2 \
         --no-hf --eval-every 410
     /usr/bin/python3 tools/llama2c_to_hf.py "$W/$1/model.bin" "$W/$1-f32" --dtype f32 >/dev/null
 }
@@ -86,6 +82,6 @@ train small1 "$INIT" 820 1e-3 20 3
 train small "$W/small1-f32" 410 3e-4 10 4
 rm -rf "$W/small-bf16"
 stage export /usr/bin/python3 tools/llama2c_to_hf.py "$W/small/model.bin" "$W/small-bf16" --dtype bf16
-cp "$INIT/draft_vocab.txt" "$W/small-bf16/"
+cp "$DV" "$W/small-bf16/"
 build/bild align-eval -S "$W/small-bf16" -L "$L" -z "$TOK" --text "$VAL" -j 2 --json >"$W/eval.json"
 cat "$W/eval.json" "$W/times.txt"
