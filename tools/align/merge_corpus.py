@@ -3,7 +3,11 @@
 """merge_corpus.py OUT IN1 IN2 ...: concatenates bild align-data corpora of one
 large model (same row_len, vocab, top-K, fingerprints) into one folder."""
 import json, os, shutil, sys
+if len(sys.argv) < 4:
+    sys.exit('usage: merge_corpus.py OUT IN1 IN2 [IN3...] (OUT must not exist)')
 out, ins = sys.argv[1], sys.argv[2:]
+if os.path.exists(out):
+    sys.exit('merge_corpus: %s exists; give a new folder' % out)
 ms = [json.load(open(os.path.join(d, 'manifest.json'))) for d in ins]
 keys = ('row_len', 'vocab_size', 'bos_id', 'eos_id', 'vocab_fingerprint')
 for m, d in zip(ms[1:], ins[1:]):
