@@ -57,6 +57,7 @@ typedef struct {
     long n, small, fallbacks, rollbacks, NL, NS, Lpos, Spos, exact;
     double rouge, nll;
     double model_s; /* predicted time from the measured pass costs */
+    double model_L, model_S, large_s, small_s; /* the same, split by model; measured time inside each worker's calls */
 } config_t;
 
 /* Token-level ROUGE-L F1 (longest common subsequence). */
@@ -391,8 +392,10 @@ int main(int argc, char **argv) {
             q->rollbacks += s->rollbacks, q->NL += s->large_passes, q->NS += s->small_passes;
             q->Lpos += s->large_positions, q->Spos += s->small_positions;
             for (int T = 1; T <= BILD_MAX_DRAFT; T++) /* measured cost of each pass length */
-                q->model_s += s->large_pass_len[T] * (T <= 24 ? tL[T] : a + b * T);
-            q->model_s += s->small_passes * sm[k].t_small;
+                q->model_L += s->large_pass_len[T] * (T <= 24 ? tL[T] : a + b * T);
+            q->model_S += s->small_passes * sm[k].t_small;
+            q->model_s = q->model_L + q->model_S;
+            q->large_s += tm.large_s, q->small_s += tm.small_s;
             q->exact += n == large_n[i] && !memcmp(out, large_out[i], sizeof(int) * (size_t)n);
             q->rouge += rouge_l(out, n, large_out[i], large_n[i]);
             q->nll += mean_nll(tfl, prompts[i], np[i], out, n);
@@ -432,6 +435,15 @@ int main(int argc, char **argv) {
                 fprintf(tsv, "%s\t%s\t%s\t%.4f\t%.4f\t%.4f\t%ld\n", sm[k].path, kind, q->name, speed, q->rouge / NP,
                         q->nll / NP, q->exact);
             }
+        }
+        printf("where the time goes, ms per 100 tokens: measured (cost model); rest = the policy, the drafter's and\n"
+               "the verifier's work outside the forward passes, and the calls themselves\n");
+        printf("%-26s %16s %16s %8s %8s\n", "config", "large calls", "small calls", "rest", "total");
+        for (int j = 0; j <= nconf; j++) {
+            config_t *q = j ? &cf[1 + k * nconf + j - 1] : &cf[0];
+            double u = 1e5 / q->n;
+            printf("%-26s %7.1f (%6.1f) %7.1f (%6.1f) %8.1f %8.1f\n", q->name, q->large_s * u, q->model_L * u,
+                   q->small_s * u, q->model_S * u, (q->time_s - q->large_s - q->small_s) * u, q->time_s * u);
         }
         oracle_t *o = &orc[k];
         double e = (double)o->wrong / o->n;

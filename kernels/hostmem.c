@@ -96,6 +96,25 @@ long hostmem_to_hugepages(void *p, size_t size) {
     return (long)(huge < size ? huge : size);
 }
 
+void *hostmem_copy_huge(const void *p, size_t size, size_t shift, size_t *len, long *huge) {
+    *len = round_up(size + shift, (size_t)sysconf(_SC_PAGESIZE));
+    char *a = reserve_aligned(*len);
+    if (!a) return NULL;
+    if (mmap(a, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        munmap(a, *len);
+        return NULL;
+    }
+    madvise(a, *len, MADV_HUGEPAGE);
+    memcpy(a + shift, p, size);
+    if (mprotect(a, *len, PROT_READ) != 0) {
+        munmap(a, *len);
+        return NULL;
+    }
+    size_t h = anon_huge_bytes(a);
+    *huge = (long)(h < size ? h : size);
+    return a;
+}
+
 void *hostmem_alloc(size_t n) {
     if (n < 2 * HOSTMEM_HUGE || !hostmem_hugepages_on(NULL)) return aligned_alloc(64, round_up(n ? n : 1, 64));
     size_t len = round_up(n, HOSTMEM_HUGE);

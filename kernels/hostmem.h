@@ -42,6 +42,15 @@ void *hostmem_map_file(int fd, size_t size);
  * mapping). munmap(p, size) still releases it. */
 long hostmem_to_hugepages(void *p, size_t size);
 
+/* Copies the size bytes at p into new anonymous memory advised into huge
+ * pages, read-only, with byte 0 of p at (the result + shift): a shift can
+ * put the tensors of a file whose header length is not a multiple of 64
+ * (llama2.c's is 28 bytes) on cache-line boundaries. The result is 2 MiB
+ * aligned; *len is the mapping's length (munmap(result, *len) releases it),
+ * *huge the bytes in huge pages, as hostmem_to_hugepages counts them.
+ * NULL if the memory could not be had. p is left as it was. */
+void *hostmem_copy_huge(const void *p, size_t size, size_t shift, size_t *len, long *huge);
+
 /* n bytes, 64-byte aligned; blocks of 4 MiB or more are 2 MiB aligned and
  * advised into huge pages (hostmem_hugepages_on). Release with free(). */
 void *hostmem_alloc(size_t n);

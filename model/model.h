@@ -86,9 +86,12 @@ const char *model_path(const model_file_t *m);
  * models open capped at MODEL_HF_DEFAULT_CTX. */
 void model_limit_context(model_file_t *m, int n);
 
-/* Moves the mapped weight files into transparent huge pages, at the same
- * addresses (kernels/hostmem.h: copies moved over the file mappings), for a
- * model the CPU backend reads. Returns the bytes now in huge pages (0 when
+/* Moves the mapped weight files into transparent huge pages (kernels/hostmem.h),
+ * for a model the CPU backend reads: at the same addresses where the
+ * matrices already start on 64-byte boundaries, else (llama2.c's 28-byte
+ * header) into a copy placed so that they do, with model_weights' pointers
+ * moved to it. So call it before anything keeps a weight pointer
+ * (transformer_new). Returns the bytes now in huge pages (0 when
  * BILD_HUGEPAGES=0 or the kernel's THP are off: then *why says why), or -1 if
  * a copy failed (the weights stay as mapped; *why says so). Idempotent. */
 long model_hugepages(model_file_t *m, const char **why);

@@ -132,7 +132,8 @@ static inline void put4q(float *o, int q, __m128 v, int accumulate) {
 }
 
 /* Software prefetch for blocks of PF_MIN_T or more tokens: PF_AHEAD bytes
- * ahead in each of the four row streams, into L2 (see matmul_rows_dt). */
+ * ahead in each of the four row streams, into L2, never past the end of the
+ * stream's quarter (see matmul_rows_dt). */
 #define PF_AHEAD 24576
 #define PF_MIN_T 3
 #define PF_HINT _MM_HINT_T1
@@ -169,7 +170,13 @@ static inline void put4q(float *o, int q, __m128 v, int accumulate) {
  * best of 5, T = 6 1.33 ms, T = 4 0.98 ms against 1.09 ms, T = 8 1.71
  * against 1.95 ms. T1 beat T0 (into L1: 1.47 ms for T = 6); 18-36 KiB
  * ahead were alike; one token gains nothing (it is bound by the loads
- * themselves) and does not prefetch. It changes no arithmetic. */
+ * themselves) and does not prefetch. It changes no arithmetic.
+ * A prefetch stops PF_AHEAD bytes before the end of its quarter: past it
+ * lie the next quarter, already streaming, or another chunk's rows. With a
+ * thread's chunk of a 288-row matrix only ~10 KiB per quarter, unbounded
+ * prefetches read more than the tile did (Intel Xeon, 480 MiB L3, stories15M
+ * in L3, 2 threads: a block of 8 tokens 1.62 -> 1.54 ms; bench/results/
+ * intel-blocks.txt). */
 static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int ldo, const float *x, int ldx,
                                                                   const float *xu, int ldxu, const char *w, dtype_t wt,
                                                                   int XS, int ldw, int T, int d, int r0, int r1,
@@ -185,10 +192,11 @@ static inline __attribute__((always_inline)) void matmul_rows_dt(float *out, int
     for (int i = 0; i < q; i++) {
         const int r = r0 + i;
         const char *w0 = w + (size_t)r * rowb, *w1 = w0 + qb, *w2 = w1 + qb, *w3 = w2 + qb;
+        const size_t pfl = (size_t)(q - i) * rowb; /* bytes left in each quarter from row i on */
         /* one prefetch per 64 bytes of weights at byte jb of the rows, in the first group of a block */
 #define PFW(jb)                                                                                      \
     do {                                                                                             \
-        if (pfa && ((jb) & 63) == 0) {                                                               \
+        if (pfa && ((jb) & 63) == 0 && (jb) + PF_AHEAD < pfl) {                                      \
             const size_t o_ = (size_t)(jb) + PF_AHEAD;                                               \
             _mm_prefetch(w0 + o_, PF_HINT), _mm_prefetch(w1 + o_, PF_HINT);                          \
             _mm_prefetch(w2 + o_, PF_HINT), _mm_prefetch(w3 + o_, PF_HINT);                          \
