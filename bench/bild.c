@@ -56,8 +56,8 @@ typedef struct {
     double time_s;
     long n, small, fallbacks, rollbacks, NL, NS, Lpos, Spos, exact;
     double rouge, nll;
-    double model_s; /* predicted time from the measured pass costs */
-    double model_L, model_S, large_s, small_s; /* the same, split by model; measured time inside each worker's calls */
+    double model_L, model_S; /* predicted time from the measured pass costs: large passes, small steps */
+    double large_s, small_s;  /* measured time inside the large and the small worker's calls */
 } config_t;
 
 /* Token-level ROUGE-L F1 (longest common subsequence). */
@@ -394,7 +394,6 @@ int main(int argc, char **argv) {
             for (int T = 1; T <= BILD_MAX_DRAFT; T++) /* measured cost of each pass length */
                 q->model_L += s->large_pass_len[T] * (T <= 24 ? tL[T] : a + b * T);
             q->model_S += s->small_passes * sm[k].t_small;
-            q->model_s = q->model_L + q->model_S;
             q->large_s += tm.large_s, q->small_s += tm.small_s;
             q->exact += n == large_n[i] && !memcmp(out, large_out[i], sizeof(int) * (size_t)n);
             q->rouge += rouge_l(out, n, large_out[i], large_n[i]);
@@ -425,7 +424,7 @@ int main(int argc, char **argv) {
             double paper = !alone && q->NL + cst * q->NS > 0 ? q->n / (q->NL + cst * q->NS) : 0;
             /* cost model: each large pass charged the measured time of its
              * length; each small pass one small step (catch-up passes are short) */
-            double costmdl = cf[0].model_s / cf[0].n / (q->model_s / q->n);
+            double costmdl = (cf[0].model_L + cf[0].model_S) / cf[0].n / ((q->model_L + q->model_S) / q->n);
             printf("%-26s %7.2f %7.1f %6.1f %6.1f %3ld/%-2d %6.3f %7.3f %7.2f %8.2f %8.2f %6.0f\n", q->name, speed,
                    100.0 * q->small / q->n, 100.0 * q->fallbacks / q->n, 100.0 * q->rollbacks / q->n, q->exact, NP,
                    q->rouge / NP, q->nll / NP, paper, costmdl, speed / costmdl, q->n / q->time_s);

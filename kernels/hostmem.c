@@ -75,28 +75,10 @@ static size_t anon_huge_bytes(const void *p) {
     return inside ? kb * 1024 : 0;
 }
 
-long hostmem_to_hugepages(void *p, size_t size) {
-    if (!size || ((uintptr_t)p & (HOSTMEM_HUGE - 1)) || !hostmem_hugepages_on(NULL)) return 0;
-    size_t len = round_up(size, (size_t)sysconf(_SC_PAGESIZE));
-    char *a = reserve_aligned(len);
-    if (!a) return -1;
-    /* the copy: anonymous memory, advised into huge pages before its first touch */
-    if (mmap(a, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
-        munmap(a, len);
-        return -1;
-    }
-    madvise(a, len, MADV_HUGEPAGE);
-    memcpy(a, p, size);
-    /* both ends 2 MiB aligned: the move keeps the huge pages whole */
-    if (mprotect(a, len, PROT_READ) != 0 || mremap(a, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED) {
-        munmap(a, len);
-        return -1;
-    }
-    size_t huge = anon_huge_bytes(p);
-    return (long)(huge < size ? huge : size);
-}
-
-void *hostmem_copy_huge(const void *p, size_t size, size_t shift, size_t *len, long *huge) {
+/* A read-only copy of the size bytes at p, at byte shift of new anonymous
+ * memory advised into huge pages before its first touch; the region is 2 MiB
+ * aligned and *len long. NULL if the memory could not be had. */
+static char *copy_into_huge(const void *p, size_t size, size_t shift, size_t *len) {
     *len = round_up(size + shift, (size_t)sysconf(_SC_PAGESIZE));
     char *a = reserve_aligned(*len);
     if (!a) return NULL;
@@ -110,6 +92,26 @@ void *hostmem_copy_huge(const void *p, size_t size, size_t shift, size_t *len, l
         munmap(a, *len);
         return NULL;
     }
+    return a;
+}
+
+long hostmem_to_hugepages(void *p, size_t size) {
+    if (!size || ((uintptr_t)p & (HOSTMEM_HUGE - 1)) || !hostmem_hugepages_on(NULL)) return 0;
+    size_t len;
+    char *a = copy_into_huge(p, size, 0, &len);
+    if (!a) return -1;
+    /* both ends 2 MiB aligned: the move keeps the huge pages whole */
+    if (mremap(a, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, p) == MAP_FAILED) {
+        munmap(a, len);
+        return -1;
+    }
+    size_t huge = anon_huge_bytes(p);
+    return (long)(huge < size ? huge : size);
+}
+
+void *hostmem_copy_huge(const void *p, size_t size, size_t shift, size_t *len, long *huge) {
+    char *a = copy_into_huge(p, size, shift, len);
+    if (!a) return NULL;
     size_t h = anon_huge_bytes(a);
     *huge = (long)(h < size ? h : size);
     return a;

@@ -45,19 +45,21 @@ const model_config_t *model_config(const model_file_t *m) { return &m->cfg; }
 const model_weights_t *model_weights(const model_file_t *m) { return &m->w; }
 const char *model_path(const model_file_t *m) { return m->path; }
 
-/* The k-th weight pointer of m (the three single ones, then the per-layer
- * arrays' entries), or NULL past an absent array (bq, bk, bv). */
+/* The k-th weight pointer of m: the embedding and the classifier, the
+ * per-layer matrices (N_MATRICES in all), then the norms and biases; NULL for
+ * an absent array (bq, bk, bv). */
 static const void **weight_slot(model_file_t *m, int k) {
     model_weights_t *w = &m->w;
     int L = m->cfg.n_layers;
-    if (k < 3) return k == 0 ? &w->tok_emb : k == 1 ? &w->rms_final : &w->wcls;
-    k -= 3;
     const void **arr[12] = {w->wq, w->wk, w->wv, w->wo, w->w1, w->w2, w->w3,
                             w->rms_att, w->rms_ffn, w->bq, w->bk, w->bv};
-    return k / L < 12 && arr[k / L] ? &arr[k / L][k % L] : NULL;
+    if (k < 2) return k ? &w->wcls : &w->tok_emb;
+    k -= 2;
+    if (k < 12 * L) return arr[k / L] ? &arr[k / L][k % L] : NULL;
+    return &w->rms_final;
 }
+#define N_MATRICES(m) (2 + 7 * (m)->cfg.n_layers)
 #define N_SLOTS(m) (3 + 12 * (m)->cfg.n_layers)
-#define N_MATRICES(m) (3 + 7 * (m)->cfg.n_layers) /* tok_emb, rms_final, wcls, then the layer matrices */
 
 static int in_map(const void *p, const char *base, size_t size) {
     return p && (const char *)p >= base && (const char *)p < base + size;
@@ -67,12 +69,12 @@ static int in_map(const void *p, const char *base, size_t size) {
  * 64-byte boundary: llama2.c's 28-byte header leaves every tensor 28 bytes
  * past one, and then each 64-byte vector load of a weight row touches two
  * cache lines (on an Intel Xeon a 288 x 288 f32 product from L2 took 4.4 us
- * so against 2.5 us aligned, bench/results/intel-blocks.txt). */
+ * against 2.5 us aligned, bench/results/intel-blocks.txt). */
 static size_t align_shift(model_file_t *m, int i) {
     int count[64] = {0}, best = 0;
     for (int k = 0; k < N_MATRICES(m); k++) {
         const void **s = weight_slot(m, k);
-        if (k != 1 && s && in_map(*s, m->maps[i], m->map_sizes[i])) count[(uintptr_t)*s & 63]++;
+        if (s && in_map(*s, m->maps[i], m->map_sizes[i])) count[(uintptr_t)*s & 63]++;
     }
     for (int r = 1; r < 64; r++)
         if (count[r] > count[best]) best = r;
