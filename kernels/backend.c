@@ -35,3 +35,12 @@ backend_t *backend_new(const char *device, int n_threads, char *err, size_t errl
     return NULL;
 #endif
 }
+
+int backend_pack(backend_t *be, tensor_t *t, int n, int d, int owned) {
+    if (!be->pack) return 0;
+    tensor_t p = be->pack(be, *t, n, d);
+    if (!p.data) return -1;
+    if (owned) be->free(be, t);
+    *t = p;
+    return 1;
+}

@@ -45,6 +45,7 @@ typedef struct {
     dtype_t dtype;
     device_t device;
     int64_t ne;      /* number of elements */
+    int packed;      /* 1: a weight matrix rearranged by its backend's pack (below); 0: row-major */
 } tensor_t;
 
 /* How RoPE pairs the dimensions of a head.
@@ -79,6 +80,13 @@ struct backend {
      * copied or converted. Returns a tensor with data == NULL if the
      * backend cannot (a GPU backend uploads instead). */
     tensor_t (*wrap_host)(backend_t *be, void *host, dtype_t dtype, int64_t n);
+    /* Optional (NULL: matrices stay row-major). A copy of the (n, d) weight
+     * matrix w (row-major, any weight dtype) in the layout this backend's
+     * matmul and swiglu read fastest (packed = 1; the CPU's panels:
+     * kernels/cpu/simd.h), in new memory it owns (release with free). Only
+     * matmul's W and swiglu's W1/W3 may be packed tensors. data == NULL if
+     * the memory could not be had; w is untouched either way. */
+    tensor_t (*pack)(backend_t *be, tensor_t w, int n, int d);
     /* Copies n elements of dtype from host memory into new memory the
      * backend owns (a GPU backend's weights: uploaded once at load). Release
      * with free. Returns a tensor with data == NULL on failure. */
@@ -171,6 +179,13 @@ static inline size_t dtype_size(dtype_t t) { return t == DTYPE_F32 ? 4 : 2; }
 
 /* Destroys a backend; accepts NULL and sets *pbe = NULL. */
 void backend_destroy(backend_t **pbe);
+
+/* Replaces the (n, d) weight matrix *t by be->pack's copy of it where the
+ * backend has that op. The row-major original is freed if `owned` (the
+ * caller had it from upload or random), else left to its owner (a mapped
+ * file). Returns 1 if *t is now a packed tensor the caller owns, 0 if it is
+ * unchanged (no pack op), -1 if the memory could not be had (*t unchanged). */
+int backend_pack(backend_t *be, tensor_t *t, int n, int d, int owned);
 
 #ifdef __cplusplus
 }

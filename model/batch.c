@@ -69,6 +69,16 @@ static int wrap(batch_t *bt, tensor_t *t, const void *p, dtype_t dt, int64_t n) 
     return 1;
 }
 
+/* The (n, d) matrix *t in the backend's own layout (backend_pack), listed
+ * as owned. 0 if the memory could not be had. */
+static int pack(batch_t *bt, tensor_t *t, int n, int d) {
+    int owned = 0;
+    for (int i = 0; i < bt->n_owned && !owned; i++) owned = bt->owned[i] == t;
+    int r = backend_pack(bt->be, t, n, d, owned);
+    if (r == 1 && !owned) bt->owned[bt->n_owned++] = t;
+    return r >= 0;
+}
+
 batch_t *batch_new(backend_t *be, const model_config_t *cfg, const model_weights_t *w, int max_rows, int max_len,
                    char *err, size_t errlen) {
     if (w->dummy) {
@@ -109,6 +119,12 @@ batch_t *batch_new(backend_t *be, const model_config_t *cfg, const model_weights
              wrap(bt, &bt->w3[l], w->w3[l], md, hid * d) &&
              (!c->qkv_bias || (wrap(bt, &bt->bq[l], w->bq[l], f, qd) && wrap(bt, &bt->bk[l], w->bk[l], f, kvd) &&
                                wrap(bt, &bt->bv[l], w->bv[l], f, kvd)));
+    /* the matrices in the backend's own layout, as transformer_new has them */
+    ok = ok && pack(bt, &bt->wcls, V, d);
+    for (int l = 0; l < L && ok; l++)
+        ok = pack(bt, &bt->wq[l], qd, d) && pack(bt, &bt->wk[l], kvd, d) && pack(bt, &bt->wv[l], kvd, d) &&
+             pack(bt, &bt->wo[l], d, qd) && pack(bt, &bt->w1[l], hid, d) && pack(bt, &bt->w2[l], d, hid) &&
+             pack(bt, &bt->w3[l], hid, d);
     if (!ok) {
         snprintf(err, errlen, "%s: not enough memory for the weights (%.2f GB)", be->name,
                  (double)model_n_params(c) * dtype_size(md) / 1e9);

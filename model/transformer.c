@@ -108,6 +108,16 @@ static int wrap_norm(transformer_t *tf, tensor_t *t, const void *p, int64_t n) {
     return wrap_as(tf, t, p, DTYPE_F32, n, 1);
 }
 
+/* The (n, d) matrix *t in the backend's own layout (backend_pack), listed
+ * as owned. 0 if the memory could not be had. */
+static int pack(transformer_t *tf, tensor_t *t, int n, int d) {
+    int owned = 0;
+    for (int i = 0; i < tf->n_owned && !owned; i++) owned = tf->owned[i] == t;
+    int r = backend_pack(tf->be, t, n, d, owned);
+    if (r == 1 && !owned) tf->owned[tf->n_owned++] = t;
+    return r >= 0;
+}
+
 /* Angular frequency of RoPE pair i (of head_dim/2): theta^(-2i/head_dim),
  * then llama3 scaling when configured (transformers'
  * _compute_llama3_parameters): long wavelengths are slowed by `factor`,
@@ -174,6 +184,12 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
              (!c->qkv_bias || (wrap(tf, &tf->bq[l], WL(bq), f, qd) && wrap(tf, &tf->bk[l], WL(bk), f, kvd) &&
                                wrap(tf, &tf->bv[l], WL(bv), f, kvd)));
 #undef WL
+    /* the matrices in the backend's own layout; the embedding rows stay as they are */
+    ok = ok && pack(tf, &tf->wcls, V, d);
+    for (int l = 0; l < L && ok; l++)
+        ok = pack(tf, &tf->wq[l], qd, d) && pack(tf, &tf->wk[l], kvd, d) && pack(tf, &tf->wv[l], kvd, d) &&
+             pack(tf, &tf->wo[l], d, qd) && pack(tf, &tf->w1[l], hid, d) && pack(tf, &tf->w2[l], d, hid) &&
+             pack(tf, &tf->w3[l], hid, d);
     if (!ok) {
         snprintf(err, errlen, "%s: not enough memory for the weights (%.2f GB)", be->name,
                  (double)model_n_params(c) * dtype_size(md) / 1e9);
@@ -480,6 +496,8 @@ int transformer_set_head(transformer_t *tf, const int *ids, int k, char *err, si
     for (int i = 0; i < k; i++) memcpy(rows + rowb * (size_t)i, (const char *)tf->wcls_host + rowb * (size_t)sorted[i], rowb);
     tf->head_w = be->upload(be, rows, dt, (int64_t)k * d);
     free(rows);
+    if (tf->head_w.data && backend_pack(be, &tf->head_w, k, d, 1) < 0) /* the full classifier's layout */
+        be->free(be, &tf->head_w);
     tf->head_rows = malloc(sizeof(float) * (size_t)tf->max_block * (size_t)k);
     tf->logits_full = malloc(sizeof(float) * (size_t)tf->max_block * (size_t)V);
     if (!tf->head_w.data || !tf->head_rows || !tf->logits_full) goto oom;

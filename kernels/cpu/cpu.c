@@ -24,6 +24,8 @@
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/threadpool.h"
 
+static int n_panels(int rows) { return (rows + PANEL - 1) / PANEL; }
+
 #define ATT_CHUNK 256 /* positions scored at once; softmax is merged across chunks */
 
 enum { PROF_MATMUL, PROF_ATT, PROF_ELEM, PROF_STATS, PROF_N };
@@ -76,7 +78,7 @@ static const void *WT(tensor_t t) {
 }
 
 static tensor_t cpu_alloc(backend_t *be, int64_t n) {
-    tensor_t t = {NULL, DTYPE_F32, DEVICE_CPU, n};
+    tensor_t t = {NULL, DTYPE_F32, DEVICE_CPU, n, 0};
     size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) & ~(size_t)63;
     t.data = aligned_alloc(64, bytes);
     if (t.data) memset(t.data, 0, bytes);
@@ -89,18 +91,18 @@ static void cpu_free(backend_t *be, tensor_t *t) {
 }
 
 static tensor_t cpu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t n) {
-    return (tensor_t){host, dtype, DEVICE_CPU, n};
+    return (tensor_t){host, dtype, DEVICE_CPU, n, 0};
 }
 
 static tensor_t cpu_upload(backend_t *be, const void *host, dtype_t dtype, int64_t n) {
-    tensor_t t = {NULL, dtype, DEVICE_CPU, n};
+    tensor_t t = {NULL, dtype, DEVICE_CPU, n, 0};
     size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
     if ((t.data = hostmem_alloc(bytes))) memcpy(t.data, host, (size_t)n * dtype_size(dtype));
     return t;
 }
 
 static tensor_t cpu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed, float lo, float hi) {
-    tensor_t t = {NULL, dtype, DEVICE_CPU, n};
+    tensor_t t = {NULL, dtype, DEVICE_CPU, n, 0};
     size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
     if (!(t.data = hostmem_alloc(bytes))) return t; /* weights: large ones in huge pages */
     float buf[256];
@@ -109,6 +111,45 @@ static tensor_t cpu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t see
         for (int64_t j = 0; j < m; j++) buf[j] = dummy_uniform(seed, (uint64_t)(i + j), lo, hi);
         f32_to_dtype((char *)t.data + (size_t)i * dtype_size(dtype), buf, dtype, (size_t)m);
     }
+    return t;
+}
+
+/* cpu_pack: panels (simd.h) of a row-major matrix, a range of panels per chunk */
+typedef struct {
+    const char *src;
+    char *dst;
+    dtype_t dt;
+    int n, d;
+} pack_task_t;
+
+static void pack_worker(void *arg, int i, int nchunks) {
+    const pack_task_t *pk = arg;
+    const int np = n_panels(pk->n), d = pk->d, es = (int)dtype_size(pk->dt);
+    const size_t pb = panel_bytes(pk->dt, d);
+    for (int p = (int)((long)np * i / nchunks); p < (int)((long)np * (i + 1) / nchunks); p++) {
+        char *dp = pk->dst + (size_t)p * pb;
+        if ((p + 1) * PANEL > pk->n || (pk->dt == DTYPE_BF16 && d % 2)) memset(dp, 0, pb); /* padding */
+        for (int j = 0; j < PANEL && p * PANEL + j < pk->n; j++) {
+            const char *row = pk->src + ((size_t)p * PANEL + j) * d * es;
+            if (pk->dt == DTYPE_F32)
+                for (int k = 0; k < d; k++) ((float *)dp)[(size_t)k * PANEL + j] = ((const float *)row)[k];
+            else if (pk->dt == DTYPE_BF16)
+                for (int k = 0; k < d; k++)
+                    ((uint16_t *)dp)[(size_t)(k / 2) * 2 * PANEL + 2 * j + (k & 1)] = ((const uint16_t *)row)[k];
+            else
+                for (int k = 0; k < d; k++) ((uint16_t *)dp)[(size_t)k * PANEL + j] = ((const uint16_t *)row)[k];
+        }
+    }
+}
+
+static tensor_t cpu_pack(backend_t *be, tensor_t w, int n, int d) {
+    cpu_t *c = be->impl;
+    CHECK(WT(w) && !w.packed && n > 0 && d > 0 && w.ne == (int64_t)n * d);
+    tensor_t t = {NULL, w.dtype, DEVICE_CPU, w.ne, 1};
+    if (!(t.data = hostmem_alloc((size_t)n_panels(n) * panel_bytes(w.dtype, d)))) return t;
+    pack_task_t pk = {w.data, t.data, w.dtype, n, d};
+    int np = n_panels(n);
+    threadpool_run(c->pool, pack_worker, &pk, np < 64 ? 1 : 4 * threadpool_size(c->pool));
     return t;
 }
 
@@ -156,12 +197,23 @@ static void cpu_rmsnorm(backend_t *be, tensor_t out, tensor_t x, tensor_t w, int
     PROF_END(c, PROF_ELEM);
 }
 
-/* Splits [0, n) into nth slices whose starts are multiples of 4 rows (the
- * kernels' row tile), so that only the last slice has a ragged end. */
-static void row_slice(int n, int ith, int nth, int *r0, int *r1) {
-    int per = ((n + nth - 1) / nth + 3) & ~3;
-    *r0 = ith * per < n ? ith * per : n;
-    *r1 = *r0 + per < n ? *r0 + per : n;
+/* Splits n panels into nth slices [*p0, *p1) of whole panels. */
+static void panel_slice(int n, int ith, int nth, int *p0, int *p1) {
+    int per = (n + nth - 1) / nth;
+    *p0 = ith * per < n ? ith * per : n;
+    *p1 = *p0 + per < n ? *p0 + per : n;
+}
+
+/* Rows [p0 * PANEL, p1 * PANEL) of an (n, d) matrix w, for T tokens: the
+ * panel kernel on packed weights, the row kernel on row-major ones. */
+static void product(const simd_kernels_t *k, float *out, int ldo, const float *x, tensor_t w, int T, int d, int p0,
+                    int p1, int n, int accumulate) {
+    if (p0 >= p1) return;
+    if (w.packed)
+        k->matmul_panels(out, ldo, x, d, w.data, w.dtype, d, T, p0, p1, n, accumulate);
+    else
+        k->matmul_rows(out, ldo, x, d, WT(w), w.dtype, d, T, d, p0 * PANEL, p1 * PANEL < n ? p1 * PANEL : n,
+                       accumulate);
 }
 
 /* Below this many multiply-adds a job runs on the calling thread: waking
@@ -169,11 +221,11 @@ static void row_slice(int n, int ith, int nth, int *r0, int *r1) {
  * 64-wide layers are 4K-12K multiply-adds). */
 #define INLINE_WORK 32768
 
-/* Chunks for n rows of `work` multiply-adds in all: about four per thread
+/* Chunks for n panels of `work` multiply-adds in all: about four per thread
  * (so a descheduled thread's share can be taken over in pieces), never
- * fewer than 4 rows each; one (inline) for small jobs. */
+ * less than a panel each; one (inline) for small jobs. */
 static int row_chunks(const cpu_t *c, int n, long work) {
-    int want = 4 * threadpool_size(c->pool), most = (n + 3) / 4;
+    int want = 4 * threadpool_size(c->pool), most = n;
     if (threadpool_size(c->pool) == 1 || work < INLINE_WORK) return 1;
     return want < most ? want : most;
 }
@@ -188,15 +240,13 @@ typedef struct {
 
 static void matmul_worker(void *p, int ith, int nth) {
     const matmul_task_t *mt = p;
-    int r0, r1;
-    row_slice(mt->total, ith, nth, &r0, &r1);
-    /* The jobs' rows are concatenated: job j owns [base, base + n_j). */
-    for (int j = 0, base = 0; j < mt->n_jobs && base < r1; base += mt->jobs[j].n, j++) {
+    int p0, p1;
+    panel_slice(mt->total, ith, nth, &p0, &p1);
+    /* The jobs' panels are concatenated: job j owns [base, base + its panels). */
+    for (int j = 0, base = 0; j < mt->n_jobs && base < p1; base += n_panels(mt->jobs[j].n), j++) {
         const matmul_job_t *jb = &mt->jobs[j];
-        int lo = r0 > base ? r0 - base : 0, hi = r1 - base < jb->n ? r1 - base : jb->n;
-        if (lo >= hi) continue;
-        mt->k->matmul_rows(FW(jb->out) + jb->out_off, jb->n, mt->x, mt->d, WT(jb->w), jb->w.dtype, mt->d,
-                           mt->T, mt->d, lo, hi, mt->accumulate);
+        int lo = p0 > base ? p0 - base : 0, hi = p1 - base < n_panels(jb->n) ? p1 - base : n_panels(jb->n);
+        product(mt->k, FW(jb->out) + jb->out_off, jb->n, mt->x, jb->w, mt->T, mt->d, lo, hi, jb->n, mt->accumulate);
     }
 }
 
@@ -208,10 +258,13 @@ static void cpu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job
     for (int j = 0; j < n_jobs; j++) {
         CHECK(jobs[j].w.ne == (int64_t)jobs[j].n * d);
         CHECK(jobs[j].out_off + (int64_t)T * jobs[j].n <= jobs[j].out.ne);
-        mt.total += jobs[j].n;
+        CHECK(WT(jobs[j].w) && (!jobs[j].w.packed || c->k->matmul_panels));
+        mt.total += n_panels(jobs[j].n);
     }
     PROF_BEGIN(c);
-    pool_run(c, matmul_worker, &mt, row_chunks(c, mt.total, (long)mt.total * d * T));
+    long rows = 0;
+    for (int j = 0; j < n_jobs; j++) rows += jobs[j].n;
+    pool_run(c, matmul_worker, &mt, row_chunks(c, mt.total, rows * d * T));
     PROF_END(c, PROF_MATMUL);
 }
 
@@ -219,18 +272,18 @@ typedef struct {
     const simd_kernels_t *k;
     float *out, *gate;
     const float *x;
-    const void *w1, *w3;
-    dtype_t t1, t3;
+    tensor_t w1, w3;
     int T, d, hid;
 } swiglu_task_t;
 
 static void swiglu_worker(void *p, int ith, int nth) {
     const swiglu_task_t *s = p;
-    int r0, r1;
-    row_slice(s->hid, ith, nth, &r0, &r1);
-    if (r0 >= r1) return;
-    s->k->matmul_rows(s->out, s->hid, s->x, s->d, s->w1, s->t1, s->d, s->T, s->d, r0, r1, 0);
-    s->k->matmul_rows(s->gate, s->hid, s->x, s->d, s->w3, s->t3, s->d, s->T, s->d, r0, r1, 0);
+    int p0, p1;
+    panel_slice(n_panels(s->hid), ith, nth, &p0, &p1);
+    if (p0 >= p1) return;
+    int r0 = p0 * PANEL, r1 = p1 * PANEL < s->hid ? p1 * PANEL : s->hid;
+    product(s->k, s->out, s->hid, s->x, s->w1, s->T, s->d, p0, p1, s->hid, 0);
+    product(s->k, s->gate, s->hid, s->x, s->w3, s->T, s->d, p0, p1, s->hid, 0);
     for (int t = 0; t < s->T; t++)
         s->k->silu_mul(s->out + (size_t)t * s->hid + r0, s->gate + (size_t)t * s->hid + r0, r1 - r0);
 }
@@ -246,9 +299,10 @@ static void cpu_swiglu(backend_t *be, tensor_t out, tensor_t x, tensor_t w1, ten
         c->scratch_n = need;
     }
     CHECK(w1.ne == (int64_t)hid * d && w3.ne == (int64_t)hid * d && out.ne >= (int64_t)need);
-    swiglu_task_t s = {c->k, FW(out), c->scratch, F(x), WT(w1), WT(w3), w1.dtype, w3.dtype, T, d, hid};
+    CHECK(WT(w1) && WT(w3));
+    swiglu_task_t s = {c->k, FW(out), c->scratch, F(x), w1, w3, T, d, hid};
     PROF_BEGIN(c);
-    pool_run(c, swiglu_worker, &s, row_chunks(c, hid, 2L * hid * d * T));
+    pool_run(c, swiglu_worker, &s, row_chunks(c, n_panels(hid), 2L * hid * d * T));
     PROF_END(c, PROF_MATMUL);
 }
 
@@ -427,6 +481,14 @@ double cpu_handoff_us(backend_t *be, int reps) {
     return (mono_s() - t0) / reps * 1e6;
 }
 
+/* 1 if the environment variable is "0" */
+static int getenv_off(const char *name) {
+    const char *v = getenv(name);
+    return v && !strcmp(v, "0");
+}
+
+int cpu_packs_weights(void) { return !getenv_off("BILD_PACK"); }
+
 int cpu_isa_supported(const char *isa) {
     __builtin_cpu_init();
     if (!strcmp(isa, "scalar")) return 1;
@@ -459,7 +521,7 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
     c->k = k;
     *be = (backend_t){
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
-        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .upload = cpu_upload, .random = cpu_random, .to_host = cpu_to_host, .from_host = cpu_from_host,
+        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .pack = getenv_off("BILD_PACK") ? NULL : cpu_pack, .upload = cpu_upload, .random = cpu_random, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
         .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
     };

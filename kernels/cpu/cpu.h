@@ -11,6 +11,12 @@
  * overrides an "auto" choice. */
 backend_t *backend_cpu_new_isa(int n_threads, const char *isa);
 
+/* 1 if CPU backends pack weight matrices into panels (be->pack set; the
+ * default), 0 where BILD_PACK=0 keeps them row-major as mapped. A model
+ * whose matrices will be packed need not be copied into huge pages first:
+ * the packed copies are (hostmem_alloc). */
+int cpu_packs_weights(void);
+
 /* 1 if this CPU can run the named flavour. */
 int cpu_isa_supported(const char *isa);
 

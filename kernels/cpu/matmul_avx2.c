@@ -272,5 +272,134 @@ static void silu_mul_avx2(float *a, const float *g, int n) {
     }
 }
 
-const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, axpy_avx2, max_sumexp_avx2, exp_sub_sum_avx2,
+/* ---- Packed weights (simd.h, PANEL): tiles of NP panels x NT tokens ----
+ * As matmul_avx512.c's, with a panel as two 8-float halves: 2 x NP x NT <= 12
+ * accumulators of the 16 registers (NP = 4 for one token, 2 for two, else
+ * 1; groups of up to 6 tokens, 7 and 8 as two groups of 4 over the same few
+ * panels in turn, the second finding the weights in L1 or L2). */
+#define PNP2(nt) ((nt) == 1 ? 4 : (nt) == 2 ? 2 : 1)
+
+/* the two halves of a panel at element k (f32 or f16 layout), widened */
+static inline __attribute__((always_inline)) void pwload2(const char *w, int k, dtype_t wt, __m256 *lo, __m256 *hi) {
+    if (wt == DTYPE_F16) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(w + (size_t)k * 32));
+        *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(v)), *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(v, 1));
+    } else {
+        *lo = _mm256_loadu_ps((const float *)w + (size_t)k * PANEL);
+        *hi = _mm256_loadu_ps((const float *)w + (size_t)k * PANEL + 8);
+    }
+}
+
+static inline __attribute__((always_inline)) void ptile2(float *out, int ldo, const float *x, int ldx, const char *w,
+                                                          size_t pb, dtype_t wt, int d, const int NP, const int NT,
+                                                          int nlast, int accumulate) {
+    __m256 a[8][6];
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * NP; v++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) a[v][t] = _mm256_setzero_ps();
+    if (wt == DTYPE_BF16) {
+        const __m256i hi16 = _mm256_set1_epi32((int)0xffff0000u);
+        for (int k = 0; k < d; k += 2) {
+            __m256 wv[8];
+#pragma GCC unroll 8
+            for (int v = 0; v < 2 * NP; v++)
+                wv[v] = _mm256_castsi256_ps(_mm256_slli_epi32(
+                    _mm256_loadu_si256((const __m256i *)(w + (v / 2) * pb + (size_t)k * 32 + (v % 2) * 32)), 16));
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                const __m256 b = _mm256_broadcast_ss(x + (size_t)t * ldx + k);
+#pragma GCC unroll 8
+                for (int v = 0; v < 2 * NP; v++) a[v][t] = _mm256_fmadd_ps(wv[v], b, a[v][t]);
+            }
+            if (k + 1 == d) break;
+#pragma GCC unroll 8
+            for (int v = 0; v < 2 * NP; v++)
+                wv[v] = _mm256_castsi256_ps(_mm256_and_si256(
+                    _mm256_loadu_si256((const __m256i *)(w + (v / 2) * pb + (size_t)k * 32 + (v % 2) * 32)), hi16));
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                const __m256 b = _mm256_broadcast_ss(x + (size_t)t * ldx + k + 1);
+#pragma GCC unroll 8
+                for (int v = 0; v < 2 * NP; v++) a[v][t] = _mm256_fmadd_ps(wv[v], b, a[v][t]);
+            }
+        }
+    } else {
+        for (int k = 0; k < d; k++) {
+            __m256 wv[8];
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; p++) pwload2(w + p * pb, k, wt, &wv[2 * p], &wv[2 * p + 1]);
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                const __m256 b = _mm256_broadcast_ss(x + (size_t)t * ldx + k);
+#pragma GCC unroll 8
+                for (int v = 0; v < 2 * NP; v++) a[v][t] = _mm256_fmadd_ps(wv[v], b, a[v][t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * NP; v++) {
+        const int left = v / 2 == NP - 1 ? nlast - (v % 2) * 8 : 8; /* rows of this half below n */
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            float *o = out + (size_t)t * ldo + (size_t)v * 8;
+            __m256 r = a[v][t];
+            if (left >= 8) {
+                if (accumulate) r = _mm256_add_ps(_mm256_loadu_ps(o), r);
+                _mm256_storeu_ps(o, r);
+            } else if (left > 0) {
+                const __m256i mk = tail_mask(left);
+                if (accumulate) r = _mm256_add_ps(_mm256_maskload_ps(o, mk), r);
+                _mm256_maskstore_ps(o, mk, r);
+            }
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void ptiles2(float *out, int ldo, const float *x, int ldx,
+                                                           const char *wp, size_t pb, dtype_t wt, int d, const int NT,
+                                                           int pa, int pe, int t0, int n, int accumulate) {
+#define PT_(np)                                                                                                    \
+    ptile2(out + (size_t)t0 * ldo + (size_t)p * PANEL, ldo, x + (size_t)t0 * ldx, ldx, wp + (size_t)p * pb, pb, wt, \
+           d, np, NT, n - (p + np - 1) * PANEL < PANEL ? n - (p + np - 1) * PANEL : PANEL, accumulate)
+    int p = pa;
+    for (; p + PNP2(NT) <= pe; p += PNP2(NT)) PT_(PNP2(NT));
+    for (; p + 2 <= pe; p += 2) PT_(2);
+    for (; p < pe; p++) PT_(1);
+#undef PT_
+}
+
+static inline __attribute__((always_inline)) void matmul_panels_dt(float *out, int ldo, const float *x, int ldx,
+                                                                    const char *wp, dtype_t wt, int d, int T, int p0,
+                                                                    int p1, int n, int accumulate) {
+    const size_t pb = panel_bytes(wt, d);
+    const int blk = T <= 6 ? p1 - p0 : 24;
+    for (int pa = p0; pa < p1; pa += blk) {
+        const int pe = pa + blk < p1 ? pa + blk : p1;
+        for (int t0 = 0, nt; t0 < T; t0 += nt) {
+            const int left = T - t0;
+            nt = left <= 6 ? left : left <= 8 ? 4 : 6;
+            switch (nt) {
+            case 1: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 1, pa, pe, t0, n, accumulate); break;
+            case 2: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 2, pa, pe, t0, n, accumulate); break;
+            case 3: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 3, pa, pe, t0, n, accumulate); break;
+            case 4: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 4, pa, pe, t0, n, accumulate); break;
+            case 5: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 5, pa, pe, t0, n, accumulate); break;
+            default: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 6, pa, pe, t0, n, accumulate); break;
+            }
+        }
+    }
+}
+
+static void matmul_panels_avx2(float *out, int ldo, const float *x, int ldx, const void *wp, dtype_t wt, int d, int T,
+                               int p0, int p1, int n, int accumulate) {
+    if (wt == DTYPE_BF16)
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_BF16, d, T, p0, p1, n, accumulate);
+    else if (wt == DTYPE_F16)
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F16, d, T, p0, p1, n, accumulate);
+    else
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
+}
+
+const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, matmul_panels_avx2, axpy_avx2, max_sumexp_avx2, exp_sub_sum_avx2,
                                   silu_mul_avx2};

@@ -482,5 +482,133 @@ static void silu_mul_avx512(float *a, const float *g, int n) {
     }
 }
 
-const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, axpy_avx512, max_sumexp_avx512,
+/* ---- Packed weights (simd.h, PANEL): tiles of NP panels x NT tokens ----
+ *
+ * One accumulator per (row, token) and a 16-row panel per vector: for each
+ * element k of the reduction the tile loads one line of each of its NP
+ * panels and multiply-adds it with x[t][k], broadcast, for its NT tokens.
+ * No horizontal sums and no scattered stores (each accumulator is 16
+ * consecutive outputs), so a block of tokens runs close to the FMA ports'
+ * limit, and every output's sum is the same chain of FMAs over k whatever
+ * NP and NT are: blocks equal single steps bit for bit.
+ * NP x NT <= 24 accumulators: NP = 4 up to 6 tokens, 3 for 7 and 8; more
+ * tokens go in groups of 8, each group over the same few panels in turn,
+ * so that the later groups find the weights in L2. */
+#ifndef PNP_SMALL
+#define PNP_SMALL 4
+#endif
+#define PNP(nt) ((nt) <= 2 ? PNP_SMALL : (nt) <= 6 ? 4 : 3)
+
+/* 16 weights of a panel at element k (f32 or f16 layout), widened */
+static inline __attribute__((always_inline)) __m512 pwload(const char *w, int k, dtype_t wt) {
+    if (wt == DTYPE_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + (size_t)k * 32)));
+    return _mm512_loadu_ps((const float *)w + (size_t)k * PANEL);
+}
+
+static inline __attribute__((always_inline)) void ptile(float *out, int ldo, const float *x, int ldx, const char *w,
+                                                         size_t pb, dtype_t wt, int d, const int NP, const int NT,
+                                                         int nlast, int accumulate) {
+    __m512 a[8][8];
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; p++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) a[p][t] = _mm512_setzero_ps();
+    if (wt == DTYPE_BF16) {
+        /* a pair of k in one line: bf16 bits shifted up (even k) or masked (odd k) are the f32 */
+        const __m512i hi16 = _mm512_set1_epi32((int)0xffff0000u);
+        for (int k = 0; k < d; k += 2) {
+            __m512 wv[8];
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; p++)
+                wv[p] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(w + p * pb + (size_t)k * 32), 16));
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k]);
+#pragma GCC unroll 8
+                for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
+            }
+            if (k + 1 == d) break;
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; p++)
+                wv[p] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(w + p * pb + (size_t)k * 32), hi16));
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k + 1]);
+#pragma GCC unroll 8
+                for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
+            }
+        }
+    } else {
+        for (int k = 0; k < d; k++) {
+            __m512 wv[8];
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; p++) wv[p] = pwload(w + p * pb, k, wt);
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k]);
+#pragma GCC unroll 8
+                for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; p++) {
+        const __mmask16 m = p == NP - 1 ? (__mmask16)((1u << nlast) - 1) : (__mmask16)0xffff;
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            float *o = out + (size_t)t * ldo + (size_t)p * PANEL;
+            __m512 v = a[p][t];
+            if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), v);
+            _mm512_mask_storeu_ps(o, m, v);
+        }
+    }
+}
+
+/* Panels [pa, pe) for tokens [t0, t0 + NT): tiles of NP panels, then of 2 and 1 */
+static inline __attribute__((always_inline)) void ptiles(float *out, int ldo, const float *x, int ldx, const char *wp,
+                                                          size_t pb, dtype_t wt, int d, const int NT, int pa, int pe,
+                                                          int t0, int n, int accumulate) {
+#define PT_(np)                                                                                                   \
+    ptile(out + (size_t)t0 * ldo + (size_t)p * PANEL, ldo, x + (size_t)t0 * ldx, ldx, wp + (size_t)p * pb, pb, wt, \
+          d, np, NT, n - (p + np - 1) * PANEL < PANEL ? n - (p + np - 1) * PANEL : PANEL, accumulate)
+    int p = pa;
+    for (; p + PNP(NT) <= pe; p += PNP(NT)) PT_(PNP(NT));
+    for (; p + 2 <= pe; p += 2) PT_(2);
+    for (; p < pe; p++) PT_(1);
+#undef PT_
+}
+
+static inline __attribute__((always_inline)) void matmul_panels_dt(float *out, int ldo, const float *x, int ldx,
+                                                                    const char *wp, dtype_t wt, int d, int T, int p0,
+                                                                    int p1, int n, int accumulate) {
+    const size_t pb = panel_bytes(wt, d);
+    const int blk = T <= 8 ? p1 - p0 : 24;
+    for (int pa = p0; pa < p1; pa += blk) {
+        const int pe = pa + blk < p1 ? pa + blk : p1;
+        for (int t0 = 0; t0 < T; t0 += 8) {
+            switch (T - t0 < 8 ? T - t0 : 8) {
+            case 1: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 1, pa, pe, t0, n, accumulate); break;
+            case 2: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 2, pa, pe, t0, n, accumulate); break;
+            case 3: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 3, pa, pe, t0, n, accumulate); break;
+            case 4: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 4, pa, pe, t0, n, accumulate); break;
+            case 5: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 5, pa, pe, t0, n, accumulate); break;
+            case 6: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 6, pa, pe, t0, n, accumulate); break;
+            case 7: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 7, pa, pe, t0, n, accumulate); break;
+            default: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 8, pa, pe, t0, n, accumulate); break;
+            }
+        }
+    }
+}
+
+static void matmul_panels_avx512(float *out, int ldo, const float *x, int ldx, const void *wp, dtype_t wt, int d,
+                                 int T, int p0, int p1, int n, int accumulate) {
+    if (wt == DTYPE_BF16)
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_BF16, d, T, p0, p1, n, accumulate);
+    else if (wt == DTYPE_F16)
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F16, d, T, p0, p1, n, accumulate);
+    else
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
+}
+
+const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, matmul_panels_avx512, axpy_avx512, max_sumexp_avx512,
                                     exp_sub_sum_avx512, silu_mul_avx512};

@@ -44,6 +44,38 @@ static void matmul_rows_scalar(float *out, int ldo, const float *x, int ldx, con
         matmul_rows_dt(out, ldo, x, ldx, w, DTYPE_F32, ldw, T, d, r0, r1, accumulate);
 }
 
+/* Packed weights (simd.h): each output is one running sum over k. */
+static inline __attribute__((always_inline)) void matmul_panels_dt(float *out, int ldo, const float *x, int ldx,
+                                                                    const char *wp, dtype_t wt, int d, int T, int p0,
+                                                                    int p1, int n, int accumulate) {
+    const size_t pb = panel_bytes(wt, d);
+    for (int p = p0; p < p1; p++) {
+        const char *w = wp + (size_t)p * pb;
+        const int nr = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * ldx;
+            float acc[PANEL] = {0};
+            for (int k = 0; k < d; k++) {
+                const size_t e = wt == DTYPE_BF16 ? (size_t)(k / 2) * 2 * PANEL + (k & 1) : (size_t)k * PANEL;
+                const int js = wt == DTYPE_BF16 ? 2 : 1;
+                for (int j = 0; j < PANEL; j++) acc[j] += wget(w, (int)(e + (size_t)j * js), wt) * xt[k];
+            }
+            float *o = out + (size_t)t * ldo + (size_t)p * PANEL;
+            for (int j = 0; j < nr; j++) o[j] = accumulate ? o[j] + acc[j] : acc[j];
+        }
+    }
+}
+
+static void matmul_panels_scalar(float *out, int ldo, const float *x, int ldx, const void *wp, dtype_t wt, int d,
+                                 int T, int p0, int p1, int n, int accumulate) {
+    if (wt == DTYPE_BF16)
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_BF16, d, T, p0, p1, n, accumulate);
+    else if (wt == DTYPE_F16)
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F16, d, T, p0, p1, n, accumulate);
+    else
+        matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
+}
+
 static void axpy_scalar(float *y, float a, const float *x, int n) {
     for (int j = 0; j < n; j++) y[j] += a * x[j];
 }
@@ -67,5 +99,5 @@ void silu_mul_generic(float *a, const float *g, int n) {
     for (int j = 0; j < n; j++) a[j] = a[j] / (1.0f + expf(-a[j])) * g[j];
 }
 
-const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, axpy_scalar, max_sumexp_scalar, exp_sub_sum_generic,
+const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, matmul_panels_scalar, axpy_scalar, max_sumexp_scalar, exp_sub_sum_generic,
                                       silu_mul_generic};

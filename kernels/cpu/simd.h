@@ -13,6 +13,23 @@
 
 #include "kernels/ops.h"
 
+/* Packed weights: a matrix of n rows x d as ceil(n / PANEL) panels of PANEL
+ * consecutive rows, each panel stored column by column, so that element k
+ * of all its rows is one contiguous run (one 64-byte line of f32):
+ *   f32, f16: element (row p*PANEL + j, k) at panel p, [k][j]
+ *   bf16:     at panel p, [k/2][j][k%2] (pairs of k, a 64-byte line per pair;
+ *             an odd d is padded with a zero element)
+ * Rows past n in the last panel are zero. A product walks k and adds
+ * w[.][k] * x[k] into one accumulator per (row, token): no horizontal sums,
+ * and the sum of every output is the plain sequence over k of fused
+ * multiply-adds (rounded once each, or a multiply and an add for scalar),
+ * whatever the number of tokens. See cpu.c, cpu_pack. */
+#define PANEL 16
+static inline size_t panel_bytes(dtype_t wt, int d) {
+    return wt == DTYPE_F32 ? (size_t)d * PANEL * 4 : wt == DTYPE_BF16 ? (size_t)((d + 1) / 2) * PANEL * 4
+                                                                      : (size_t)d * PANEL * 2;
+}
+
 typedef struct {
     const char *name;
     /* out[t*ldo + i] (+)= sum_j x[t*ldx + j] * w[i*ldw + j]
@@ -23,6 +40,11 @@ typedef struct {
      * formed in f32 as for f32 weights. */
     void (*matmul_rows)(float *out, int ldo, const float *x, int ldx, const void *w, dtype_t wt, int ldw,
                         int T, int d, int r0, int r1, int accumulate);
+    /* The same product on packed weights (PANEL above): out[t*ldo + i] (+)=
+     * sum_k x[t*ldx + k] * W[i][k] for the rows i of panels [p0, p1) below
+     * n, tokens t < T. wp: the whole packed matrix. */
+    void (*matmul_panels)(float *out, int ldo, const float *x, int ldx, const void *wp, dtype_t wt, int d, int T,
+                          int p0, int p1, int n, int accumulate);
     /* y[j] += a * x[j] for j < n */
     void (*axpy)(float *y, float a, const float *x, int n);
     /* max of x[0..n) and the sum of exp(x[j] - max) (relative error of

@@ -27,7 +27,7 @@
 static tensor_t cu_alloc(backend_t *be, int64_t n) {
     cu_t *c = CU_(be);
     cu_flush(c);
-    tensor_t t = {NULL, DTYPE_F32, DEVICE_CUDA, n};
+    tensor_t t = {NULL, DTYPE_F32, DEVICE_CUDA, n, 0};
     size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
     if (cudaMalloc(&t.data, bytes) != cudaSuccess) {
         cudaGetLastError(); /* clear the sticky-free error state of a failed malloc */
@@ -54,7 +54,7 @@ static tensor_t cu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t n
 
 static tensor_t cu_upload(backend_t *be, const void *host, dtype_t dtype, int64_t n) {
     cu_flush(CU_(be));
-    tensor_t t = {NULL, dtype, DEVICE_CUDA, n};
+    tensor_t t = {NULL, dtype, DEVICE_CUDA, n, 0};
     size_t bytes = (size_t)(n > 0 ? n : 1) * dtype_size(dtype);
     if (cudaMalloc(&t.data, bytes) != cudaSuccess) {
         cudaGetLastError();

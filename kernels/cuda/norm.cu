@@ -141,7 +141,7 @@ void launch_rmsnorm(cu_t *c, float *out, const float *x, tensor_t w, int T, int 
 tensor_t cu_random(backend_t *be, dtype_t dtype, int64_t n, uint64_t seed, float lo, float hi) {
     cu_t *c = CU_(be);
     cu_flush(c);
-    tensor_t t = {NULL, dtype, DEVICE_CUDA, n};
+    tensor_t t = {NULL, dtype, DEVICE_CUDA, n, 0};
     if (cudaMalloc(&t.data, (size_t)(n > 0 ? n : 1) * dtype_size(dtype)) != cudaSuccess) {
         cudaGetLastError();
         t.data = NULL;
