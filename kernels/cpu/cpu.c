@@ -344,41 +344,69 @@ typedef struct {
     int T, pos0, nh, nkv, hd;
 } att_task_t;
 
-/* One query head at one position: scores over the causal prefix in chunks of
- * ATT_CHUNK positions, merged with a running max (online softmax), so no
- * buffer proportional to the context length is needed. */
-static void att_one(const att_task_t *a, int t, int h) {
-    int kvd = a->nkv * a->hd, g = h / (a->nh / a->nkv), n = a->pos0 + t + 1;
-    const float *qh = a->q + (size_t)t * a->nh * a->hd + (size_t)h * a->hd;
-    float *oh = a->out + (size_t)t * a->nh * a->hd + (size_t)h * a->hd;
-    float sc[ATT_CHUNK], scale = 1.0f / sqrtf((float)a->hd), mx = -INFINITY, sum = 0;
-    memset(oh, 0, sizeof(float) * a->hd);
-    for (int s0 = 0; s0 < n; s0 += ATT_CHUNK) {
-        int m = n - s0 < ATT_CHUNK ? n - s0 : ATT_CHUNK;
-        /* scores = K[s0:s0+m, g] . q: a (m x hd) matrix times one vector */
-        a->k->matmul_rows(sc, m, qh, a->hd, a->kc + (size_t)s0 * kvd + (size_t)g * a->hd, DTYPE_F32, kvd, 1,
-                          a->hd, 0, m, 0);
-        float cmx = mx;
-        for (int s = 0; s < m; s++) {
-            sc[s] *= scale;
-            if (sc[s] > cmx) cmx = sc[s];
-        }
-        if (cmx > mx) { /* rescale what was accumulated under the old max */
-            float f = expf(mx - cmx);
-            sum *= f;
-            for (int j = 0; j < a->hd; j++) oh[j] *= f;
-            mx = cmx;
-        }
-        sum += a->k->exp_sub_sum(sc, m, mx);
-        for (int s = 0; s < m; s++) a->k->axpy(oh, sc[s], a->vc + (size_t)(s0 + s) * kvd + (size_t)g * a->hd, a->hd);
+/* One query head at up to ATT_GROUP consecutive positions t0 .. t0+nt-1:
+ * scores over the causal prefix in chunks of ATT_CHUNK positions, merged
+ * with a running max (online softmax), so no buffer proportional to the
+ * context length is needed. The tokens of a group share each chunk's keys
+ * and values: the scores of all of them are one matmul_rows of nt tokens
+ * (a row's score does not depend on how many tokens share the call), and
+ * each value row is loaded once for all of them. Every token still sees
+ * exactly its own sequence of operations (its chunks, its maxima, its
+ * exp-sums over its own positions, its axpys in position order), so a
+ * block's attention equals single steps' bit for bit. */
+#define ATT_GROUP 8
+static void att_group(const att_task_t *a, int t0, int nt, int h) {
+    int kvd = a->nkv * a->hd, g = h / (a->nh / a->nkv), qs = a->nh * a->hd;
+    int n_all = a->pos0 + t0 + nt; /* positions the group's last token sees */
+    float sc[ATT_GROUP][ATT_CHUNK], scale = 1.0f / sqrtf((float)a->hd), mx[ATT_GROUP], sum[ATT_GROUP];
+    int mt[ATT_GROUP];
+    for (int i = 0; i < nt; i++) {
+        mx[i] = -INFINITY, sum[i] = 0;
+        memset(a->out + (size_t)(t0 + i) * qs + (size_t)h * a->hd, 0, sizeof(float) * a->hd);
     }
-    for (int j = 0; j < a->hd; j++) oh[j] /= sum;
+    for (int s0 = 0; s0 < n_all; s0 += ATT_CHUNK) {
+        int m = n_all - s0 < ATT_CHUNK ? n_all - s0 : ATT_CHUNK;
+        /* scores = K[s0:s0+m, g] . q for the nt queries: (m x hd) times nt vectors */
+        a->k->matmul_rows(sc[0], ATT_CHUNK, a->q + (size_t)t0 * qs + (size_t)h * a->hd, qs,
+                          a->kc + (size_t)s0 * kvd + (size_t)g * a->hd, DTYPE_F32, kvd, nt, a->hd, 0, m, 0);
+        for (int i = 0; i < nt; i++) {
+            int n = a->pos0 + t0 + i + 1; /* token i sees positions < n */
+            mt[i] = n - s0 < 0 ? 0 : n - s0 < m ? n - s0 : m;
+            if (!mt[i]) continue;
+            float *si = sc[i], *oh = a->out + (size_t)(t0 + i) * qs + (size_t)h * a->hd, cmx = mx[i];
+            for (int s = 0; s < mt[i]; s++) {
+                si[s] *= scale;
+                if (si[s] > cmx) cmx = si[s];
+            }
+            if (cmx > mx[i]) { /* rescale what was accumulated under the old max */
+                float f = expf(mx[i] - cmx);
+                sum[i] *= f;
+                for (int j = 0; j < a->hd; j++) oh[j] *= f;
+                mx[i] = cmx;
+            }
+            sum[i] += a->k->exp_sub_sum(si, mt[i], mx[i]);
+        }
+        for (int s = 0; s < m; s++) {
+            const float *v = a->vc + (size_t)(s0 + s) * kvd + (size_t)g * a->hd;
+            for (int i = 0; i < nt; i++)
+                if (s < mt[i]) a->k->axpy(a->out + (size_t)(t0 + i) * qs + (size_t)h * a->hd, sc[i][s], v, a->hd);
+        }
+    }
+    for (int i = 0; i < nt; i++) {
+        float *oh = a->out + (size_t)(t0 + i) * qs + (size_t)h * a->hd;
+        for (int j = 0; j < a->hd; j++) oh[j] /= sum[i];
+    }
 }
 
+static int att_groups(int T) { return (T + ATT_GROUP - 1) / ATT_GROUP; }
+
 static void att_worker(void *p, int i, int n) {
-    const att_task_t *a = p; /* chunk i: a contiguous range of (token, head) pairs */
-    int total = a->T * a->nh, lo = (int)((long)total * i / n), hi = (int)((long)total * (i + 1) / n);
-    for (int k = lo; k < hi; k++) att_one(a, k / a->nh, k % a->nh);
+    const att_task_t *a = p; /* chunk i: a contiguous range of (token group, head) pairs */
+    int total = att_groups(a->T) * a->nh, lo = (int)((long)total * i / n), hi = (int)((long)total * (i + 1) / n);
+    for (int k = lo; k < hi; k++) {
+        int t0 = k / a->nh * ATT_GROUP;
+        att_group(a, t0, a->T - t0 < ATT_GROUP ? a->T - t0 : ATT_GROUP, k % a->nh);
+    }
 }
 
 static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, tensor_t vc, int T,
@@ -388,10 +416,10 @@ static void cpu_attention(backend_t *be, tensor_t out, tensor_t q, tensor_t kc, 
     CHECK((int64_t)(pos0 + T) * n_kv * hd <= kc.ne && kc.ne == vc.ne);
     CHECK(q.ne >= (int64_t)T * n_heads * hd && out.ne >= (int64_t)T * n_heads * hd);
     att_task_t a = {c->k, FW(out), F(q), F(kc), F(vc), T, pos0, n_heads, n_kv, hd};
-    int pairs = T * n_heads;
-    long work = 2L * pairs * (pos0 + T) * hd; /* scores and values */
+    int jobs = att_groups(T) * n_heads;
+    long work = 2L * T * n_heads * (pos0 + T) * hd; /* scores and values */
     PROF_BEGIN(c);
-    pool_run(c, att_worker, &a, work < INLINE_WORK ? 1 : pairs < 1024 ? pairs : 1024);
+    pool_run(c, att_worker, &a, work < INLINE_WORK ? 1 : jobs < 1024 ? jobs : 1024);
     PROF_END(c, PROF_ATT);
 }
 

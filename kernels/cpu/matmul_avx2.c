@@ -277,7 +277,16 @@ static void silu_mul_avx2(float *a, const float *g, int n) {
  * accumulators of the 16 registers (NP = 4 for one token, 2 for two, else
  * 1; groups of up to 6 tokens, 7 and 8 as two groups of 4 over the same few
  * panels in turn, the second finding the weights in L1 or L2). */
-#define PNP2(nt) ((nt) == 1 ? 4 : (nt) == 2 ? 2 : 1)
+#ifndef G78
+#define G78 4
+#endif
+#ifndef NP2_2
+#define NP2_2 2
+#endif
+#ifndef NP2_3
+#define NP2_3 1
+#endif
+#define PNP2(nt) ((nt) == 1 ? 4 : (nt) == 2 ? NP2_2 : (nt) == 3 ? NP2_3 : 1)
 
 /* the two halves of a panel at element k (f32 or f16 layout), widened */
 static inline __attribute__((always_inline)) void pwload2(const char *w, int k, dtype_t wt, __m256 *lo, __m256 *hi) {
@@ -378,7 +387,7 @@ static inline __attribute__((always_inline)) void matmul_panels_dt(float *out, i
         const int pe = pa + blk < p1 ? pa + blk : p1;
         for (int t0 = 0, nt; t0 < T; t0 += nt) {
             const int left = T - t0;
-            nt = left <= 6 ? left : left <= 8 ? 4 : 6;
+            nt = left <= 6 ? left : left <= 8 ? G78 : 6;
             switch (nt) {
             case 1: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 1, pa, pe, t0, n, accumulate); break;
             case 2: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 2, pa, pe, t0, n, accumulate); break;
