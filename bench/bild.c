@@ -222,7 +222,7 @@ int main(int argc, char **argv) {
     if (N < 1 || N > 200) N = 128;
     char err[512], tokbuf[1024];
     model_file_t *ml = model_open(lp, err, sizeof err);
-    if (ml) model_hugepages(ml, NULL); /* as bild's CPU commands hold weights */
+    if (ml && !cpu_packs_weights()) model_hugepages(ml, NULL); /* as bild's CPU commands hold weights */
     small_t sm[MAX_SMALL] = {{0}};
     char spath[MAX_SMALL][1024];
     int stop_k[MAX_SMALL]; /* -1: the whole default draft vocabulary; 0: none; K: its first K */
@@ -233,7 +233,7 @@ int main(int argc, char **argv) {
         stop_k[k] = colon ? atoi(colon + 1) : -1;
         sm[k].path = sp[k];
         if (!(sm[k].m = model_open(spath[k], err, sizeof err))) break;
-        model_hugepages(sm[k].m, NULL);
+        if (!cpu_packs_weights()) model_hugepages(sm[k].m, NULL);
     }
     if (!ml || !sm[ns - 1].m) {
         fprintf(stderr, "bench/bild: %s (run `make models` first)\n", err);

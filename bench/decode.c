@@ -385,11 +385,17 @@ int main(int argc, char **argv) {
     const model_config_t *c = model_config(m);
     if (steps < 1 || steps > c->seq_len) steps = c->seq_len;
     size_t wbytes = model_step_bytes(c);
-    if (blocks_only) return model_hugepages(m, NULL), block_table(m, c);
-
-    /* the weights in huge pages, as bild's CPU commands hold them (model_hugepages) */
+    /* the weights as bild's CPU commands hold them: matrices packed into
+     * panels (backend copies in huge pages), else the mapping moved into
+     * huge pages (model_hugepages) */
+    int packs = cpu_packs_weights();
+    if (blocks_only) {
+        if (!packs) model_hugepages(m, NULL);
+        return block_table(m, c);
+    }
     const char *huge_why = "";
-    long huge = model_hugepages(m, &huge_why);
+    long huge = packs ? 0 : model_hugepages(m, &huge_why);
+    if (packs) huge = hostmem_hugepages_on(&huge_why) ? (long)wbytes : 0;
 
     /* 1. bandwidth: 1 GiB (beyond any cache) and a model-sized buffer, in
      * the pages the weights are in (huge pages unless off); the 1 GiB buffer
@@ -472,7 +478,8 @@ int main(int argc, char **argv) {
     backend_t *probe = backend_cpu_new(1);
     printf("bench/decode: %s, %.1fM params, %.1f MB of f32 weights read per step; cpu/%s; ", path,
            model_n_params(c) / 1e6, wbytes / 1e6, probe->isa);
-    if (huge > 0) printf("weights in huge pages (%.1f MB)\n", huge / 1e6);
+    if (huge > 0 && packs) printf("weight matrices packed into 16-row panels, in huge pages\n");
+    else if (huge > 0) printf("weights in huge pages (%.1f MB)\n", huge / 1e6);
     else printf("weights in 4 KiB pages (%s)\n", *huge_why ? huge_why : "none granted");
     backend_destroy(&probe);
     printf("\nmemory read bandwidth (GB/s)      1 thread   2 threads\n");

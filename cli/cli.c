@@ -1,6 +1,7 @@
 /* cli.c - see cli.h. */
 #include "cli/cli.h"
 
+#include "kernels/cpu/cpu.h"
 #include "kernels/hostmem.h"
 #include "proto/proto.h"
 
@@ -372,6 +373,10 @@ static int on_cpu(const char *device) { return !device || !strncmp(device, "cpu"
 const char *cli_pages_desc(const cli_loaded_t *l, const char *device, char *buf, size_t n) {
     const char *why = "";
     if (!on_cpu(device) || !l->m) snprintf(buf, n, "%s", "");
+    else if (cpu_packs_weights() && hostmem_hugepages_on(&why)) /* the backend's copies: hostmem_alloc */
+        snprintf(buf, n, "weights in huge pages (matrices packed into 16-row panels)");
+    else if (cpu_packs_weights())
+        snprintf(buf, n, "weights in 4 KiB pages (matrices packed into 16-row panels; %s)", why);
     else if (l->dummy && hostmem_hugepages_on(&why)) /* made by the backend: hostmem_alloc */
         snprintf(buf, n, "weight tensors of 4 MiB or more in huge pages");
     else if (l->dummy) snprintf(buf, n, "weights in 4 KiB pages (%s)", why);
@@ -397,7 +402,7 @@ int cli_load_model(const char *cmd, const char *path, const char *tokpath, int o
     } else if (!(l->m = model_open(path, err, sizeof err))) {
         fprintf(stderr, "bild %s: %s\n", cmd, err);
         return -1;
-    } else if (on_cpu(device)) {
+    } else if (on_cpu(device) && !cpu_packs_weights()) { /* packed matrices are copies already */
         l->huge = model_hugepages(l->m, &l->huge_why);
     }
     int V = model_config(l->m)->vocab_size;

@@ -64,12 +64,17 @@ grep -q "; cpu/[a-z0-9]*, 1 threads ([^)]*), weights in [a-zA-Z0-9 ]* pages ([^)
 # the weights in huge pages (kernels/hostmem.h) or as mapped: the same tokens; BILD_HUGEPAGES=0 says so
 "$BILD" run -m "$LG" -p "Once" -n 24 -t 0 --json 2>"$tmp/err" >"$tmp/h1.json" || fail "run: $(cat "$tmp/err")"
 BILD_HUGEPAGES=0 "$BILD" run -m "$LG" -p "Once" -n 24 -t 0 --json 2>"$tmp/err0" >"$tmp/h0.json" || fail "run: $(cat "$tmp/err0")"
-grep -q "weights in 4 KiB pages (BILD_HUGEPAGES=0)" "$tmp/err0" && echo "ok   BILD_HUGEPAGES=0 is reported" ||
+grep -q "weights in 4 KiB pages (.*BILD_HUGEPAGES=0)" "$tmp/err0" && echo "ok   BILD_HUGEPAGES=0 is reported" ||
     fail "BILD_HUGEPAGES=0 not reported: $(cat "$tmp/err0")"
 t1=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokens"])' "$tmp/h1.json")
 t0=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tokens"])' "$tmp/h0.json")
 [ -n "$t1" ] && [ "$t1" = "$t0" ] && echo "ok   huge pages or not: the same 24 tokens ($(grep -o "weights in [^;]*" "$tmp/err"))" ||
     fail "tokens differ with BILD_HUGEPAGES=0: $t1 vs $t0"
+# BILD_PACK=0: the matrices stay row-major as mapped (another summation order, so tokens may differ)
+BILD_PACK=0 "$BILD" run -m "$LG" -p "Once" -n 24 -t 0 --json 2>"$tmp/errp" >"$tmp/p0.json" || fail "run: $(cat "$tmp/errp")"
+grep -q "weights in [a-zA-Z0-9 ]* pages" "$tmp/errp" && ! grep -q "packed" "$tmp/errp" &&
+    grep -q "packed into 16-row panels" "$tmp/err" && echo "ok   packed matrices reported, and BILD_PACK=0 keeps them as mapped" ||
+    fail "BILD_PACK not reported: $(cat "$tmp/err" "$tmp/errp")"
 for c in run generate small-worker large-worker; do
     "$BILD" $c --help | grep -q -- "--device DEV" && "$BILD" $c --help | grep -q -- "--dummy-weights" &&
         echo "ok   $c --help documents --device and --dummy-weights" || fail "$c --help lacks --device/--dummy-weights"
