@@ -55,6 +55,20 @@ static void *weights(dtype_t t, size_t n, float scale, void **base) {
     return h + 1;
 }
 
+/* 1: the matmul and swiglu tests give the backend its packed weights
+ * (be->pack: the layout the model's matrices are in), 0: row-major ones */
+static int packed;
+
+/* An (n, d) weight matrix as the backend reads it: wrapped, or packed. */
+static tensor_t wmat(backend_t *be, void *w, dtype_t t, int n, int d) {
+    tensor_t r = be->wrap_host(be, w, t, (int64_t)n * d);
+    if (packed) EXPECT(backend_pack(be, &r, n, d, 0) == 1 && r.packed);
+    return r;
+}
+static void wfree(backend_t *be, tensor_t *t) {
+    if (t->packed) be->free(be, t);
+}
+
 static int compare(const char *what, const float *got, const float *ref, size_t n, double atol,
                    double rtol) {
     double worst = 0;
@@ -81,14 +95,15 @@ static void test_matmul(backend_t *be, int T, int n, int d, int acc, dtype_t t1,
     fill(o, (size_t)T * (n + 7), 1);
     memcpy(r, o, sizeof(float) * T * (n + 7));
     /* the second job writes after the first's block */
-    matmul_job_t jobs[2] = {{be->wrap_host(be, w, t1, (int64_t)n * d), T_(be, o, (int64_t)T * (n + 7)), 0, n},
-                            {be->wrap_host(be, w2, t2, 7LL * d), T_(be, o, (int64_t)T * (n + 7)), (int64_t)T * n, 7}};
+    matmul_job_t jobs[2] = {{wmat(be, w, t1, n, d), T_(be, o, (int64_t)T * (n + 7)), 0, n},
+                            {wmat(be, w2, t2, 7, d), T_(be, o, (int64_t)T * (n + 7)), (int64_t)T * n, 7}};
     be->matmul(be, T_(be, x, (int64_t)T * d), T, d, jobs, 2, acc);
+    wfree(be, &jobs[0].w), wfree(be, &jobs[1].w);
     matmul_ref(r, n, x, d, w, t1, d, T, n, d, acc);
     matmul_ref(r + (size_t)T * n, 7, x, d, w2, t2, d, T, 7, d, acc);
     char what[128];
-    snprintf(what, sizeof what, "matmul %s %s+%s T=%d n=%d d=%d acc=%d", be->isa, dtype_name(t1), dtype_name(t2), T,
-             n, d, acc);
+    snprintf(what, sizeof what, "matmul %s%s %s+%s T=%d n=%d d=%d acc=%d", be->isa, packed ? " packed" : "",
+             dtype_name(t1), dtype_name(t2), T, n, d, acc);
     compare(what, o, r, (size_t)T * (n + 7), 2e-6 * sqrt(d) * 2, 1e-5);
     free(x), free(wb), free(w2b), free(o), free(r);
 }
@@ -100,7 +115,7 @@ static void test_matmul_block_invariance(backend_t *be, int T, int n, int d, dty
     float *x = malloc(sizeof(float) * T * d), *o = malloc(sizeof(float) * T * n), *o1 = malloc(sizeof(float) * n);
     void *wb, *w = weights(wt, (size_t)n * d, 1, &wb);
     fill(x, (size_t)T * d, 1);
-    tensor_t wt_ = be->wrap_host(be, w, wt, (int64_t)n * d);
+    tensor_t wt_ = wmat(be, w, wt, n, d);
     matmul_job_t job = {wt_, T_(be, o, (int64_t)T * n), 0, n};
     be->matmul(be, T_(be, x, (int64_t)T * d), T, d, &job, 1, 0);
     size_t diff = 0;
@@ -109,9 +124,10 @@ static void test_matmul_block_invariance(backend_t *be, int T, int n, int d, dty
         be->matmul(be, T_(be, x + (size_t)t * d, d), 1, d, &j1, 1, 0);
         diff += memcmp(o1, o + (size_t)t * n, sizeof(float) * n) != 0;
     }
-    if (diff) fprintf(stderr, "  matmul %s %s T=%d n=%d d=%d: block rows differ from single steps\n", be->isa,
-                      dtype_name(wt), T, n, d);
+    if (diff) fprintf(stderr, "  matmul %s%s %s T=%d n=%d d=%d: block rows differ from single steps\n", be->isa,
+                      packed ? " packed" : "", dtype_name(wt), T, n, d);
     EXPECT(diff == 0);
+    wfree(be, &wt_);
     free(x), free(o), free(o1), free(wb);
 }
 
@@ -120,11 +136,13 @@ static void test_swiglu(backend_t *be, int T, int d, int hid, dtype_t wt) {
           *r = malloc(sizeof(float) * T * hid);
     void *b1, *b3, *w1 = weights(wt, (size_t)hid * d, 0.3f, &b1), *w3 = weights(wt, (size_t)hid * d, 0.3f, &b3);
     fill(x, (size_t)T * d, 1);
-    be->swiglu(be, T_(be, o, (int64_t)T * hid), T_(be, x, (int64_t)T * d), be->wrap_host(be, w1, wt, (int64_t)hid * d),
-               be->wrap_host(be, w3, wt, (int64_t)hid * d), T, d, hid);
+    tensor_t t1 = wmat(be, w1, wt, hid, d), t3 = wmat(be, w3, wt, hid, d);
+    be->swiglu(be, T_(be, o, (int64_t)T * hid), T_(be, x, (int64_t)T * d), t1, t3, T, d, hid);
+    wfree(be, &t1), wfree(be, &t3);
     swiglu_ref(r, x, w1, w3, wt, T, d, hid);
     char what[96];
-    snprintf(what, sizeof what, "swiglu %s %s T=%d d=%d hid=%d", be->isa, dtype_name(wt), T, d, hid);
+    snprintf(what, sizeof what, "swiglu %s%s %s T=%d d=%d hid=%d", be->isa, packed ? " packed" : "", dtype_name(wt),
+             T, d, hid);
     compare(what, o, r, (size_t)T * hid, 2e-6 * sqrt(d), 1e-5);
     free(x), free(b1), free(b3), free(o), free(r);
 }
@@ -180,6 +198,25 @@ static void test_attention(backend_t *be, int T, int pos0, int nh, int nkv, int 
     snprintf(what, sizeof what, "attention %s T=%d pos0=%d nh=%d nkv=%d hd=%d", be->isa, T, pos0, nh, nkv, hd);
     compare(what, o, r, (size_t)T * nh * hd, 1e-5, 1e-5);
     free(q), free(k), free(v), free(o), free(r);
+}
+
+/* A block's attention equals, bit for bit, each of its tokens alone at its
+ * position (the tokens of a block share keys and values, not arithmetic). */
+static void test_attention_block_invariance(backend_t *be, int T, int pos0, int nh, int nkv, int hd) {
+    int S = pos0 + T, kvd = nkv * hd, qd = nh * hd;
+    float *q = malloc(sizeof(float) * T * qd), *k = malloc(sizeof(float) * S * kvd),
+          *v = malloc(sizeof(float) * S * kvd), *o = malloc(sizeof(float) * T * qd), *o1 = malloc(sizeof(float) * qd);
+    fill(q, (size_t)T * qd, 2), fill(k, (size_t)S * kvd, 2), fill(v, (size_t)S * kvd, 1);
+    tensor_t kt = T_(be, k, (int64_t)S * kvd), vt = T_(be, v, (int64_t)S * kvd);
+    be->attention(be, T_(be, o, (int64_t)T * qd), T_(be, q, (int64_t)T * qd), kt, vt, T, pos0, nh, nkv, hd);
+    int diff = 0;
+    for (int t = 0; t < T; t++) {
+        be->attention(be, T_(be, o1, qd), T_(be, q + (size_t)t * qd, qd), kt, vt, 1, pos0 + t, nh, nkv, hd);
+        diff += memcmp(o1, o + (size_t)t * qd, sizeof(float) * qd) != 0;
+    }
+    if (diff) fprintf(stderr, "  attention %s T=%d pos0=%d: %d tokens differ from single steps\n", be->isa, T, pos0, diff);
+    EXPECT(diff == 0);
+    free(q), free(k), free(v), free(o), free(o1);
 }
 
 /* Embedding rows are widened, not computed: exact equality. */
@@ -318,6 +355,7 @@ int main(void) {
                             test_matmul(be, Ts[a], shapes[b][0], shapes[b][1], acc, wts[dt][0], wts[dt][1]);
             test_matmul(be, 1, 288, 768, 1, DTYPE_BF16, DTYPE_F16); /* decode shapes: prefetch path */
             test_matmul(be, 5, 768, 288, 0, DTYPE_F16, DTYPE_BF16);
+            for (packed = 0; packed < 2; packed++)
             for (int dt = 0; dt < 3; dt++) {
                 dtype_t wt = (dtype_t[]){DTYPE_F32, DTYPE_BF16, DTYPE_F16}[dt];
                 test_matmul_block_invariance(be, 9, 37, 77, wt), test_matmul_block_invariance(be, 8, 64, 288, wt);
@@ -330,9 +368,25 @@ int main(void) {
                 test_matmul_block_invariance(be, 10, 30, 100, wt), test_matmul_block_invariance(be, 6, 44, 288, wt);
                 test_matmul_block_invariance(be, 11, 29, 770, wt);
                 test_swiglu(be, 1, 60, 97, wt), test_swiglu(be, 5, 33, 130, wt), test_swiglu(be, 16, 288, 768, wt);
+                if (packed) continue;
                 test_rmsnorm(be, 1, 288, wt), test_rmsnorm(be, 7, 61, wt);
                 test_embed(be, wt);
             }
+            /* packed weights: every tile shape (AVX-512: 4 or 3 panels x 1-8 tokens, then 2 and 1
+             * panel; AVX2: 4, 2 or 1 panel x up to 6 tokens, 7 and 8 as 4 + 3/4), a last panel of 1-15
+             * rows, odd d (bf16's zero pad), several token groups (T > 8) */
+            packed = 1;
+            int pT[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17};
+            int pshapes[][2] = {{1, 1}, {15, 3}, {16, 16}, {17, 33}, {48, 7}, {100, 65}, {200, 288}};
+            for (size_t a = 0; a < sizeof pT / sizeof *pT; a++)
+                for (size_t b = 0; b < sizeof pshapes / sizeof *pshapes; b++)
+                    for (int dt = 0; dt < 4; dt++) {
+                        test_matmul(be, pT[a], pshapes[b][0], pshapes[b][1], (int)(a + b) % 2, wts[dt][0], wts[dt][1]);
+                        test_matmul_block_invariance(be, pT[a], pshapes[b][0], pshapes[b][1], wts[dt][0]);
+                    }
+            packed = 0;
+            for (int T = 2; T <= 17; T += 5) /* 2, 7, 12 (two groups), 17; chunks of 256 positions crossed */
+                test_attention_block_invariance(be, T, 3, 6, 2, 16), test_attention_block_invariance(be, T, 250, 4, 4, 12);
             for (int st = 0; st < 2; st++) {
                 test_rope(be, 1, 6, 48, 0, st), test_rope(be, 9, 3, 10, 250, st), test_rope(be, 4, 2, 2, 7, st);
             }
