@@ -282,8 +282,10 @@ static void silu_mul_avx2(float *a, const float *g, int n) {
  * streams, and the hardware prefetcher alone did not keep them ahead of the
  * FMAs: from L3 (Intel Xeon, 480 MiB L3, 1 thread, stories15M's matrices)
  * 3 to 6 tokens took 2.5-3.0 ms against 2.1 for one token. Each tile
- * prefetches every line PF2_AHEAD bytes ahead in its streams into L1; then
- * 3 to 6 tokens took 2.1-2.2 ms (2 KiB ahead: 2.2-2.35, 8 KiB: as 4). */
+ * prefetches every line PF2_AHEAD bytes ahead in each of its streams into
+ * L1; then 3 to 6 tokens took 2.1-2.2 ms (2 KiB ahead: 2.2-2.35, 8 KiB: as
+ * 4 KiB), and one token's four streams gained too (2 threads, one step
+ * 1.09 ms against 1.12 without; bench/blocks.sh). */
 #define PNP2(nt) ((nt) == 1 ? 4 : (nt) == 2 ? 2 : 1)
 #define PBLK2 1
 #define PF2_AHEAD 4096
@@ -311,7 +313,6 @@ static inline __attribute__((always_inline)) void ptile2(float *out, int ldo, co
         const __m256i hi16 = _mm256_set1_epi32((int)0xffff0000u);
         for (int k = 0; k < d; k += 2) {
             __m256 wv[8];
-            if (NP <= 2)
 #pragma GCC unroll 8
                 for (int p = 0; p < NP; p++) _mm_prefetch(w + p * pb + (size_t)k * 32 + PF2_AHEAD, _MM_HINT_T0);
 #pragma GCC unroll 8
@@ -339,7 +340,6 @@ static inline __attribute__((always_inline)) void ptile2(float *out, int ldo, co
     } else {
         for (int k = 0; k < d; k++) {
             __m256 wv[8];
-            if (NP <= 2)
 #pragma GCC unroll 8
                 for (int p = 0; p < NP; p++)
                     _mm_prefetch(w + p * pb + (size_t)k * (wt == DTYPE_F32 ? 64 : 32) + PF2_AHEAD, _MM_HINT_T0);
