@@ -314,7 +314,7 @@ static inline __attribute__((always_inline)) void ptile2(float *out, int ldo, co
         for (int k = 0; k < d; k += 2) {
             __m256 wv[8];
 #pragma GCC unroll 8
-                for (int p = 0; p < NP; p++) _mm_prefetch(w + p * pb + (size_t)k * 32 + PF2_AHEAD, _MM_HINT_T0);
+            for (int p = 0; p < NP; p++) _mm_prefetch(w + p * pb + (size_t)k * 32 + PF2_AHEAD, _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int v = 0; v < 2 * NP; v++)
                 wv[v] = _mm256_castsi256_ps(_mm256_slli_epi32(
@@ -341,8 +341,8 @@ static inline __attribute__((always_inline)) void ptile2(float *out, int ldo, co
         for (int k = 0; k < d; k++) {
             __m256 wv[8];
 #pragma GCC unroll 8
-                for (int p = 0; p < NP; p++)
-                    _mm_prefetch(w + p * pb + (size_t)k * (wt == DTYPE_F32 ? 64 : 32) + PF2_AHEAD, _MM_HINT_T0);
+            for (int p = 0; p < NP; p++)
+                _mm_prefetch(w + p * pb + (size_t)k * (wt == DTYPE_F32 ? 64 : 32) + PF2_AHEAD, _MM_HINT_T0);
 #pragma GCC unroll 8
             for (int p = 0; p < NP; p++) pwload2(w + p * pb, k, wt, &wv[2 * p], &wv[2 * p + 1]);
 #pragma GCC unroll 8
