@@ -1,6 +1,8 @@
 /* matmul_avx2.c - AVX2 + FMA inner kernels (compiled with -mavx2 -mfma).
  *
- * Same scheme as matmul_avx512.c with 8-float vectors: tiles of 4 rows x 3
+ * Same scheme as matmul_avx512.c with 8-float vectors: the panel product
+ * for packed matrices (at the end of this file), and for row-major ones
+ * (matmul_rows) tiles of 4 rows x 3
  * tokens (12 accumulators + 4 operands: the 16 ymm registers), then 4 x 2
  * and 4 x 1, the four rows from the four quarters of the row range. The
  * tail of d (d % 8) uses masked loads. The softmax and SiLU

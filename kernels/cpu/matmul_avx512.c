@@ -1,5 +1,11 @@
 /* matmul_avx512.c - AVX-512 inner kernels (compiled with -mavx512f etc.).
  *
+ * Two matrix products: matmul_panels (at the end of this file) on weight
+ * matrices the backend packed into 16-row panels, which is what a model's
+ * matrices are by default (kernels/cpu/simd.h, docs/engine.md "Packed
+ * weights"); matmul_rows on row-major ones: attention's keys, biases, and
+ * every matrix under BILD_PACK=0.
+ *
  * matmul_rows tiles 4 weight rows x 4 tokens: 16 accumulators stay in
  * registers while the reduction dimension is walked 16 floats at a time, so
  * a weight row is loaded from memory once per 4 tokens (and from L1 after
