@@ -49,7 +49,7 @@ static void cu_free(backend_t *be, tensor_t *t) {
 }
 
 static tensor_t cu_wrap_host(backend_t *be, void *host, dtype_t dtype, int64_t n) {
-    return tensor_t{NULL, dtype, DEVICE_CUDA, n}; /* cannot: the caller uploads */
+    return tensor_t{NULL, dtype, DEVICE_CUDA, n, 0}; /* cannot: the caller uploads */
 }
 
 static tensor_t cu_upload(backend_t *be, const void *host, dtype_t dtype, int64_t n) {

@@ -117,7 +117,7 @@ __global__ void rope_kernel(rope_parts_t rp, int T, int hd, int pos0, const floa
 void cu_flush(cu_t *c) {
     if (c->pn.on) {
         c->pn.on = 0;
-        launch_rmsnorm(c, c->pn.out, c->pn.x, tensor_t{(void *)c->pn.w, DTYPE_F32, DEVICE_CUDA, c->pn.d}, c->pn.T, c->pn.d,
+        launch_rmsnorm(c, c->pn.out, c->pn.x, tensor_t{(void *)c->pn.w, DTYPE_F32, DEVICE_CUDA, c->pn.d, 0}, c->pn.T, c->pn.d,
                        c->pn.eps);
     }
     if (c->pr.on) {
