@@ -395,7 +395,7 @@ int main(int argc, char **argv) {
     }
     const char *huge_why = "";
     long huge = packs ? 0 : model_hugepages(m, &huge_why);
-    if (packs) huge = hostmem_hugepages_on(&huge_why) ? (long)wbytes : 0;
+    int in_huge = packs ? hostmem_hugepages_on(&huge_why) : huge > 0;
 
     /* 1. bandwidth: 1 GiB (beyond any cache) and a model-sized buffer, in
      * the pages the weights are in (huge pages unless off); the 1 GiB buffer
@@ -478,13 +478,13 @@ int main(int argc, char **argv) {
     backend_t *probe = backend_cpu_new(1);
     printf("bench/decode: %s, %.1fM params, %.1f MB of f32 weights read per step; cpu/%s; ", path,
            model_n_params(c) / 1e6, wbytes / 1e6, probe->isa);
-    if (huge > 0 && packs) printf("weight matrices packed into 16-row panels, in huge pages\n");
-    else if (huge > 0) printf("weights in huge pages (%.1f MB)\n", huge / 1e6);
+    if (in_huge && packs) printf("weight matrices packed into 16-row panels, in huge pages\n");
+    else if (in_huge) printf("weights in huge pages (%.1f MB)\n", huge / 1e6);
     else printf("weights in 4 KiB pages (%s)\n", *huge_why ? huge_why : "none granted");
     backend_destroy(&probe);
     printf("\nmemory read bandwidth (GB/s)      1 thread   2 threads\n");
     printf("  1 GiB buffer (DRAM)             %8.1f   %9.1f   %s\n", bw_dram[1], bw_dram[2],
-           huge > 0 ? "(huge pages, as the weights: the floor below)" : "");
+           in_huge ? "(huge pages, as the weights: the floor below)" : "");
     printf("  1 GiB buffer, 4 KiB pages       %8.1f   %9.1f\n", bw_4k[1], bw_4k[2]);
     printf("  %5.1f MB buffer (model-sized)   %8.1f   %9.1f\n", wbytes / 1e6, bw_model[1], bw_model[2]);
     printf("\ndecode, batch 1, %d steps         1 thread   2 threads\n", steps);

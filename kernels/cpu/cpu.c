@@ -255,15 +255,14 @@ static void cpu_matmul(backend_t *be, tensor_t x, int T, int d, const matmul_job
     cpu_t *c = be->impl;
     matmul_task_t mt = {c->k, F(x), T, d, 0, accumulate, jobs, n_jobs};
     CHECK(x.ne >= (int64_t)T * d);
+    long rows = 0;
     for (int j = 0; j < n_jobs; j++) {
         CHECK(jobs[j].w.ne == (int64_t)jobs[j].n * d);
         CHECK(jobs[j].out_off + (int64_t)T * jobs[j].n <= jobs[j].out.ne);
         CHECK(WT(jobs[j].w) && (!jobs[j].w.packed || c->k->matmul_panels));
-        mt.total += n_panels(jobs[j].n);
+        mt.total += n_panels(jobs[j].n), rows += jobs[j].n;
     }
     PROF_BEGIN(c);
-    long rows = 0;
-    for (int j = 0; j < n_jobs; j++) rows += jobs[j].n;
     pool_run(c, matmul_worker, &mt, row_chunks(c, mt.total, rows * d * T));
     PROF_END(c, PROF_MATMUL);
 }
@@ -509,13 +508,10 @@ double cpu_handoff_us(backend_t *be, int reps) {
     return (mono_s() - t0) / reps * 1e6;
 }
 
-/* 1 if the environment variable is "0" */
-static int getenv_off(const char *name) {
-    const char *v = getenv(name);
-    return v && !strcmp(v, "0");
+int cpu_packs_weights(void) {
+    const char *v = getenv("BILD_PACK");
+    return !(v && !strcmp(v, "0"));
 }
-
-int cpu_packs_weights(void) { return !getenv_off("BILD_PACK"); }
 
 int cpu_isa_supported(const char *isa) {
     __builtin_cpu_init();
@@ -549,7 +545,7 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
     c->k = k;
     *be = (backend_t){
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
-        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .pack = getenv_off("BILD_PACK") ? NULL : cpu_pack, .upload = cpu_upload, .random = cpu_random, .to_host = cpu_to_host, .from_host = cpu_from_host,
+        .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .pack = cpu_packs_weights() ? cpu_pack : NULL, .upload = cpu_upload, .random = cpu_random, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
         .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
     };

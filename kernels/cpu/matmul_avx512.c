@@ -500,10 +500,7 @@ static void silu_mul_avx512(float *a, const float *g, int n) {
  * NP x NT <= 24 accumulators: NP = 4 up to 6 tokens, 3 for 7 and 8; more
  * tokens go in groups of 8, each group over the same few panels in turn,
  * so that the later groups find the weights in L2. */
-#ifndef PNP_SMALL
-#define PNP_SMALL 4
-#endif
-#define PNP(nt) ((nt) <= 2 ? PNP_SMALL : (nt) <= 6 ? 4 : 3)
+#define PNP(nt) ((nt) <= 6 ? 4 : 3)
 
 /* 16 weights of a panel at element k (f32 or f16 layout), widened */
 static inline __attribute__((always_inline)) __m512 pwload(const char *w, int k, dtype_t wt) {
@@ -514,7 +511,7 @@ static inline __attribute__((always_inline)) __m512 pwload(const char *w, int k,
 static inline __attribute__((always_inline)) void ptile(float *out, int ldo, const float *x, int ldx, const char *w,
                                                          size_t pb, dtype_t wt, int d, const int NP, const int NT,
                                                          int nlast, int accumulate) {
-    __m512 a[8][8];
+    __m512 a[4][8];
 #pragma GCC unroll 8
     for (int p = 0; p < NP; p++)
 #pragma GCC unroll 8
@@ -523,7 +520,7 @@ static inline __attribute__((always_inline)) void ptile(float *out, int ldo, con
         /* a pair of k in one line: bf16 bits shifted up (even k) or masked (odd k) are the f32 */
         const __m512i hi16 = _mm512_set1_epi32((int)0xffff0000u);
         for (int k = 0; k < d; k += 2) {
-            __m512 wv[8];
+            __m512 wv[4];
 #pragma GCC unroll 8
             for (int p = 0; p < NP; p++)
                 wv[p] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(w + p * pb + (size_t)k * 32), 16));
@@ -546,7 +543,7 @@ static inline __attribute__((always_inline)) void ptile(float *out, int ldo, con
         }
     } else {
         for (int k = 0; k < d; k++) {
-            __m512 wv[8];
+            __m512 wv[4];
 #pragma GCC unroll 8
             for (int p = 0; p < NP; p++) wv[p] = pwload(w + p * pb, k, wt);
 #pragma GCC unroll 8
