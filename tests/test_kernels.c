@@ -393,6 +393,9 @@ int main(void) {
             test_attention(be, 1, 0, 6, 6, 48), test_attention(be, 5, 11, 6, 2, 10);
             test_attention(be, 3, 300, 4, 1, 12); /* crosses a 256-position chunk */
             test_attention(be, 17, 600, 8, 4, 8);
+            /* head sizes past one register block of the value sums (64 floats on AVX2, 128 on AVX-512) */
+            test_attention(be, 4, 40, 2, 1, 136), test_attention(be, 2, 9, 2, 2, 200);
+            test_attention_block_invariance(be, 8, 20, 2, 1, 136);
             test_row_stats(be, 5, 32000, 10), test_row_stats(be, 3, 517, 1), test_row_stats(be, 20, 7, 30);
             test_row_stats(be, 2, 1000, 200); /* terms down to exp(-400): underflow to 0 */
             backend_destroy(&be);

@@ -385,11 +385,10 @@ static void att_group(const att_task_t *a, int t0, int nt, int h) {
             }
             sum[i] += a->k->exp_sub_sum(si, mt[i], mx[i]);
         }
-        for (int s = 0; s < m; s++) {
-            const float *v = a->vc + (size_t)(s0 + s) * kvd + (size_t)g * a->hd;
-            for (int i = 0; i < nt; i++)
-                if (s < mt[i]) a->k->axpy(a->out + (size_t)(t0 + i) * qs + (size_t)h * a->hd, sc[i][s], v, a->hd);
-        }
+        for (int i = 0; i < nt; i++) /* the chunk's values are in L1 after the first token */
+            if (mt[i])
+                a->k->axpy_rows(a->out + (size_t)(t0 + i) * qs + (size_t)h * a->hd, sc[i],
+                                a->vc + (size_t)s0 * kvd + (size_t)g * a->hd, kvd, mt[i], a->hd);
     }
     for (int i = 0; i < nt; i++) {
         float *oh = a->out + (size_t)(t0 + i) * qs + (size_t)h * a->hd;

@@ -195,14 +195,6 @@ static void matmul_rows_avx2(float *out, int ldo, const float *x, int ldx, const
         matmul_rows_dt(out, ldo, x, ldx, w, DTYPE_F32, ldw, T, d, r0, r1, accumulate);
 }
 
-static void axpy_avx2(float *y, float a, const float *x, int n) {
-    __m256 av = _mm256_set1_ps(a);
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
-    for (; j < n; j++) y[j] += a * x[j];
-}
-
 /* exp(x) as in matmul_avx512.c (x = k ln2 + r, degree-7 Taylor polynomial
  * of r, relative error < 3e-8 before rounding), with 2^k built in the
  * exponent bits: k is clamped to [-127, 128], so results below 2^-126 are 0
@@ -231,6 +223,46 @@ static inline __m256 exp8(__m256 x) {
 static inline __m256i tail_mask(int left) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
+
+/* y += the sum over s < m, in order, of a[s] * v[s*ldv .. +n): up to 8
+ * vectors of y stay in registers across all m rows, one fused multiply-add
+ * per element and row; the last partial vector is masked. */
+static inline __attribute__((always_inline)) void axpy_rows_blk(float *y, const float *a, const float *v, int ldv,
+                                                                 int m, const int NR, int left) {
+    const __m256i mk = tail_mask(left); /* lanes of the last vector below n */
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) acc[r] = r == NR - 1 ? _mm256_maskload_ps(y + 8 * r, mk) : _mm256_loadu_ps(y + 8 * r);
+    for (int s = 0; s < m; s++) {
+        const __m256 as = _mm256_broadcast_ss(a + s);
+        const float *vs = v + (size_t)s * ldv;
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++)
+            acc[r] = _mm256_fmadd_ps(as, r == NR - 1 ? _mm256_maskload_ps(vs + 8 * r, mk) : _mm256_loadu_ps(vs + 8 * r),
+                                     acc[r]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++)
+        if (r == NR - 1) _mm256_maskstore_ps(y + 8 * r, mk, acc[r]);
+        else _mm256_storeu_ps(y + 8 * r, acc[r]);
+}
+
+static void axpy_rows_avx2(float *y, const float *a, const float *v, int ldv, int m, int n) {
+    for (int j = 0; j < n; j += 64) {
+        const int left = n - j < 64 ? n - j : 64, nr = (left + 7) / 8, last = left - 8 * (nr - 1);
+        switch (nr) {
+        case 1: axpy_rows_blk(y + j, a, v + j, ldv, m, 1, last); break;
+        case 2: axpy_rows_blk(y + j, a, v + j, ldv, m, 2, last); break;
+        case 3: axpy_rows_blk(y + j, a, v + j, ldv, m, 3, last); break;
+        case 4: axpy_rows_blk(y + j, a, v + j, ldv, m, 4, last); break;
+        case 5: axpy_rows_blk(y + j, a, v + j, ldv, m, 5, last); break;
+        case 6: axpy_rows_blk(y + j, a, v + j, ldv, m, 6, last); break;
+        case 7: axpy_rows_blk(y + j, a, v + j, ldv, m, 7, last); break;
+        default: axpy_rows_blk(y + j, a, v + j, ldv, m, 8, last); break;
+        }
+    }
+}
+
 
 static void max_sumexp_avx2(const float *x, int n, float *max, float *sum) {
     __m256 mv = _mm256_set1_ps(-INFINITY);
@@ -277,9 +309,12 @@ static void silu_mul_avx2(float *a, const float *g, int n) {
 /* ---- Packed weights (simd.h, PANEL): tiles of NP panels x NT tokens ----
  * As matmul_avx512.c's, with a panel as two 8-float halves: 2 x NP x NT <= 12
  * accumulators of the 16 registers (NP = 4 for one token, 2 for two, else
- * 1; groups of up to 6 tokens, 7 and 8 as two groups of 4). Where more than
- * one group runs, the groups take each panel in turn (PBLK2 panels at a
- * time), so the later groups find it in L1.
+ * 1). Tokens go in groups of 6 and the rest (7 as 4 + 3, 8 as 6 + 2).
+ * Where more than one group runs, the groups take the panels PBLK2 at a
+ * time, so the later groups find them in L1, and 2 is the 2-token tile's
+ * width. Blocks of 8 relative to one step (Intel Xeon, 2 threads,
+ * bench/blocks.sh): 4 + 4 on single panels 1.63, 6 + 2 by pairs of panels
+ * 1.53, 3 + 3 + 2 with 3-token tiles of 2 panels 1.87.
  * Prefetch: a tile of one or two panels reads one or two sequential
  * streams, and the hardware prefetcher alone did not keep them ahead of the
  * FMAs: from L3 (Intel Xeon, 480 MiB L3, 1 thread, stories15M's matrices)
@@ -289,7 +324,7 @@ static void silu_mul_avx2(float *a, const float *g, int n) {
  * 4 KiB), and one token's four streams gained too (2 threads, one step
  * 1.09 ms against 1.12 without; bench/blocks.sh). */
 #define PNP2(nt) ((nt) == 1 ? 4 : (nt) == 2 ? 2 : 1)
-#define PBLK2 1
+#define PBLK2 2
 #define PF2_AHEAD 4096
 
 /* the two halves of a panel at element k (f32 or f16 layout), widened */
@@ -396,7 +431,7 @@ static inline __attribute__((always_inline)) void matmul_panels_dt(float *out, i
         const int pe = pa + blk < p1 ? pa + blk : p1;
         for (int t0 = 0, nt; t0 < T; t0 += nt) {
             const int left = T - t0;
-            nt = left <= 6 ? left : left <= 8 ? 4 : 6;
+            nt = left <= 6 ? left : left == 7 ? 4 : 6;
             switch (nt) {
             case 1: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 1, pa, pe, t0, n, accumulate); break;
             case 2: ptiles2(out, ldo, x, ldx, wp, pb, wt, d, 2, pa, pe, t0, n, accumulate); break;
@@ -419,5 +454,5 @@ static void matmul_panels_avx2(float *out, int ldo, const float *x, int ldx, con
         matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
 }
 
-const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, matmul_panels_avx2, axpy_avx2, max_sumexp_avx2, exp_sub_sum_avx2,
+const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, matmul_panels_avx2, axpy_rows_avx2, max_sumexp_avx2, exp_sub_sum_avx2,
                                   silu_mul_avx2};

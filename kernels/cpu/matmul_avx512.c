@@ -414,15 +414,39 @@ static void matmul_rows_avx512(float *out, int ldo, const float *x, int ldx, con
         matmul_rows_dt(out, ldo, x, ldx, x, ldx, w, DTYPE_F32, 0, ldw, T, d, r0, r1, accumulate);
 }
 
-static void axpy_avx512(float *y, float a, const float *x, int n) {
-    __m512 av = _mm512_set1_ps(a);
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
-        _mm512_storeu_ps(y + j, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + j), _mm512_loadu_ps(y + j)));
-    if (j < n) {
-        __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
-        _mm512_mask_storeu_ps(y + j, m,
-                              _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_loadu_ps(m, y + j)));
+/* y += the sum over s < m, in order, of a[s] * v[s*ldv .. +n): up to 8
+ * vectors of y stay in registers across all m rows, one fused multiply-add
+ * per element and row; the last partial vector is masked. */
+static inline __attribute__((always_inline)) void axpy_rows_blk(float *y, const float *a, const float *v, int ldv,
+                                                                 int m, const int NR, int left) {
+    const __mmask16 mk = (__mmask16)((1u << left) - 1); /* lanes of the last vector below n */
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) acc[r] = _mm512_maskz_loadu_ps(r == NR - 1 ? mk : 0xffff, y + 16 * r);
+    for (int s = 0; s < m; s++) {
+        const __m512 as = _mm512_set1_ps(a[s]);
+        const float *vs = v + (size_t)s * ldv;
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; r++)
+            acc[r] = _mm512_fmadd_ps(as, _mm512_maskz_loadu_ps(r == NR - 1 ? mk : 0xffff, vs + 16 * r), acc[r]);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; r++) _mm512_mask_storeu_ps(y + 16 * r, r == NR - 1 ? mk : 0xffff, acc[r]);
+}
+
+static void axpy_rows_avx512(float *y, const float *a, const float *v, int ldv, int m, int n) {
+    for (int j = 0; j < n; j += 128) {
+        const int left = n - j < 128 ? n - j : 128, nr = (left + 15) / 16, last = left - 16 * (nr - 1);
+        switch (nr) {
+        case 1: axpy_rows_blk(y + j, a, v + j, ldv, m, 1, last); break;
+        case 2: axpy_rows_blk(y + j, a, v + j, ldv, m, 2, last); break;
+        case 3: axpy_rows_blk(y + j, a, v + j, ldv, m, 3, last); break;
+        case 4: axpy_rows_blk(y + j, a, v + j, ldv, m, 4, last); break;
+        case 5: axpy_rows_blk(y + j, a, v + j, ldv, m, 5, last); break;
+        case 6: axpy_rows_blk(y + j, a, v + j, ldv, m, 6, last); break;
+        case 7: axpy_rows_blk(y + j, a, v + j, ldv, m, 7, last); break;
+        default: axpy_rows_blk(y + j, a, v + j, ldv, m, 8, last); break;
+        }
     }
 }
 
@@ -613,5 +637,5 @@ static void matmul_panels_avx512(float *out, int ldo, const float *x, int ldx, c
         matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
 }
 
-const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, matmul_panels_avx512, axpy_avx512, max_sumexp_avx512,
+const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, matmul_panels_avx512, axpy_rows_avx512, max_sumexp_avx512,
                                     exp_sub_sum_avx512, silu_mul_avx512};

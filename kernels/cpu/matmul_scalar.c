@@ -76,8 +76,9 @@ static void matmul_panels_scalar(float *out, int ldo, const float *x, int ldx, c
         matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
 }
 
-static void axpy_scalar(float *y, float a, const float *x, int n) {
-    for (int j = 0; j < n; j++) y[j] += a * x[j];
+static void axpy_rows_scalar(float *y, const float *a, const float *v, int ldv, int m, int n) {
+    for (int s = 0; s < m; s++)
+        for (int j = 0; j < n; j++) y[j] += a[s] * v[(size_t)s * ldv + j];
 }
 
 static void max_sumexp_scalar(const float *x, int n, float *max, float *sum) {
@@ -99,5 +100,5 @@ void silu_mul_generic(float *a, const float *g, int n) {
     for (int j = 0; j < n; j++) a[j] = a[j] / (1.0f + expf(-a[j])) * g[j];
 }
 
-const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, matmul_panels_scalar, axpy_scalar, max_sumexp_scalar, exp_sub_sum_generic,
+const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, matmul_panels_scalar, axpy_rows_scalar, max_sumexp_scalar, exp_sub_sum_generic,
                                       silu_mul_generic};

@@ -45,8 +45,9 @@ typedef struct {
      * n, tokens t < T. wp: the whole packed matrix. */
     void (*matmul_panels)(float *out, int ldo, const float *x, int ldx, const void *wp, dtype_t wt, int d, int T,
                           int p0, int p1, int n, int accumulate);
-    /* y[j] += a * x[j] for j < n */
-    void (*axpy)(float *y, float a, const float *x, int n);
+    /* y[j] += a[s] * v[s*ldv + j] for j < n, over s = 0 .. m-1 in that
+     * order (for each element, m multiply-adds in sequence) */
+    void (*axpy_rows)(float *y, const float *a, const float *v, int ldv, int m, int n);
     /* max of x[0..n) and the sum of exp(x[j] - max) (relative error of
      * each exp term below 1e-6; -inf terms contribute 0) */
     void (*max_sumexp)(const float *x, int n, float *max, float *sum);
