@@ -250,16 +250,9 @@ static inline __attribute__((always_inline)) void axpy_rows_blk(float *y, const 
 static void axpy_rows_avx2(float *y, const float *a, const float *v, int ldv, int m, int n) {
     for (int j = 0; j < n; j += 64) {
         const int left = n - j < 64 ? n - j : 64, nr = (left + 7) / 8, last = left - 8 * (nr - 1);
-        switch (nr) {
-        case 1: axpy_rows_blk(y + j, a, v + j, ldv, m, 1, last); break;
-        case 2: axpy_rows_blk(y + j, a, v + j, ldv, m, 2, last); break;
-        case 3: axpy_rows_blk(y + j, a, v + j, ldv, m, 3, last); break;
-        case 4: axpy_rows_blk(y + j, a, v + j, ldv, m, 4, last); break;
-        case 5: axpy_rows_blk(y + j, a, v + j, ldv, m, 5, last); break;
-        case 6: axpy_rows_blk(y + j, a, v + j, ldv, m, 6, last); break;
-        case 7: axpy_rows_blk(y + j, a, v + j, ldv, m, 7, last); break;
-        default: axpy_rows_blk(y + j, a, v + j, ldv, m, 8, last); break;
-        }
+#define AXR_(c) axpy_rows_blk(y + j, a, v + j, ldv, m, c, last)
+        SIMD_CONST_1_TO_8(nr, AXR_);
+#undef AXR_
     }
 }
 

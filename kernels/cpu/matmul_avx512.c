@@ -437,16 +437,9 @@ static inline __attribute__((always_inline)) void axpy_rows_blk(float *y, const 
 static void axpy_rows_avx512(float *y, const float *a, const float *v, int ldv, int m, int n) {
     for (int j = 0; j < n; j += 128) {
         const int left = n - j < 128 ? n - j : 128, nr = (left + 15) / 16, last = left - 16 * (nr - 1);
-        switch (nr) {
-        case 1: axpy_rows_blk(y + j, a, v + j, ldv, m, 1, last); break;
-        case 2: axpy_rows_blk(y + j, a, v + j, ldv, m, 2, last); break;
-        case 3: axpy_rows_blk(y + j, a, v + j, ldv, m, 3, last); break;
-        case 4: axpy_rows_blk(y + j, a, v + j, ldv, m, 4, last); break;
-        case 5: axpy_rows_blk(y + j, a, v + j, ldv, m, 5, last); break;
-        case 6: axpy_rows_blk(y + j, a, v + j, ldv, m, 6, last); break;
-        case 7: axpy_rows_blk(y + j, a, v + j, ldv, m, 7, last); break;
-        default: axpy_rows_blk(y + j, a, v + j, ldv, m, 8, last); break;
-        }
+#define AXR_(c) axpy_rows_blk(y + j, a, v + j, ldv, m, c, last)
+        SIMD_CONST_1_TO_8(nr, AXR_);
+#undef AXR_
     }
 }
 
@@ -633,16 +626,9 @@ static inline __attribute__((always_inline)) void matmul_panels_dt(float *out, i
     for (int pa = p0; pa < p1; pa += blk) {
         const int pe = pa + blk < p1 ? pa + blk : p1;
         for (int t0 = 0; t0 < T; t0 += 8) {
-            switch (T - t0 < 8 ? T - t0 : 8) {
-            case 1: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 1, pa, pe, t0, n, accumulate); break;
-            case 2: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 2, pa, pe, t0, n, accumulate); break;
-            case 3: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 3, pa, pe, t0, n, accumulate); break;
-            case 4: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 4, pa, pe, t0, n, accumulate); break;
-            case 5: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 5, pa, pe, t0, n, accumulate); break;
-            case 6: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 6, pa, pe, t0, n, accumulate); break;
-            case 7: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 7, pa, pe, t0, n, accumulate); break;
-            default: ptiles(out, ldo, x, ldx, wp, pb, wt, d, 8, pa, pe, t0, n, accumulate); break;
-            }
+#define PTS_(c) ptiles(out, ldo, x, ldx, wp, pb, wt, d, c, pa, pe, t0, n, accumulate)
+            SIMD_CONST_1_TO_8(T - t0, PTS_);
+#undef PTS_
         }
     }
 }

@@ -30,6 +30,22 @@ static inline size_t panel_bytes(dtype_t wt, int d) {
                                                                       : (size_t)d * PANEL * 2;
 }
 
+/* CALL(c) with c the compile-time constant equal to n in 1..8 (8 for more),
+ * so that a kernel's loops unrolled over c specialise on a run-time count */
+#define SIMD_CONST_1_TO_8(n, CALL)                                                                                    \
+    do {                                                                                                              \
+        switch (n) {                                                                                                  \
+        case 1: CALL(1); break;                                                                                       \
+        case 2: CALL(2); break;                                                                                       \
+        case 3: CALL(3); break;                                                                                       \
+        case 4: CALL(4); break;                                                                                       \
+        case 5: CALL(5); break;                                                                                       \
+        case 6: CALL(6); break;                                                                                       \
+        case 7: CALL(7); break;                                                                                       \
+        default: CALL(8); break;                                                                                      \
+        }                                                                                                             \
+    } while (0)
+
 typedef struct {
     const char *name;
     /* out[t*ldo + i] (+)= sum_j x[t*ldx + j] * w[i*ldw + j]
