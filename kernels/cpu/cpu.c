@@ -349,10 +349,11 @@ typedef struct {
  * context length is needed. The tokens of a group share each chunk's keys
  * and values: the scores of all of them are one matmul_rows of nt tokens
  * (a row's score does not depend on how many tokens share the call), and
- * each value row is loaded once for all of them. Every token still sees
- * exactly its own sequence of operations (its chunks, its maxima, its
- * exp-sums over its own positions, its axpys in position order), so a
- * block's attention equals single steps' bit for bit. */
+ * each token's weighted sum of the chunk's value rows is one axpy_rows
+ * (its output in registers; the rows in L1 after the first token). Every
+ * token still sees exactly its own sequence of operations (its chunks, its
+ * maxima, its exp-sums over its own positions, its value rows summed in
+ * position order), so a block's attention equals single steps' bit for bit. */
 #define ATT_GROUP 8
 static void att_group(const att_task_t *a, int t0, int nt, int h) {
     int kvd = a->nkv * a->hd, g = h / (a->nh / a->nkv), qs = a->nh * a->hd;
@@ -385,7 +386,7 @@ static void att_group(const att_task_t *a, int t0, int nt, int h) {
             }
             sum[i] += a->k->exp_sub_sum(si, mt[i], mx[i]);
         }
-        for (int i = 0; i < nt; i++) /* the chunk's values are in L1 after the first token */
+        for (int i = 0; i < nt; i++)
             if (mt[i])
                 a->k->axpy_rows(a->out + (size_t)(t0 + i) * qs + (size_t)h * a->hd, sc[i],
                                 a->vc + (size_t)s0 * kvd + (size_t)g * a->hd, kvd, mt[i], a->hd);

@@ -256,7 +256,6 @@ static void axpy_rows_avx2(float *y, const float *a, const float *v, int ldv, in
     }
 }
 
-
 static void max_sumexp_avx2(const float *x, int n, float *max, float *sum) {
     __m256 mv = _mm256_set1_ps(-INFINITY);
     int j = 0;
