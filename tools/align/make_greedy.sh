@@ -50,20 +50,6 @@ fi
 TIMES="$W/times.txt"
 : >"$TIMES"
 . tools/align/stage.sh
-data() { build/bild align-data -L "$L" -z "$TOK" -b 64 -j 2 "$@"; }
-# round I: PRE_ROWS rows of 40 sampled tokens (seed PRE_SEED), prompts cut
-# from them (seed CUT_SEED; earlier rounds' prompts left out), the greedy
-# corpus (seed GREEDY_SEED, recorded only: greedy rows use no randomness)
-round() { # I PRE_ROWS PRE_SEED CUT_SEED GREEDY_SEED
-    i=$1
-    [ -f "$W/pre$i/manifest.json" ] || stage "pre$i" data --tokens $(($2 * 40)) --row-len 40 -t 1 -s "$3" --topk 0 --out "$W/pre$i"
-    ex="--exclude $EVALP"
-    j=1
-    while [ $j -lt "$i" ]; do ex="$ex --exclude $W/p$j.txt"; j=$((j + 1)); done
-    /usr/bin/python3 $A/greedy_prompts.py --corpus "$W/pre$i" --tokenizer "$TOK" --out "$W/p$i.txt" $ex --seed "$4"
-    [ -f "$W/greedy$i/manifest.json" ] ||
-        stage "greedy$i" data --prompts "$W/p$i.txt" --tokens $(($(wc -l <"$W/p$i.txt") * 256)) -t 0 -s "$5" --topk 16 --out "$W/greedy$i"
-}
 round 1 7000 2207 7 2208
 round 2 10000 3301 8 2209
 round 3 10000 4401 9 2210
@@ -71,13 +57,6 @@ rm -rf "$W/merged"
 /usr/bin/python3 $A/merge_corpus.py "$W/merged" "$W/greedy1" "$W/greedy2" "$W/greedy3"
 # training: 2 epochs from the first-stage model at lr 1e-3, then one more
 # epoch at 3e-4 from the f32 weights of the first
-train() { # NAME INIT STEPS LR WARMUP SEED
-    rm -rf "$W/$1" "$W/$1-f32"
-    stage "$1" /usr/bin/python3 $A/train_small.py --corpus "$W/merged" --tokenizer "$TOK" --out "$W/$1" \
-        --init "$2" --head-vocab "$DV" --steps "$3" --lr "$4" --warmup "$5" --seed "$6" --threads 2 \
-        --no-hf --eval-every 410
-    /usr/bin/python3 tools/llama2c_to_hf.py "$W/$1/model.bin" "$W/$1-f32" --dtype f32 >/dev/null
-}
 train small1 "$INIT" 820 1e-3 20 3
 train small "$W/small1-f32" 410 3e-4 10 4
 rm -rf "$W/small-bf16"
