@@ -376,8 +376,8 @@ int main(void) {
              * panel; AVX2: 4, 2 or 1 panel x up to 6 tokens, 7 and 8 as 4 + 3/4), a last panel of 1-15
              * rows, odd d (bf16's zero pad), several token groups (T > 8) */
             packed = 1;
-            int pT[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17};
-            int pshapes[][2] = {{1, 1}, {15, 3}, {16, 16}, {17, 33}, {48, 7}, {100, 65}, {200, 288}};
+            int pT[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 29};
+            int pshapes[][2] = {{1, 1}, {15, 3}, {16, 16}, {17, 33}, {48, 7}, {100, 65}, {200, 288}, {401, 19}};
             for (size_t a = 0; a < sizeof pT / sizeof *pT; a++)
                 for (size_t b = 0; b < sizeof pshapes / sizeof *pshapes; b++)
                     for (int dt = 0; dt < 4; dt++) {

@@ -528,7 +528,8 @@ static void silu_mul_avx512(float *a, const float *g, int n) {
  * block's panels during the later groups (spread over all their tiles)
  * helped a 75 MB matrix more but a 6 MB one less, and gave nothing more
  * in the large worker. */
-#define PNP(nt) ((nt) <= 6 ? 4 : 3)
+#define PTALL 14
+#define PNP(nt) ((nt) <= 6 ? 4 : (nt) <= 8 ? 3 : (nt) <= PTALL ? 2 : 1)
 #define PPF_MIN_T 3
 #define PPF_AHEAD 2048
 
@@ -541,60 +542,60 @@ static inline __attribute__((always_inline)) __m512 pwload(const char *w, int k,
 static inline __attribute__((always_inline)) void ptile(float *out, int ldo, const float *x, int ldx, const char *w,
                                                          size_t pb, dtype_t wt, int d, const int NP, const int NT,
                                                          int nlast, int accumulate) {
-    __m512 a[4][8];
-#pragma GCC unroll 8
+    __m512 a[4][PTALL];
+#pragma GCC unroll 16
     for (int p = 0; p < NP; p++)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
         for (int t = 0; t < NT; t++) a[p][t] = _mm512_setzero_ps();
     if (wt == DTYPE_BF16) {
         /* a pair of k in one line: bf16 bits shifted up (even k) or masked (odd k) are the f32 */
         const __m512i hi16 = _mm512_set1_epi32((int)0xffff0000u);
         for (int k = 0; k < d; k += 2) {
             __m512 wv[4];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int p = 0; p < NP; p++)
                 wv[p] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(w + p * pb + (size_t)k * 32), 16));
             if (NT >= PPF_MIN_T)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
                 for (int p = 0; p < NP; p++) _mm_prefetch(w + p * pb + (size_t)k * 32 + PPF_AHEAD, _MM_HINT_T0);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int t = 0; t < NT; t++) {
                 const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k]);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
                 for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
             }
             if (k + 1 == d) break;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int p = 0; p < NP; p++)
                 wv[p] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512(w + p * pb + (size_t)k * 32), hi16));
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int t = 0; t < NT; t++) {
                 const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k + 1]);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
                 for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
             }
         }
     } else {
         for (int k = 0; k < d; k++) {
             __m512 wv[4];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int p = 0; p < NP; p++) wv[p] = pwload(w + p * pb, k, wt);
             if (NT >= PPF_MIN_T)
-#pragma GCC unroll 8
+#pragma GCC unroll 16
                 for (int p = 0; p < NP; p++)
                     _mm_prefetch(w + p * pb + (size_t)k * (wt == DTYPE_F32 ? 64 : 32) + PPF_AHEAD, _MM_HINT_T0);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
             for (int t = 0; t < NT; t++) {
                 const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k]);
-#pragma GCC unroll 8
+#pragma GCC unroll 16
                 for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
             }
         }
     }
-#pragma GCC unroll 8
+#pragma GCC unroll 16
     for (int p = 0; p < NP; p++) {
         const __mmask16 m = p == NP - 1 ? (__mmask16)((1u << nlast) - 1) : (__mmask16)0xffff;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
         for (int t = 0; t < NT; t++) {
             float *o = out + (size_t)t * ldo + (size_t)p * PANEL;
             __m512 v = a[p][t];
@@ -618,16 +619,34 @@ static inline __attribute__((always_inline)) void ptiles(float *out, int ldo, co
 #undef PT_
 }
 
+/* CALL(c) with c the constant equal to n in 9..PTALL (PTALL for more) */
+#define PT_CONST_9_TO_14(n, CALL)                                                                                     \
+    do {                                                                                                              \
+        switch (n) {                                                                                                  \
+        case 9: CALL(9); break;                                                                                       \
+        case 10: CALL(10); break;                                                                                     \
+        case 11: CALL(11); break;                                                                                     \
+        case 12: CALL(12); break;                                                                                     \
+        case 13: CALL(13); break;                                                                                     \
+        default: CALL(14); break;                                                                                     \
+        }                                                                                                             \
+    } while (0)
+
 static inline __attribute__((always_inline)) void matmul_panels_dt(float *out, int ldo, const float *x, int ldx,
                                                                     const char *wp, dtype_t wt, int d, int T, int p0,
                                                                     int p1, int n, int accumulate) {
     const size_t pb = panel_bytes(wt, d);
-    const int blk = T <= 8 ? p1 - p0 : 24;
+    const int G = T <= 8 ? 8 : PTALL;
+    const int blk = T <= G ? p1 - p0 : 24;
     for (int pa = p0; pa < p1; pa += blk) {
         const int pe = pa + blk < p1 ? pa + blk : p1;
-        for (int t0 = 0; t0 < T; t0 += 8) {
+        for (int t0 = 0; t0 < T; t0 += G) {
+            const int c = T - t0 < G ? T - t0 : G;
 #define PTS_(c) ptiles(out, ldo, x, ldx, wp, pb, wt, d, c, pa, pe, t0, n, accumulate)
-            SIMD_CONST_1_TO_8(T - t0, PTS_);
+            if (c <= 8)
+                SIMD_CONST_1_TO_8(c, PTS_);
+            else
+                PT_CONST_9_TO_14(c, PTS_);
 #undef PTS_
         }
     }
