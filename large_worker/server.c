@@ -99,9 +99,9 @@ int large_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t
 
 int large_server_can_batch(void *ctx, const proto_msg_t *req) {
     large_server_t *s = ctx;
-    /* a block of draft tokens (not a prompt with a prefix), its acceptance done by the coordinator */
+    /* a block of draft tokens, or a prompt with its first tokens, its acceptance done by the coordinator */
     return req->type == MSG_VERIFY_REQ && !req->verify_req.accept_here &&
-           req->verify_req.T == req->verify_req.n_out && req->verify_req.T <= transformer_max_block(s->tf) / 2;
+           req->verify_req.T <= transformer_max_block(s->tf) / 2;
 }
 
 void large_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t *const *req, proto_buf_t **out,
@@ -109,17 +109,18 @@ void large_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t
     large_server_t *s = ctx;
     kv_cache_t *kv[64];
     const int *toks[64];
-    int T[64], pos[64], row0[64], idx[64], k = 0, rows = 0;
+    int T[64], pos[64], n_out[64], row0[64], idx[64], k = 0, rows = 0, kept = 0;
     for (int i = 0; i < n; i++) {
         const large_session_t *x = st[i];
         const verify_req_t *q = &req[i]->verify_req;
         rc[i] = verifier_check(x->verifier, q, err[i], 512) ? -1 : 1;
         if (rc[i] < 0 || k == 64 || rows + q->T > transformer_max_block(s->tf)) continue;
-        kv[k] = x->b.kv, toks[k] = q->tokens, T[k] = q->T, pos[k] = q->pos, row0[k] = rows, idx[k] = i;
-        rows += q->T, k++;
+        kv[k] = x->b.kv, toks[k] = q->tokens, T[k] = q->T, pos[k] = q->pos, n_out[k] = q->n_out, idx[k] = i;
+        row0[k] = kept; /* the logits rows are the kept ones: each block's last n_out */
+        rows += q->T, kept += q->n_out, k++;
     }
     /* what does not run together (one left, too many rows, an invalid block) stays rc 1: served alone */
-    if (k < 2 || transformer_run_multi(s->tf, k, kv, toks, T, pos) != 0) return;
+    if (k < 2 || transformer_run_multi(s->tf, k, kv, toks, T, pos, n_out) != 0) return;
     s->batches++, s->batched += k;
     for (int j = 0; j < k; j++) {
         int i = idx[j];

@@ -48,7 +48,7 @@ struct transformer {
      * keys and values (max_block, kvd) before the copy into each cache, the
      * tokens of all sequences, and 0, 1, ... as embed's row indices */
     tensor_t ks, vs;
-    int *multi_tokens, *row_ids;
+    int *multi_tokens, *row_ids, *keep_ids; /* keep_ids: the rows whose logits a pass keeps */
     /* activations for a block of up to max_block tokens */
     tensor_t x;      /* (B, dim) residual stream */
     tensor_t xb;     /* (B, dim) normalised input of a sub-layer */
@@ -250,7 +250,7 @@ void transformer_destroy(transformer_t **ptf) {
     be->free(be, &tf->att), be->free(be, &tf->hb), be->free(be, &tf->logits), be->free(be, &tf->rope_cs);
     be->free(be, &tf->ones);
     be->free(be, &tf->ks), be->free(be, &tf->vs);
-    free(tf->multi_tokens), free(tf->row_ids);
+    free(tf->multi_tokens), free(tf->row_ids), free(tf->keep_ids);
     free(tf->logits_host);
     be->free(be, &tf->head_w);
     free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
@@ -352,7 +352,7 @@ static tensor_t view(tensor_t t, int64_t off, int64_t n) {
  * matrix products over all rows; per sequence, RoPE at its positions, its
  * keys and values copied from the scratch rows into its cache (embed as a
  * row gather, as model/batch.c does), and attention over its cache. */
-static void forward_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const int *T, const int *pos, int R) {
+static void forward_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const int *T, const int *pos, int R, int K) {
     backend_t *be = tf->be;
     const model_config_t *c = &tf->cfg;
     int d = c->dim, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
@@ -383,13 +383,20 @@ static void forward_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const
         matmul_job_t down = {tf->w2[l], tf->x, 0, d};
         be->matmul(be, tf->hb, R, c->hidden_dim, &down, 1, 1);
     }
-    be->rmsnorm(be, tf->xb, tf->x, tf->rms_final, R, d, c->norm_eps);
+    tensor_t xf = tf->xb;
+    if (K == R) {
+        be->rmsnorm(be, tf->xb, tf->x, tf->rms_final, R, d, c->norm_eps);
+    } else { /* the K rows whose logits are kept, gathered, then normalised row by row as before */
+        be->embed(be, tf->xb, tf->x, tf->keep_ids, K, d);
+        be->rmsnorm(be, tf->x, tf->xb, tf->rms_final, K, d, c->norm_eps);
+        xf = tf->x;
+    }
     matmul_job_t cls = {tf->head_k ? tf->head_w : tf->wcls, tf->logits, 0, tf->head_k ? tf->head_k : c->vocab_size};
-    be->matmul(be, tf->xb, R, d, &cls, 1, 0);
+    be->matmul(be, xf, K, d, &cls, 1, 0);
 }
 
 int transformer_run_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const int *const *tokens, const int *T,
-                          const int *pos) {
+                          const int *pos, const int *n_out) {
     const model_config_t *c = &tf->cfg;
     if (n < 1) return -1;
     int R = 0;
@@ -400,6 +407,7 @@ int transformer_run_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const
             if (kv[j] == kv[i]) return -1; /* one block per cache */
         for (int t = 0; t < T[i]; t++)
             if (tokens[i][t] < 0 || tokens[i][t] >= c->vocab_size) return -1;
+        if (n_out && (n_out[i] < 1 || n_out[i] > T[i])) return -1;
         R += T[i];
         if (R > tf->max_block) return -1;
     }
@@ -408,22 +416,27 @@ int transformer_run_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const
         tf->ks = tf->be->alloc(tf->be, tf->max_block * kvd), tf->vs = tf->be->alloc(tf->be, tf->max_block * kvd);
         tf->multi_tokens = malloc(sizeof(int) * (size_t)tf->max_block);
         tf->row_ids = malloc(sizeof(int) * (size_t)tf->max_block);
-        if (!tf->ks.data || !tf->vs.data || !tf->multi_tokens || !tf->row_ids) {
+        tf->keep_ids = malloc(sizeof(int) * (size_t)tf->max_block);
+        if (!tf->ks.data || !tf->vs.data || !tf->multi_tokens || !tf->row_ids || !tf->keep_ids) {
             tf->be->free(tf->be, &tf->ks), tf->be->free(tf->be, &tf->vs);
-            free(tf->multi_tokens), free(tf->row_ids);
-            tf->multi_tokens = tf->row_ids = NULL;
+            free(tf->multi_tokens), free(tf->row_ids), free(tf->keep_ids);
+            tf->multi_tokens = tf->row_ids = tf->keep_ids = NULL;
             return -1;
         }
         for (int r = 0; r < tf->max_block; r++) tf->row_ids[r] = r;
     }
-    for (int i = 0, r = 0; i < n; r += T[i], i++) memcpy(tf->multi_tokens + r, tokens[i], sizeof(int) * (size_t)T[i]);
+    int K = 0;
+    for (int i = 0, r = 0; i < n; r += T[i], i++) {
+        memcpy(tf->multi_tokens + r, tokens[i], sizeof(int) * (size_t)T[i]);
+        for (int t = n_out ? T[i] - n_out[i] : 0; t < T[i]; t++) tf->keep_ids[K++] = r + t;
+    }
     transformer_use_cache(tf, NULL); /* every cache's length is in its own record now */
-    forward_multi(tf, n, kv, T, pos, R);
+    forward_multi(tf, n, kv, T, pos, R, K);
     for (int i = 0; i < n; i++) {
         if (kv[i]) kv[i]->cached = pos[i] + T[i];
         else tf->own_cached = tf->cached = pos[i] + T[i];
     }
-    tf->logits_rows = R;
+    tf->logits_rows = K;
     return 0;
 }
 

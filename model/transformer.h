@@ -70,15 +70,18 @@ size_t transformer_cache_bytes(const transformer_t *tf); /* the size of one cach
  * positions [pos[i], pos[i] + T[i]) on its own cache kv[i] (NULL: the
  * transformer's own), each cache once. The matrix products see all rows
  * together, so each weight matrix is read once for all the sequences;
- * attention runs per sequence over its own cache. Every row's logits are
- * kept (as LOGITS_ALL): sequence i's rows follow sequence i - 1's, for
- * transformer_logits and transformer_logits_stats_at. Each row's logits
+ * attention runs per sequence over its own cache. The logits of the last
+ * n_out[i] rows of sequence i are kept (n_out NULL: all T[i], as
+ * LOGITS_ALL), sequence i's rows after sequence i - 1's, for
+ * transformer_logits and transformer_logits_stats_at; rows not kept skip
+ * the classifier (a prompt verified with its last token). Each row's logits
  * equal bit for bit what transformer_run gives for that sequence alone.
  * The rows together must fit in max_block. Afterwards the transformer's own
  * cache is the one in use. 0, or -1 for an invalid request (as
- * transformer_run's, per sequence; nothing changed then). */
+ * transformer_run's, per sequence, or n_out[i] outside 1..T[i]; nothing
+ * changed then). */
 int transformer_run_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const int *const *tokens, const int *T,
-                          const int *pos);
+                          const int *pos, const int *n_out);
 /* transformer_logits_stats for rows [row0, row0 + n_rows) of the last pass. */
 void transformer_logits_stats_at(transformer_t *tf, int row0, int n_rows, const int *next, int *argmax, float *max_p,
                                  float *nll);

@@ -106,7 +106,7 @@ void small_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t
         rows += q->n_feed, row[k] = rows - 1, k++;
     }
     /* what does not run together stays rc 1: served alone */
-    if (k < 2 || transformer_run_multi(s->tf, k, kv, toks, T, pos) != 0) return;
+    if (k < 2 || transformer_run_multi(s->tf, k, kv, toks, T, pos, NULL) != 0) return;
     s->batches++, s->batched += k;
     for (int j = 0; j < k; j++) rc[idx[j]] = 0, res[idx[j]].passes = 1, pos[j] += T[j];
     /* then single steps in lockstep, each session until its draft ends (kv[j] NULL) */
@@ -134,7 +134,7 @@ void small_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t
         const int *toks2[64];
         int T2[64], pos2[64];
         for (int a = 0; a < m; a++) kv2[a] = kv[who[a]], toks2[a] = &next[who[a]], T2[a] = 1, pos2[a] = pos[who[a]];
-        if (transformer_run_multi(s->tf, m, kv2, toks2, T2, pos2) != 0) { /* cannot happen: checked above */
+        if (transformer_run_multi(s->tf, m, kv2, toks2, T2, pos2, NULL) != 0) { /* cannot happen: checked above */
             for (int a = 0; a < m; a++) {
                 int i = idx[who[a]];
                 snprintf(err[i], 512, "draft: a batched step failed");

@@ -149,11 +149,14 @@ static void check_multi(const char *path, const char *isa, int threads) {
     kv_cache_t *twice[3] = {kv[0], kv[0], NULL};
     int blk12[12] = {0};
     const int *toks12[3] = {blk[0], blk[1], blk12};
-    EXPECT(transformer_run_multi(tf, 3, kv, toks, T, badpos) == -1);     /* past sequence 0's 5 positions */
-    EXPECT(transformer_run_multi(tf, 3, twice, toks, T, pos) == -1);     /* one cache twice */
-    EXPECT(transformer_run_multi(tf, 3, kv, toks12, T9, pos) == -1);     /* 17 rows > max_block 16 */
+    EXPECT(transformer_run_multi(tf, 3, kv, toks, T, badpos, NULL) == -1);     /* past sequence 0's 5 positions */
+    EXPECT(transformer_run_multi(tf, 3, twice, toks, T, pos, NULL) == -1);     /* one cache twice */
+    EXPECT(transformer_run_multi(tf, 3, kv, toks12, T9, pos, NULL) == -1);     /* 17 rows > max_block 16 */
     EXPECT_EQ_INT(transformer_cached(tf), 3);                            /* kv[1] still in use, unchanged */
-    EXPECT(transformer_run_multi(tf, 3, kv, toks, T, pos) == 0);
+        int nbad[3] = {4, 0, 6}, nbig[3] = {4, 2, 6};
+    EXPECT(transformer_run_multi(tf, 3, kv, toks, T, pos, nbad) == -1);  /* no row kept */
+    EXPECT(transformer_run_multi(tf, 3, kv, toks, T, pos, nbig) == -1);  /* more rows kept than run */
+    EXPECT(transformer_run_multi(tf, 3, kv, toks, T, pos, NULL) == 0);
     const float *lg = transformer_logits(tf);
     int bad = memcmp(lg, want, sizeof(float) * 11 * V) != 0;
     for (int i = 0, r = 0; i < 3; r += T[i], i++) {
@@ -167,6 +170,34 @@ static void check_multi(const char *path, const char *isa, int threads) {
     for (int i = 0; i < 3; i++) {
         transformer_use_cache(tf, kv[i]);
         EXPECT_EQ_INT(transformer_cached(tf), pos[i] + T[i]);
+        bad += memcmp(transformer_forward(tf, &next_tok[i], 1, pos[i] + T[i], LOGITS_LAST), after + (size_t)i * V,
+                      sizeof(float) * V) != 0;
+    }
+    EXPECT_EQ_INT(bad, 0);
+    transformer_cache_free(tf, &kv[0]);
+    transformer_cache_free(tf, &kv[1]);
+    transformer_destroy(&tf);
+    /* only the last rows' logits kept (n_out): sequence 0's prefix runs in the same pass as its block
+     * (9 rows, its 4 last kept), sequence 1's block after its cached prefix (1 of 1), sequence 2's
+     * block (the last 2 of 6); the kept rows equal the separate runs' */
+    tf = transformer_new(be, c, model_weights(m), 16, err, sizeof err);
+    kv[0] = transformer_cache_new(tf, err, sizeof err), kv[1] = transformer_cache_new(tf, err, sizeof err);
+    transformer_use_cache(tf, kv[1]);
+    transformer_forward(tf, pre[1], npre[1], 0, LOGITS_LAST);
+    int s0[9], T2[3] = {9, 1, 6}, pos2[3] = {0, 3, 0}, keep[3] = {4, 1, 2};
+    memcpy(s0, pre[0], sizeof(int) * 5), memcpy(s0 + 5, blk[0], sizeof(int) * 4);
+    const int *toks2[3] = {s0, blk[1], blk[2]};
+    bad = transformer_run_multi(tf, 3, kv, toks2, T2, pos2, keep) != 0;
+    lg = transformer_logits(tf);
+    bad += memcmp(lg, want, sizeof(float) * 5 * V) != 0;                          /* rows 0-3, then 4 */
+    bad += memcmp(lg + (size_t)5 * V, want + (size_t)9 * V, sizeof(float) * 2 * V) != 0; /* rows 9-10 */
+    int nx2[2] = {blk[2][5], -1}, am2[2];
+    float nl2[2];
+    transformer_logits_stats_at(tf, 5, 2, nx2, am2, NULL, nl2);
+    bad += am2[0] != wargmax[9] || am2[1] != wargmax[10] || memcmp(nl2, wnll + 9, sizeof(float) * 2) != 0;
+    for (int i = 0; i < 3; i++) {
+        transformer_use_cache(tf, kv[i]);
+        bad += transformer_cached(tf) != pos2[i] + T2[i];
         bad += memcmp(transformer_forward(tf, &next_tok[i], 1, pos[i] + T[i], LOGITS_LAST), after + (size_t)i * V,
                       sizeof(float) * V) != 0;
     }
