@@ -23,8 +23,9 @@ typedef struct {
 /* serve_fn, serve_new_fn and serve_free_fn for a large_server_t context. */
 int large_server_handle(void *ctx, void *st, const proto_msg_t *req, proto_buf_t *out, char *err, int errlen);
 void *large_server_session_new(void *ctx, char *err, int errlen);
-/* serve_can_batch_fn and serve_batch_fn: blocks of draft tokens from
- * several sessions verified in one pass (transformer_run_multi), each reply
+/* serve_can_batch_fn and serve_batch_fn: blocks of draft tokens (and
+ * prompts before them) from several sessions verified in one pass
+ * (transformer_run_multi, logits only for the rows verified), each reply
  * what that session alone would get. */
 int large_server_can_batch(void *ctx, const proto_msg_t *req);
 void large_server_run_batch(void *ctx, int n, void *const *st, const proto_msg_t *const *req, proto_buf_t **out,

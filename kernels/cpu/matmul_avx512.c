@@ -514,9 +514,14 @@ static void silu_mul_avx512(float *a, const float *g, int n) {
  * consecutive outputs), so a block of tokens runs close to the FMA ports'
  * limit, and every output's sum is the same chain of FMAs over k whatever
  * NP and NT are: blocks equal single steps bit for bit.
- * NP x NT <= 24 accumulators: NP = 4 up to 6 tokens, 3 for 7 and 8; more
- * tokens go in groups of 8, each group over the same few panels in turn,
- * so that the later groups find the weights in L2.
+ * NP x NT <= 28 accumulators: NP = 4 up to 6 tokens, 3 for 7 and 8, 2 for
+ * 9 to PTALL (14). Each line of weights streamed from L3 feeds NT
+ * multiply-adds, so a pass of more than 8 tokens takes them in 2-panel
+ * tiles of up to 14 (the 32000 x 288 classifier from L3, one thread: 12
+ * tokens 1.77 -> 1.36 ms, 18 tokens 2.45 -> 1.93 ms against 3-panel tiles
+ * of 8; 1-panel tiles of up to 24 tokens ran at 65-70 GFMA/s even from L2,
+ * 2 x 16 spills). More tokens go in groups of PTALL, each group over the
+ * same 24 panels in turn, so that the later groups find them in L2.
  * Prefetch: a tile of 3 or more tokens consumes its panels' lines slowly
  * enough that the hardware prefetcher let memory and arithmetic take turns;
  * such tiles prefetch each line PPF_AHEAD bytes ahead in each of their
@@ -525,9 +530,10 @@ static void silu_mul_avx512(float *a, const float *g, int n) {
  * (4 KiB ahead: 48, 8 KiB: 45); a block of 8 at 2 threads from 1.26 to
  * 1.20 steps, and the large worker of 8 coordinators (bench/sessions.sh)
  * spent 2.8 s instead of 3.6 on the same requests. Prefetching the next
- * block's panels during the later groups (spread over all their tiles)
- * helped a 75 MB matrix more but a 6 MB one less, and gave nothing more
- * in the large worker. */
+ * block's panels into L2 during the later groups, or during every group
+ * (spread over all their tiles), helped some pass sizes and slowed others
+ * (a 36 MB matrix: 24 tokens 72 -> 78 GFMA/s, 12 and 20 tokens 60 -> 53),
+ * and gave nothing more in the large worker. */
 #define PTALL 14
 #define PNP(nt) ((nt) <= 6 ? 4 : (nt) <= 8 ? 3 : (nt) <= PTALL ? 2 : 1)
 #define PPF_MIN_T 3
