@@ -535,6 +535,9 @@ static void silu_mul_avx512(float *a, const float *g, int n) {
  * (a 36 MB matrix: 24 tokens 72 -> 78 GFMA/s, 12 and 20 tokens 60 -> 53),
  * and gave nothing more in the large worker. */
 #define PTALL 14
+#ifndef PBLK
+#define PBLK 24 /* panels a group of tokens takes in turn when there are several (12, 48, 96: no faster) */
+#endif
 #define PNP(nt) ((nt) <= 6 ? 4 : (nt) <= 8 ? 3 : (nt) <= PTALL ? 2 : 1)
 #define PPF_MIN_T 3
 #define PPF_AHEAD 2048
@@ -643,7 +646,7 @@ static inline __attribute__((always_inline)) void matmul_panels_dt(float *out, i
                                                                     int p1, int n, int accumulate) {
     const size_t pb = panel_bytes(wt, d);
     const int G = T <= 8 ? 8 : PTALL;
-    const int blk = T <= G ? p1 - p0 : 24;
+    const int blk = T <= G ? p1 - p0 : PBLK;
     for (int pa = p0; pa < p1; pa += blk) {
         const int pe = pa + blk < p1 ? pa + blk : p1;
         for (int t0 = 0; t0 < T; t0 += G) {
