@@ -40,16 +40,10 @@ EVALP=tests/data/prompts20.txt
 DV=tools/align/stories15M-aligned/draft_vocab.txt # the draft vocabulary (the same file at bc1fa2a and now)
 A=tools/align
 mkdir -p "$W"
-if [ -z "$INIT" ]; then
-    INIT=$W/init
-    mkdir -p "$INIT"
-    for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json draft_vocab.txt; do
-        git show "bc1fa2a:tools/align/stories15M-aligned/$f" >"$INIT/$f"
-    done
-fi
 TIMES="$W/times.txt"
 : >"$TIMES"
 . tools/align/stage.sh
+[ -n "$INIT" ] || { INIT=$W/init; shipped_model bc1fa2a "$INIT"; }
 round 1 7000 2207 7 2208
 round 2 10000 3301 8 2209
 round 3 10000 4401 9 2210

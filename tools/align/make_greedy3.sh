@@ -34,16 +34,10 @@ EVALP=tests/data/prompts20.txt
 DV=tools/align/stories15M-aligned/draft_vocab.txt
 A=tools/align
 mkdir -p "$W"
-if [ -z "$INIT" ]; then
-    INIT=$W/init
-    mkdir -p "$INIT"
-    for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json draft_vocab.txt; do
-        git show "5e71ad0:tools/align/stories15M-aligned/$f" >"$INIT/$f"
-    done
-fi
 TIMES="$W/times.txt"
 touch "$TIMES"
 . tools/align/stage.sh
+[ -n "$INIT" ] || { INIT=$W/init; shipped_model 5e71ad0 "$INIT"; }
 prompts 1 7000 2207 7
 prompts 2 10000 3301 8
 prompts 3 10000 4401 9

@@ -1,12 +1,20 @@
 # tools/align/stage.sh - sourced by the recipes (make_default.sh,
-# make_greedy.sh): stage NAME COMMAND... runs the command and appends
-# "NAME SECONDS" (its wall time) to the file $TIMES.
+# make_greedy.sh, make_greedy3.sh): stage NAME COMMAND... runs the command
+# and appends "NAME SECONDS" (its wall time) to the file $TIMES.
 stage() {
     name=$1
     shift
     t0=$(date +%s)
     "$@"
     echo "$name $(($(date +%s) - t0))" >>"$TIMES"
+}
+
+# shipped_model REV DIR: the default small model as committed at REV, into DIR
+shipped_model() {
+    mkdir -p "$2"
+    for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json draft_vocab.txt; do
+        git show "$1:tools/align/stories15M-aligned/$f" >"$2/$f"
+    done
 }
 
 # The greedy-text rounds of make_greedy.sh and make_greedy3.sh. They use the
