@@ -534,7 +534,13 @@ static void silu_mul_avx512(float *a, const float *g, int n) {
  * (spread over all their tiles), helped some pass sizes and slowed others
  * (a 36 MB matrix: 24 tokens 72 -> 78 GFMA/s, 12 and 20 tokens 60 -> 53),
  * and gave nothing more in the large worker. */
+#ifndef __SANITIZE_ADDRESS__
 #define PTALL 14
+#else /* GCC's AddressSanitizer keeps the 2 x 9-14 tiles' accumulators in memory and checks each access: tests
+       * that run such passes took 2-5x as long (past their time limit); 8 tokens at most keeps them in registers */
+#define PTALL 8
+#endif
+#define PACC 28 /* accumulators of the largest tile, 2 x 14 */
 #ifndef PBLK
 #define PBLK 24 /* panels a group of tokens takes in turn when there are several (12, 48, 96: no faster) */
 #endif
@@ -551,11 +557,12 @@ static inline __attribute__((always_inline)) __m512 pwload(const char *w, int k,
 static inline __attribute__((always_inline)) void ptile(float *out, int ldo, const float *x, int ldx, const char *w,
                                                          size_t pb, dtype_t wt, int d, const int NP, const int NT,
                                                          int nlast, int accumulate) {
-    __m512 a[4][PTALL];
+    __m512 a[PACC]; /* a[p * NT + t]: one flat array no larger than the tiles need (a sanitizer build keeps
+                     * a larger one in memory, checking every access) */
 #pragma GCC unroll 16
     for (int p = 0; p < NP; p++)
 #pragma GCC unroll 16
-        for (int t = 0; t < NT; t++) a[p][t] = _mm512_setzero_ps();
+        for (int t = 0; t < NT; t++) a[p * NT + t] = _mm512_setzero_ps();
     if (wt == DTYPE_BF16) {
         /* a pair of k in one line: bf16 bits shifted up (even k) or masked (odd k) are the f32 */
         const __m512i hi16 = _mm512_set1_epi32((int)0xffff0000u);
@@ -571,7 +578,7 @@ static inline __attribute__((always_inline)) void ptile(float *out, int ldo, con
             for (int t = 0; t < NT; t++) {
                 const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k]);
 #pragma GCC unroll 16
-                for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
+                for (int p = 0; p < NP; p++) a[p * NT + t] = _mm512_fmadd_ps(wv[p], b, a[p * NT + t]);
             }
             if (k + 1 == d) break;
 #pragma GCC unroll 16
@@ -581,7 +588,7 @@ static inline __attribute__((always_inline)) void ptile(float *out, int ldo, con
             for (int t = 0; t < NT; t++) {
                 const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k + 1]);
 #pragma GCC unroll 16
-                for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
+                for (int p = 0; p < NP; p++) a[p * NT + t] = _mm512_fmadd_ps(wv[p], b, a[p * NT + t]);
             }
         }
     } else {
@@ -597,7 +604,7 @@ static inline __attribute__((always_inline)) void ptile(float *out, int ldo, con
             for (int t = 0; t < NT; t++) {
                 const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k]);
 #pragma GCC unroll 16
-                for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
+                for (int p = 0; p < NP; p++) a[p * NT + t] = _mm512_fmadd_ps(wv[p], b, a[p * NT + t]);
             }
         }
     }
@@ -607,7 +614,7 @@ static inline __attribute__((always_inline)) void ptile(float *out, int ldo, con
 #pragma GCC unroll 16
         for (int t = 0; t < NT; t++) {
             float *o = out + (size_t)t * ldo + (size_t)p * PANEL;
-            __m512 v = a[p][t];
+            __m512 v = a[p * NT + t];
             if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), v);
             _mm512_mask_storeu_ps(o, m, v);
         }
