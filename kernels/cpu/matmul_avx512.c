@@ -544,7 +544,7 @@ static void silu_mul_avx512(float *a, const float *g, int n) {
 #ifndef PBLK
 #define PBLK 24 /* panels a group of tokens takes in turn when there are several (12, 48, 96: no faster) */
 #endif
-#define PNP(nt) ((nt) <= 6 ? 4 : (nt) <= 8 ? 3 : (nt) <= PTALL ? 2 : 1)
+#define PNP(nt) ((nt) <= 6 ? 4 : (nt) <= 8 ? 3 : 2)
 #define PPF_MIN_T 3
 #define PPF_AHEAD 2048
 
