@@ -1,7 +1,7 @@
 #!/bin/sh
 # test_slurm.sh - BiLD as a Slurm job (launch/slurm/) on a single-node
 # cluster that the test starts in a temporary folder (munged, slurmctld -D,
-# slurmd -D as root, ports from this shell's pid) and stops at the end, also
+# slurmd -D as root, ports below the ephemeral range) and stops at the end, also
 # on failure. Checks:
 #   - a job over tests/data/prompts20.txt gives the in-process run's text and
 #     tokens for every prompt, exit status 0, the workers stopped by SIGTERM;
@@ -19,7 +19,6 @@ done
 C=$tmp/cluster
 mkdir -p "$C/state" "$C/spool" && chmod 755 "$tmp" "$C"
 H=$(hostname -s)
-P=$((30000 + $$ % 15000 * 2))
 cleanup_cluster() {
     [ -f "$C/slurmd.pid" ] && kill "$(cat "$C/slurmd.pid")" 2>/dev/null
     [ -f "$C/slurmctld.pid" ] && kill "$(cat "$C/slurmctld.pid")" 2>/dev/null
@@ -32,6 +31,11 @@ trap cleanup_cluster EXIT INT TERM
 head -c 128 /dev/urandom >"$C/munge.key" && chmod 600 "$C/munge.key"
 munged -f --socket="$C/munge.sock" --key-file="$C/munge.key" --log-file="$C/munged.log" --pid-file="$C/munged.pid" \
     --seed-file="$C/munged.seed" || { echo "FAIL: munged did not start: $(cat "$C/munged.log" 2>/dev/null)"; exit 1; }
+# The cluster comes up on ports below the kernel's ephemeral range (so no
+# outgoing connection can hold them), a new pair on each of up to 4 tries.
+# Each try is bounded by wall time: a client such as sinfo takes about 9 s
+# to give up on a controller that is not there, so counting calls is no bound.
+write_conf() {
 cat >"$C/slurm.conf" <<EOF
 ClusterName=bildtest
 SlurmctldHost=$H(127.0.0.1)
@@ -62,20 +66,35 @@ KillWait=10
 NodeName=$H NodeAddr=127.0.0.1 CPUs=$(nproc) State=UNKNOWN
 PartitionName=debug Nodes=$H Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
+}
 export SLURM_CONF=$C/slurm.conf
-slurmctld -i -D >"$C/slurmctld.out" 2>&1 &
-pids="$pids $!"
-slurmd -D >"$C/slurmd.out" 2>&1 &
-pids="$pids $!"
-i=0
-until sinfo -h -o %T 2>/dev/null | grep -q idle; do
-    [ $i -lt 300 ] || { echo "FAIL: the test cluster did not come up: $(tail -n 3 "$C/slurmctld.log" "$C/slurmd.log" 2>&1)"; exit 1; }
-    sleep 0.1; i=$((i + 1))
+cluster_logs() { for f in slurmctld.log slurmctld.out slurmd.log slurmd.out; do echo "--- $f"; tail -n 5 "$C/$f" 2>/dev/null; done; }
+up=0
+for try in 1 2 3 4; do
+    P=$((20000 + ($$ + try * 1543) % 6000 * 2))
+    write_conf
+    slurmctld -i -D >"$C/slurmctld.out" 2>&1 &
+    ctld=$!
+    slurmd -D >"$C/slurmd.out" 2>&1 &
+    sd=$!
+    pids="$pids $ctld $sd"
+    end=$(($(date +%s) + 45))
+    while [ "$(date +%s)" -lt $end ] && kill -0 $ctld 2>/dev/null && kill -0 $sd 2>/dev/null; do
+        timeout 12 sinfo -h -o %T 2>/dev/null | grep -q idle && { up=1; break; }
+        sleep 0.2
+    done
+    [ $up = 1 ] && break
+    echo "note: try $try: the test cluster on ports $P-$((P + 1)) did not come up:"
+    cluster_logs | sed 's/^/    /'
+    kill $ctld $sd 2>/dev/null
+    wait $ctld $sd 2>/dev/null
+    rm -rf "$C/state" "$C/spool" && mkdir -p "$C/state" "$C/spool"
 done
+[ $up = 1 ] || { echo "FAIL: the test cluster did not come up in 4 tries (logs above)"; exit 1; }
 echo "ok   single-node cluster up ($H, slurmctld port $P, $(nproc) CPUs)"
 
-submit() { # submit ARGS...: prints "JOBID JOBDIR"
-    sh launch/slurm/submit.sh --bild "$BILD" --small "$SM" --large "$LG" --tokenizer "$TOK" --out "$tmp/jobs" \
+submit() { # submit ARGS...: prints "JOBID JOBDIR"; a job takes seconds, a stuck cluster must not hang the test
+    timeout 120 sh launch/slurm/submit.sh --bild "$BILD" --small "$SM" --large "$LG" --tokenizer "$TOK" --out "$tmp/jobs" \
         --sbatch --overcommit "$@"
 }
 
@@ -107,17 +126,17 @@ fi
 set -- $(submit --prompts "$DATA/prompts20.txt" -- -n 240 --max-small 1 --fallback 0.99 -q 2>"$tmp/submit.err")
 ID=${1:-} J=${2:-}
 [ -n "$J" ] || { fail "job 2: not submitted: $(cat "$tmp/submit.err")"; exit 1; }
-i=0
+end=$(($(date +%s) + 120))
 until [ -s "$J/results.jsonl" ]; do
-    [ $i -lt 1200 ] || { fail "job $ID: no result after 120 s: $(cat "$J/job.log")"; break; }
-    sleep 0.1; i=$((i + 1))
+    [ "$(date +%s)" -lt $end ] || { fail "job $ID: no result after 120 s: $(cat "$J/job.log")"; break; }
+    sleep 0.1
 done
 lines=$(wc -l <"$J/results.jsonl")
 scancel "$ID"
-i=0
-while squeue -h -j "$ID" 2>/dev/null | grep -q .; do
-    [ $i -lt 600 ] || { fail "job $ID still in the queue 60 s after scancel"; break; }
-    sleep 0.1; i=$((i + 1))
+end=$(($(date +%s) + 60))
+while timeout 12 squeue -h -j "$ID" 2>/dev/null | grep -q .; do
+    [ "$(date +%s)" -lt $end ] || { fail "job $ID still in the queue 60 s after scancel"; break; }
+    sleep 0.1
 done
 state=$(scontrol show job "$ID" 2>/dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
 left=$(pgrep -f -- "$J" | tr '\n' ' ')
