@@ -30,7 +30,7 @@ tmp=$(mktemp -d)
 pids=""
 cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM
-PORT=$((30000 + $$ % 20000))
+PORT=$((20000 + $$ % 6000 * 2))
 start() { # ROLE MODEL ENDPOINT NAME
     "$BILD" "$1" -m "$2" -z "$TOK" -b "$3" -j "$WJ" >/dev/null 2>"$tmp/$4.log" &
     pids="$pids $!"

@@ -157,7 +157,7 @@ expect "another protocol version refused" 5 "speaks protocol version 1, this coo
     || fail "keygen"
 [ "$(stat -c %a "$tmp/worker.key")" = 600 ] && echo "ok   keygen: the key pair file is mode 600" || fail "key file mode"
 expect "keygen refuses to overwrite" 3 "refusing to overwrite" -- keygen "$tmp/worker"
-PORT=$((21000 + $$ % 20000))
+PORT=$((21000 + $$ % 5000 * 2))
 start "$BILD" large-worker "$LG" "$TOK" "tcp://127.0.0.1:$PORT" "$tmp/c.log" --curve-key "$tmp/worker.key" \
     --curve-allow "$tmp/coord.pub" || exit 1
 timeout -k 1 30 "$BILD" generate --small-endpoint "ipc://$tmp/s.sock" --large-endpoint "tcp://127.0.0.1:$PORT" -z "$TOK" \

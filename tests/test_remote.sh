@@ -13,7 +13,7 @@
 set -u
 . tests/cli_lib.sh
 
-PORT=$((20000 + $$ % 20000))
+PORT=$((20000 + $$ % 6000 * 2))
 start_worker small-worker "$SM" "ipc://$tmp/small.sock" "$tmp/s.log" || exit 1
 start_worker large-worker "$LG" "ipc://$tmp/large.sock" "$tmp/l.log" || exit 1
 start_worker small-worker "$SM" "tcp://127.0.0.1:$PORT" "$tmp/s2.log" || exit 1

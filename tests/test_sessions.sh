@@ -26,7 +26,7 @@ set -u
 N=24
 P=tests/data/prompts20.txt
 NC=8
-PORT=$((20000 + $$ % 20000))
+PORT=$((20000 + $$ % 6000 * 2))
 "$BILD" generate -S "$SM" -L "$LG" --prompts "$P" -n $N -j 1 >"$tmp/ref.jsonl" 2>"$tmp/ref.err" \
     || { echo "FAIL: the in-process run: $(cat "$tmp/ref.err")"; exit 1; }
 

@@ -92,7 +92,7 @@ echo "ok   --requests with \"source\" and --prompts give the reference's greedy 
 # the same pair as two worker processes (ipc:// and tcp://): the reference's tokens and counters
 for ep in ipc tcp; do
     if [ $ep = ipc ]; then es=ipc://$tmp/s.sock el=ipc://$tmp/l.sock
-    else ps=$((20000 + $$ % 20000)); es=tcp://127.0.0.1:$ps el=tcp://127.0.0.1:$((ps + 1)); fi
+    else ps=$((20000 + $$ % 6000 * 2)); es=tcp://127.0.0.1:$ps el=tcp://127.0.0.1:$((ps + 1)); fi
     "$BILD" small-worker -m "$S" -z "$L/tokenizer.json" -b "$es" -j 1 >/dev/null 2>"$tmp/sw.log" &
     sw=$!
     "$BILD" large-worker -m "$L" -b "$el" -j 1 >/dev/null 2>"$tmp/lw.log" &
