@@ -21,11 +21,14 @@
 # loading excluded).
 #
 # usage: sh bench/sessions.sh [ROUNDS] [REQUESTS] [WORKER_THREADS]
-#        (defaults 3, 10, 1; env BILD, SMALL, LARGE, TOK, N (tokens, 64), CS ("1 2 4 8"))
+#        (defaults 3, 10, 1; env BILD, SMALL, LARGE, TOK, N (tokens, 64), CS ("1 2 4 8"),
+#        SJ and LJ: the small and the large worker's threads, each WORKER_THREADS unless given)
 set -u
 ROUNDS=${1:-3}
 R=${2:-10}
 WJ=${3:-1}
+SJ=${SJ:-$WJ}
+LJ=${LJ:-$WJ}
 BILD=${BILD:-build/bild}
 SMALL=${SMALL:-tools/align/stories15M-aligned}
 LARGE=${LARGE:-models/stories15M/stories15M.bin}
@@ -40,8 +43,8 @@ pids=""
 cleanup() { for p in $pids; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"; }
 trap cleanup EXIT INT TERM
 head -n "$R" tests/data/prompts20.txt >"$tmp/prompts.txt"
-start() { # ROLE MODEL NAME [ARGS]
-    "$BILD" "$1" -m "$2" -z "$TOK" -b "ipc://$tmp/$3.sock" -j "$WJ" --max-sessions 16 ${4:-} >/dev/null 2>"$tmp/$3.log" &
+start() { # ROLE MODEL NAME THREADS [ARGS]
+    "$BILD" "$1" -m "$2" -z "$TOK" -b "ipc://$tmp/$3.sock" -j "$4" --max-sessions 16 ${5:-} >/dev/null 2>"$tmp/$3.log" &
     pids="$pids $!"
     i=0
     until grep -q "listening on" "$tmp/$3.log" 2>/dev/null; do
@@ -49,10 +52,10 @@ start() { # ROLE MODEL NAME [ARGS]
         sleep 0.1
     done
 }
-start small-worker "$SMALL" small_b
-start large-worker "$LARGE" large_b
-start small-worker "$SMALL" small_n
-start large-worker "$LARGE" large_n --no-batch
+start small-worker "$SMALL" small_b "$SJ"
+start large-worker "$LARGE" large_b "$LJ"
+start small-worker "$SMALL" small_n "$SJ"
+start large-worker "$LARGE" large_n "$LJ" --no-batch
 now() { date +%s.%N; }
 for r in $(seq "$ROUNDS"); do
     for c in $CS; do
@@ -60,7 +63,7 @@ for r in $(seq "$ROUNDS"); do
             /usr/bin/python3 -c 'import json, sys
 for i, l in enumerate(sys.stdin): print(json.dumps({"id": i, "prompt": l.split(" ", 1)[1].rstrip("\n")}))' >"$tmp/req.$c"
         "$BILD" generate -S "$SMALL" -L "$LARGE" -z "$TOK" --exact --requests "$tmp/req.$c" --parallel "$c" -n "$N" \
-            -j $((2 * WJ)) >"$tmp/out.i.$r.$c.1" 2>"$tmp/err.i.$r.$c" || { echo "in process failed: $(cat "$tmp/err.i.$r.$c")" >&2; exit 1; }
+            -j $((SJ + LJ)) >"$tmp/out.i.$r.$c.1" 2>"$tmp/err.i.$r.$c" || { echo "in process failed: $(cat "$tmp/err.i.$r.$c")" >&2; exit 1; }
         sv=$(sed -n 's/.*served [0-9]* requests (0 failed) in \([0-9.]*\) s.*/\1/p' "$tmp/err.i.$r.$c")
         echo "i $r $c 0 $sv" >>"$tmp/walls"
         for m in b n; do
@@ -77,9 +80,9 @@ for i, l in enumerate(sys.stdin): print(json.dumps({"id": i, "prompt": l.split("
         done
     done
 done
-/usr/bin/python3 - "$tmp" "$R" "$N" "$ROUNDS" "$CS" "$("$BILD" run -m "$LARGE" -p x -n 1 -t 0 2>&1 >/dev/null | grep -o 'cpu/[a-z0-9]*' | head -n 1)" "$WJ" <<'PY'
+/usr/bin/python3 - "$tmp" "$R" "$N" "$ROUNDS" "$CS" "$("$BILD" run -m "$LARGE" -p x -n 1 -t 0 2>&1 >/dev/null | grep -o 'cpu/[a-z0-9]*' | head -n 1)" "$SJ" "$LJ" <<'PY'
 import glob, json, math, statistics as st, sys
-d, R, N, rounds, cs, isa, wj = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), [int(x) for x in sys.argv[5].split()], sys.argv[6], sys.argv[7]
+d, R, N, rounds, cs, isa, sj, lj = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), [int(x) for x in sys.argv[5].split()], sys.argv[6], int(sys.argv[7]), int(sys.argv[8])
 walls = {}
 for line in open(d + "/walls"):
     m, r, c, a, b = line.split()
@@ -105,10 +108,10 @@ for l in open("/proc/cpuinfo"):
     if l.startswith("model name"):
         cpu = l.split(":", 1)[1].strip()
         break
-print("one small + one large worker (%s, %s thread(s) each; %s), C coordinators at once, each %d requests x %d tokens,"
-      " greedy BiLD --exact; medians of %d rounds" % (isa, wj, cpu, R, N, rounds))
+print("one small + one large worker (%s, %d and %d thread(s); %s), C coordinators at once, each %d requests x %d tokens,"
+      " greedy BiLD --exact; medians of %d rounds" % (isa, sj, lj, cpu, R, N, rounds))
 for m, title in (("b", "batched verification (the default)"), ("n", "--no-batch (one pass per block)"),
-                 ("i", "no worker processes: bild generate -S -L --parallel C, %d threads" % (2 * int(wj)))):
+                 ("i", "no worker processes: bild generate -S -L --parallel C, %d threads" % (sj + lj))):
     print("\n" + title)
     print("%4s %15s %8s %17s %8s %14s %8s" % ("C", "aggregate tok/s", "vs C=1", "latency median s", "vs C=1", "latency p90 s", "vs C=1"))
     a1, m1, p1 = rows[(m, cs[0])][0], rows[(m, cs[0])][1], rows[(m, cs[0])][2]

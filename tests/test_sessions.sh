@@ -192,6 +192,7 @@ evict_case() { # evict_case NAME PATTERN WORKER-ARGS...: request 2's error must 
     exec 3>&-
     wait $apid
     kill $ws $wl 2>/dev/null
+    wait $ws $wl 2>/dev/null # gone before the next case binds the same paths
 }
 evict_case "--max-sessions 1" "was evicted: least recently used" --max-sessions 1
 evict_case "--session-idle 1" "was evicted: idle for 1 s" --session-idle 1
