@@ -218,6 +218,12 @@ int cmd_run(int argc, char **argv) {
                 st.n_prompt, st.prompt_s * 1e3, st.prompt_s > 0 ? st.n_prompt / st.prompt_s : 0, st.n_gen,
                 st.n_steps, st.decode_s * 1e3, st.decode_s > 0 ? st.n_steps / st.decode_s : 0,
                 stop_reason_name(st.stop));
+    long long sc_steps, sc_full, sc_cands;
+    transformer_screen_stats(tf, &sc_steps, &sc_full, &sc_cands);
+    if (!quiet && sc_steps)
+        fprintf(stderr, "bild: greedy argmax from a bf16 copy of the classifier, checked exactly: %lld steps, "
+                        "%.1f candidate rows a step, %lld left to the full classifier (BILD_SCREEN=0: off)\n",
+                sc_steps, (double)sc_cands / (sc_steps - sc_full > 0 ? sc_steps - sc_full : 1), sc_full);
     rc = EXIT_OK;
 done:
     sink_free(&sink);

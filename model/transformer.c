@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "kernels/check.h"
+#include "kernels/half.h"
 
 struct transformer {
     backend_t *be;
@@ -73,7 +74,21 @@ struct transformer {
     tensor_t head_w;    /* (head_k, dim) in the weights' dtype */
     float *head_rows;   /* (max_block, head_k) host copy of the head logits */
     float *logits_full; /* (max_block, vocab) logits widened to the vocabulary, -inf outside the head */
+    /* Exact greedy decoding through a bf16 screen of the classifier (see
+     * screen_argmax): a LOGITS_LAST pass leaves its classifier pending
+     * (cls_pending, its input in xb row 0) until someone reads the logits;
+     * an argmax alone is answered from the screen. */
+    int scr_on;        /* built and self-checked (transformer_new) */
+    int cls_pending;   /* the last row's f32 classifier has not run yet */
+    int scr_fma;       /* the backend's products: one FMA chain per output (1), or multiply then add (0) */
+    tensor_t scr_w;    /* (vocab, dim) the classifier in bf16, in the backend's layout */
+    float *scr_norm;   /* (vocab) each classifier row's Euclidean norm, rounded up */
+    double scr_c;      /* the bound's relative constant (screen_build) */
+    int *scr_cand;     /* (SCR_MAX_CAND) candidate rows of one step */
+    long long scr_steps, scr_full, scr_cands; /* argmaxes screened, answered by the full classifier, candidates */
 };
+
+static int screen_build(transformer_t *tf);
 
 /* A KV cache of its own (transformer_cache_new). */
 struct kv_cache {
@@ -229,6 +244,7 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
     be->from_host(be, tf->rope_cs, 0, cs, (int64_t)c->seq_len * c->head_dim);
     free(cs);
     if (be->device != DEVICE_CPU && !(tf->logits_host = malloc(sizeof(float) * (size_t)(B * V)))) goto oom;
+    if (screen_build(tf)) goto oom;
     return tf;
 oom:
     snprintf(err, errlen, "out of memory allocating activations and KV cache");
@@ -254,9 +270,164 @@ void transformer_destroy(transformer_t **ptf) {
     free(tf->logits_host);
     be->free(be, &tf->head_w);
     free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
+    be->free(be, &tf->scr_w);
+    free(tf->scr_norm), free(tf->scr_cand);
     free(tf);
     *ptf = NULL;
 }
+
+/* ---- Exact greedy decoding through a bf16 screen of the classifier ----
+ *
+ * A decoding step that wants only the argmax of its logits (greedy
+ * decoding: bild run, generate --mode large) reads the classifier, most of
+ * a small model's weights (stories15M: 9.2M of its 15.2M parameters), for
+ * one number. The screen reads a bf16 copy instead (half the bytes) and
+ * still returns exactly the argmax of the f32 logits the full classifier
+ * would give, bit for bit the same token:
+ *
+ * F_r, the f32 logit of row r, is the backend's chain over k of w_rk x_k
+ * (one rounding per FMA; two per step where it multiplies then adds), so
+ * |F_r - sum_k w_rk x_k| <= g S_r with g = gamma_n = n u / (1 - n u),
+ * u = 2^-24, n = d (FMA) or 2d, and S_r = sum_k |w_rk x_k|. The screen's
+ * A_r is the same chain over the bf16 weights b_rk, |b_rk - w_rk| <=
+ * 2^-8 |w_rk| (round to nearest), so |A_r - F_r| <= (2^-8 + g (2 + 2^-8))
+ * S_r, and S_r <= ||w_r|| ||x|| (Cauchy-Schwarz). With m_r that bound
+ * (inflated for its own rounding, plus a tiny absolute term for
+ * underflow), every row with A_r + m_r < L = max_j (A_j - m_j) has F_r <
+ * F_j* for the j* attaining L, so it is not the argmax, ties included. The
+ * remaining candidates (a handful) get their exact F_r from the f32 rows by
+ * the backend's own chain, and the lowest id with the largest F_r wins, as
+ * in row_stats. transformer_new checks the chain against the backend's
+ * matmul bit for bit on a few rows before it turns the screen on; a step
+ * with a non-finite value or more than SCR_MAX_CAND candidates runs the
+ * full classifier instead. BILD_SCREEN=0 turns it off. */
+#define SCR_MAX_CAND 256
+
+/* F_r: row r of the f32 classifier times x, in the backend's order */
+static float exact_logit(const transformer_t *tf, int r, const float *x) {
+    const int d = tf->cfg.dim;
+    const float *w = (const float *)tf->wcls_host + (size_t)r * d;
+    float a = 0.0f;
+    if (tf->scr_fma)
+        for (int k = 0; k < d; k++) a = fmaf(w[k], x[k], a);
+    else
+        for (int k = 0; k < d; k++) {
+            volatile float p = w[k] * x[k]; /* rounded on its own, as the scalar kernel's product */
+            a = a + p;
+        }
+    return a;
+}
+
+/* The argmax of the pending row's logits (xb row 0) into *out: 0, or -1
+ * where the screen cannot decide (the caller runs the full classifier);
+ * tf->logits then holds the screen's values, and the row stays pending. */
+static int screen_argmax(transformer_t *tf, int *out) {
+    backend_t *be = tf->be;
+    const int d = tf->cfg.dim, V = tf->cfg.vocab_size;
+    matmul_job_t job = {tf->scr_w, tf->logits, 0, V};
+    be->matmul(be, tf->xb, 1, d, &job, 1, 0);
+    const float *a = tf->logits.data, *x = tf->xb.data;
+    double nx = 0, xm = 0;
+    for (int k = 0; k < d; k++) nx += (double)x[k] * x[k], xm = fabs(x[k]) > xm ? fabs(x[k]) : xm;
+    tf->scr_steps++;
+    if (!isfinite(nx)) return tf->scr_full++, -1;
+    /* m_r = s ||w_r|| + e: the double arithmetic's own error (relative, ~V 2^-53) is inside the 1e-9 */
+    const double s = tf->scr_c * sqrt(nx) * (1 + 1e-9), e = 2.0 * d * (xm * 0x1p-133 + 0x1p-149);
+    double L = -INFINITY;
+    for (int r = 0; r < V; r++) {
+        if (!isfinite(a[r])) return tf->scr_full++, -1;
+        double lo = (double)a[r] - (s * tf->scr_norm[r] + e);
+        L = lo > L ? lo : L;
+    }
+    int nc = 0;
+    for (int r = 0; r < V; r++)
+        if ((double)a[r] + (s * tf->scr_norm[r] + e) >= L) {
+            if (nc == SCR_MAX_CAND) return tf->scr_full++, -1;
+            tf->scr_cand[nc++] = r;
+        }
+    tf->scr_cands += nc;
+    int best = -1;
+    float bf = 0;
+    for (int i = 0; i < nc; i++) { /* ascending ids: a later one wins only if strictly larger */
+        float f = exact_logit(tf, tf->scr_cand[i], x);
+        if (isnan(f)) return tf->scr_full++, -1;
+        if (best < 0 || f > bf) best = tf->scr_cand[i], bf = f;
+    }
+    *out = best;
+    return 0;
+}
+
+/* Runs the pending classifier (f32, all of it) into the logits */
+static void cls_materialize(transformer_t *tf) {
+    if (!tf->cls_pending) return;
+    tf->cls_pending = 0;
+    matmul_job_t cls = {tf->wcls, tf->logits, 0, tf->cfg.vocab_size};
+    tf->be->matmul(tf->be, tf->xb, 1, tf->cfg.dim, &cls, 1, 0);
+}
+
+/* Builds the screen where it applies (CPU backend, f32 classifier in
+ * panels, not BILD_SCREEN=0) and turns it on if the exact chain matches
+ * the backend's matmul on sample rows; otherwise leaves it off. 0, or -1
+ * out of memory. */
+static int screen_build(transformer_t *tf) {
+    backend_t *be = tf->be;
+    const int d = tf->cfg.dim, V = tf->cfg.vocab_size;
+    const char *env = getenv("BILD_SCREEN");
+    if ((env && strcmp(env, "0") == 0) || be->device != DEVICE_CPU || tf->dummy || !tf->wcls_host ||
+        tf->wcls.dtype != DTYPE_F32 || !tf->wcls.packed || !be->pack)
+        return 0;
+    const float *w = tf->wcls_host;
+    uint16_t *b = malloc(sizeof(uint16_t) * (size_t)V * d);
+    tf->scr_norm = malloc(sizeof(float) * (size_t)V);
+    tf->scr_cand = malloc(sizeof(int) * SCR_MAX_CAND);
+    if (!b || !tf->scr_norm || !tf->scr_cand) return free(b), -1;
+    for (int r = 0; r < V; r++) {
+        double n2 = 0;
+        for (int k = 0; k < d; k++) {
+            float v = w[(size_t)r * d + k];
+            uint16_t h = f32_to_bf16(v);
+            if (!isfinite(v) || !isfinite(bf16_to_f32(h))) return free(b), 0; /* the bound needs finite weights */
+            b[(size_t)r * d + k] = h, n2 += (double)v * v;
+        }
+        tf->scr_norm[r] = nextafterf((float)(sqrt(n2) * (1 + 1e-9)), INFINITY); /* rounded up */
+    }
+    tensor_t t = be->wrap_host(be, b, DTYPE_BF16, (int64_t)V * d);
+    int pr = backend_pack(be, &t, V, d, 0);
+    free(b); /* packed: a copy of its own */
+    if (pr < 0) return -1;
+    if (pr == 0) return 0;
+    tf->scr_w = t;
+    tf->scr_fma = strcmp(be->isa, "scalar") != 0;
+    const double u = 0x1p-24, n = tf->scr_fma ? d : 2.0 * d, g = n * u / (1 - n * u);
+    tf->scr_c = (0x1p-8 + g * (2 + 0x1p-8)) * (1 + 1e-6);
+    /* the check: a sample input through the backend's f32 classifier and through exact_logit */
+    float *x = tf->xb.data;
+    for (int k = 0; k < d; k++) x[k] = (float)sin(0.7 * k + 0.3) * (1.0f + (k % 7) * 0.25f);
+    matmul_job_t cls = {tf->wcls, tf->logits, 0, V};
+    be->matmul(be, tf->xb, 1, d, &cls, 1, 0);
+    const float *f = tf->logits.data;
+    int ok = 1;
+    for (int i = 0; i < 64 && ok; i++) {
+        int r = (int)((long long)i * (V - 1) / 63);
+        float e = exact_logit(tf, r, x);
+        ok = memcmp(&e, &f[r], sizeof e) == 0;
+    }
+    int full = 0;
+    if (ok) {
+        be->row_stats(be, tf->logits, 0, 1, V, NULL, &full, NULL, NULL);
+        int got = -1;
+        ok = screen_argmax(tf, &got) == 0 && got == full;
+    }
+    tf->scr_steps = tf->scr_full = tf->scr_cands = 0;
+    if (!ok) return be->free(be, &tf->scr_w), 0;
+    tf->scr_on = 1;
+    return 0;
+}
+
+void transformer_screen_stats(const transformer_t *tf, long long *steps, long long *full, long long *cands) {
+    *steps = tf->scr_steps, *full = tf->scr_full, *cands = tf->scr_cands;
+}
+int transformer_screening(const transformer_t *tf) { return tf->scr_on; }
 
 /* One block of T <= max_block tokens at pos; want_logits: 0 none, 1 last row, 2 all rows. */
 static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, int want_logits) {
@@ -296,6 +467,10 @@ static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, 
         xl.data = (float *)xl.data + (size_t)first * d, xl.ne -= (int64_t)first * d;
     }
     be->rmsnorm(be, xbl, xl, tf->rms_final, n, d, c->norm_eps);
+    if (want_logits == 1 && tf->scr_on && !tf->head_k) { /* until someone reads the logits */
+        tf->cls_pending = 1;
+        return;
+    }
     matmul_job_t cls = {tf->head_k ? tf->head_w : tf->wcls, tf->logits, 0, tf->head_k ? tf->head_k : c->vocab_size};
     be->matmul(be, xbl, n, d, &cls, 1, 0);
 }
@@ -307,6 +482,7 @@ int transformer_run(transformer_t *tf, const int *tokens, int T, int pos, logits
     for (int t = 0; t < T; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size) return -1;
     tf->cached = pos; /* rollback: positions >= pos are overwritten */
+    tf->cls_pending = 0;
     for (int done = 0; done < T;) {
         int n = T - done < tf->max_block ? T - done : tf->max_block;
         int last = done + n == T;
@@ -323,6 +499,7 @@ int transformer_run(transformer_t *tf, const int *tokens, int T, int pos, logits
 }
 
 const float *transformer_logits(transformer_t *tf) {
+    cls_materialize(tf);
     if (tf->head_k) { /* widen the head's rows to the vocabulary: -inf (probability 0) elsewhere */
         int K = tf->head_k, V = tf->cfg.vocab_size;
         tf->be->to_host(tf->be, tf->head_rows, tf->logits, 0, (int64_t)tf->logits_rows * K);
@@ -425,6 +602,7 @@ int transformer_run_multi(transformer_t *tf, int n, kv_cache_t *const *kv, const
         }
         for (int r = 0; r < tf->max_block; r++) tf->row_ids[r] = r;
     }
+    tf->cls_pending = 0; /* its logits are overwritten */
     int K = 0;
     for (int i = 0, r = 0; i < n; r += T[i], i++) {
         memcpy(tf->multi_tokens + r, tokens[i], sizeof(int) * (size_t)T[i]);
@@ -448,6 +626,10 @@ void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, in
 void transformer_logits_stats_at(transformer_t *tf, int row0, int n_rows, const int *next, int *argmax, float *max_p,
                                  float *nll) {
     CHECK(row0 >= 0 && n_rows >= 1 && row0 + n_rows <= tf->max_block);
+    if (tf->cls_pending) { /* a greedy step's argmax alone: from the screen where it decides */
+        if (argmax && !max_p && !nll && row0 == 0 && n_rows == 1 && screen_argmax(tf, argmax) == 0) return;
+        cls_materialize(tf);
+    }
     if (!tf->head_k) {
         tf->be->row_stats(tf->be, tf->logits, (int64_t)row0 * tf->cfg.vocab_size, n_rows, tf->cfg.vocab_size, next,
                           argmax, max_p, nll);
@@ -474,6 +656,7 @@ static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(c
 int transformer_set_head(transformer_t *tf, const int *ids, int k, char *err, size_t errlen) {
     backend_t *be = tf->be;
     int V = tf->cfg.vocab_size, d = tf->cfg.dim;
+    cls_materialize(tf); /* a pending row belongs to the classifier it ran with */
     be->free(be, &tf->head_w);
     free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
     tf->head_ids = tf->head_inv = NULL, tf->head_rows = tf->logits_full = NULL, tf->head_k = 0;

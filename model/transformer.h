@@ -55,6 +55,18 @@ const float *transformer_logits(transformer_t *tf);
 void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, int *argmax, float *max_p,
                               float *nll);
 
+/* Greedy decoding's shortcut (see transformer.c, screen_argmax): on the
+ * CPU, with an f32 classifier, a LOGITS_LAST run leaves the classifier
+ * until its logits are read, and transformer_logits_stats asking only for
+ * the argmax of that row gets it from a bf16 copy of the classifier plus an
+ * exact check of the few rows within the copy's error bound: the same
+ * token as the full classifier, reading half its bytes. transformer_screening
+ * says whether it is on (BILD_SCREEN=0 turns it off); the stats count the
+ * argmaxes screened, those the screen left to the full classifier, and the
+ * candidate rows checked exactly. */
+int transformer_screening(const transformer_t *tf);
+void transformer_screen_stats(const transformer_t *tf, long long *steps, long long *full, long long *cands);
+
 /* KV caches of their own, one per sequence (a worker's sessions): the
  * transformer's weights and activations are shared, and each sequence keeps
  * its positions in its own cache. transformer_use_cache(tf, kv) makes kv the
