@@ -750,13 +750,16 @@ static int forced_pass(transformer_t *tf, const int *ids, int w, int *next, int 
     return 0;
 }
 
-/* Seconds per greedy decoding step over `steps` steps from BOS. */
+/* Seconds per greedy decoding step over `steps` steps from BOS, each with
+ * the max probability as BiLD's small model needs it (so the full
+ * classifier: an argmax alone would come from its bf16 screen). */
 static double time_steps(transformer_t *tf, int bos, int steps) {
     int tok = bos;
+    float mp;
     double t0 = now_s();
     for (int p = 0; p < steps; p++) {
         if (transformer_run(tf, &tok, 1, p, LOGITS_LAST)) return -1;
-        transformer_logits_stats(tf, 1, NULL, &tok, NULL, NULL);
+        transformer_logits_stats(tf, 1, NULL, &tok, &mp, NULL);
     }
     return (now_s() - t0) / steps;
 }

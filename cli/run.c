@@ -163,6 +163,7 @@ int cmd_run(int argc, char **argv) {
         fprintf(stderr, "bild run: out of memory\n");
         goto done;
     }
+    if (sampler_is_greedy(smp)) transformer_prepare_greedy(tf); /* the classifier's screen, with the loading */
     if (!quiet) {
         char where[256], pages[160];
         cli_pages_desc(&L, device, pages, sizeof pages);

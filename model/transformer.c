@@ -78,7 +78,8 @@ struct transformer {
      * screen_argmax): a LOGITS_LAST pass leaves its classifier pending
      * (cls_pending, its input in xb row 0) until someone reads the logits;
      * an argmax alone is answered from the screen. */
-    int scr_on;        /* built and self-checked (transformer_new) */
+    int scr_able;      /* the screen applies here (screen_able); built on the first argmax asked for */
+    int scr_on;        /* built and self-checked (screen_build) */
     int cls_pending;   /* the last row's f32 classifier has not run yet */
     int scr_fma;       /* the backend's products: one FMA chain per output (1), or multiply then add (0) */
     tensor_t scr_w;    /* (vocab, dim) the classifier in bf16, in the backend's layout */
@@ -88,7 +89,7 @@ struct transformer {
     long long scr_steps, scr_full, scr_cands; /* argmaxes screened, answered by the full classifier, candidates */
 };
 
-static int screen_build(transformer_t *tf);
+static int screen_able(const transformer_t *tf);
 
 /* A KV cache of its own (transformer_cache_new). */
 struct kv_cache {
@@ -244,7 +245,7 @@ transformer_t *transformer_new(backend_t *be, const model_config_t *cfg, const m
     be->from_host(be, tf->rope_cs, 0, cs, (int64_t)c->seq_len * c->head_dim);
     free(cs);
     if (be->device != DEVICE_CPU && !(tf->logits_host = malloc(sizeof(float) * (size_t)(B * V)))) goto oom;
-    if (screen_build(tf)) goto oom;
+    tf->scr_able = screen_able(tf);
     return tf;
 oom:
     snprintf(err, errlen, "out of memory allocating activations and KV cache");
@@ -365,48 +366,61 @@ static void cls_materialize(transformer_t *tf) {
     tf->be->matmul(tf->be, tf->xb, 1, tf->cfg.dim, &cls, 1, 0);
 }
 
-/* Builds the screen where it applies (CPU backend, f32 classifier in
- * panels, not BILD_SCREEN=0) and turns it on if the exact chain matches
- * the backend's matmul on sample rows; otherwise leaves it off. 0, or -1
- * out of memory. */
-static int screen_build(transformer_t *tf) {
+/* Whether the screen applies: the CPU backend, an f32 classifier in its
+ * panels, not BILD_SCREEN=0 */
+static int screen_able(const transformer_t *tf) {
+    const char *env = getenv("BILD_SCREEN");
+    return !(env && strcmp(env, "0") == 0) && tf->be->device == DEVICE_CPU && !tf->dummy && tf->wcls_host &&
+           tf->wcls.dtype == DTYPE_F32 && tf->wcls.packed && tf->be->pack;
+}
+
+/* Builds the screen on the first argmax asked for (so a model that never
+ * decodes greedily pays no memory for it: half its classifier's) and turns
+ * it on if the exact chain matches the backend's matmul on sample rows;
+ * otherwise, or without the memory, leaves it off for good. The pending
+ * row's input (xb row 0) is kept. */
+static void screen_build(transformer_t *tf) {
     backend_t *be = tf->be;
     const int d = tf->cfg.dim, V = tf->cfg.vocab_size;
-    const char *env = getenv("BILD_SCREEN");
-    if ((env && strcmp(env, "0") == 0) || be->device != DEVICE_CPU || tf->dummy || !tf->wcls_host ||
-        tf->wcls.dtype != DTYPE_F32 || !tf->wcls.packed || !be->pack)
-        return 0;
+    tf->scr_able = 0; /* one try */
     const float *w = tf->wcls_host;
     uint16_t *b = malloc(sizeof(uint16_t) * (size_t)V * d);
+    float *keep = malloc(sizeof(float) * (size_t)d);
     tf->scr_norm = malloc(sizeof(float) * (size_t)V);
     tf->scr_cand = malloc(sizeof(int) * SCR_MAX_CAND);
-    if (!b || !tf->scr_norm || !tf->scr_cand) return free(b), -1;
-    for (int r = 0; r < V; r++) {
+    int ok = b && keep && tf->scr_norm && tf->scr_cand;
+    for (int r = 0; r < V && ok; r++) {
         double n2 = 0;
-        for (int k = 0; k < d; k++) {
+        for (int k = 0; k < d && ok; k++) {
             float v = w[(size_t)r * d + k];
             uint16_t h = f32_to_bf16(v);
-            if (!isfinite(v) || !isfinite(bf16_to_f32(h))) return free(b), 0; /* the bound needs finite weights */
+            ok = isfinite(v) && isfinite(bf16_to_f32(h)); /* the bound needs finite weights */
             b[(size_t)r * d + k] = h, n2 += (double)v * v;
         }
         tf->scr_norm[r] = nextafterf((float)(sqrt(n2) * (1 + 1e-9)), INFINITY); /* rounded up */
     }
-    tensor_t t = be->wrap_host(be, b, DTYPE_BF16, (int64_t)V * d);
-    int pr = backend_pack(be, &t, V, d, 0);
-    free(b); /* packed: a copy of its own */
-    if (pr < 0) return -1;
-    if (pr == 0) return 0;
-    tf->scr_w = t;
+    if (ok) {
+        tensor_t t = be->wrap_host(be, b, DTYPE_BF16, (int64_t)V * d);
+        ok = backend_pack(be, &t, V, d, 0) == 1; /* packed: a copy of its own */
+        if (ok) tf->scr_w = t;
+    }
+    free(b);
+    if (!ok) {
+        free(keep), free(tf->scr_norm), free(tf->scr_cand);
+        tf->scr_norm = NULL, tf->scr_cand = NULL;
+        return;
+    }
     tf->scr_fma = strcmp(be->isa, "scalar") != 0;
     const double u = 0x1p-24, n = tf->scr_fma ? d : 2.0 * d, g = n * u / (1 - n * u);
     tf->scr_c = (0x1p-8 + g * (2 + 0x1p-8)) * (1 + 1e-6);
     /* the check: a sample input through the backend's f32 classifier and through exact_logit */
     float *x = tf->xb.data;
+    memcpy(keep, x, sizeof(float) * (size_t)d);
     for (int k = 0; k < d; k++) x[k] = (float)sin(0.7 * k + 0.3) * (1.0f + (k % 7) * 0.25f);
     matmul_job_t cls = {tf->wcls, tf->logits, 0, V};
     be->matmul(be, tf->xb, 1, d, &cls, 1, 0);
     const float *f = tf->logits.data;
-    int ok = 1;
+    ok = 1;
     for (int i = 0; i < 64 && ok; i++) {
         int r = (int)((long long)i * (V - 1) / 63);
         float e = exact_logit(tf, r, x);
@@ -418,10 +432,15 @@ static int screen_build(transformer_t *tf) {
         int got = -1;
         ok = screen_argmax(tf, &got) == 0 && got == full;
     }
+    memcpy(x, keep, sizeof(float) * (size_t)d);
+    free(keep);
     tf->scr_steps = tf->scr_full = tf->scr_cands = 0;
-    if (!ok) return be->free(be, &tf->scr_w), 0;
+    if (!ok) return be->free(be, &tf->scr_w);
     tf->scr_on = 1;
-    return 0;
+}
+
+void transformer_prepare_greedy(transformer_t *tf) {
+    if (tf->scr_able) screen_build(tf);
 }
 
 void transformer_screen_stats(const transformer_t *tf, long long *steps, long long *full, long long *cands) {
@@ -467,7 +486,7 @@ static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, 
         xl.data = (float *)xl.data + (size_t)first * d, xl.ne -= (int64_t)first * d;
     }
     be->rmsnorm(be, xbl, xl, tf->rms_final, n, d, c->norm_eps);
-    if (want_logits == 1 && tf->scr_on && !tf->head_k) { /* until someone reads the logits */
+    if (want_logits == 1 && (tf->scr_on || tf->scr_able) && !tf->head_k) { /* until someone reads the logits */
         tf->cls_pending = 1;
         return;
     }
@@ -627,7 +646,10 @@ void transformer_logits_stats_at(transformer_t *tf, int row0, int n_rows, const 
                                  float *nll) {
     CHECK(row0 >= 0 && n_rows >= 1 && row0 + n_rows <= tf->max_block);
     if (tf->cls_pending) { /* a greedy step's argmax alone: from the screen where it decides */
-        if (argmax && !max_p && !nll && row0 == 0 && n_rows == 1 && screen_argmax(tf, argmax) == 0) return;
+        if (argmax && !max_p && !nll && row0 == 0 && n_rows == 1) {
+            if (tf->scr_able) screen_build(tf);
+            if (tf->scr_on && screen_argmax(tf, argmax) == 0) return;
+        }
         cls_materialize(tf);
     }
     if (!tf->head_k) {
