@@ -4,7 +4,8 @@
 # 32000, seq 1024: 110M parameters, 436 MB f32), so the comparison means the
 # same on a machine with a 300 MB L3 as on one with 32 MiB.
 #
-# Runs, interleaved round by round, `bild run` and llama2.c's run.c (built by
+# Runs, interleaved round by round, `bild run` (as it comes, and with its
+# classifier screen off: BILD_SCREEN=0) and llama2.c's run.c (built by
 # ../shared/peers/build.sh) on it, 1 and 2 threads, and prints their median
 # decode tokens/s, the ratio, and bild's fraction of the DRAM floor (weight
 # bytes / the read bandwidth of a 1 GiB buffer in the pages bild holds the
@@ -67,6 +68,9 @@ for r in $(seq "$ROUNDS"); do
         v=$("$BILD" run -m "$CK" -z "$TOK" -p "$P" -n "$N" -t 0 -j "$T" --json 2>/dev/null |
             /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["decode_tok_per_s"])')
         printf 'bild run\t%s\t%s\n' "$T" "$v" >>"$out"
+        v=$(BILD_SCREEN=0 "$BILD" run -m "$CK" -z "$TOK" -p "$P" -n "$N" -t 0 -j "$T" --json 2>/dev/null |
+            /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["decode_tok_per_s"])')
+        printf 'bild run, no screen\t%s\t%s\n' "$T" "$v" >>"$out"
         if [ $have_peer -eq 1 ]; then
             v=$(OMP_NUM_THREADS=$T "$PEERS/llama2c-run" "$CK" -z "$TOK" -t 0 -n "$((N + 8))" -i "$P" 2>&1 |
                 grep -oE 'achieved tok/s: [0-9.]+' | awk '{print $3}')
@@ -84,17 +88,20 @@ for l in open(sys.argv[1]):
     if v: d[(k, int(t))].append(float(v))
 size = int(sys.argv[2]) - 28 - 2 * 1024 * 32 * 4  # weights read per step: the file less header and the legacy RoPE tables
 bw = [float(x) for x in sys.argv[3].split()] if sys.argv[3].strip() else []
-print("random stories110M-shaped checkpoint, %.0f MB of f32 weights read per step; median decode tokens/s:" % (size / 1e6))
+screened = size - 32000 * 768 * 2  # bild run's greedy step: the shared classifier through its bf16 screen (half its bytes)
+print("random stories110M-shaped checkpoint, %.0f MB of f32 weights read per step (%.0f MB by bild run's greedy step: the\n"
+      "classifier's bf16 screen; BILD_SCREEN=0 reads them all); median decode tokens/s:" % (size / 1e6, screened / 1e6))
 for T in (1, 2):
-    b = st.median(d[("bild run", T)]) if d[("bild run", T)] else float("nan")
-    line = "  %d thread%s: bild %7.1f" % (T, "s" if T > 1 else "", b)
-    if d[("llama2.c run.c", T)]:
-        p = st.median(d[("llama2.c run.c", T)])
-        line += "   llama2.c %7.1f   bild / llama2.c %.2f" % (p, b / p)
-    if len(bw) == 2:
-        floor = bw[T - 1] * 1e9 / size
-        line += "   DRAM floor %.1f tok/s (%.1f GB/s): bild at %.2f of it" % (floor, bw[T - 1], b / floor)
-    print(line)
+    for k, nbytes in (("bild run", screened), ("bild run, no screen", size)):
+        b = st.median(d[(k, T)]) if d[(k, T)] else float("nan")
+        line = "  %d thread%s: %-19s %7.1f" % (T, "s" if T > 1 else " ", k, b)
+        if d[("llama2.c run.c", T)]:
+            p = st.median(d[("llama2.c run.c", T)])
+            line += "   llama2.c %7.1f   bild / llama2.c %.2f" % (p, b / p)
+        if len(bw) == 2:
+            floor = bw[T - 1] * 1e9 / nbytes
+            line += "   DRAM floor %.1f tok/s (%.0f MB at %.1f GB/s): bild at %.2f of it" % (floor, nbytes / 1e6, bw[T - 1], b / floor)
+        print(line)
 PY
 echo
 echo "bench/decode on it:"

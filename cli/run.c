@@ -50,6 +50,12 @@ static const char *RUN_HELP =
     "  -q, --quiet             no statistics on stderr\n"
     "  -h, --help              this help\n"
     "\n"
+    "Greedy decoding (-t 0) on the CPU takes each step's argmax from a bf16 copy of\n"
+    "an f32 classifier, checking exactly every row within the copy's error bound:\n"
+    "the same tokens as the full classifier, half its bytes read (docs/engine.md).\n"
+    "Environment: BILD_SCREEN=0 turns that off; BILD_ISA=avx2|scalar forces an\n"
+    "instruction set; BILD_HUGEPAGES=0 keeps the weights in ordinary pages.\n"
+    "\n"
     "exit status: 0 ok, 1 runtime failure (including a device that cannot be used),\n"
     "2 bad command line, 3 unreadable or invalid input file, 4 prompt longer than\n"
     "the model's context.\n";
