@@ -332,17 +332,25 @@ static int screen_argmax(transformer_t *tf, int *out) {
     for (int k = 0; k < d; k++) nx += (double)x[k] * x[k], xm = fabs(x[k]) > xm ? fabs(x[k]) : xm;
     tf->scr_steps++;
     if (!isfinite(nx)) return tf->scr_full++, -1;
-    /* m_r = s ||w_r|| + e: the double arithmetic's own error (relative, ~V 2^-53) is inside the 1e-9 */
+    /* m_r = s ||w_r|| + e (s's double arithmetic: relative error ~d 2^-53, inside the 1e-9). The passes over
+     * the vocabulary run in float, where they vectorise: M_r = fl(sf N_r) >= s N_r (sf is s raised by 2^-20,
+     * more than its own and the product's rounding), each float sum or difference is off by at most 2^-24 of
+     * |A_r| + M_r, and the slack D = 2^-21 (max |A| + max M) + 2e covers two such errors and e twice: a row
+     * is dropped only if fl(A_r + M_r) < L - D, with L = max fl(A_j - M_j), which implies A_r + m_r < A_j - m_j. */
     const double s = tf->scr_c * sqrt(nx) * (1 + 1e-9), e = 2.0 * d * (xm * 0x1p-133 + 0x1p-149);
-    double L = -INFINITY;
+    const float sf = (float)(s * (1 + 0x1p-20)), *nr = tf->scr_norm;
+    float L = -INFINITY, amax = 0, mmax = 0, bad = 0;
     for (int r = 0; r < V; r++) {
-        if (!isfinite(a[r])) return tf->scr_full++, -1;
-        double lo = (double)a[r] - (s * tf->scr_norm[r] + e);
-        L = lo > L ? lo : L;
+        const float m = sf * nr[r], lo = a[r] - m, aa = fabsf(a[r]);
+        bad += a[r] - a[r]; /* NaN if any A_r is infinite or NaN */
+        L = lo > L ? lo : L, amax = aa > amax ? aa : amax, mmax = m > mmax ? m : mmax;
     }
+    if (bad != 0 || !isfinite(L) || !isfinite(amax + mmax)) return tf->scr_full++, -1;
+    const double D = 0x1p-21 * ((double)amax + mmax) + 2 * e;
+    const float th = nextafterf((float)((double)L - D), -INFINITY); /* rounded down */
     int nc = 0;
     for (int r = 0; r < V; r++)
-        if ((double)a[r] + (s * tf->scr_norm[r] + e) >= L) {
+        if (a[r] + sf * nr[r] >= th) {
             if (nc == SCR_MAX_CAND) return tf->scr_full++, -1;
             tf->scr_cand[nc++] = r;
         }
