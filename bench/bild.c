@@ -255,6 +255,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench/bild: %s: %s\n", lp, err);
         return 1;
     }
+    /* greedy: the large model alone takes its argmaxes through the classifier's bf16 screen, as bild run does
+     * (its fastest way; BILD_SCREEN=0 for the full classifier); BiLD's prompt passes too */
+    transformer_prepare_greedy(tfl);
     for (int k = 0; k < ns; k++) {
         if (model_config(sm[k].m)->vocab_size != model_config(ml)->vocab_size) {
             fprintf(stderr, "bench/bild: %s: vocabulary of %d tokens, the large model has %d\n", sm[k].path,
@@ -322,6 +325,15 @@ int main(int argc, char **argv) {
         }
         tL[T] = median(tl, 31);
     }
+    /* the large model alone's step: T = 1 and the argmax alone, through the classifier's screen */
+    for (int r = 0; r < 31; r++) {
+        double t0 = now_s();
+        transformer_run(tfl, toks + 64, 1, 64, LOGITS_LAST);
+        int am;
+        transformer_logits_stats(tfl, 1, NULL, &am, NULL, NULL);
+        tl[r] = now_s() - t0;
+    }
+    const double tG = median(tl, 31);
     /* c once more, robust to the machine's drift: small steps and large
      * T = 1 passes alternating, the best of 101 each (the medians above
      * feed the cost model, which wants typical times) */
@@ -379,7 +391,7 @@ int main(int argc, char **argv) {
             const policy_stats_t *s = policy_stats(p);
             if (c == 0) {
                 memcpy(large_out[i], out, sizeof(int) * (size_t)(large_n[i] = n));
-                alone_model_s += n * tL[1];
+                alone_model_s += n * tG;
                 for (int j = 0; j < ns; j++) {
                     int am[256];
                     float mp[256];
@@ -391,8 +403,8 @@ int main(int argc, char **argv) {
             q->time_s += tm.total_s, q->n += n, q->small += s->small_tokens, q->fallbacks += s->fallbacks;
             q->rollbacks += s->rollbacks, q->NL += s->large_passes, q->NS += s->small_passes;
             q->Lpos += s->large_positions, q->Spos += s->small_positions;
-            for (int T = 1; T <= BILD_MAX_DRAFT; T++) /* measured cost of each pass length */
-                q->model_L += s->large_pass_len[T] * (T <= 24 ? tL[T] : a + b * T);
+            for (int T = 1; T <= BILD_MAX_DRAFT; T++) /* measured cost of each pass length (alone: greedy steps) */
+                q->model_L += s->large_pass_len[T] * (c == 0 && T == 1 ? tG : T <= 24 ? tL[T] : a + b * T);
             q->model_S += s->small_passes * sm[k].t_small;
             q->large_s += tm.large_s, q->small_s += tm.small_s;
             q->exact += n == large_n[i] && !memcmp(out, large_out[i], sizeof(int) * (size_t)n);
@@ -407,6 +419,8 @@ int main(int argc, char **argv) {
     printf("\ncosts: large pass over T tokens (ms):");
     for (int T = 1; T <= 16; T *= 2) printf("  T=%d %.3f", T, tL[T] * 1e3);
     printf("\n  fit a + b T over T <= 24 (used beyond): a = %.3f ms, b = %.3f ms\n", a * 1e3, b * 1e3);
+    printf("  the large model alone's greedy step (T = 1, the argmax through the classifier's screen): %.3f ms\n",
+           tG * 1e3);
     double base = cf[0].time_s;
     FILE *tsv = tsv_path ? fopen(tsv_path, "w") : NULL;
     if (tsv_path && !tsv) fprintf(stderr, "bench/bild: cannot write %s\n", tsv_path);

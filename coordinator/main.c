@@ -1081,6 +1081,8 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
     }
+    /* the large model alone, greedy: its argmaxes through the classifier's screen (built here, with the loading) */
+    if (tfl && mode == POLICY_LARGE && temperature == 0) transformer_prepare_greedy(tfl);
     if ((tfs && !(g.dr = drafter_new(tfs, smp_s, temperature, eos, bos))) ||
         (tfl && !(g.vf = verifier_new(tfl, smp_l, temperature)))) {
         fprintf(stderr, "bild %s: out of memory\n", cmd);

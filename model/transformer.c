@@ -78,7 +78,7 @@ struct transformer {
      * screen_argmax): a LOGITS_LAST pass leaves its classifier pending
      * (cls_pending, its input in xb row 0) until someone reads the logits;
      * an argmax alone is answered from the screen. */
-    int scr_able;      /* the screen applies here (screen_able); built on the first argmax asked for */
+    int scr_able;      /* the screen applies here (screen_able); built by transformer_prepare_greedy */
     int scr_on;        /* built and self-checked (screen_build) */
     int cls_pending;   /* the last row's f32 classifier has not run yet */
     int scr_fma;       /* the backend's products: one FMA chain per output (1), or multiply then add (0) */
@@ -382,11 +382,11 @@ static int screen_able(const transformer_t *tf) {
            tf->wcls.dtype == DTYPE_F32 && tf->wcls.packed && tf->be->pack;
 }
 
-/* Builds the screen on the first argmax asked for (so a model that never
- * decodes greedily pays no memory for it: half its classifier's) and turns
+/* Builds the screen (transformer_prepare_greedy: a model that does not
+ * decode greedily pays no memory for it, half its classifier's) and turns
  * it on if the exact chain matches the backend's matmul on sample rows;
- * otherwise, or without the memory, leaves it off for good. The pending
- * row's input (xb row 0) is kept. */
+ * otherwise, or without the memory, leaves it off for good. xb row 0 is
+ * kept. */
 static void screen_build(transformer_t *tf) {
     backend_t *be = tf->be;
     const int d = tf->cfg.dim, V = tf->cfg.vocab_size;
@@ -494,7 +494,7 @@ static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, 
         xl.data = (float *)xl.data + (size_t)first * d, xl.ne -= (int64_t)first * d;
     }
     be->rmsnorm(be, xbl, xl, tf->rms_final, n, d, c->norm_eps);
-    if (want_logits == 1 && (tf->scr_on || tf->scr_able) && !tf->head_k) { /* until someone reads the logits */
+    if (want_logits == 1 && tf->scr_on && !tf->head_k) { /* until someone reads the logits */
         tf->cls_pending = 1;
         return;
     }
@@ -653,10 +653,12 @@ void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, in
 void transformer_logits_stats_at(transformer_t *tf, int row0, int n_rows, const int *next, int *argmax, float *max_p,
                                  float *nll) {
     CHECK(row0 >= 0 && n_rows >= 1 && row0 + n_rows <= tf->max_block);
-    if (tf->cls_pending) { /* a greedy step's argmax alone: from the screen where it decides */
-        if (argmax && !max_p && !nll && row0 == 0 && n_rows == 1) {
-            if (tf->scr_able) screen_build(tf);
-            if (tf->scr_on && screen_argmax(tf, argmax) == 0) return;
+    if (tf->cls_pending) { /* a greedy step's argmax alone (-log p of no next token is 0): from the screen */
+        if (argmax && !max_p && (!nll || !next || next[0] < 0) && row0 == 0 && n_rows == 1) {
+            if (screen_argmax(tf, argmax) == 0) {
+                if (nll) nll[0] = 0.0f;
+                return;
+            }
         }
         cls_materialize(tf);
     }
