@@ -66,6 +66,15 @@ typedef struct {
     int plane_rows;
     int bonus;
     unsigned long long rng;
+    /* Greedy decisions that need the large model's argmax alone (set by the
+     * policy for speculative decoding and for BiLD with a rollback
+     * threshold below ln 2, where a draft token is rolled back exactly when
+     * it differs from the argmax): nll may then hold a lower bound, ln 2
+     * where the argmax differs from the next token (its probability is at
+     * most 1/2) and 0 elsewhere, and the argmaxes may come through the
+     * classifier's screen (where it is on: BILD_SCREEN=0 gives the full
+     * statistics). In process only: never sent to a worker. */
+    int argmax_only;
 } verify_req_t;
 
 typedef struct {

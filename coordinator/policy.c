@@ -141,6 +141,17 @@ static int append_large(policy_t *p, int tok) {
     return 0;
 }
 
+/* Whether a verification's decisions need the large model's argmax alone
+ * (verify_req_t.argmax_only): greedy speculative decoding (a draft token
+ * stays exactly when it is the argmax), and greedy BiLD outside the
+ * faithful loop with alpha_rb below ln 2 (a rollback needs the argmax to
+ * differ, and then -log p of the draft token is at least ln 2; 0.69 keeps
+ * clear of float rounding at ln 2). */
+static int argmax_only(const policy_t *p) {
+    return !p->pp.sampling && (p->pp.mode == POLICY_SPEC || (p->pp.mode == POLICY_BILD && !p->pp.faithful &&
+                                                             p->pp.alpha_rb < 0.69f));
+}
+
 policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq) {
     switch (p->state) {
     case ST_PROMPT:
@@ -167,7 +178,7 @@ policy_act_t policy_next(policy_t *p, draft_req_t *dreq, verify_req_t *vreq) {
         if (p->vstop >= 0) p->seq[p->len] = p->vstop, n++; /* the proposed stop token is checked too */
         /* positions before L_pos that the large model has not cached run in the same pass */
         *vreq = (verify_req_t){.pos = pos, .tokens = p->seq + pos, .T = p->L_pos - pos + n, .n_out = n,
-                               .want_probs = p->pp.sampling};
+                               .want_probs = p->pp.sampling, .argmax_only = argmax_only(p)};
         if (p->pp.sampling && p->pp.accept_remote) /* the large worker decides, with our random stream */
             vreq->accept_here = 1, vreq->plane_rows = p->dprobs_rows, vreq->rng = p->rng,
             vreq->bonus = !(p->vstop >= 0 || p->final_check);

@@ -3,6 +3,7 @@
  * for the last position alone). */
 #include "large_worker/verifier.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,12 @@ void verifier_finish(verifier_t *v, const verify_req_t *req, int row0, verify_re
     const float *logits = v->smp || req->want_probs ? transformer_logits(v->tf) + (size_t)row0 * V : NULL;
     int next[BILD_MAX_DRAFT];
     for (int j = 0; j < n; j++) next[j] = j + 1 < n ? req->tokens[pre + j + 1] : -1;
-    transformer_logits_stats_at(v->tf, row0, n, next, res->argmax, NULL, res->nll);
+    /* the argmaxes alone, through the classifier's screen; nll a lower bound (verify_req_t) */
+    if (req->argmax_only && !logits && transformer_screening(v->tf)) {
+        transformer_logits_stats_at(v->tf, row0, n, NULL, res->argmax, NULL, NULL);
+        for (int j = 0; j < n; j++) res->nll[j] = next[j] >= 0 && res->argmax[j] != next[j] ? (float)M_LN2 : 0.0f;
+    } else
+        transformer_logits_stats_at(v->tf, row0, n, next, res->argmax, NULL, res->nll);
     for (int j = 0; j < n; j++)
         res->sampled[j] = v->smp ? sampler_sample(v->smp, logits + (size_t)j * V) : res->argmax[j];
     res->probs = NULL;

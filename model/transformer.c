@@ -28,6 +28,9 @@
 
 #include "kernels/check.h"
 #include "kernels/half.h"
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 struct transformer {
     backend_t *be;
@@ -80,7 +83,7 @@ struct transformer {
      * an argmax alone is answered from the screen. */
     int scr_able;      /* the screen applies here (screen_able); built by transformer_prepare_greedy */
     int scr_on;        /* built and self-checked (screen_build) */
-    int cls_pending;   /* the last row's f32 classifier has not run yet */
+    int cls_pending;   /* rows of the last run whose f32 classifier has not run yet (their input: xb rows 0..) */
     int scr_fma;       /* the backend's products: one FMA chain per output (1), or multiply then add (0) */
     tensor_t scr_w;    /* (vocab, dim) the classifier in bf16, in the backend's layout */
     float *scr_norm;   /* (vocab) each classifier row's Euclidean norm, rounded up */
@@ -319,59 +322,91 @@ static float exact_logit(const transformer_t *tf, int r, const float *x) {
     return a;
 }
 
-/* The argmax of the pending row's logits (xb row 0) into *out: 0, or -1
- * where the screen cannot decide (the caller runs the full classifier);
- * tf->logits then holds the screen's values, and the row stays pending. */
-static int screen_argmax(transformer_t *tf, int *out) {
+/* The argmaxes of the n pending rows (xb rows 0..n-1) into out: 0, or -1
+ * where the screen cannot decide one of them (the caller runs the full
+ * classifier); tf->logits then holds the screen's values, and the rows
+ * stay pending. */
+static int screen_argmax(transformer_t *tf, int n, int *out) {
     backend_t *be = tf->be;
     const int d = tf->cfg.dim, V = tf->cfg.vocab_size;
     matmul_job_t job = {tf->scr_w, tf->logits, 0, V};
-    be->matmul(be, tf->xb, 1, d, &job, 1, 0);
-    const float *a = tf->logits.data, *x = tf->xb.data;
-    double nx = 0, xm = 0;
-    for (int k = 0; k < d; k++) nx += (double)x[k] * x[k], xm = fabs(x[k]) > xm ? fabs(x[k]) : xm;
-    tf->scr_steps++;
-    if (!isfinite(nx)) return tf->scr_full++, -1;
-    /* m_r = s ||w_r|| + e (s's double arithmetic: relative error ~d 2^-53, inside the 1e-9). The passes over
-     * the vocabulary run in float, where they vectorise: M_r = fl(sf N_r) >= s N_r (sf is s raised by 2^-20,
-     * more than its own and the product's rounding), each float sum or difference is off by at most 2^-24 of
-     * |A_r| + M_r, and the slack D = 2^-21 (max |A| + max M) + 2e covers two such errors and e twice: a row
-     * is dropped only if fl(A_r + M_r) < L - D, with L = max fl(A_j - M_j), which implies A_r + m_r < A_j - m_j. */
-    const double s = tf->scr_c * sqrt(nx) * (1 + 1e-9), e = 2.0 * d * (xm * 0x1p-133 + 0x1p-149);
-    const float sf = (float)(s * (1 + 0x1p-20)), *nr = tf->scr_norm;
-    float L = -INFINITY, amax = 0, mmax = 0, bad = 0;
-    for (int r = 0; r < V; r++) {
-        const float m = sf * nr[r], lo = a[r] - m, aa = fabsf(a[r]);
-        bad += a[r] - a[r]; /* NaN if any A_r is infinite or NaN */
-        L = lo > L ? lo : L, amax = aa > amax ? aa : amax, mmax = m > mmax ? m : mmax;
-    }
-    if (bad != 0 || !isfinite(L) || !isfinite(amax + mmax)) return tf->scr_full++, -1;
-    const double D = 0x1p-21 * ((double)amax + mmax) + 2 * e;
-    const float th = nextafterf((float)((double)L - D), -INFINITY); /* rounded down */
-    int nc = 0;
-    for (int r = 0; r < V; r++)
-        if (a[r] + sf * nr[r] >= th) {
-            if (nc == SCR_MAX_CAND) return tf->scr_full++, -1;
-            tf->scr_cand[nc++] = r;
+    be->matmul(be, tf->xb, n, d, &job, 1, 0);
+    for (int t = 0; t < n; t++) {
+        const float *a = (const float *)tf->logits.data + (size_t)t * V, *x = (const float *)tf->xb.data + (size_t)t * d;
+        double nx = 0, xm = 0;
+        for (int k = 0; k < d; k++) nx += (double)x[k] * x[k], xm = fabs(x[k]) > xm ? fabs(x[k]) : xm;
+        tf->scr_steps++;
+        if (!isfinite(nx)) return tf->scr_full++, -1;
+        /* m_r = s ||w_r|| + e (s's double arithmetic: relative error ~d 2^-53, inside the 1e-9). The passes over
+         * the vocabulary run in float, where they vectorise: M_r = fl(sf N_r) >= s N_r (sf is s raised by 2^-20,
+         * more than its own and the product's rounding), each float sum or difference is off by at most 2^-24 of
+         * |A_r| + M_r, and the slack D = 2^-21 (max |A| + max M) + 2e covers two such errors and e twice: a row
+         * is dropped only if fl(A_r + M_r) < L - D, with L = max fl(A_j - M_j), which implies A_r + m_r < A_j - m_j. */
+        const double s = tf->scr_c * sqrt(nx) * (1 + 1e-9), e = 2.0 * d * (xm * 0x1p-133 + 0x1p-149);
+        const float sf = (float)(s * (1 + 0x1p-20)), *nr = tf->scr_norm;
+        float L = -INFINITY, amax = 0, mmax = 0, bad = 0;
+        int r0 = 0;
+#ifdef __SSE2__ /* 4 rows at a time, the same float operations per row; maxps passes a NaN in its second operand on */
+        __m128 Lv = _mm_set1_ps(-INFINITY), av_max = _mm_setzero_ps(), mv_max = av_max, badv = av_max;
+        const __m128 sfv = _mm_set1_ps(sf), sign = _mm_set1_ps(-0.0f);
+        for (; r0 + 4 <= V; r0 += 4) {
+            const __m128 av = _mm_loadu_ps(a + r0), m = _mm_mul_ps(sfv, _mm_loadu_ps(nr + r0));
+            Lv = _mm_max_ps(Lv, _mm_sub_ps(av, m)), av_max = _mm_max_ps(av_max, _mm_andnot_ps(sign, av));
+            mv_max = _mm_max_ps(mv_max, m), badv = _mm_add_ps(badv, _mm_sub_ps(av, av));
         }
-    tf->scr_cands += nc;
-    int best = -1;
-    float bf = 0;
-    for (int i = 0; i < nc; i++) { /* ascending ids: a later one wins only if strictly larger */
-        float f = exact_logit(tf, tf->scr_cand[i], x);
-        if (isnan(f)) return tf->scr_full++, -1;
-        if (best < 0 || f > bf) best = tf->scr_cand[i], bf = f;
+        float l4[4], a4[4], m4[4], b4[4];
+        _mm_storeu_ps(l4, Lv), _mm_storeu_ps(a4, av_max), _mm_storeu_ps(m4, mv_max), _mm_storeu_ps(b4, badv);
+        for (int i = 0; i < 4; i++) {
+            L = l4[i] > L || l4[i] != l4[i] ? l4[i] : L, amax = a4[i] > amax ? a4[i] : amax;
+            mmax = m4[i] > mmax ? m4[i] : mmax, bad += b4[i];
+        }
+#endif
+        for (int r = r0; r < V; r++) {
+            const float m = sf * nr[r], lo = a[r] - m, aa = fabsf(a[r]);
+            bad += a[r] - a[r]; /* NaN if any A_r is infinite or NaN */
+            L = lo > L ? lo : L, amax = aa > amax ? aa : amax, mmax = m > mmax ? m : mmax;
+        }
+        if (bad != 0 || !isfinite(L) || !isfinite(amax + mmax)) return tf->scr_full++, -1;
+        const double D = 0x1p-21 * ((double)amax + mmax) + 2 * e;
+        const float th = nextafterf((float)((double)L - D), -INFINITY); /* rounded down */
+        int nc = 0;
+        r0 = 0;
+#ifdef __SSE2__
+        const __m128 thv = _mm_set1_ps(th);
+        for (; r0 + 4 <= V; r0 += 4) {
+            int k = _mm_movemask_ps(_mm_cmpge_ps(_mm_add_ps(_mm_loadu_ps(a + r0), _mm_mul_ps(sfv, _mm_loadu_ps(nr + r0))), thv));
+            for (int i = 0; k; i++, k >>= 1)
+                if (k & 1) {
+                    if (nc == SCR_MAX_CAND) return tf->scr_full++, -1;
+                    tf->scr_cand[nc++] = r0 + i;
+                }
+        }
+#endif
+        for (int r = r0; r < V; r++)
+            if (a[r] + sf * nr[r] >= th) {
+                if (nc == SCR_MAX_CAND) return tf->scr_full++, -1;
+                tf->scr_cand[nc++] = r;
+            }
+        tf->scr_cands += nc;
+        int best = -1;
+        float bf = 0;
+        for (int i = 0; i < nc; i++) { /* ascending ids: a later one wins only if strictly larger */
+            float f = exact_logit(tf, tf->scr_cand[i], x);
+            if (isnan(f)) return tf->scr_full++, -1;
+            if (best < 0 || f > bf) best = tf->scr_cand[i], bf = f;
+        }
+        out[t] = best;
     }
-    *out = best;
     return 0;
 }
 
-/* Runs the pending classifier (f32, all of it) into the logits */
+/* Runs the pending rows' classifier (f32, all of it) into the logits */
 static void cls_materialize(transformer_t *tf) {
-    if (!tf->cls_pending) return;
+    int n = tf->cls_pending;
+    if (!n) return;
     tf->cls_pending = 0;
     matmul_job_t cls = {tf->wcls, tf->logits, 0, tf->cfg.vocab_size};
-    tf->be->matmul(tf->be, tf->xb, 1, tf->cfg.dim, &cls, 1, 0);
+    tf->be->matmul(tf->be, tf->xb, n, tf->cfg.dim, &cls, 1, 0);
 }
 
 /* Whether the screen applies: the CPU backend, an f32 classifier in its
@@ -438,7 +473,7 @@ static void screen_build(transformer_t *tf) {
     if (ok) {
         be->row_stats(be, tf->logits, 0, 1, V, NULL, &full, NULL, NULL);
         int got = -1;
-        ok = screen_argmax(tf, &got) == 0 && got == full;
+        ok = screen_argmax(tf, 1, &got) == 0 && got == full;
     }
     memcpy(x, keep, sizeof(float) * (size_t)d);
     free(keep);
@@ -494,8 +529,8 @@ static void forward_block(transformer_t *tf, const int *tokens, int T, int pos, 
         xl.data = (float *)xl.data + (size_t)first * d, xl.ne -= (int64_t)first * d;
     }
     be->rmsnorm(be, xbl, xl, tf->rms_final, n, d, c->norm_eps);
-    if (want_logits == 1 && tf->scr_on && !tf->head_k) { /* until someone reads the logits */
-        tf->cls_pending = 1;
+    if (tf->scr_on && !tf->head_k) { /* until someone reads the logits */
+        tf->cls_pending = n;
         return;
     }
     matmul_job_t cls = {tf->head_k ? tf->head_w : tf->wcls, tf->logits, 0, tf->head_k ? tf->head_k : c->vocab_size};
@@ -653,12 +688,13 @@ void transformer_logits_stats(transformer_t *tf, int n_rows, const int *next, in
 void transformer_logits_stats_at(transformer_t *tf, int row0, int n_rows, const int *next, int *argmax, float *max_p,
                                  float *nll) {
     CHECK(row0 >= 0 && n_rows >= 1 && row0 + n_rows <= tf->max_block);
-    if (tf->cls_pending) { /* a greedy step's argmax alone (-log p of no next token is 0): from the screen */
-        if (argmax && !max_p && (!nll || !next || next[0] < 0) && row0 == 0 && n_rows == 1) {
-            if (screen_argmax(tf, argmax) == 0) {
-                if (nll) nll[0] = 0.0f;
-                return;
-            }
+    if (tf->cls_pending) { /* argmaxes alone (-log p of no next token is 0): from the screen */
+        int none = 1;
+        for (int t = 0; next && nll && t < n_rows; t++) none &= next[t] < 0;
+        if (argmax && !max_p && (!nll || none) && row0 == 0 && n_rows == tf->cls_pending &&
+            screen_argmax(tf, n_rows, argmax) == 0) {
+            for (int t = 0; nll && t < n_rows; t++) nll[t] = 0.0f;
+            return;
         }
         cls_materialize(tf);
     }

@@ -146,5 +146,23 @@ expect "draft vocab: no ids" 3 "no token ids" -- generate -S "$SM" -L "$LG" -p x
 expect "draft vocab: not a number" 3 "line 1: expected token ids" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/junk.txt"
 expect "draft vocab: missing file" 3 "cannot open" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/none.txt"
 expect "draft-top beyond the file" 3 "ranks 2 ids" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/two.txt" --draft-top 5
+# the large model's classifier screen (greedy: argmaxes through a bf16 copy, checked exactly) changes no token
+# and no count: --exact, default BiLD, speculative decoding and the large model alone, against BILD_SCREEN=0
+for m in "--exact" "--fallback 0.6 --rollback 5" "--mode spec --gamma 4" "--mode large"; do
+    # shellcheck disable=SC2086
+    "$BILD" generate -S "$A" -L "$LG" -z "$TOK" $m --prompts "$DATA/prompts20.txt" -n 40 -q >"$tmp/sc1" 2>"$tmp/sce" &&
+        BILD_SCREEN=0 "$BILD" generate -S "$A" -L "$LG" -z "$TOK" $m --prompts "$DATA/prompts20.txt" -n 40 -q \
+            >"$tmp/sc0" 2>>"$tmp/sce" || fail "screen $m: $(cat "$tmp/sce")"
+    /usr/bin/python3 - "$tmp/sc1" "$tmp/sc0" <<'PY2' && echo "ok   $m: the same tokens and counts with the classifier screen as without" || fail "screen $m: results differ"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 20, (len(a), len(b))
+timing = ("small_s", "large_s", "other_s", "total_s", "tok_per_s", "cost_ratio", "predicted_speedup")
+for x, y in zip(a, b):
+    assert x["tokens"] == y["tokens"], (x["text"], y["text"])
+    assert {k: v for k, v in x["stats"].items() if k not in timing} == {k: v for k, v in y["stats"].items() if k not in timing}
+PY2
+done
 echo "test_generate_cli: $fails failed"
 [ $fails -eq 0 ]

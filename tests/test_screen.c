@@ -15,7 +15,8 @@
  * it) equals the lowest-id argmax of the reference's logits; the logits
  * transformer_logits then gives (the full classifier, run late) equal the
  * reference's bit for bit; and a step asking for the max probability too
- * gets the reference's bits. Also: the screen is on for f32 weights on the
+ * gets the reference's bits; every fifth step a block of 5 tokens (all
+ * rows, as a verification pass) gets each row's argmax the same way. Also: the screen is on for f32 weights on the
  * CPU and off with BILD_SCREEN=0; it decided every step itself (none left
  * to the full classifier); on the edited model it checked more than one
  * candidate row per step on average and the tie went to the lower id. */
@@ -95,7 +96,7 @@ static void check(const char *ckpt, const char *isa, int threads, int walk, int 
     EXPECT_EQ_INT(transformer_screening(tf), 0); /* built by transformer_prepare_greedy */
     transformer_prepare_greedy(tf), transformer_prepare_greedy(t0);
     const int prompts[3][4] = {{1, 9038, 2501, 263}, {1, 3118, 1058, 263}, {1, 450, 11203, 471}}; /* stories15M ids */
-    int bad_arg = 0, bad_logits = 0, bad_p = 0, n = 0, n_p = 0, ties = 0;
+    int bad_arg = 0, bad_logits = 0, bad_p = 0, n = 0, n_p = 0, n_blk = 0, ties = 0;
     unsigned long long rng = 0x9E3779B97F4A7C15ULL;
     float *ref = malloc(sizeof(float) * (size_t)V);
     for (int s = 0; s < 3; s++) {
@@ -127,6 +128,19 @@ static void check(const char *ckpt, const char *isa, int threads, int walk, int 
             bad_logits += memcmp(transformer_logits(tf), ref, sizeof(float) * (size_t)V) != 0;
             n++;
             pos += T;
+            if (step % 5 == 4 && pos + 5 <= c->seq_len) { /* a block of 5, all rows (a verification pass) */
+                int blk[5];
+                for (int i = 0; i < 5; i++) blk[i] = (int)((want + 31 * i + step) % V);
+                const float *lb = transformer_forward(t0, blk, 5, pos, LOGITS_ALL);
+                EXPECT(lb != NULL && transformer_run(tf, blk, 5, pos, LOGITS_ALL) == 0);
+                if (!lb) break;
+                int am[5];
+                transformer_logits_stats(tf, 5, NULL, am, NULL, NULL);
+                for (int i = 0; i < 5; i++) bad_arg += am[i] != lowest_argmax(lb + (size_t)i * V, V);
+                bad_logits += memcmp(transformer_logits(tf), lb, sizeof(float) * 5 * (size_t)V) != 0;
+                n_blk++;
+                pos += 5;
+            }
             rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
             next = walk ? (int)((rng >> 33) % (unsigned)V) : want;
             cur = &next, T = 1;
@@ -140,13 +154,15 @@ static void check(const char *ckpt, const char *isa, int threads, int walk, int 
     EXPECT_EQ_INT(bad_logits, 0);
     EXPECT_EQ_INT(bad_p, 0);
     EXPECT_EQ_INT(sc_full, 0);
-    EXPECT(sc_steps > 0 && sc_steps <= n - n_p); /* not the steps that asked for max p */
+    EXPECT(sc_steps > 0 && sc_steps <= n - n_p + 5 * n_blk); /* not the steps that asked for max p */
+    EXPECT(n_blk > 0);
     if (walk) { /* the edited rows lead often: several candidates, and some exact ties went to row 3 */
         EXPECT(sc_cands > sc_steps);
         EXPECT(ties > 0);
     }
-    fprintf(stderr, "%-30s %-6s threads=%d: %d steps, %lld screened, %.2f candidates a step, %d exact ties: ok\n",
-            ckpt, be->isa, threads, n, sc_steps, sc_steps ? (double)sc_cands / sc_steps : 0, ties);
+    fprintf(stderr, "%-30s %-6s threads=%d: %d steps and %d blocks of 5, %lld rows screened, %.2f candidates a row, "
+            "%d exact ties: ok\n", ckpt, be->isa, threads, n, n_blk, sc_steps, sc_steps ? (double)sc_cands / sc_steps : 0,
+            ties);
     free(ref);
     transformer_destroy(&tf), transformer_destroy(&t0);
     backend_destroy(&be), backend_destroy(&be0);
