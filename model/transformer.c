@@ -301,8 +301,8 @@ void transformer_destroy(transformer_t **ptf) {
  * F_j* for the j* attaining L, so it is not the argmax, ties included. The
  * remaining candidates (a handful) get their exact F_r from the f32 rows by
  * the backend's own chain, and the lowest id with the largest F_r wins, as
- * in row_stats. transformer_new checks the chain against the backend's
- * matmul bit for bit on a few rows before it turns the screen on; a step
+ * in row_stats. transformer_prepare_greedy checks the chain against the
+ * backend's matmul bit for bit on 64 rows before it turns the screen on; a step
  * with a non-finite value or more than SCR_MAX_CAND candidates runs the
  * full classifier instead. BILD_SCREEN=0 turns it off. */
 #define SCR_MAX_CAND 256
@@ -346,7 +346,7 @@ static int screen_argmax(transformer_t *tf, int n, int *out) {
         const float sf = (float)(s * (1 + 0x1p-20)), *nr = tf->scr_norm;
         float L = -INFINITY, amax = 0, mmax = 0, bad = 0;
         int r0 = 0;
-#ifdef __SSE2__ /* 4 rows at a time, the same float operations per row; maxps passes a NaN in its second operand on */
+#ifdef __SSE2__ /* 4 rows at a time, the same float operations per row (a non-finite A_r shows in bad, not in L) */
         __m128 Lv = _mm_set1_ps(-INFINITY), av_max = _mm_setzero_ps(), mv_max = av_max, badv = av_max;
         const __m128 sfv = _mm_set1_ps(sf), sign = _mm_set1_ps(-0.0f);
         for (; r0 + 4 <= V; r0 += 4) {
