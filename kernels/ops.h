@@ -37,6 +37,7 @@ extern "C" {
 #endif
 
 typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1 } device_t;
+#define SCAN_CHUNK 64 /* rows per chunk of backend_t.screen_scan */
 typedef enum { DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2 } dtype_t;
 
 /* A view of memory owned elsewhere (an mmapped file, a backend buffer). */
@@ -145,6 +146,18 @@ struct backend {
      * pointer may be NULL. Outputs are host arrays of T. */
     void (*row_stats)(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax,
                       float *max_p, float *nll);
+
+    /* Optional (the CPU; NULL elsewhere): the scan of the classifier's bf16
+     * screen (model/transformer.c, screen_argmax) over T host rows of V
+     * floats (row t at a + t*V) with the bounds m_tr = fl(s[t] * n[r]):
+     * st[3t] = max_r fl(a_tr - m_tr), st[3t+1] = max_r |a_tr|, st[3t+2] is
+     * not 0 (NaN) when some a_tr is not finite, and hi[t*nc + c] = max over
+     * the rows r of chunk c (SCAN_CHUNK rows; nc = ceil(V / SCAN_CHUNK)) of
+     * fl(a_tr + m_tr), so that no row of a chunk whose hi is below a value
+     * reaches it. Every fl() is one product or one sum, rounded on its own
+     * (no fused multiply-add), as the caller's own test of a row. */
+    void (*screen_scan)(backend_t *be, const float *a, int T, int V, const float *n, const float *s, float *st,
+                        float *hi);
 
     /* Optional (NULL on the CPU): the ops between graph_begin and graph_end
      * are recorded instead of run, then run as one unit (a CUDA graph: one

@@ -28,9 +28,6 @@
 
 #include "kernels/check.h"
 #include "kernels/half.h"
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 struct transformer {
     backend_t *be;
@@ -89,6 +86,11 @@ struct transformer {
     float *scr_norm;   /* (vocab) each classifier row's Euclidean norm, rounded up */
     double scr_c;      /* the bound's relative constant (screen_build) */
     int *scr_cand;     /* (SCR_MAX_CAND) candidate rows of one step */
+    float scr_nmax;    /* the largest scr_norm */
+    float *scr_sf;     /* (max_block) each row's bound scale (screen_argmax) */
+    double *scr_e;     /* (max_block) each row's absolute term (screen_argmax) */
+    float *scr_st;     /* (max_block, 3) the scan's row statistics (backend_t.screen_scan) */
+    float *scr_hi;     /* (max_block, ceil(vocab / SCAN_CHUNK)) the scan's chunk maxima */
     long long scr_steps, scr_full, scr_cands; /* argmaxes screened, answered by the full classifier, candidates */
 };
 
@@ -275,7 +277,7 @@ void transformer_destroy(transformer_t **ptf) {
     be->free(be, &tf->head_w);
     free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
     be->free(be, &tf->scr_w);
-    free(tf->scr_norm), free(tf->scr_cand);
+    free(tf->scr_norm), free(tf->scr_cand), free(tf->scr_sf), free(tf->scr_e), free(tf->scr_st), free(tf->scr_hi);
     free(tf);
     *ptf = NULL;
 }
@@ -328,11 +330,12 @@ static float exact_logit(const transformer_t *tf, int r, const float *x) {
  * stay pending. */
 static int screen_argmax(transformer_t *tf, int n, int *out) {
     backend_t *be = tf->be;
-    const int d = tf->cfg.dim, V = tf->cfg.vocab_size;
+    const int d = tf->cfg.dim, V = tf->cfg.vocab_size, nch = (V + SCAN_CHUNK - 1) / SCAN_CHUNK;
     matmul_job_t job = {tf->scr_w, tf->logits, 0, V};
     be->matmul(be, tf->xb, n, d, &job, 1, 0);
+    double *e = tf->scr_e;
     for (int t = 0; t < n; t++) {
-        const float *a = (const float *)tf->logits.data + (size_t)t * V, *x = (const float *)tf->xb.data + (size_t)t * d;
+        const float *x = (const float *)tf->xb.data + (size_t)t * d;
         double nx = 0, xm = 0;
         for (int k = 0; k < d; k++) nx += (double)x[k] * x[k], xm = fabs(x[k]) > xm ? fabs(x[k]) : xm;
         tf->scr_steps++;
@@ -342,51 +345,30 @@ static int screen_argmax(transformer_t *tf, int n, int *out) {
          * more than its own and the product's rounding), each float sum or difference is off by at most 2^-24 of
          * |A_r| + M_r, and the slack D = 2^-21 (max |A| + max M) + 2e covers two such errors and e twice: a row
          * is dropped only if fl(A_r + M_r) < L - D, with L = max fl(A_j - M_j), which implies A_r + m_r < A_j - m_j. */
-        const double s = tf->scr_c * sqrt(nx) * (1 + 1e-9), e = 2.0 * d * (xm * 0x1p-133 + 0x1p-149);
-        const float sf = (float)(s * (1 + 0x1p-20)), *nr = tf->scr_norm;
-        float L = -INFINITY, amax = 0, mmax = 0, bad = 0;
-        int r0 = 0;
-#ifdef __SSE2__ /* 4 rows at a time, the same float operations per row (a non-finite A_r shows in bad, not in L) */
-        __m128 Lv = _mm_set1_ps(-INFINITY), av_max = _mm_setzero_ps(), mv_max = av_max, badv = av_max;
-        const __m128 sfv = _mm_set1_ps(sf), sign = _mm_set1_ps(-0.0f);
-        for (; r0 + 4 <= V; r0 += 4) {
-            const __m128 av = _mm_loadu_ps(a + r0), m = _mm_mul_ps(sfv, _mm_loadu_ps(nr + r0));
-            Lv = _mm_max_ps(Lv, _mm_sub_ps(av, m)), av_max = _mm_max_ps(av_max, _mm_andnot_ps(sign, av));
-            mv_max = _mm_max_ps(mv_max, m), badv = _mm_add_ps(badv, _mm_sub_ps(av, av));
-        }
-        float l4[4], a4[4], m4[4], b4[4];
-        _mm_storeu_ps(l4, Lv), _mm_storeu_ps(a4, av_max), _mm_storeu_ps(m4, mv_max), _mm_storeu_ps(b4, badv);
-        for (int i = 0; i < 4; i++) {
-            L = l4[i] > L || l4[i] != l4[i] ? l4[i] : L, amax = a4[i] > amax ? a4[i] : amax;
-            mmax = m4[i] > mmax ? m4[i] : mmax, bad += b4[i];
-        }
-#endif
-        for (int r = r0; r < V; r++) {
-            const float m = sf * nr[r], lo = a[r] - m, aa = fabsf(a[r]);
-            bad += a[r] - a[r]; /* NaN if any A_r is infinite or NaN */
-            L = lo > L ? lo : L, amax = aa > amax ? aa : amax, mmax = m > mmax ? m : mmax;
-        }
+        const double s = tf->scr_c * sqrt(nx) * (1 + 1e-9);
+        e[t] = 2.0 * d * (xm * 0x1p-133 + 0x1p-149);
+        tf->scr_sf[t] = (float)(s * (1 + 0x1p-20));
+    }
+    /* the first pass (the backend's, vectorised): L, max |A|, a sum that is NaN if some A_r is not finite, and
+     * each chunk's largest fl(A_r + M_r), so that the second pass looks only where a candidate can be */
+    be->screen_scan(be, tf->logits.data, n, V, tf->scr_norm, tf->scr_sf, tf->scr_st, tf->scr_hi);
+    for (int t = 0; t < n; t++) {
+        const float *a = (const float *)tf->logits.data + (size_t)t * V, *x = (const float *)tf->xb.data + (size_t)t * d;
+        const float sf = tf->scr_sf[t], *nr = tf->scr_norm, *hi = tf->scr_hi + (size_t)t * nch;
+        const float L = tf->scr_st[3 * t], amax = tf->scr_st[3 * t + 1], bad = tf->scr_st[3 * t + 2];
+        const float mmax = sf * tf->scr_nmax; /* = max_r fl(sf N_r): rounding is monotone */
         if (bad != 0 || !isfinite(L) || !isfinite(amax + mmax)) return tf->scr_full++, -1;
-        const double D = 0x1p-21 * ((double)amax + mmax) + 2 * e;
+        const double D = 0x1p-21 * ((double)amax + mmax) + 2 * e[t];
         const float th = nextafterf((float)((double)L - D), -INFINITY); /* rounded down */
         int nc = 0;
-        r0 = 0;
-#ifdef __SSE2__
-        const __m128 thv = _mm_set1_ps(th);
-        for (; r0 + 4 <= V; r0 += 4) {
-            int k = _mm_movemask_ps(_mm_cmpge_ps(_mm_add_ps(_mm_loadu_ps(a + r0), _mm_mul_ps(sfv, _mm_loadu_ps(nr + r0))), thv));
-            for (int i = 0; k; i++, k >>= 1)
-                if (k & 1) {
+        for (int c = 0; c < nch; c++) {
+            if (hi[c] < th) continue; /* no row of the chunk reaches th (the same fl(A_r + M_r) as below) */
+            for (int r = c * SCAN_CHUNK; r < V && r < (c + 1) * SCAN_CHUNK; r++)
+                if (a[r] + sf * nr[r] >= th) {
                     if (nc == SCR_MAX_CAND) return tf->scr_full++, -1;
-                    tf->scr_cand[nc++] = r0 + i;
+                    tf->scr_cand[nc++] = r;
                 }
         }
-#endif
-        for (int r = r0; r < V; r++)
-            if (a[r] + sf * nr[r] >= th) {
-                if (nc == SCR_MAX_CAND) return tf->scr_full++, -1;
-                tf->scr_cand[nc++] = r;
-            }
         tf->scr_cands += nc;
         int best = -1;
         float bf = 0;
@@ -431,7 +413,12 @@ static void screen_build(transformer_t *tf) {
     float *keep = malloc(sizeof(float) * (size_t)d);
     tf->scr_norm = malloc(sizeof(float) * (size_t)V);
     tf->scr_cand = malloc(sizeof(int) * SCR_MAX_CAND);
-    int ok = b && keep && tf->scr_norm && tf->scr_cand;
+    tf->scr_sf = malloc(sizeof(float) * (size_t)tf->max_block);
+    tf->scr_e = malloc(sizeof(double) * (size_t)tf->max_block);
+    tf->scr_st = malloc(sizeof(float) * 3 * (size_t)tf->max_block);
+    tf->scr_hi = malloc(sizeof(float) * (size_t)tf->max_block * (size_t)((V + SCAN_CHUNK - 1) / SCAN_CHUNK));
+    int ok = b && keep && tf->scr_norm && tf->scr_cand && tf->scr_sf && tf->scr_e && tf->scr_st && tf->scr_hi && be->screen_scan;
+    tf->scr_nmax = 0;
     for (int r = 0; r < V && ok; r++) {
         double n2 = 0;
         for (int k = 0; k < d && ok; k++) {
@@ -441,6 +428,7 @@ static void screen_build(transformer_t *tf) {
             b[(size_t)r * d + k] = h, n2 += (double)v * v;
         }
         tf->scr_norm[r] = nextafterf((float)(sqrt(n2) * (1 + 1e-9)), INFINITY); /* rounded up */
+        tf->scr_nmax = tf->scr_norm[r] > tf->scr_nmax ? tf->scr_norm[r] : tf->scr_nmax;
     }
     if (ok) {
         tensor_t t = be->wrap_host(be, b, DTYPE_BF16, (int64_t)V * d);
@@ -449,8 +437,9 @@ static void screen_build(transformer_t *tf) {
     }
     free(b);
     if (!ok) {
-        free(keep), free(tf->scr_norm), free(tf->scr_cand);
-        tf->scr_norm = NULL, tf->scr_cand = NULL;
+        free(keep), free(tf->scr_norm), free(tf->scr_cand), free(tf->scr_sf), free(tf->scr_e), free(tf->scr_st),
+            free(tf->scr_hi);
+        tf->scr_norm = NULL, tf->scr_cand = NULL, tf->scr_sf = tf->scr_st = tf->scr_hi = NULL, tf->scr_e = NULL;
         return;
     }
     tf->scr_fma = strcmp(be->isa, "scalar") != 0;

@@ -330,6 +330,37 @@ static void test_row_stats(backend_t *be, int T, int V, float scale) {
     free(x);
 }
 
+/* screen_scan against the definition (ops.h), one row at a time in plain
+ * float: every value is a max of the same rounded numbers, so equal bit for
+ * bit; st[2] only says whether some value is not finite */
+static void test_screen_scan(backend_t *be, int T, int V, int poison) {
+    const int nc = (V + SCAN_CHUNK - 1) / SCAN_CHUNK;
+    float *a = malloc(sizeof(float) * T * V), *n = malloc(sizeof(float) * V), s[4], st[12];
+    float *hi = malloc(sizeof(float) * T * nc);
+    fill(a, (size_t)T * V, 20), fill(n, V, 3);
+    for (int r = 0; r < V; r++) n[r] = fabsf(n[r]);
+    for (int t = 0; t < T; t++) s[t] = 0.01f * (t + 1);
+    if (poison) a[(size_t)(T - 1) * V + V - 1 - poison % V] = poison % 2 ? NAN : -INFINITY;
+    be->screen_scan(be, a, T, V, n, s, st, hi);
+    for (int t = 0; t < T; t++) {
+        const float *r = a + (size_t)t * V;
+        float lo = -INFINITY, am = 0;
+        int bad = 0;
+        for (int c = 0; c < nc; c++) {
+            float h = -INFINITY;
+            for (int i = c * SCAN_CHUNK; i < V && i < (c + 1) * SCAN_CHUNK; i++) {
+                const float m = s[t] * n[i], l = r[i] - m, u = r[i] + m;
+                bad |= !isfinite(r[i]);
+                lo = l > lo ? l : lo, am = fabsf(r[i]) > am ? fabsf(r[i]) : am, h = u > h ? u : h;
+            }
+            if (!bad) EXPECT(memcmp(&h, &hi[(size_t)t * nc + c], sizeof h) == 0);
+        }
+        EXPECT_EQ_INT(bad, st[3 * t + 2] != 0);
+        if (!bad) EXPECT(memcmp(&lo, &st[3 * t], sizeof lo) == 0 && memcmp(&am, &st[3 * t + 1], sizeof am) == 0);
+    }
+    free(a), free(n), free(hi);
+}
+
 int main(void) {
     const char *isas[] = {"scalar", "avx2", "avx512"};
     int tested = 0;
@@ -398,6 +429,9 @@ int main(void) {
             test_attention_block_invariance(be, 8, 20, 2, 1, 136);
             test_row_stats(be, 5, 32000, 10), test_row_stats(be, 3, 517, 1), test_row_stats(be, 20, 7, 30);
             test_row_stats(be, 2, 1000, 200); /* terms down to exp(-400): underflow to 0 */
+            /* whole chunks and a short last one; a NaN or an infinity in a vector body or in the tail */
+            test_screen_scan(be, 1, 32000, 0), test_screen_scan(be, 4, 517, 0), test_screen_scan(be, 3, 7, 0);
+            test_screen_scan(be, 2, 1000, 1), test_screen_scan(be, 2, 1000, 4), test_screen_scan(be, 1, 640, 300);
             backend_destroy(&be);
             EXPECT(be == NULL);
         }

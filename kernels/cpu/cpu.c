@@ -456,6 +456,28 @@ static void cpu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, 
     PROF_END(c, PROF_STATS);
 }
 
+typedef struct {
+    const simd_kernels_t *k;
+    const float *a, *n, *s;
+    int V;
+    float *st, *hi;
+} scan_task_t;
+
+static void scan_worker(void *p, int t, int n) {
+    const scan_task_t *q = p; /* one chunk per row */
+    const int nc = (q->V + SCAN_CHUNK - 1) / SCAN_CHUNK;
+    q->k->screen_scan(q->a + (size_t)t * q->V, q->V, q->n, q->s[t], q->st + 3 * t, q->hi + (size_t)t * nc);
+}
+
+static void cpu_screen_scan(backend_t *be, const float *a, int T, int V, const float *n, const float *s, float *st,
+                            float *hi) {
+    cpu_t *c = be->impl;
+    scan_task_t q = {c->k, a, n, s, V, st, hi};
+    PROF_BEGIN(c);
+    pool_run(c, scan_worker, &q, T);
+    PROF_END(c, PROF_STATS);
+}
+
 static void cpu_idle(backend_t *be) { threadpool_park(((cpu_t *)be->impl)->pool); }
 
 static void cpu_destroy(backend_t *be) {
@@ -547,7 +569,7 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
         .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .pack = cpu_packs_weights() ? cpu_pack : NULL, .upload = cpu_upload, .random = cpu_random, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
-        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
+        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .screen_scan = cpu_screen_scan, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
     };
     return be;
 }

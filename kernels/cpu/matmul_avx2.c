@@ -446,5 +446,31 @@ static void matmul_panels_avx2(float *out, int ldo, const float *x, int ldx, con
         matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
 }
 
+static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+static void screen_scan_avx2(const float *a, int V, const float *n, float s, float st[3], float *hi) {
+    const __m256 sv = _mm256_set1_ps(s), sign = _mm256_set1_ps(-0.0f);
+    __m256 lo = _mm256_set1_ps(-INFINITY), am = _mm256_setzero_ps(), bad = am;
+    int r = 0;
+    for (; r + SCAN_CHUNK <= V; r += SCAN_CHUNK) {
+        __m256 h = _mm256_set1_ps(-INFINITY);
+        for (int i = r; i < r + SCAN_CHUNK; i += 8) {
+            const __m256 av = _mm256_loadu_ps(a + i), m = _mm256_mul_ps(sv, _mm256_loadu_ps(n + i));
+            lo = _mm256_max_ps(lo, _mm256_sub_ps(av, m)), h = _mm256_max_ps(h, _mm256_add_ps(av, m));
+            am = _mm256_max_ps(am, _mm256_andnot_ps(sign, av)), bad = _mm256_add_ps(bad, _mm256_sub_ps(av, av));
+        }
+        hi[r / SCAN_CHUNK] = hmax8(h);
+    }
+    float b8[8];
+    _mm256_storeu_ps(b8, bad);
+    st[0] = hmax8(lo), st[1] = hmax8(am), st[2] = 0;
+    for (int i = 0; i < 8; i++) st[2] += b8[i];
+    screen_scan_tail(a, r, V, n, s, st, hi);
+}
+
 const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, matmul_panels_avx2, axpy_rows_avx2, max_sumexp_avx2, exp_sub_sum_avx2,
-                                  silu_mul_avx2};
+                                  silu_mul_avx2, screen_scan_avx2};

@@ -678,5 +678,22 @@ static void matmul_panels_avx512(float *out, int ldo, const float *x, int ldx, c
         matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
 }
 
+static void screen_scan_avx512(const float *a, int V, const float *n, float s, float st[3], float *hi) {
+    const __m512 sv = _mm512_set1_ps(s), sign = _mm512_set1_ps(-0.0f);
+    __m512 lo = _mm512_set1_ps(-INFINITY), am = _mm512_setzero_ps(), bad = am;
+    int r = 0;
+    for (; r + SCAN_CHUNK <= V; r += SCAN_CHUNK) {
+        __m512 h = _mm512_set1_ps(-INFINITY);
+        for (int i = r; i < r + SCAN_CHUNK; i += 16) {
+            const __m512 av = _mm512_loadu_ps(a + i), m = _mm512_mul_ps(sv, _mm512_loadu_ps(n + i));
+            lo = _mm512_max_ps(lo, _mm512_sub_ps(av, m)), h = _mm512_max_ps(h, _mm512_add_ps(av, m));
+            am = _mm512_max_ps(am, _mm512_andnot_ps(sign, av)), bad = _mm512_add_ps(bad, _mm512_sub_ps(av, av));
+        }
+        hi[r / SCAN_CHUNK] = _mm512_reduce_max_ps(h);
+    }
+    st[0] = _mm512_reduce_max_ps(lo), st[1] = _mm512_reduce_max_ps(am), st[2] = _mm512_reduce_add_ps(bad);
+    screen_scan_tail(a, r, V, n, s, st, hi);
+}
+
 const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, matmul_panels_avx512, axpy_rows_avx512, max_sumexp_avx512,
-                                    exp_sub_sum_avx512, silu_mul_avx512};
+                                    exp_sub_sum_avx512, silu_mul_avx512, screen_scan_avx512};

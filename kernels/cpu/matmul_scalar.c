@@ -100,5 +100,22 @@ void silu_mul_generic(float *a, const float *g, int n) {
     for (int j = 0; j < n; j++) a[j] = a[j] / (1.0f + expf(-a[j])) * g[j];
 }
 
+void screen_scan_tail(const float *a, int r0, int V, const float *n, float s, float st[3], float *hi) {
+    for (int r = r0; r < V; r += SCAN_CHUNK) {
+        float h = -INFINITY;
+        for (int i = r; i < V && i < r + SCAN_CHUNK; i++) {
+            const float m = s * n[i], lo = a[i] - m, up = a[i] + m, aa = fabsf(a[i]);
+            st[2] += a[i] - a[i]; /* NaN if a[i] is infinite or NaN */
+            st[0] = lo > st[0] ? lo : st[0], st[1] = aa > st[1] ? aa : st[1], h = up > h ? up : h;
+        }
+        hi[r / SCAN_CHUNK] = h;
+    }
+}
+
+static void screen_scan_scalar(const float *a, int V, const float *n, float s, float st[3], float *hi) {
+    st[0] = -INFINITY, st[1] = 0, st[2] = 0;
+    screen_scan_tail(a, 0, V, n, s, st, hi);
+}
+
 const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, matmul_panels_scalar, axpy_rows_scalar, max_sumexp_scalar, exp_sub_sum_generic,
-                                      silu_mul_generic};
+                                      silu_mul_generic, screen_scan_scalar};

@@ -71,11 +71,17 @@ typedef struct {
     float (*exp_sub_sum)(float *x, int n, float m);
     /* a[j] = silu(a[j]) * g[j] = a[j] / (1 + exp(-a[j])) * g[j] for j < n */
     void (*silu_mul)(float *a, const float *g, int n);
+    /* one row of backend_t.screen_scan: a (V), the bounds fl(s * n[r]),
+     * st[3] and hi (ceil(V / SCAN_CHUNK)) */
+    void (*screen_scan)(const float *a, int V, const float *n, float s, float st[3], float *hi);
 } simd_kernels_t;
 
 /* libm versions, shared by the flavours without a vector exp */
 float exp_sub_sum_generic(float *x, int n, float m);
 void silu_mul_generic(float *a, const float *g, int n);
+/* screen_scan in plain C: the scalar flavour, and every flavour's rows past
+ * its last whole chunk (from row r0 = c0 * SCAN_CHUNK, chunk c0 on) */
+void screen_scan_tail(const float *a, int r0, int V, const float *n, float s, float st[3], float *hi);
 
 extern const simd_kernels_t simd_scalar;
 extern const simd_kernels_t simd_avx2;
