@@ -383,6 +383,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     const model_config_t *c = model_config(m);
+    if (model_weights(m)->dtype != DTYPE_F32 || model_weights(m)->dummy) {
+        /* its tables compare f32 against half copies made from the f32 weights */
+        fprintf(stderr, "decode: %s holds %s weights; this benchmark needs an f32 model (a llama2.c checkpoint or "
+                        "an f32 Hugging Face folder)\n", path, model_weights(m)->dummy ? "no" : "half-precision");
+        return 1;
+    }
     if (steps < 1 || steps > c->seq_len) steps = c->seq_len;
     size_t wbytes = model_step_bytes(c);
     /* the weights as bild's CPU commands hold them: matrices packed into
