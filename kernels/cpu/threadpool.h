@@ -4,9 +4,12 @@
  * chunk i in [0, n_chunks), spread over the pool's threads (the caller works
  * too), and returns when all chunks are done. Threads are created once.
  *
- * Chunks are claimed dynamically, not assigned: when the machine has more
- * runnable threads than cores and a worker is descheduled, the caller (or
- * another worker) takes its chunks instead of waiting a whole scheduler
+ * Each thread owns an equal run of the chunks (thread t of N: chunks
+ * [t n / N, (t + 1) n / N), the caller being thread 0), so it meets the same
+ * data job after job (a small model's weights stay in its core's L2), but
+ * chunks are claimed, not assigned: when the machine has more runnable
+ * threads than cores and a worker is descheduled, the caller (or another
+ * worker) takes its unstarted chunks instead of waiting a whole scheduler
  * slice for it. That keeps a busy machine at roughly one-thread speed rather
  * than far below it. Between jobs, workers spin briefly (a forward pass
  * issues dozens of jobs per token, and a futex wake-up would cost more than a
