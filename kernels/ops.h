@@ -147,7 +147,18 @@ struct backend {
     void (*row_stats)(backend_t *be, tensor_t x, int64_t off, int T, int V, const int *next, int *argmax,
                       float *max_p, float *nll);
 
-    /* Optional (the CPU; NULL elsewhere): the scan of the classifier's bf16
+    /* Optional (the CPU; NULL elsewhere): the int8 copy of a matrix that the
+     * classifier's screen reads (model/transformer.c, screen_argmax).
+     * i8_pack takes q (n, d) row-major and a scale per row and returns the
+     * backend's own copy (host memory, released with free()), or NULL.
+     * i8_matmul: out[t*n + r] = fl(scale[r] * c_tr) for the T rows of x
+     * (T, d), with c_tr the f32 sum over k of q[r][k] * x[t][k], each term
+     * added by one fused multiply-add (two roundings, multiply then add, in
+     * the scalar flavour). */
+    void *(*i8_pack)(backend_t *be, const int8_t *q, const float *scale, int n, int d);
+    void (*i8_matmul)(backend_t *be, const void *qp, int n, int d, const float *x, int T, float *out);
+
+    /* Optional (the CPU; NULL elsewhere): the scan of the classifier's
      * screen (model/transformer.c, screen_argmax) over T host rows of V
      * floats (row t at a + t*V) with the bounds m_tr = fl(s[t] * n[r]):
      * st[3t] = max_r fl(a_tr - m_tr), st[3t+1] = max_r |a_tr|, st[3t+2] is

@@ -82,9 +82,10 @@ struct transformer {
     int scr_on;        /* built and self-checked (screen_build) */
     int cls_pending;   /* rows of the last run whose f32 classifier has not run yet (their input: xb rows 0..) */
     int scr_fma;       /* the backend's products: one FMA chain per output (1), or multiply then add (0) */
-    tensor_t scr_w;    /* (vocab, dim) the classifier in bf16, in the backend's layout */
-    float *scr_norm;   /* (vocab) each classifier row's Euclidean norm, rounded up */
-    double scr_c;      /* the bound's relative constant (screen_build) */
+    void *scr_q;       /* the classifier in int8 with a scale per row (backend_t.i8_pack) */
+    float *scr_norm;   /* (vocab) P_r = max(delta_r, N_r / SCR_RHO), rounded up (screen_argmax) */
+    double scr_g;      /* gamma of the backend's chains (screen_build) */
+    double scr_smax;   /* the largest scale s_r */
     int *scr_cand;     /* (SCR_MAX_CAND) candidate rows of one step */
     float scr_nmax;    /* the largest scr_norm */
     float *scr_sf;     /* (max_block) each row's bound scale (screen_argmax) */
@@ -276,38 +277,45 @@ void transformer_destroy(transformer_t **ptf) {
     free(tf->logits_host);
     be->free(be, &tf->head_w);
     free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
-    be->free(be, &tf->scr_w);
+    free(tf->scr_q);
     free(tf->scr_norm), free(tf->scr_cand), free(tf->scr_sf), free(tf->scr_e), free(tf->scr_st), free(tf->scr_hi);
     free(tf);
     *ptf = NULL;
 }
 
-/* ---- Exact greedy decoding through a bf16 screen of the classifier ----
+/* ---- Exact greedy decoding through an int8 screen of the classifier ----
  *
  * A decoding step that wants only the argmax of its logits (greedy
  * decoding: bild run, generate --mode large) reads the classifier, most of
  * a small model's weights (stories15M: 9.2M of its 15.2M parameters), for
- * one number. The screen reads a bf16 copy instead (half the bytes) and
- * still returns exactly the argmax of the f32 logits the full classifier
- * would give, bit for bit the same token:
+ * one number. The screen reads an int8 copy instead (a quarter of the
+ * bytes) and still returns exactly the argmax of the f32 logits the full
+ * classifier would give, bit for bit the same token:
  *
  * F_r, the f32 logit of row r, is the backend's chain over k of w_rk x_k
  * (one rounding per FMA; two per step where it multiplies then adds), so
- * |F_r - sum_k w_rk x_k| <= g S_r with g = gamma_n = n u / (1 - n u),
- * u = 2^-24, n = d (FMA) or 2d, and S_r = sum_k |w_rk x_k|. The screen's
- * A_r is the same chain over the bf16 weights b_rk, |b_rk - w_rk| <=
- * 2^-8 |w_rk| (round to nearest), so |A_r - F_r| <= (2^-8 + g (2 + 2^-8))
- * S_r, and S_r <= ||w_r|| ||x|| (Cauchy-Schwarz). With m_r that bound
- * (inflated for its own rounding, plus a tiny absolute term for
+ * |F_r - w_r.x| <= g S_r with g = gamma_n = n u / (1 - n u), u = 2^-24,
+ * n = d (FMA) or 2d, and S_r = sum_k |w_rk x_k| <= ||w_r|| ||x||. The copy
+ * holds q_rk = round(w_rk / s_r), s_r = max_k |w_rk| / 127, so that
+ * v_rk = s_r q_rk is within delta_r (measured at build) of w_rk, and
+ * |w_r.x - v_r.x| <= delta_r ||x||_1. The screen's A_r = fl(s_r C_r), C_r
+ * the same chain over q_rk x_k: |s_r C_r - v_r.x| <= g ||v_r|| ||x||, and
+ * the last product is off by u |A_r| at most (the slack below takes it).
+ * With N_r >= ||w_r||, ||v_r|| and P_r = max(delta_r, N_r / SCR_RHO),
+ * |A_r - F_r| <= P_r (||x||_1 + 2 g SCR_RHO ||x||) + u |A_r|: one number
+ * per row, as the scan wants, and the chains' part (2 g ||x|| N_r, tiny)
+ * only raises rows whose delta_r is below N_r / SCR_RHO. With m_r that
+ * bound (inflated for its own rounding, plus a tiny absolute term for
  * underflow), every row with A_r + m_r < L = max_j (A_j - m_j) has F_r <
  * F_j* for the j* attaining L, so it is not the argmax, ties included. The
- * remaining candidates (a handful) get their exact F_r from the f32 rows by
+ * remaining candidates (a few) get their exact F_r from the f32 rows by
  * the backend's own chain, and the lowest id with the largest F_r wins, as
  * in row_stats. transformer_prepare_greedy checks the chain against the
  * backend's matmul bit for bit on 64 rows before it turns the screen on; a step
  * with a non-finite value or more than SCR_MAX_CAND candidates runs the
  * full classifier instead. BILD_SCREEN=0 turns it off. */
 #define SCR_MAX_CAND 256
+#define SCR_RHO 4096.0
 
 /* F_r: row r of the f32 classifier times x, in the backend's order */
 static float exact_logit(const transformer_t *tf, int r, const float *x) {
@@ -331,22 +339,22 @@ static float exact_logit(const transformer_t *tf, int r, const float *x) {
 static int screen_argmax(transformer_t *tf, int n, int *out) {
     backend_t *be = tf->be;
     const int d = tf->cfg.dim, V = tf->cfg.vocab_size, nch = (V + SCAN_CHUNK - 1) / SCAN_CHUNK;
-    matmul_job_t job = {tf->scr_w, tf->logits, 0, V};
-    be->matmul(be, tf->xb, n, d, &job, 1, 0);
+    be->i8_matmul(be, tf->scr_q, V, d, tf->xb.data, n, tf->logits.data);
     double *e = tf->scr_e;
     for (int t = 0; t < n; t++) {
         const float *x = (const float *)tf->xb.data + (size_t)t * d;
-        double nx = 0, xm = 0;
-        for (int k = 0; k < d; k++) nx += (double)x[k] * x[k], xm = fabs(x[k]) > xm ? fabs(x[k]) : xm;
+        double nx = 0, x1 = 0, xm = 0;
+        for (int k = 0; k < d; k++) nx += (double)x[k] * x[k], x1 += fabs(x[k]), xm = fabs(x[k]) > xm ? fabs(x[k]) : xm;
         tf->scr_steps++;
-        if (!isfinite(nx)) return tf->scr_full++, -1;
+        if (!isfinite(nx) || !isfinite(x1)) return tf->scr_full++, -1;
         /* m_r = s ||w_r|| + e (s's double arithmetic: relative error ~d 2^-53, inside the 1e-9). The passes over
          * the vocabulary run in float, where they vectorise: M_r = fl(sf N_r) >= s N_r (sf is s raised by 2^-20,
          * more than its own and the product's rounding), each float sum or difference is off by at most 2^-24 of
-         * |A_r| + M_r, and the slack D = 2^-21 (max |A| + max M) + 2e covers two such errors and e twice: a row
-         * is dropped only if fl(A_r + M_r) < L - D, with L = max fl(A_j - M_j), which implies A_r + m_r < A_j - m_j. */
-        const double s = tf->scr_c * sqrt(nx) * (1 + 1e-9);
-        e[t] = 2.0 * d * (xm * 0x1p-133 + 0x1p-149);
+         * |A_r| + M_r, and the slack D = 2^-21 (max |A| + max M) + 2e covers two such errors, the u |A| of each
+         * side's last product and e twice: a row is dropped only if fl(A_r + M_r) < L - D, with L = max
+         * fl(A_j - M_j), which implies A_r + m_r < A_j - m_j. e: underflow in both chains and the last product. */
+        const double s = (x1 + 2 * tf->scr_g * SCR_RHO * sqrt(nx)) * (1 + 1e-9);
+        e[t] = (2.0 * d * (1 + tf->scr_smax) + 2) * 0x1p-149;
         tf->scr_sf[t] = (float)(s * (1 + 0x1p-20));
     }
     /* the first pass (the backend's, vectorised): L, max |A|, a sum that is NaN if some A_r is not finite, and
@@ -409,7 +417,8 @@ static void screen_build(transformer_t *tf) {
     const int d = tf->cfg.dim, V = tf->cfg.vocab_size;
     tf->scr_able = 0; /* one try */
     const float *w = tf->wcls_host;
-    uint16_t *b = malloc(sizeof(uint16_t) * (size_t)V * d);
+    int8_t *q = malloc((size_t)V * d);
+    float *scale = malloc(sizeof(float) * (size_t)V);
     float *keep = malloc(sizeof(float) * (size_t)d);
     tf->scr_norm = malloc(sizeof(float) * (size_t)V);
     tf->scr_cand = malloc(sizeof(int) * SCR_MAX_CAND);
@@ -417,25 +426,29 @@ static void screen_build(transformer_t *tf) {
     tf->scr_e = malloc(sizeof(double) * (size_t)tf->max_block);
     tf->scr_st = malloc(sizeof(float) * 3 * (size_t)tf->max_block);
     tf->scr_hi = malloc(sizeof(float) * (size_t)tf->max_block * (size_t)((V + SCAN_CHUNK - 1) / SCAN_CHUNK));
-    int ok = b && keep && tf->scr_norm && tf->scr_cand && tf->scr_sf && tf->scr_e && tf->scr_st && tf->scr_hi && be->screen_scan;
-    tf->scr_nmax = 0;
+    int ok = q && scale && keep && tf->scr_norm && tf->scr_cand && tf->scr_sf && tf->scr_e && tf->scr_st &&
+             tf->scr_hi && be->screen_scan && be->i8_pack && be->i8_matmul;
+    tf->scr_nmax = 0, tf->scr_smax = 0;
     for (int r = 0; r < V && ok; r++) {
-        double n2 = 0;
+        const float *wr = w + (size_t)r * d;
+        float mx = 0;
+        for (int k = 0; k < d && ok; k++) ok = isfinite(wr[k]), mx = fabsf(wr[k]) > mx ? fabsf(wr[k]) : mx;
+        const float sr = mx / 127.0f; /* the bound needs finite weights; |w / s_r| <= 127 up to rounding */
+        double n2 = 0, v2 = 0, dl = 0;
         for (int k = 0; k < d && ok; k++) {
-            float v = w[(size_t)r * d + k];
-            uint16_t h = f32_to_bf16(v);
-            ok = isfinite(v) && isfinite(bf16_to_f32(h)); /* the bound needs finite weights */
-            b[(size_t)r * d + k] = h, n2 += (double)v * v;
+            long qi = sr > 0 ? lrintf(wr[k] / sr) : 0;
+            qi = qi > 127 ? 127 : qi < -127 ? -127 : qi;
+            q[(size_t)r * d + k] = (int8_t)qi;
+            const double v = (double)sr * (double)qi, err = fabs((double)wr[k] - v); /* both exact in double */
+            n2 += (double)wr[k] * wr[k], v2 += v * v, dl = err > dl ? err : dl;
         }
-        tf->scr_norm[r] = nextafterf((float)(sqrt(n2) * (1 + 1e-9)), INFINITY); /* rounded up */
+        scale[r] = sr, tf->scr_smax = sr > tf->scr_smax ? sr : tf->scr_smax;
+        const double nr = sqrt(n2 > v2 ? n2 : v2) / SCR_RHO, pr = (nr > dl ? nr : dl) * (1 + 1e-9);
+        tf->scr_norm[r] = nextafterf((float)pr, INFINITY); /* rounded up */
         tf->scr_nmax = tf->scr_norm[r] > tf->scr_nmax ? tf->scr_norm[r] : tf->scr_nmax;
     }
-    if (ok) {
-        tensor_t t = be->wrap_host(be, b, DTYPE_BF16, (int64_t)V * d);
-        ok = backend_pack(be, &t, V, d, 0) == 1; /* packed: a copy of its own */
-        if (ok) tf->scr_w = t;
-    }
-    free(b);
+    if (ok) ok = (tf->scr_q = be->i8_pack(be, q, scale, V, d)) != NULL;
+    free(q), free(scale);
     if (!ok) {
         free(keep), free(tf->scr_norm), free(tf->scr_cand), free(tf->scr_sf), free(tf->scr_e), free(tf->scr_st),
             free(tf->scr_hi);
@@ -443,8 +456,8 @@ static void screen_build(transformer_t *tf) {
         return;
     }
     tf->scr_fma = strcmp(be->isa, "scalar") != 0;
-    const double u = 0x1p-24, n = tf->scr_fma ? d : 2.0 * d, g = n * u / (1 - n * u);
-    tf->scr_c = (0x1p-8 + g * (2 + 0x1p-8)) * (1 + 1e-6);
+    const double u = 0x1p-24, n = tf->scr_fma ? d : 2.0 * d;
+    tf->scr_g = n * u / (1 - n * u) * (1 + 1e-6);
     /* the check: a sample input through the backend's f32 classifier and through exact_logit */
     float *x = tf->xb.data;
     memcpy(keep, x, sizeof(float) * (size_t)d);
@@ -467,7 +480,11 @@ static void screen_build(transformer_t *tf) {
     memcpy(x, keep, sizeof(float) * (size_t)d);
     free(keep);
     tf->scr_steps = tf->scr_full = tf->scr_cands = 0;
-    if (!ok) return be->free(be, &tf->scr_w);
+    if (!ok) {
+        free(tf->scr_q);
+        tf->scr_q = NULL;
+        return;
+    }
     tf->scr_on = 1;
 }
 

@@ -361,6 +361,42 @@ static void test_screen_scan(backend_t *be, int T, int V, int poison) {
     free(a), free(n), free(hi);
 }
 
+/* i8_matmul against its definition (ops.h): out = fl(scale * c), c the chain
+ * over k of q x in order, by fused multiply-adds (multiply then add for
+ * scalar): equal bit for bit; partial last panels, tile tails, T up to 9 */
+static void test_i8_matmul(backend_t *be, int n, int d, int T) {
+    int8_t *q = malloc((size_t)n * d);
+    float *sc = malloc(sizeof(float) * n), *x = malloc(sizeof(float) * T * d);
+    float *out = malloc(sizeof(float) * T * n), *ref = malloc(sizeof(float) * T * n);
+    for (int i = 0; i < n * d; i++) q[i] = (int8_t)(int)(frand() * 127);
+    q[0] = 127, q[n * d - 1] = -127;
+    fill(sc, n, 0.01f), fill(x, (size_t)T * d, 3);
+    for (int r = 0; r < n; r++) sc[r] = fabsf(sc[r]);
+    void *qp = be->i8_pack(be, q, sc, n, d);
+    EXPECT(qp != NULL);
+    if (!qp) return;
+    be->i8_matmul(be, qp, n, d, x, T, out);
+    const int fma = strcmp(be->isa, "scalar") != 0;
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < n; r++) {
+            float a = 0;
+            for (int k = 0; k < d; k++) {
+                const float w = q[(size_t)r * d + k], v = x[(size_t)t * d + k];
+                if (fma) a = fmaf(w, v, a);
+                else {
+                    volatile float p = w * v;
+                    a = a + p;
+                }
+            }
+            ref[(size_t)t * n + r] = sc[r] * a;
+        }
+    int bad = 0;
+    for (int i = 0; i < T * n; i++) bad += memcmp(&out[i], &ref[i], sizeof(float)) != 0;
+    if (bad) fprintf(stderr, "i8_matmul %s n=%d d=%d T=%d: %d of %d outputs differ\n", be->isa, n, d, T, bad, T * n);
+    EXPECT_EQ_INT(bad, 0);
+    free(qp), free(q), free(sc), free(x), free(out), free(ref);
+}
+
 int main(void) {
     const char *isas[] = {"scalar", "avx2", "avx512"};
     int tested = 0;
@@ -429,6 +465,8 @@ int main(void) {
             test_attention_block_invariance(be, 8, 20, 2, 1, 136);
             test_row_stats(be, 5, 32000, 10), test_row_stats(be, 3, 517, 1), test_row_stats(be, 20, 7, 30);
             test_row_stats(be, 2, 1000, 200); /* terms down to exp(-400): underflow to 0 */
+            for (int T = 1; T <= 9; T++) /* 4-panel and 1-panel tiles (AVX2: 2 and 1), 1-6 token groups */
+                test_i8_matmul(be, 16 * 9 + 5, 37, T), test_i8_matmul(be, 3, 8, T), test_i8_matmul(be, 200, 288, T);
             /* whole chunks and a short last one; a NaN or an infinity in a vector body or in the tail */
             test_screen_scan(be, 1, 32000, 0), test_screen_scan(be, 4, 517, 0), test_screen_scan(be, 3, 7, 0);
             test_screen_scan(be, 2, 1000, 1), test_screen_scan(be, 2, 1000, 4), test_screen_scan(be, 1, 640, 300);

@@ -464,6 +464,49 @@ static void cpu_row_stats(backend_t *be, tensor_t x, int64_t off, int T, int V, 
     PROF_END(c, PROF_STATS);
 }
 
+/* i8_pack's copy: the scales (padded to whole panels, zeros past n), then
+ * the panels (simd.h: [k][j] within a panel, rows past n zero) */
+static size_t i8_scale_bytes(int n) { return ((size_t)n_panels(n) * PANEL * sizeof(float) + 63) & ~(size_t)63; }
+
+static void *cpu_i8_pack(backend_t *be, const int8_t *q, const float *scale, int n, int d) {
+    CHECK(n > 0 && d > 0);
+    const int np = n_panels(n);
+    char *m = hostmem_alloc(i8_scale_bytes(n) + (size_t)np * d * PANEL);
+    if (!m) return NULL;
+    float *sc = (float *)m;
+    int8_t *w = (int8_t *)(m + i8_scale_bytes(n));
+    memset(m, 0, i8_scale_bytes(n) + (size_t)np * d * PANEL);
+    memcpy(sc, scale, sizeof(float) * (size_t)n);
+    for (int r = 0; r < n; r++)
+        for (int k = 0; k < d; k++) w[((size_t)(r / PANEL) * d + k) * PANEL + r % PANEL] = q[(size_t)r * d + k];
+    return m;
+}
+
+typedef struct {
+    const simd_kernels_t *k;
+    const void *qp;
+    const float *x;
+    float *out;
+    int n, d, T;
+} i8_task_t;
+
+static void i8_worker(void *p, int ith, int nth) {
+    const i8_task_t *q = p;
+    int p0, p1;
+    panel_slice(n_panels(q->n), ith, nth, &p0, &p1);
+    if (p0 < p1)
+        q->k->matmul_i8(q->out, q->n, q->x, q->d, (const int8_t *)((const char *)q->qp + i8_scale_bytes(q->n)), q->qp,
+                        q->d, q->T, p0, p1, q->n);
+}
+
+static void cpu_i8_matmul(backend_t *be, const void *qp, int n, int d, const float *x, int T, float *out) {
+    cpu_t *c = be->impl;
+    i8_task_t q = {c->k, qp, x, out, n, d, T};
+    PROF_BEGIN(c);
+    pool_run(c, i8_worker, &q, row_chunks(c, n_panels(n), (long)n * d * T));
+    PROF_END(c, PROF_MATMUL);
+}
+
 typedef struct {
     const simd_kernels_t *k;
     const float *a, *n, *s;
@@ -577,7 +620,7 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
         .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .pack = cpu_packs_weights() ? cpu_pack : NULL, .upload = cpu_upload, .random = cpu_random, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
-        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .screen_scan = cpu_screen_scan, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
+        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .i8_pack = cpu_i8_pack, .i8_matmul = cpu_i8_matmul, .screen_scan = cpu_screen_scan, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
     };
     return be;
 }

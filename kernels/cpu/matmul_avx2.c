@@ -446,6 +446,66 @@ static void matmul_panels_avx2(float *out, int ldo, const float *x, int ldx, con
         matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
 }
 
+/* ---- int8 panels (backend_t.i8_matmul): as matmul_avx512.c's, a panel as two 8-row halves; tiles of 2 panels
+ * for one token, else 1 panel x NT <= 5 tokens ---- */
+static inline __attribute__((always_inline)) void i8tile2(float *out, int ldo, const float *x, int ldx,
+                                                           const int8_t *w, const float *sc, int d, const int NP,
+                                                           const int NT, int nlast) {
+    __m256 a[4][5];
+#pragma GCC unroll 4
+    for (int v = 0; v < 2 * NP; v++)
+#pragma GCC unroll 5
+        for (int t = 0; t < NT; t++) a[v][t] = _mm256_setzero_ps();
+    for (int k = 0; k < d; k++) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 2 * NP; v++)
+            wv[v] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(
+                _mm_loadl_epi64((const __m128i *)(w + ((size_t)(v / 2) * d + k) * PANEL + (v % 2) * 8))));
+#pragma GCC unroll 5
+        for (int t = 0; t < NT; t++) {
+            const __m256 b = _mm256_broadcast_ss(x + (size_t)t * ldx + k);
+#pragma GCC unroll 4
+            for (int v = 0; v < 2 * NP; v++) a[v][t] = _mm256_fmadd_ps(wv[v], b, a[v][t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < 2 * NP; v++) {
+        const int left = v / 2 == NP - 1 ? nlast - (v % 2) * 8 : 8;
+        const __m256 s = _mm256_loadu_ps(sc + v * 8);
+#pragma GCC unroll 5
+        for (int t = 0; t < NT; t++) {
+            float *o = out + (size_t)t * ldo + (size_t)v * 8;
+            if (left >= 8) _mm256_storeu_ps(o, _mm256_mul_ps(s, a[v][t]));
+            else if (left > 0) _mm256_maskstore_ps(o, tail_mask(left), _mm256_mul_ps(s, a[v][t]));
+        }
+    }
+}
+
+static void matmul_i8_avx2(float *out, int ldo, const float *x, int ldx, const int8_t *wp, const float *sc, int d,
+                           int T, int p0, int p1, int n) {
+    const size_t pb = (size_t)d * PANEL;
+    const int npt = T == 1 ? 2 : 1; /* one token: two panels (four chains); more: one panel x up to 5 tokens */
+    for (int p = p0; p < p1;) {
+        const int np = p1 - p >= npt ? npt : 1, last = n - (p + np - 1) * PANEL < PANEL ? n - (p + np - 1) * PANEL : PANEL;
+        for (int t0 = 0, nt; t0 < T; t0 += nt) {
+            const int left = T - t0;
+            nt = left <= 5 ? left : left <= 8 ? 4 : 5;
+            float *o = out + (size_t)t0 * ldo + (size_t)p * PANEL;
+            const float *xt = x + (size_t)t0 * ldx;
+            const int8_t *w = wp + p * pb;
+            const float *s = sc + p * PANEL;
+            if (np == 2) i8tile2(o, ldo, xt, ldx, w, s, d, 2, 1, last);
+            else if (nt == 1) i8tile2(o, ldo, xt, ldx, w, s, d, 1, 1, last);
+            else if (nt == 2) i8tile2(o, ldo, xt, ldx, w, s, d, 1, 2, last);
+            else if (nt == 3) i8tile2(o, ldo, xt, ldx, w, s, d, 1, 3, last);
+            else if (nt == 4) i8tile2(o, ldo, xt, ldx, w, s, d, 1, 4, last);
+            else i8tile2(o, ldo, xt, ldx, w, s, d, 1, 5, last);
+        }
+        p += np;
+    }
+}
+
 static inline float hmax8(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -473,4 +533,4 @@ static void screen_scan_avx2(const float *a, int V, const float *n, float s, flo
 }
 
 const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, matmul_panels_avx2, axpy_rows_avx2, max_sumexp_avx2, exp_sub_sum_avx2,
-                                  silu_mul_avx2, screen_scan_avx2};
+                                  silu_mul_avx2, matmul_i8_avx2, screen_scan_avx2};

@@ -678,6 +678,67 @@ static void matmul_panels_avx512(float *out, int ldo, const float *x, int ldx, c
         matmul_panels_dt(out, ldo, x, ldx, wp, DTYPE_F32, d, T, p0, p1, n, accumulate);
 }
 
+/* ---- int8 panels (backend_t.i8_matmul): tiles of NP <= 4 panels x NT <= 6 tokens; each k widens one 16-byte
+ * line per panel to 16 floats and adds its products into one accumulator per (panel, token). Token groups take
+ * each block of 4 panels in turn, so the later groups find its 18 KiB (d = 288) in L1. */
+static inline __attribute__((always_inline)) void i8tile(float *out, int ldo, const float *x, int ldx,
+                                                          const int8_t *w, const float *sc, int d, const int NP,
+                                                          const int NT, int nlast) {
+    __m512 a[4][6];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; p++)
+#pragma GCC unroll 6
+        for (int t = 0; t < NT; t++) a[p][t] = _mm512_setzero_ps();
+    for (int k = 0; k < d; k++) {
+        __m512 wv[4];
+#pragma GCC unroll 4
+        for (int p = 0; p < NP; p++)
+            wv[p] = _mm512_cvtepi32_ps(
+                _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + ((size_t)p * d + k) * PANEL))));
+#pragma GCC unroll 6
+        for (int t = 0; t < NT; t++) {
+            const __m512 b = _mm512_set1_ps(x[(size_t)t * ldx + k]);
+#pragma GCC unroll 4
+            for (int p = 0; p < NP; p++) a[p][t] = _mm512_fmadd_ps(wv[p], b, a[p][t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; p++) {
+        const int left = p == NP - 1 ? nlast : PANEL;
+        const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        const __m512 s = _mm512_loadu_ps(sc + p * PANEL);
+#pragma GCC unroll 6
+        for (int t = 0; t < NT; t++) _mm512_mask_storeu_ps(out + (size_t)t * ldo + p * PANEL, mk, _mm512_mul_ps(s, a[p][t]));
+    }
+}
+
+static void matmul_i8_avx512(float *out, int ldo, const float *x, int ldx, const int8_t *wp, const float *sc, int d,
+                             int T, int p0, int p1, int n) {
+    const size_t pb = (size_t)d * PANEL;
+    for (int p = p0; p < p1;) {
+        const int np = p1 - p >= 4 ? 4 : 1, last = n - (p + np - 1) * PANEL < PANEL ? n - (p + np - 1) * PANEL : PANEL;
+        for (int t0 = 0, nt; t0 < T; t0 += nt) { /* groups of up to 6 tokens (7 as 4 + 3, 8 as 4 + 4) */
+            const int left = T - t0;
+            nt = left <= 6 ? left : left <= 8 ? 4 : 6;
+            float *o = out + (size_t)t0 * ldo + (size_t)p * PANEL;
+            const float *xt = x + (size_t)t0 * ldx;
+            const int8_t *w = wp + p * pb;
+            const float *s = sc + p * PANEL;
+#define I8T_(NT_) (np == 4 ? i8tile(o, ldo, xt, ldx, w, s, d, 4, NT_, last) : i8tile(o, ldo, xt, ldx, w, s, d, 1, NT_, last))
+            switch (nt) {
+            case 1: I8T_(1); break;
+            case 2: I8T_(2); break;
+            case 3: I8T_(3); break;
+            case 4: I8T_(4); break;
+            case 5: I8T_(5); break;
+            default: I8T_(6); break;
+            }
+#undef I8T_
+        }
+        p += np;
+    }
+}
+
 static void screen_scan_avx512(const float *a, int V, const float *n, float s, float st[3], float *hi) {
     const __m512 sv = _mm512_set1_ps(s), sign = _mm512_set1_ps(-0.0f);
     __m512 lo = _mm512_set1_ps(-INFINITY), am = _mm512_setzero_ps(), bad = am;
@@ -696,4 +757,4 @@ static void screen_scan_avx512(const float *a, int V, const float *n, float s, f
 }
 
 const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, matmul_panels_avx512, axpy_rows_avx512, max_sumexp_avx512,
-                                    exp_sub_sum_avx512, silu_mul_avx512, screen_scan_avx512};
+                                    exp_sub_sum_avx512, silu_mul_avx512, matmul_i8_avx512, screen_scan_avx512};

@@ -100,6 +100,20 @@ void silu_mul_generic(float *a, const float *g, int n) {
     for (int j = 0; j < n; j++) a[j] = a[j] / (1.0f + expf(-a[j])) * g[j];
 }
 
+static void matmul_i8_scalar(float *out, int ldo, const float *x, int ldx, const int8_t *wp, const float *sc, int d,
+                             int T, int p0, int p1, int n) {
+    for (int p = p0; p < p1; p++) {
+        const int8_t *w = wp + (size_t)p * d * PANEL;
+        for (int j = 0; j < PANEL && p * PANEL + j < n; j++)
+            for (int t = 0; t < T; t++) {
+                const float *xt = x + (size_t)t * ldx;
+                float a = 0.0f;
+                for (int k = 0; k < d; k++) a += (float)w[(size_t)k * PANEL + j] * xt[k]; /* multiply, then add */
+                out[(size_t)t * ldo + p * PANEL + j] = sc[p * PANEL + j] * a;
+            }
+    }
+}
+
 void screen_scan_tail(const float *a, int r0, int V, const float *n, float s, float st[3], float *hi) {
     for (int r = r0; r < V; r += SCAN_CHUNK) {
         float h = -INFINITY;
@@ -118,4 +132,4 @@ static void screen_scan_scalar(const float *a, int V, const float *n, float s, f
 }
 
 const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, matmul_panels_scalar, axpy_rows_scalar, max_sumexp_scalar, exp_sub_sum_generic,
-                                      silu_mul_generic, screen_scan_scalar};
+                                      silu_mul_generic, matmul_i8_scalar, screen_scan_scalar};

@@ -71,6 +71,11 @@ typedef struct {
     float (*exp_sub_sum)(float *x, int n, float m);
     /* a[j] = silu(a[j]) * g[j] = a[j] / (1 + exp(-a[j])) * g[j] for j < n */
     void (*silu_mul)(float *a, const float *g, int n);
+    /* backend_t.i8_matmul over panels [p0, p1) of an int8 matrix of n rows
+     * packed by cpu.c (I8_PANEL_BYTES per panel and k: element (p*PANEL + j,
+     * k) at panel p, [k][j]) with scales sc (a multiple of PANEL long) */
+    void (*matmul_i8)(float *out, int ldo, const float *x, int ldx, const int8_t *wp, const float *sc, int d, int T,
+                      int p0, int p1, int n);
     /* one row of backend_t.screen_scan: a (V), the bounds fl(s * n[r]),
      * st[3] and hi (ceil(V / SCAN_CHUNK)) */
     void (*screen_scan)(const float *a, int V, const float *n, float s, float st[3], float *hi);
