@@ -752,7 +752,7 @@ static int forced_pass(transformer_t *tf, const int *ids, int w, int *next, int 
 
 /* Seconds per greedy decoding step over `steps` steps from BOS, each with
  * the max probability as BiLD's small model needs it (so the full
- * classifier: an argmax alone would come from its bf16 screen). */
+ * classifier: an argmax alone would come from its int8 screen). */
 static double time_steps(transformer_t *tf, int bos, int steps) {
     int tok = bos;
     float mp;

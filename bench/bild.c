@@ -255,7 +255,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench/bild: %s: %s\n", lp, err);
         return 1;
     }
-    /* greedy: the large model alone takes its argmaxes through the classifier's bf16 screen, as bild run does
+    /* greedy: the large model alone takes its argmaxes through the classifier's int8 screen, as bild run does
      * (its fastest way; BILD_SCREEN=0 for the full classifier); BiLD's prompt passes too */
     transformer_prepare_greedy(tfl);
     for (int k = 0; k < ns; k++) {

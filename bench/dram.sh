@@ -88,9 +88,9 @@ for l in open(sys.argv[1]):
     if v: d[(k, int(t))].append(float(v))
 size = int(sys.argv[2]) - 28 - 2 * 1024 * 32 * 4  # weights read per step: the file less header and the legacy RoPE tables
 bw = [float(x) for x in sys.argv[3].split()] if sys.argv[3].strip() else []
-screened = size - 32000 * 768 * 2  # bild run's greedy step: the shared classifier through its bf16 screen (half its bytes)
+screened = size - 32000 * 768 * 3  # bild run's greedy step: the shared classifier through its int8 screen (a quarter of its bytes)
 print("random stories110M-shaped checkpoint, %.0f MB of f32 weights read per step (%.0f MB by bild run's greedy step: the\n"
-      "classifier's bf16 screen; BILD_SCREEN=0 reads them all); median decode tokens/s:" % (size / 1e6, screened / 1e6))
+      "classifier's int8 screen; BILD_SCREEN=0 reads them all); median decode tokens/s:" % (size / 1e6, screened / 1e6))
 for T in (1, 2):
     for k, nbytes in (("bild run", screened), ("bild run, no screen", size)):
         b = st.median(d[(k, T)]) if d[(k, T)] else float("nan")

@@ -50,9 +50,10 @@ static const char *RUN_HELP =
     "  -q, --quiet             no statistics on stderr\n"
     "  -h, --help              this help\n"
     "\n"
-    "Greedy decoding (-t 0) on the CPU takes each step's argmax from a bf16 copy of\n"
+    "Greedy decoding (-t 0) on the CPU takes each step's argmax from an int8 copy of\n"
     "an f32 classifier, checking exactly every row within the copy's error bound:\n"
-    "the same tokens as the full classifier, half its bytes read (docs/engine.md).\n"
+    "the same tokens as the full classifier, a quarter of its bytes read\n"
+    "(docs/engine.md).\n"
     "Environment: BILD_SCREEN=0 turns that off; BILD_ISA=avx2|scalar forces an\n"
     "instruction set; BILD_HUGEPAGES=0 keeps the weights in ordinary pages.\n"
     "\n"
@@ -228,7 +229,7 @@ int cmd_run(int argc, char **argv) {
     long long sc_steps, sc_full, sc_cands;
     transformer_screen_stats(tf, &sc_steps, &sc_full, &sc_cands);
     if (!quiet && sc_steps)
-        fprintf(stderr, "bild: greedy argmax from a bf16 copy of the classifier, checked exactly: %lld steps, "
+        fprintf(stderr, "bild: greedy argmax from an int8 copy of the classifier, checked exactly: %lld steps, "
                         "%.1f candidate rows a step, %lld left to the full classifier (BILD_SCREEN=0: off)\n",
                 sc_steps, (double)sc_cands / (sc_steps - sc_full > 0 ? sc_steps - sc_full : 1), sc_full);
     rc = EXIT_OK;

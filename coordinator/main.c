@@ -1083,7 +1083,7 @@ int cmd_generate(int argc, char **argv) {
     }
     /* greedy: the large model's argmaxes through the classifier's screen where a pass needs no more (the
      * large model alone; speculative decoding, and BiLD with --rollback below ln 2, e.g. --exact:
-     * verify_req_t.argmax_only); its bf16 copy is made here, with the loading */
+     * verify_req_t.argmax_only); its int8 copy is made here, with the loading */
     if (tfl && temperature == 0) transformer_prepare_greedy(tfl);
     if ((tfs && !(g.dr = drafter_new(tfs, smp_s, temperature, eos, bos))) ||
         (tfl && !(g.vf = verifier_new(tfl, smp_l, temperature)))) {

@@ -41,7 +41,7 @@ echo "+ launch/local.sh: BiLD in three processes (small $SMALL, large stories15M
 t=$(now); BILD=$BILD sh launch/local.sh --small "$SMALL" -- -p "$PROMPT" -n "$N"; part "the story (three processes)" "$t"
 
 # speed: the large model alone (bild run, greedy: its fastest way, the
-# classifier through its exact bf16 screen; and generate --mode large, the
+# classifier through its exact int8 screen; and generate --mode large, the
 # same policy machine as BiLD with the small model switched off), BiLD
 # --exact in process and in three processes, interleaved round by round;
 # each run reports its own tokens/s (generation with the prompt, loading

@@ -146,7 +146,7 @@ expect "draft vocab: no ids" 3 "no token ids" -- generate -S "$SM" -L "$LG" -p x
 expect "draft vocab: not a number" 3 "line 1: expected token ids" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/junk.txt"
 expect "draft vocab: missing file" 3 "cannot open" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/none.txt"
 expect "draft-top beyond the file" 3 "ranks 2 ids" -- generate -S "$SM" -L "$LG" -p x --draft-vocab "$tmp/two.txt" --draft-top 5
-# the large model's classifier screen (greedy: argmaxes through a bf16 copy, checked exactly) changes no token
+# the large model's classifier screen (greedy: argmaxes through an int8 copy, checked exactly) changes no token
 # and no count: --exact, default BiLD, speculative decoding and the large model alone, against BILD_SCREEN=0
 for m in "--exact" "--fallback 0.6 --rollback 5" "--mode spec --gamma 4" "--mode large"; do
     # shellcheck disable=SC2086

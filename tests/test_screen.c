@@ -1,4 +1,4 @@
-/* test_screen.c - greedy decoding's bf16 screen of the classifier
+/* test_screen.c - greedy decoding's int8 screen of the classifier
  * (model/transformer.c, screen_argmax): the argmax it answers must be the
  * full f32 classifier's, lowest id on ties, bit for bit the same token.
  *
@@ -7,8 +7,9 @@
  * - tests/data/tiny_gqa.bin with its classifier edited: rows 3 and 5 the
  *   same long vector (an exact tie whenever they lead) and row 7 that
  *   vector with one element one ulp larger (a near tie), and rows 9 and 11
- *   built so that their bf16 copies can rank them the other way round than
- *   the f32 rows (only the screen's error bound keeps both in the running),
+ *   built so that bf16 copies could rank them the other way round than
+ *   the f32 rows (an int8 copy, coarser, does so too; only the screen's
+ *   error bound keeps both in the running),
  *   inputs walking through pseudo-random tokens.
  * At each step, against a transformer built with BILD_SCREEN=0 fed the same
  * tokens: the screened argmax (transformer_logits_stats asking only for
