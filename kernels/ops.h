@@ -157,18 +157,32 @@ struct backend {
      * the scalar flavour). */
     void *(*i8_pack)(backend_t *be, const int8_t *q, const float *scale, int n, int d);
     void (*i8_matmul)(backend_t *be, const void *qp, int n, int d, const float *x, int T, float *out);
+    /* The same int8 matrix for integer products (blocks of tokens, where
+     * widening int8 to f32 costs more than the products): i8q_pack as
+     * i8_pack; i8q_matmul: out[t*n + r] = fl(fl(scale[r] * xs[t]) *
+     * float(D_tr)), D_tr = sum_k (u[t][k] - i8q_half) q[r][k] computed exactly in
+     * integers (float(D) exact while |D| < 2^24), for T rows u (T, ldu) of
+     * bytes in [1, 2 i8q_half - 1], ldu = d rounded up to a multiple of 4,
+     * the padding i8q_half. The caller puts x_k / s_x rounded, at most
+     * i8q_half - 1 in magnitude, plus i8q_half: 64 where pairs of products
+     * are summed in 16 bits (vpmaddubsw), 128 with VNNI. */
+    void *(*i8q_pack)(backend_t *be, const int8_t *q, const float *scale, int n, int d);
+    void (*i8q_matmul)(backend_t *be, const void *qp, int n, int d, const uint8_t *u, const float *xs, int T,
+                       float *out);
+    int i8q_half;
 
     /* Optional (the CPU; NULL elsewhere): the scan of the classifier's
      * screen (model/transformer.c, screen_argmax) over T host rows of V
-     * floats (row t at a + t*V) with the bounds m_tr = fl(s[t] * n[r]):
+     * floats (row t at a + t*V) with the bounds m_tr = fl(fl(s[t] * n[r]) +
+     * fl(s2[t] * n2[r])):
      * st[3t] = max_r fl(a_tr - m_tr), st[3t+1] = max_r |a_tr|, st[3t+2] is
      * not 0 (NaN) when some a_tr is not finite, and hi[t*nc + c] = max over
      * the rows r of chunk c (SCAN_CHUNK rows; nc = ceil(V / SCAN_CHUNK)) of
      * fl(a_tr + m_tr), so that no row of a chunk whose hi is below a value
      * reaches it. Every fl() is one product or one sum, rounded on its own
      * (no fused multiply-add), as the caller's own test of a row. */
-    void (*screen_scan)(backend_t *be, const float *a, int T, int V, const float *n, const float *s, float *st,
-                        float *hi);
+    void (*screen_scan)(backend_t *be, const float *a, int T, int V, const float *n, const float *s, const float *n2,
+                        const float *s2, float *st, float *hi);
 
     /* Optional (NULL on the CPU): the ops between graph_begin and graph_end
      * are recorded instead of run, then run as one unit (a CUDA graph: one

@@ -83,11 +83,18 @@ struct transformer {
     int cls_pending;   /* rows of the last run whose f32 classifier has not run yet (their input: xb rows 0..) */
     int scr_fma;       /* the backend's products: one FMA chain per output (1), or multiply then add (0) */
     void *scr_q;       /* the classifier in int8 with a scale per row (backend_t.i8_pack) */
-    float *scr_norm;   /* (vocab) P_r = max(delta_r, N_r / SCR_RHO), rounded up (screen_argmax) */
+    void *scr_qq;      /* the same for integer products (backend_t.i8q_pack): blocks of SCR_INT_MIN+ rows */
+    float *scr_h;      /* (vocab) N_r >= ||w_r||, ||v_r||, rounded up (screen_argmax) */
+    float *scr_sf2;    /* (max_block) each row's second bound scale (integer products: x's own error) */
+    float *scr_xs;     /* (max_block) each row's scale s_x (integer products) */
+    uint8_t *scr_u;    /* (max_block, dim rounded up to 4) x quantised: round(x / s_x) + 64 */
+    float *scr_norm;   /* (vocab) P_r = E_r + 2 g N_r, rounded up (screen_argmax) */
     double scr_g;      /* gamma of the backend's chains (screen_build) */
     double scr_smax;   /* the largest scale s_r */
     int *scr_cand;     /* (SCR_MAX_CAND) candidate rows of one step */
+    float *scr_cf;     /* (SCR_MAX_CAND) their exact logits */
     float scr_nmax;    /* the largest scr_norm */
+    float scr_hmax;    /* the largest scr_h */
     float *scr_sf;     /* (max_block) each row's bound scale (screen_argmax) */
     double *scr_e;     /* (max_block) each row's absolute term (screen_argmax) */
     float *scr_st;     /* (max_block, 3) the scan's row statistics (backend_t.screen_scan) */
@@ -277,7 +284,7 @@ void transformer_destroy(transformer_t **ptf) {
     free(tf->logits_host);
     be->free(be, &tf->head_w);
     free(tf->head_ids), free(tf->head_inv), free(tf->head_rows), free(tf->logits_full);
-    free(tf->scr_q);
+    free(tf->scr_q), free(tf->scr_qq), free(tf->scr_h), free(tf->scr_cf), free(tf->scr_sf2), free(tf->scr_xs), free(tf->scr_u);
     free(tf->scr_norm), free(tf->scr_cand), free(tf->scr_sf), free(tf->scr_e), free(tf->scr_st), free(tf->scr_hi);
     free(tf);
     *ptf = NULL;
@@ -297,14 +304,15 @@ void transformer_destroy(transformer_t **ptf) {
  * |F_r - w_r.x| <= g S_r with g = gamma_n = n u / (1 - n u), u = 2^-24,
  * n = d (FMA) or 2d, and S_r = sum_k |w_rk x_k| <= ||w_r|| ||x||. The copy
  * holds q_rk = round(w_rk / s_r), s_r = max_k |w_rk| / 127, so that
- * v_rk = s_r q_rk is within delta_r (measured at build) of w_rk, and
- * |w_r.x - v_r.x| <= delta_r ||x||_1. The screen's A_r = fl(s_r C_r), C_r
- * the same chain over q_rk x_k: |s_r C_r - v_r.x| <= g ||v_r|| ||x||, and
- * the last product is off by u |A_r| at most (the slack below takes it).
- * With N_r >= ||w_r||, ||v_r|| and P_r = max(delta_r, N_r / SCR_RHO),
- * |A_r - F_r| <= P_r (||x||_1 + 2 g SCR_RHO ||x||) + u |A_r|: one number
- * per row, as the scan wants, and the chains' part (2 g ||x|| N_r, tiny)
- * only raises rows whose delta_r is below N_r / SCR_RHO. With m_r that
+ * v_r = s_r q_r and |w_r.x - v_r.x| <= E_r ||x||, E_r = ||w_r - v_r||
+ * (measured at build). The screen's A_r = fl(s_r C_r), C_r the same chain
+ * over q_rk x_k: |s_r C_r - v_r.x| <= g ||v_r|| ||x||, and the last product
+ * is off by u |A_r| at most (the slack below takes it). With N_r >=
+ * ||w_r||, ||v_r||: |A_r - F_r| <= (E_r + 2 g N_r) ||x|| + u |A_r|. Blocks
+ * of SCR_INT_MIN+ rows quantise x too, x^ = s_x p with p_k integers below
+ * backend_t.i8q_half, and take exact integer sums D_r = q_r.p, so A_r =
+ * fl(fl(s_r s_x) D_r) is within 3u |A_r| of v_r.x^, and |v_r.x - v_r.x^|
+ * <= N_r ||x - x^||: the bound gains N_r ||x - x^||. With m_r that
  * bound (inflated for its own rounding, plus a tiny absolute term for
  * underflow), every row with A_r + m_r < L = max_j (A_j - m_j) has F_r <
  * F_j* for the j* attaining L, so it is not the argmax, ties included. The
@@ -314,8 +322,8 @@ void transformer_destroy(transformer_t **ptf) {
  * backend's matmul bit for bit on 64 rows before it turns the screen on; a step
  * with a non-finite value or more than SCR_MAX_CAND candidates runs the
  * full classifier instead. BILD_SCREEN=0 turns it off. */
-#define SCR_MAX_CAND 256
-#define SCR_RHO 4096.0
+#define SCR_MAX_CAND 1024
+#define SCR_INT_MIN 3 /* blocks of this many rows or more take integer products (screen_argmax) */
 
 /* F_r: row r of the f32 classifier times x, in the backend's order */
 static float exact_logit(const transformer_t *tf, int r, const float *x) {
@@ -332,14 +340,51 @@ static float exact_logit(const transformer_t *tf, int r, const float *x) {
     return a;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* exact_logit for the FMA backends, four rows at a time (four independent
+ * chains, each still one fused multiply-add per k in order): the blocks'
+ * integer screen leaves tens of candidates a row */
+__attribute__((target("fma"))) static void exact_logits_fma(const float *wc, int d, const int *rows, int n,
+                                                            const float *x, float *out) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float *w0 = wc + (size_t)rows[i] * d, *w1 = wc + (size_t)rows[i + 1] * d;
+        const float *w2 = wc + (size_t)rows[i + 2] * d, *w3 = wc + (size_t)rows[i + 3] * d;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (int k = 0; k < d; k++) {
+            a0 = __builtin_fmaf(w0[k], x[k], a0), a1 = __builtin_fmaf(w1[k], x[k], a1);
+            a2 = __builtin_fmaf(w2[k], x[k], a2), a3 = __builtin_fmaf(w3[k], x[k], a3);
+        }
+        out[i] = a0, out[i + 1] = a1, out[i + 2] = a2, out[i + 3] = a3;
+    }
+    for (; i < n; i++) {
+        const float *w0 = wc + (size_t)rows[i] * d;
+        float a0 = 0;
+        for (int k = 0; k < d; k++) a0 = __builtin_fmaf(w0[k], x[k], a0);
+        out[i] = a0;
+    }
+}
+#endif
+
+/* exact_logit of rows[0..n) into out */
+static void exact_logits(const transformer_t *tf, const int *rows, int n, const float *x, float *out) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (tf->scr_fma) {
+        exact_logits_fma(tf->wcls_host, tf->cfg.dim, rows, n, x, out);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) out[i] = exact_logit(tf, rows[i], x);
+}
+
 /* The argmaxes of the n pending rows (xb rows 0..n-1) into out: 0, or -1
  * where the screen cannot decide one of them (the caller runs the full
  * classifier); tf->logits then holds the screen's values, and the rows
  * stay pending. */
 static int screen_argmax(transformer_t *tf, int n, int *out) {
     backend_t *be = tf->be;
-    const int d = tf->cfg.dim, V = tf->cfg.vocab_size, nch = (V + SCAN_CHUNK - 1) / SCAN_CHUNK;
-    be->i8_matmul(be, tf->scr_q, V, d, tf->xb.data, n, tf->logits.data);
+    const int d = tf->cfg.dim, V = tf->cfg.vocab_size, nch = (V + SCAN_CHUNK - 1) / SCAN_CHUNK, ldu = (d + 3) / 4 * 4;
+    const int integer = n >= SCR_INT_MIN && tf->scr_qq; /* blocks: integer products, x quantised too */
     double *e = tf->scr_e;
     for (int t = 0; t < n; t++) {
         const float *x = (const float *)tf->xb.data + (size_t)t * d;
@@ -350,29 +395,51 @@ static int screen_argmax(transformer_t *tf, int n, int *out) {
         /* m_r = s ||w_r|| + e (s's double arithmetic: relative error ~d 2^-53, inside the 1e-9). The passes over
          * the vocabulary run in float, where they vectorise: M_r = fl(sf N_r) >= s N_r (sf is s raised by 2^-20,
          * more than its own and the product's rounding), each float sum or difference is off by at most 2^-24 of
-         * |A_r| + M_r, and the slack D = 2^-21 (max |A| + max M) + 2e covers two such errors, the u |A| of each
-         * side's last product and e twice: a row is dropped only if fl(A_r + M_r) < L - D, with L = max
-         * fl(A_j - M_j), which implies A_r + m_r < A_j - m_j. e: underflow in both chains and the last product. */
-        const double s = (x1 + 2 * tf->scr_g * SCR_RHO * sqrt(nx)) * (1 + 1e-9);
-        e[t] = (2.0 * d * (1 + tf->scr_smax) + 2) * 0x1p-149;
+         * |A_r| + M_r, and the slack D = 2^-20 (max |A| + max M) + 2e covers two such errors, the <= 3u |A| of
+         * each side's last products and e twice: a row is dropped only if fl(A_r + M_r) < L - D, with L = max
+         * fl(A_j - M_j), which implies A_r + m_r < A_j - m_j. e: underflow in the chains and the last products. */
+        const double s = sqrt(nx) * (1 + 1e-9);
+        e[t] = (2.0 * d * (1 + tf->scr_smax) + 4) * 0x1p-149;
         tf->scr_sf[t] = (float)(s * (1 + 0x1p-20));
+        tf->scr_sf2[t] = 0;
+        if (integer) { /* x_k ~ s_x q_k, |q_k| < half: the screen's A_r is then off by N_r ||x - x^|| more */
+            const int half = be->i8q_half;
+            const float sx = (float)xm / (float)(half - 1);
+            uint8_t *u = tf->scr_u + (size_t)t * ldu;
+            double dx = 0;
+            for (int k = 0; k < d; k++) {
+                long q = sx > 0 ? lrintf(x[k] / sx) : 0;
+                q = q > half - 1 ? half - 1 : q < 1 - half ? 1 - half : q;
+                u[k] = (uint8_t)(q + half);
+                const double err = (double)x[k] - (double)sx * (double)q; /* exact in double */
+                dx += err * err;
+            }
+            for (int k = d; k < ldu; k++) u[k] = (uint8_t)half;
+            tf->scr_xs[t] = sx;
+            tf->scr_sf2[t] = (float)(sqrt(dx) * (1 + 1e-9) * (1 + 0x1p-20));
+        }
     }
+    if (integer)
+        be->i8q_matmul(be, tf->scr_qq, V, d, tf->scr_u, tf->scr_xs, n, tf->logits.data);
+    else
+        be->i8_matmul(be, tf->scr_q, V, d, tf->xb.data, n, tf->logits.data);
     /* the first pass (the backend's, vectorised): L, max |A|, a sum that is NaN if some A_r is not finite, and
      * each chunk's largest fl(A_r + M_r), so that the second pass looks only where a candidate can be */
-    be->screen_scan(be, tf->logits.data, n, V, tf->scr_norm, tf->scr_sf, tf->scr_st, tf->scr_hi);
+    be->screen_scan(be, tf->logits.data, n, V, tf->scr_norm, tf->scr_sf, tf->scr_h, tf->scr_sf2, tf->scr_st, tf->scr_hi);
     for (int t = 0; t < n; t++) {
         const float *a = (const float *)tf->logits.data + (size_t)t * V, *x = (const float *)tf->xb.data + (size_t)t * d;
-        const float sf = tf->scr_sf[t], *nr = tf->scr_norm, *hi = tf->scr_hi + (size_t)t * nch;
+        const float sf = tf->scr_sf[t], sf2 = tf->scr_sf2[t], *nr = tf->scr_norm, *hr = tf->scr_h;
+        const float *hi = tf->scr_hi + (size_t)t * nch;
         const float L = tf->scr_st[3 * t], amax = tf->scr_st[3 * t + 1], bad = tf->scr_st[3 * t + 2];
-        const float mmax = sf * tf->scr_nmax; /* = max_r fl(sf N_r): rounding is monotone */
+        const float mmax = sf * tf->scr_nmax + tf->scr_sf2[t] * tf->scr_hmax; /* >= max_r M_r: rounding is monotone */
         if (bad != 0 || !isfinite(L) || !isfinite(amax + mmax)) return tf->scr_full++, -1;
-        const double D = 0x1p-21 * ((double)amax + mmax) + 2 * e[t];
+        const double D = 0x1p-20 * ((double)amax + mmax) + 2 * e[t];
         const float th = nextafterf((float)((double)L - D), -INFINITY); /* rounded down */
         int nc = 0;
         for (int c = 0; c < nch; c++) {
             if (hi[c] < th) continue; /* no row of the chunk reaches th (the same fl(A_r + M_r) as below) */
             for (int r = c * SCAN_CHUNK; r < V && r < (c + 1) * SCAN_CHUNK; r++)
-                if (a[r] + sf * nr[r] >= th) {
+                if (a[r] + (sf * nr[r] + sf2 * hr[r]) >= th) {
                     if (nc == SCR_MAX_CAND) return tf->scr_full++, -1;
                     tf->scr_cand[nc++] = r;
                 }
@@ -380,8 +447,9 @@ static int screen_argmax(transformer_t *tf, int n, int *out) {
         tf->scr_cands += nc;
         int best = -1;
         float bf = 0;
+        exact_logits(tf, tf->scr_cand, nc, x, tf->scr_cf);
         for (int i = 0; i < nc; i++) { /* ascending ids: a later one wins only if strictly larger */
-            float f = exact_logit(tf, tf->scr_cand[i], x);
+            const float f = tf->scr_cf[i];
             if (isnan(f)) return tf->scr_full++, -1;
             if (best < 0 || f > bf) best = tf->scr_cand[i], bf = f;
         }
@@ -422,32 +490,44 @@ static void screen_build(transformer_t *tf) {
     float *keep = malloc(sizeof(float) * (size_t)d);
     tf->scr_norm = malloc(sizeof(float) * (size_t)V);
     tf->scr_cand = malloc(sizeof(int) * SCR_MAX_CAND);
+    tf->scr_cf = malloc(sizeof(float) * SCR_MAX_CAND);
     tf->scr_sf = malloc(sizeof(float) * (size_t)tf->max_block);
+    tf->scr_sf2 = malloc(sizeof(float) * (size_t)tf->max_block);
+    tf->scr_xs = malloc(sizeof(float) * (size_t)tf->max_block);
+    tf->scr_u = malloc((size_t)tf->max_block * (size_t)((d + 3) / 4 * 4));
+    tf->scr_h = malloc(sizeof(float) * (size_t)V);
     tf->scr_e = malloc(sizeof(double) * (size_t)tf->max_block);
     tf->scr_st = malloc(sizeof(float) * 3 * (size_t)tf->max_block);
     tf->scr_hi = malloc(sizeof(float) * (size_t)tf->max_block * (size_t)((V + SCAN_CHUNK - 1) / SCAN_CHUNK));
     int ok = q && scale && keep && tf->scr_norm && tf->scr_cand && tf->scr_sf && tf->scr_e && tf->scr_st &&
-             tf->scr_hi && be->screen_scan && be->i8_pack && be->i8_matmul;
-    tf->scr_nmax = 0, tf->scr_smax = 0;
+             tf->scr_hi && tf->scr_cf && tf->scr_sf2 && tf->scr_xs && tf->scr_u && tf->scr_h && be->screen_scan && be->i8_pack &&
+             be->i8_matmul;
+    tf->scr_nmax = 0, tf->scr_smax = 0, tf->scr_hmax = 0;
+    tf->scr_fma = strcmp(be->isa, "scalar") != 0;
+    const double u = 0x1p-24, nc = tf->scr_fma ? d : 2.0 * d;
+    tf->scr_g = nc * u / (1 - nc * u) * (1 + 1e-6);
     for (int r = 0; r < V && ok; r++) {
         const float *wr = w + (size_t)r * d;
         float mx = 0;
         for (int k = 0; k < d && ok; k++) ok = isfinite(wr[k]), mx = fabsf(wr[k]) > mx ? fabsf(wr[k]) : mx;
         const float sr = mx / 127.0f; /* the bound needs finite weights; |w / s_r| <= 127 up to rounding */
-        double n2 = 0, v2 = 0, dl = 0;
+        double n2 = 0, v2 = 0, e2 = 0;
         for (int k = 0; k < d && ok; k++) {
             long qi = sr > 0 ? lrintf(wr[k] / sr) : 0;
             qi = qi > 127 ? 127 : qi < -127 ? -127 : qi;
             q[(size_t)r * d + k] = (int8_t)qi;
-            const double v = (double)sr * (double)qi, err = fabs((double)wr[k] - v); /* both exact in double */
-            n2 += (double)wr[k] * wr[k], v2 += v * v, dl = err > dl ? err : dl;
+            const double v = (double)sr * (double)qi, err = (double)wr[k] - v; /* both exact in double */
+            n2 += (double)wr[k] * wr[k], v2 += v * v, e2 += err * err;
         }
         scale[r] = sr, tf->scr_smax = sr > tf->scr_smax ? sr : tf->scr_smax;
-        const double nr = sqrt(n2 > v2 ? n2 : v2) / SCR_RHO, pr = (nr > dl ? nr : dl) * (1 + 1e-9);
+        const double nr = sqrt(n2 > v2 ? n2 : v2) * (1 + 1e-9), pr = (sqrt(e2) + 2 * tf->scr_g * nr) * (1 + 1e-9);
         tf->scr_norm[r] = nextafterf((float)pr, INFINITY); /* rounded up */
         tf->scr_nmax = tf->scr_norm[r] > tf->scr_nmax ? tf->scr_norm[r] : tf->scr_nmax;
+        tf->scr_h[r] = nextafterf((float)nr, INFINITY); /* rounded up */
+        tf->scr_hmax = tf->scr_h[r] > tf->scr_hmax ? tf->scr_h[r] : tf->scr_hmax;
     }
     if (ok) ok = (tf->scr_q = be->i8_pack(be, q, scale, V, d)) != NULL;
+    if (ok && be->i8q_pack && !(tf->scr_qq = be->i8q_pack(be, q, scale, V, d))) ok = 0, free(tf->scr_q), tf->scr_q = NULL;
     free(q), free(scale);
     if (!ok) {
         free(keep), free(tf->scr_norm), free(tf->scr_cand), free(tf->scr_sf), free(tf->scr_e), free(tf->scr_st),
@@ -455,9 +535,6 @@ static void screen_build(transformer_t *tf) {
         tf->scr_norm = NULL, tf->scr_cand = NULL, tf->scr_sf = tf->scr_st = tf->scr_hi = NULL, tf->scr_e = NULL;
         return;
     }
-    tf->scr_fma = strcmp(be->isa, "scalar") != 0;
-    const double u = 0x1p-24, n = tf->scr_fma ? d : 2.0 * d;
-    tf->scr_g = n * u / (1 - n * u) * (1 + 1e-6);
     /* the check: a sample input through the backend's f32 classifier and through exact_logit */
     float *x = tf->xb.data;
     memcpy(keep, x, sizeof(float) * (size_t)d);
@@ -481,8 +558,8 @@ static void screen_build(transformer_t *tf) {
     free(keep);
     tf->scr_steps = tf->scr_full = tf->scr_cands = 0;
     if (!ok) {
-        free(tf->scr_q);
-        tf->scr_q = NULL;
+        free(tf->scr_q), free(tf->scr_qq);
+        tf->scr_q = tf->scr_qq = NULL;
         return;
     }
     tf->scr_on = 1;

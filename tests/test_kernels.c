@@ -335,13 +335,13 @@ static void test_row_stats(backend_t *be, int T, int V, float scale) {
  * bit; st[2] only says whether some value is not finite */
 static void test_screen_scan(backend_t *be, int T, int V, int poison) {
     const int nc = (V + SCAN_CHUNK - 1) / SCAN_CHUNK;
-    float *a = malloc(sizeof(float) * T * V), *n = malloc(sizeof(float) * V), s[4], st[12];
-    float *hi = malloc(sizeof(float) * T * nc);
-    fill(a, (size_t)T * V, 20), fill(n, V, 3);
-    for (int r = 0; r < V; r++) n[r] = fabsf(n[r]);
-    for (int t = 0; t < T; t++) s[t] = 0.01f * (t + 1);
+    float *a = malloc(sizeof(float) * T * V), *n = malloc(sizeof(float) * V), *n2 = malloc(sizeof(float) * V);
+    float s[4], s2[4], st[12], *hi = malloc(sizeof(float) * T * nc);
+    fill(a, (size_t)T * V, 20), fill(n, V, 3), fill(n2, V, 50);
+    for (int r = 0; r < V; r++) n[r] = fabsf(n[r]), n2[r] = fabsf(n2[r]);
+    for (int t = 0; t < T; t++) s[t] = 0.01f * (t + 1), s2[t] = t % 2 ? 0.0f : 0.003f * (t + 1);
     if (poison) a[(size_t)(T - 1) * V + V - 1 - poison % V] = poison % 2 ? NAN : -INFINITY;
-    be->screen_scan(be, a, T, V, n, s, st, hi);
+    be->screen_scan(be, a, T, V, n, s, n2, s2, st, hi);
     for (int t = 0; t < T; t++) {
         const float *r = a + (size_t)t * V;
         float lo = -INFINITY, am = 0;
@@ -349,7 +349,7 @@ static void test_screen_scan(backend_t *be, int T, int V, int poison) {
         for (int c = 0; c < nc; c++) {
             float h = -INFINITY;
             for (int i = c * SCAN_CHUNK; i < V && i < (c + 1) * SCAN_CHUNK; i++) {
-                const float m = s[t] * n[i], l = r[i] - m, u = r[i] + m;
+                const float m1 = s[t] * n[i], m2 = s2[t] * n2[i], m = m1 + m2, l = r[i] - m, u = r[i] + m;
                 bad |= !isfinite(r[i]);
                 lo = l > lo ? l : lo, am = fabsf(r[i]) > am ? fabsf(r[i]) : am, h = u > h ? u : h;
             }
@@ -358,7 +358,7 @@ static void test_screen_scan(backend_t *be, int T, int V, int poison) {
         EXPECT_EQ_INT(bad, st[3 * t + 2] != 0);
         if (!bad) EXPECT(memcmp(&lo, &st[3 * t], sizeof lo) == 0 && memcmp(&am, &st[3 * t + 1], sizeof am) == 0);
     }
-    free(a), free(n), free(hi);
+    free(a), free(n), free(n2), free(hi);
 }
 
 /* i8_matmul against its definition (ops.h): out = fl(scale * c), c the chain
@@ -395,6 +395,39 @@ static void test_i8_matmul(backend_t *be, int n, int d, int T) {
     if (bad) fprintf(stderr, "i8_matmul %s n=%d d=%d T=%d: %d of %d outputs differ\n", be->isa, n, d, T, bad, T * n);
     EXPECT_EQ_INT(bad, 0);
     free(qp), free(q), free(sc), free(x), free(out), free(ref);
+}
+
+/* i8q_matmul against its definition (ops.h): exact integer sums, then
+ * fl(fl(scale * xs) * D), bit for bit; u at its extremes 1 and 2 half - 1
+ * too (half: 128 with VNNI, else 64) */
+static void test_i8q_matmul(backend_t *be, int n, int d, int T) {
+    const int ldu = (d + 3) / 4 * 4, half = be->i8q_half;
+    int8_t *q = malloc((size_t)n * d);
+    uint8_t *u = malloc((size_t)T * ldu);
+    float *sc = malloc(sizeof(float) * n), xs[12], *out = malloc(sizeof(float) * T * n), *ref = malloc(sizeof(float) * T * n);
+    for (int i = 0; i < n * d; i++) q[i] = (int8_t)(int)(frand() * 127);
+    q[0] = 127, q[n * d - 1] = -127;
+    for (int t = 0; t < T; t++)
+        for (int k = 0; k < ldu; k++)
+            u[(size_t)t * ldu + k] = k >= d ? (uint8_t)half : (uint8_t)(half + (int)(frand() * (half - 1)));
+    u[0] = (uint8_t)(2 * half - 1), u[(size_t)(T - 1) * ldu + d - 1] = 1;
+    fill(sc, n, 0.01f), fill(xs, T, 0.5f);
+    for (int r = 0; r < n; r++) sc[r] = fabsf(sc[r]);
+    void *qp = be->i8q_pack(be, q, sc, n, d);
+    EXPECT(qp != NULL);
+    if (!qp) return;
+    be->i8q_matmul(be, qp, n, d, u, xs, T, out);
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < n; r++) {
+            int32_t D = 0;
+            for (int k = 0; k < d; k++) D += ((int32_t)u[(size_t)t * ldu + k] - half) * q[(size_t)r * d + k];
+            ref[(size_t)t * n + r] = (sc[r] * xs[t]) * (float)D;
+        }
+    int bad = 0;
+    for (int i = 0; i < T * n; i++) bad += memcmp(&out[i], &ref[i], sizeof(float)) != 0;
+    if (bad) fprintf(stderr, "i8q_matmul %s n=%d d=%d T=%d: %d of %d outputs differ\n", be->isa, n, d, T, bad, T * n);
+    EXPECT_EQ_INT(bad, 0);
+    free(qp), free(q), free(u), free(sc), free(out), free(ref);
 }
 
 int main(void) {
@@ -466,7 +499,9 @@ int main(void) {
             test_row_stats(be, 5, 32000, 10), test_row_stats(be, 3, 517, 1), test_row_stats(be, 20, 7, 30);
             test_row_stats(be, 2, 1000, 200); /* terms down to exp(-400): underflow to 0 */
             for (int T = 1; T <= 9; T++) /* 4-panel and 1-panel tiles (AVX2: 2 and 1), 1-6 token groups */
-                test_i8_matmul(be, 16 * 9 + 5, 37, T), test_i8_matmul(be, 3, 8, T), test_i8_matmul(be, 200, 288, T);
+                test_i8_matmul(be, 16 * 9 + 5, 37, T), test_i8_matmul(be, 3, 8, T), test_i8_matmul(be, 200, 288, T),
+                test_i8q_matmul(be, 16 * 9 + 5, 37, T), test_i8q_matmul(be, 3, 8, T), test_i8q_matmul(be, 200, 288, T);
+            test_i8q_matmul(be, 70, 64, 12); /* two 6-token groups; d a multiple of 4 */
             /* whole chunks and a short last one; a NaN or an infinity in a vector body or in the tail */
             test_screen_scan(be, 1, 32000, 0), test_screen_scan(be, 4, 517, 0), test_screen_scan(be, 3, 7, 0);
             test_screen_scan(be, 2, 1000, 1), test_screen_scan(be, 2, 1000, 4), test_screen_scan(be, 1, 640, 300);

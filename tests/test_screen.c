@@ -18,8 +18,8 @@
  * reference's bit for bit; and a step asking for the max probability too
  * gets the reference's bits; every fifth step a block of 5 tokens (all
  * rows, as a verification pass) gets each row's argmax the same way. Also: the screen is on for f32 weights on the
- * CPU and off with BILD_SCREEN=0; it decided every step itself (none left
- * to the full classifier); on the edited model it checked more than one
+ * CPU and off with BILD_SCREEN=0; it decided all but 2% of the rows
+ * itself (a block's integer screen can leave more than 1024 candidates); on the edited model it checked more than one
  * candidate row per step on average and the tie went to the lower id. */
 #include <stdint.h>
 #include <string.h>
@@ -154,7 +154,7 @@ static void check(const char *ckpt, const char *isa, int threads, int walk, int 
     EXPECT_EQ_INT(bad_arg, 0);
     EXPECT_EQ_INT(bad_logits, 0);
     EXPECT_EQ_INT(bad_p, 0);
-    EXPECT_EQ_INT(sc_full, 0);
+    EXPECT(sc_full * 50 <= sc_steps); /* the screen decided nearly every row itself (blocks quantise x too) */
     EXPECT(sc_steps > 0 && sc_steps <= n - n_p + 5 * n_blk); /* not the steps that asked for max p */
     EXPECT(n_blk > 0);
     if (walk) { /* the edited rows lead often: several candidates, and some exact ties went to row 3 */

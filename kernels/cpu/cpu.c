@@ -482,13 +482,62 @@ static void *cpu_i8_pack(backend_t *be, const int8_t *q, const float *scale, int
     return m;
 }
 
+/* i8q_pack's copy: the scales and the sums i8q_half sum_k q (each padded to whole
+ * panels, zeros past n), then the panels: for each group of 4 k (d padded
+ * with zeros), 16 rows x 4 bytes */
+static void *cpu_i8q_pack(backend_t *be, const int8_t *q, const float *scale, int n, int d) {
+    const int half = be->i8q_half;
+    CHECK(n > 0 && d > 0);
+    const int np = n_panels(n), d4 = (d + 3) / 4;
+    const size_t sb = i8_scale_bytes(n), pb = (size_t)d4 * PANEL * 4;
+    char *m = hostmem_alloc(2 * sb + (size_t)np * pb);
+    if (!m) return NULL;
+    memset(m, 0, 2 * sb + (size_t)np * pb);
+    float *sc = (float *)m;
+    int32_t *cs = (int32_t *)(m + sb);
+    int8_t *w = (int8_t *)(m + 2 * sb);
+    memcpy(sc, scale, sizeof(float) * (size_t)n);
+    for (int r = 0; r < n; r++) {
+        int32_t sum = 0;
+        for (int k = 0; k < d; k++) {
+            w[(size_t)(r / PANEL) * pb + ((size_t)(k / 4) * PANEL + r % PANEL) * 4 + k % 4] = q[(size_t)r * d + k];
+            sum += q[(size_t)r * d + k];
+        }
+        cs[r] = half * sum;
+    }
+    return m;
+}
+
 typedef struct {
     const simd_kernels_t *k;
     const void *qp;
     const float *x;
     float *out;
     int n, d, T;
+    const uint8_t *u;
+    void (*i8q)(float *, int, const uint8_t *, int, const int8_t *, const float *, const int32_t *, const float *, int,
+                int, int, int, int);
 } i8_task_t;
+
+static void i8q_worker(void *p, int ith, int nth) {
+    const i8_task_t *q = p;
+    int p0, p1;
+    panel_slice(n_panels(q->n), ith, nth, &p0, &p1);
+    const size_t sb = i8_scale_bytes(q->n);
+    const int d4 = (q->d + 3) / 4;
+    if (p0 < p1)
+        q->i8q(q->out, q->n, q->u, 4 * d4, (const int8_t *)((const char *)q->qp + 2 * sb), q->qp,
+                         (const int32_t *)((const char *)q->qp + sb), q->x, d4, q->T, p0, p1, q->n);
+}
+
+static void cpu_i8q_matmul(backend_t *be, const void *qp, int n, int d, const uint8_t *u, const float *xs, int T,
+                           float *out) {
+    cpu_t *c = be->impl;
+    i8_task_t q = {c->k, qp, xs, out, n, d, T, u, be->i8q_half == 128 ? matmul_i8q_avx512_vnni : c->k->matmul_i8q};
+    PROF_BEGIN(c);
+    pool_run(c, i8q_worker, &q, row_chunks(c, n_panels(n), (long)n * d * T / 4));
+    PROF_END(c, PROF_MATMUL);
+}
 
 static void i8_worker(void *p, int ith, int nth) {
     const i8_task_t *q = p;
@@ -501,7 +550,7 @@ static void i8_worker(void *p, int ith, int nth) {
 
 static void cpu_i8_matmul(backend_t *be, const void *qp, int n, int d, const float *x, int T, float *out) {
     cpu_t *c = be->impl;
-    i8_task_t q = {c->k, qp, x, out, n, d, T};
+    i8_task_t q = {c->k, qp, x, out, n, d, T, NULL, NULL};
     PROF_BEGIN(c);
     pool_run(c, i8_worker, &q, row_chunks(c, n_panels(n), (long)n * d * T));
     PROF_END(c, PROF_MATMUL);
@@ -509,7 +558,7 @@ static void cpu_i8_matmul(backend_t *be, const void *qp, int n, int d, const flo
 
 typedef struct {
     const simd_kernels_t *k;
-    const float *a, *n, *s;
+    const float *a, *n, *s, *n2, *s2;
     int V;
     float *st, *hi;
 } scan_task_t;
@@ -517,13 +566,14 @@ typedef struct {
 static void scan_worker(void *p, int t, int n) {
     const scan_task_t *q = p; /* one chunk per row */
     const int nc = (q->V + SCAN_CHUNK - 1) / SCAN_CHUNK;
-    q->k->screen_scan(q->a + (size_t)t * q->V, q->V, q->n, q->s[t], q->st + 3 * t, q->hi + (size_t)t * nc);
+    q->k->screen_scan(q->a + (size_t)t * q->V, q->V, q->n, q->s[t], q->n2, q->s2[t], q->st + 3 * t,
+                      q->hi + (size_t)t * nc);
 }
 
-static void cpu_screen_scan(backend_t *be, const float *a, int T, int V, const float *n, const float *s, float *st,
-                            float *hi) {
+static void cpu_screen_scan(backend_t *be, const float *a, int T, int V, const float *n, const float *s,
+                            const float *n2, const float *s2, float *st, float *hi) {
     cpu_t *c = be->impl;
-    scan_task_t q = {c->k, a, n, s, V, st, hi};
+    scan_task_t q = {c->k, a, n, s, n2, s2, V, st, hi};
     PROF_BEGIN(c);
     pool_run(c, scan_worker, &q, T);
     PROF_END(c, PROF_STATS);
@@ -616,11 +666,14 @@ backend_t *backend_cpu_new_isa(int n_threads, const char *isa) {
         return NULL;
     }
     c->k = k;
+    /* integer products with VNNI: x's bytes up to 255 (BILD_NO_VNNI=1: without, as on CPUs that lack it) */
+    const char *nv = getenv("BILD_NO_VNNI");
+    const int vnni = k == &simd_avx512 && __builtin_cpu_supports("avx512vnni") && !(nv && strcmp(nv, "0"));
     *be = (backend_t){
         .name = "cpu", .device = DEVICE_CPU, .n_threads = n_threads, .isa = k->name,
         .alloc = cpu_alloc, .free = cpu_free, .wrap_host = cpu_wrap_host, .pack = cpu_packs_weights() ? cpu_pack : NULL, .upload = cpu_upload, .random = cpu_random, .to_host = cpu_to_host, .from_host = cpu_from_host,
         .embed = cpu_embed, .rmsnorm = cpu_rmsnorm, .matmul = cpu_matmul, .swiglu = cpu_swiglu,
-        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .i8_pack = cpu_i8_pack, .i8_matmul = cpu_i8_matmul, .screen_scan = cpu_screen_scan, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
+        .rope = cpu_rope, .attention = cpu_attention, .row_stats = cpu_row_stats, .i8_pack = cpu_i8_pack, .i8_matmul = cpu_i8_matmul, .i8q_pack = cpu_i8q_pack, .i8q_matmul = cpu_i8q_matmul, .i8q_half = vnni ? 128 : 64, .screen_scan = cpu_screen_scan, .idle = cpu_idle, .destroy = cpu_destroy, .impl = c,
     };
     return be;
 }

@@ -506,20 +506,83 @@ static void matmul_i8_avx2(float *out, int ldo, const float *x, int ldx, const i
     }
 }
 
+/* ---- int8 panels for integer products (backend_t.i8q_matmul), as matmul_avx512.c's with a panel's 64-byte line
+ * as two 8-row halves: vpmaddubsw then vpmaddwd by ones; tiles of one panel x NT <= 5 tokens ---- */
+static inline __attribute__((always_inline)) void i8qtile2(float *out, int ldo, const uint8_t *u, int ldu,
+                                                            const int8_t *w, const float *sc, const int32_t *cs,
+                                                            const float *xs, int d4, const int NT, int nlast) {
+    __m256i a[2][5];
+    const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 5
+    for (int t = 0; t < NT; t++) a[0][t] = a[1][t] = _mm256_setzero_si256();
+    for (int k4 = 0; k4 < d4; k4++) {
+        const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + (size_t)k4 * PANEL * 4));
+        const __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + (size_t)k4 * PANEL * 4 + 32));
+#pragma GCC unroll 5
+        for (int t = 0; t < NT; t++) {
+            int32_t b4;
+            memcpy(&b4, u + (size_t)t * ldu + 4 * k4, 4);
+            const __m256i b = _mm256_set1_epi32(b4);
+            a[0][t] = _mm256_add_epi32(a[0][t], _mm256_madd_epi16(_mm256_maddubs_epi16(b, w0), ones));
+            a[1][t] = _mm256_add_epi32(a[1][t], _mm256_madd_epi16(_mm256_maddubs_epi16(b, w1), ones));
+        }
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        const int left = nlast - h * 8;
+        const __m256 s = _mm256_loadu_ps(sc + h * 8);
+        const __m256i c = _mm256_loadu_si256((const __m256i *)(cs + h * 8));
+#pragma GCC unroll 5
+        for (int t = 0; t < NT; t++) {
+            float *o = out + (size_t)t * ldo + h * 8;
+            const __m256 r = _mm256_mul_ps(_mm256_mul_ps(s, _mm256_set1_ps(xs[t])),
+                                           _mm256_cvtepi32_ps(_mm256_sub_epi32(a[h][t], c)));
+            if (left >= 8) _mm256_storeu_ps(o, r);
+            else if (left > 0) _mm256_maskstore_ps(o, tail_mask(left), r);
+        }
+    }
+}
+
+static void matmul_i8q_avx2(float *out, int ldo, const uint8_t *u, int ldu, const int8_t *wp, const float *sc,
+                            const int32_t *cs, const float *xs, int d4, int T, int p0, int p1, int n) {
+    const size_t pb = (size_t)d4 * PANEL * 4;
+    for (int p = p0; p < p1; p++) {
+        const int last = n - p * PANEL < PANEL ? n - p * PANEL : PANEL;
+        for (int t0 = 0, nt; t0 < T; t0 += nt) {
+            const int left = T - t0;
+            nt = left <= 5 ? left : left <= 8 ? 4 : 5;
+            float *o = out + (size_t)t0 * ldo + (size_t)p * PANEL;
+            const uint8_t *ut = u + (size_t)t0 * ldu;
+            const int8_t *w = wp + p * pb;
+            const float *s = sc + p * PANEL, *x = xs + t0;
+            const int32_t *c = cs + p * PANEL;
+            switch (nt) {
+            case 1: i8qtile2(o, ldo, ut, ldu, w, s, c, x, d4, 1, last); break;
+            case 2: i8qtile2(o, ldo, ut, ldu, w, s, c, x, d4, 2, last); break;
+            case 3: i8qtile2(o, ldo, ut, ldu, w, s, c, x, d4, 3, last); break;
+            case 4: i8qtile2(o, ldo, ut, ldu, w, s, c, x, d4, 4, last); break;
+            default: i8qtile2(o, ldo, ut, ldu, w, s, c, x, d4, 5, last); break;
+            }
+        }
+    }
+}
+
 static inline float hmax8(__m256 v) {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
 }
 
-static void screen_scan_avx2(const float *a, int V, const float *n, float s, float st[3], float *hi) {
-    const __m256 sv = _mm256_set1_ps(s), sign = _mm256_set1_ps(-0.0f);
+static void screen_scan_avx2(const float *a, int V, const float *n, float s, const float *n2, float s2, float st[3],
+                             float *hi) {
+    const __m256 sv = _mm256_set1_ps(s), sv2 = _mm256_set1_ps(s2), sign = _mm256_set1_ps(-0.0f);
     __m256 lo = _mm256_set1_ps(-INFINITY), am = _mm256_setzero_ps(), bad = am;
     int r = 0;
     for (; r + SCAN_CHUNK <= V; r += SCAN_CHUNK) {
         __m256 h = _mm256_set1_ps(-INFINITY);
         for (int i = r; i < r + SCAN_CHUNK; i += 8) {
-            const __m256 av = _mm256_loadu_ps(a + i), m = _mm256_mul_ps(sv, _mm256_loadu_ps(n + i));
+            const __m256 av = _mm256_loadu_ps(a + i), m = _mm256_add_ps(_mm256_mul_ps(sv, _mm256_loadu_ps(n + i)),
+                                                                          _mm256_mul_ps(sv2, _mm256_loadu_ps(n2 + i)));
             lo = _mm256_max_ps(lo, _mm256_sub_ps(av, m)), h = _mm256_max_ps(h, _mm256_add_ps(av, m));
             am = _mm256_max_ps(am, _mm256_andnot_ps(sign, av)), bad = _mm256_add_ps(bad, _mm256_sub_ps(av, av));
         }
@@ -529,8 +592,8 @@ static void screen_scan_avx2(const float *a, int V, const float *n, float s, flo
     _mm256_storeu_ps(b8, bad);
     st[0] = hmax8(lo), st[1] = hmax8(am), st[2] = 0;
     for (int i = 0; i < 8; i++) st[2] += b8[i];
-    screen_scan_tail(a, r, V, n, s, st, hi);
+    screen_scan_tail(a, r, V, n, s, n2, s2, st, hi);
 }
 
 const simd_kernels_t simd_avx2 = {"avx2", matmul_rows_avx2, matmul_panels_avx2, axpy_rows_avx2, max_sumexp_avx2, exp_sub_sum_avx2,
-                                  silu_mul_avx2, matmul_i8_avx2, screen_scan_avx2};
+                                  silu_mul_avx2, matmul_i8_avx2, matmul_i8q_avx2, screen_scan_avx2};

@@ -29,7 +29,9 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cpu/simd.h"
 
@@ -739,22 +741,103 @@ static void matmul_i8_avx512(float *out, int ldo, const float *x, int ldx, const
     }
 }
 
-static void screen_scan_avx512(const float *a, int V, const float *n, float s, float st[3], float *hi) {
-    const __m512 sv = _mm512_set1_ps(s), sign = _mm512_set1_ps(-0.0f);
+/* ---- int8 panels for integer products (backend_t.i8q_matmul): a panel's group of 4 k is one 64-byte line (16
+ * rows x 4 bytes); each token's 4 bytes of u are broadcast, multiplied and summed in fours into 16 int32
+ * accumulators (VNNI: vpdpbusd; else vpmaddubsw, whose pair sums stay below 2 x 127 x 127 < 2^15, then
+ * vpmaddwd by ones); tiles of NP <= 4 panels x NT <= 6 tokens. */
+#define I8Q_TILE(NAME, ATTR, DOT)                                                                                  \
+    static inline __attribute__((always_inline)) ATTR void NAME(float *out, int ldo, const uint8_t *u, int ldu,     \
+                                                                const int8_t *w, const float *sc, const int32_t *cs, \
+                                                                const float *xs, int d4, const int NP, const int NT, \
+                                                                int nlast) {                                       \
+        __m512i a[4][6];                                                                                           \
+        const __m512i ones = _mm512_set1_epi16(1);                                                                 \
+        (void)ones;                                                                                                \
+        _Pragma("GCC unroll 4") for (int p = 0; p < NP; p++) _Pragma("GCC unroll 6") for (int t = 0; t < NT; t++) \
+            a[p][t] = _mm512_setzero_si512();                                                                      \
+        for (int k4 = 0; k4 < d4; k4++) {                                                                          \
+            __m512i wv[4];                                                                                         \
+            _Pragma("GCC unroll 4") for (int p = 0; p < NP; p++) wv[p] =                                           \
+                _mm512_loadu_si512((const void *)(w + ((size_t)p * d4 + k4) * PANEL * 4));                         \
+            _Pragma("GCC unroll 6") for (int t = 0; t < NT; t++) {                                                 \
+                int32_t b4;                                                                                        \
+                memcpy(&b4, u + (size_t)t * ldu + 4 * k4, 4);                                                      \
+                const __m512i b = _mm512_set1_epi32(b4);                                                           \
+                _Pragma("GCC unroll 4") for (int p = 0; p < NP; p++) a[p][t] = DOT(a[p][t], b, wv[p]);             \
+            }                                                                                                      \
+        }                                                                                                          \
+        _Pragma("GCC unroll 4") for (int p = 0; p < NP; p++) {                                                     \
+            const int left = p == NP - 1 ? nlast : PANEL;                                                          \
+            const __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);                   \
+            const __m512 s = _mm512_loadu_ps(sc + p * PANEL);                                                      \
+            const __m512i c = _mm512_loadu_si512((const void *)(cs + p * PANEL));                                  \
+            _Pragma("GCC unroll 6") for (int t = 0; t < NT; t++) {                                                 \
+                const __m512 f = _mm512_cvtepi32_ps(_mm512_sub_epi32(a[p][t], c));                                 \
+                _mm512_mask_storeu_ps(out + (size_t)t * ldo + p * PANEL, mk,                                        \
+                                      _mm512_mul_ps(_mm512_mul_ps(s, _mm512_set1_ps(xs[t])), f));                  \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+
+#define DOT_BW(acc, b, w) _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(b, w), ones))
+#define DOT_VNNI(acc, b, w) _mm512_dpbusd_epi32(acc, b, w)
+I8Q_TILE(i8qtile, , DOT_BW)
+I8Q_TILE(i8qtile_vnni, __attribute__((target("avx512vnni"))), DOT_VNNI)
+
+#define I8Q_BODY(TILE)                                                                                             \
+    const size_t pb = (size_t)d4 * PANEL * 4;                                                                      \
+    for (int p = p0; p < p1;) {                                                                                    \
+        const int np = p1 - p >= 4 ? 4 : 1, last = n - (p + np - 1) * PANEL < PANEL ? n - (p + np - 1) * PANEL : PANEL; \
+        for (int t0 = 0, nt; t0 < T; t0 += nt) {                                                                   \
+            const int left = T - t0;                                                                               \
+            nt = left <= 6 ? left : left <= 8 ? 4 : 6;                                                             \
+            float *o = out + (size_t)t0 * ldo + (size_t)p * PANEL;                                                 \
+            const uint8_t *ut = u + (size_t)t0 * ldu;                                                              \
+            const int8_t *w = wp + p * pb;                                                                         \
+            const float *s = sc + p * PANEL, *x = xs + t0;                                                         \
+            const int32_t *c = cs + p * PANEL;                                                                     \
+            switch (nt) {                                                                                          \
+            case 1: np == 4 ? TILE(o, ldo, ut, ldu, w, s, c, x, d4, 4, 1, last) : TILE(o, ldo, ut, ldu, w, s, c, x, d4, 1, 1, last); break; \
+            case 2: np == 4 ? TILE(o, ldo, ut, ldu, w, s, c, x, d4, 4, 2, last) : TILE(o, ldo, ut, ldu, w, s, c, x, d4, 1, 2, last); break; \
+            case 3: np == 4 ? TILE(o, ldo, ut, ldu, w, s, c, x, d4, 4, 3, last) : TILE(o, ldo, ut, ldu, w, s, c, x, d4, 1, 3, last); break; \
+            case 4: np == 4 ? TILE(o, ldo, ut, ldu, w, s, c, x, d4, 4, 4, last) : TILE(o, ldo, ut, ldu, w, s, c, x, d4, 1, 4, last); break; \
+            case 5: np == 4 ? TILE(o, ldo, ut, ldu, w, s, c, x, d4, 4, 5, last) : TILE(o, ldo, ut, ldu, w, s, c, x, d4, 1, 5, last); break; \
+            default: np == 4 ? TILE(o, ldo, ut, ldu, w, s, c, x, d4, 4, 6, last) : TILE(o, ldo, ut, ldu, w, s, c, x, d4, 1, 6, last); break; \
+            }                                                                                                      \
+        }                                                                                                          \
+        p += np;                                                                                                   \
+    }
+
+__attribute__((target("avx512vnni"))) void matmul_i8q_avx512_vnni(float *out, int ldo, const uint8_t *u, int ldu,
+                                                                    const int8_t *wp, const float *sc, const int32_t *cs,
+                                                                    const float *xs, int d4, int T, int p0, int p1,
+                                                                    int n) {
+    I8Q_BODY(i8qtile_vnni)
+}
+
+static void matmul_i8q_avx512(float *out, int ldo, const uint8_t *u, int ldu, const int8_t *wp, const float *sc,
+                              const int32_t *cs, const float *xs, int d4, int T, int p0, int p1, int n) {
+    I8Q_BODY(i8qtile)
+}
+
+static void screen_scan_avx512(const float *a, int V, const float *n, float s, const float *n2, float s2, float st[3],
+                               float *hi) {
+    const __m512 sv = _mm512_set1_ps(s), sv2 = _mm512_set1_ps(s2), sign = _mm512_set1_ps(-0.0f);
     __m512 lo = _mm512_set1_ps(-INFINITY), am = _mm512_setzero_ps(), bad = am;
     int r = 0;
     for (; r + SCAN_CHUNK <= V; r += SCAN_CHUNK) {
         __m512 h = _mm512_set1_ps(-INFINITY);
         for (int i = r; i < r + SCAN_CHUNK; i += 16) {
-            const __m512 av = _mm512_loadu_ps(a + i), m = _mm512_mul_ps(sv, _mm512_loadu_ps(n + i));
+            const __m512 av = _mm512_loadu_ps(a + i), m = _mm512_add_ps(_mm512_mul_ps(sv, _mm512_loadu_ps(n + i)),
+                                                                          _mm512_mul_ps(sv2, _mm512_loadu_ps(n2 + i)));
             lo = _mm512_max_ps(lo, _mm512_sub_ps(av, m)), h = _mm512_max_ps(h, _mm512_add_ps(av, m));
             am = _mm512_max_ps(am, _mm512_andnot_ps(sign, av)), bad = _mm512_add_ps(bad, _mm512_sub_ps(av, av));
         }
         hi[r / SCAN_CHUNK] = _mm512_reduce_max_ps(h);
     }
     st[0] = _mm512_reduce_max_ps(lo), st[1] = _mm512_reduce_max_ps(am), st[2] = _mm512_reduce_add_ps(bad);
-    screen_scan_tail(a, r, V, n, s, st, hi);
+    screen_scan_tail(a, r, V, n, s, n2, s2, st, hi);
 }
 
 const simd_kernels_t simd_avx512 = {"avx512", matmul_rows_avx512, matmul_panels_avx512, axpy_rows_avx512, max_sumexp_avx512,
-                                    exp_sub_sum_avx512, silu_mul_avx512, matmul_i8_avx512, screen_scan_avx512};
+                                    exp_sub_sum_avx512, silu_mul_avx512, matmul_i8_avx512, matmul_i8q_avx512, screen_scan_avx512};

@@ -114,11 +114,28 @@ static void matmul_i8_scalar(float *out, int ldo, const float *x, int ldx, const
     }
 }
 
-void screen_scan_tail(const float *a, int r0, int V, const float *n, float s, float st[3], float *hi) {
+static void matmul_i8q_scalar(float *out, int ldo, const uint8_t *u, int ldu, const int8_t *wp, const float *sc,
+                              const int32_t *cs, const float *xs, int d4, int T, int p0, int p1, int n) {
+    for (int p = p0; p < p1; p++) {
+        const int8_t *w = wp + (size_t)p * d4 * PANEL * 4;
+        for (int j = 0; j < PANEL && p * PANEL + j < n; j++)
+            for (int t = 0; t < T; t++) {
+                const uint8_t *ut = u + (size_t)t * ldu;
+                int32_t a = 0;
+                for (int k4 = 0; k4 < d4; k4++)
+                    for (int i = 0; i < 4; i++) a += (int32_t)ut[4 * k4 + i] * w[((size_t)k4 * PANEL + j) * 4 + i];
+                const int r = p * PANEL + j;
+                out[(size_t)t * ldo + r] = (sc[r] * xs[t]) * (float)(a - cs[r]);
+            }
+    }
+}
+
+void screen_scan_tail(const float *a, int r0, int V, const float *n, float s, const float *n2, float s2, float st[3],
+                      float *hi) {
     for (int r = r0; r < V; r += SCAN_CHUNK) {
         float h = -INFINITY;
         for (int i = r; i < V && i < r + SCAN_CHUNK; i++) {
-            const float m = s * n[i], lo = a[i] - m, up = a[i] + m, aa = fabsf(a[i]);
+            const float m1 = s * n[i], m2 = s2 * n2[i], m = m1 + m2, lo = a[i] - m, up = a[i] + m, aa = fabsf(a[i]);
             st[2] += a[i] - a[i]; /* NaN if a[i] is infinite or NaN */
             st[0] = lo > st[0] ? lo : st[0], st[1] = aa > st[1] ? aa : st[1], h = up > h ? up : h;
         }
@@ -126,10 +143,11 @@ void screen_scan_tail(const float *a, int r0, int V, const float *n, float s, fl
     }
 }
 
-static void screen_scan_scalar(const float *a, int V, const float *n, float s, float st[3], float *hi) {
+static void screen_scan_scalar(const float *a, int V, const float *n, float s, const float *n2, float s2, float st[3],
+                               float *hi) {
     st[0] = -INFINITY, st[1] = 0, st[2] = 0;
-    screen_scan_tail(a, 0, V, n, s, st, hi);
+    screen_scan_tail(a, 0, V, n, s, n2, s2, st, hi);
 }
 
 const simd_kernels_t simd_scalar = {"scalar", matmul_rows_scalar, matmul_panels_scalar, axpy_rows_scalar, max_sumexp_scalar, exp_sub_sum_generic,
-                                      silu_mul_generic, matmul_i8_scalar, screen_scan_scalar};
+                                      silu_mul_generic, matmul_i8_scalar, matmul_i8q_scalar, screen_scan_scalar};

@@ -76,9 +76,16 @@ typedef struct {
      * k) at panel p, [k][j]) with scales sc (a multiple of PANEL long) */
     void (*matmul_i8)(float *out, int ldo, const float *x, int ldx, const int8_t *wp, const float *sc, int d, int T,
                       int p0, int p1, int n);
-    /* one row of backend_t.screen_scan: a (V), the bounds fl(s * n[r]),
+    /* backend_t.i8q_matmul over panels [p0, p1) of an int8 matrix packed by
+     * cpu.c (a panel: for each group of 4 k, 16 rows x 4 bytes), with scales
+     * sc and cs[r] = half sum_k q[r][k] (both a multiple of PANEL long), d4
+     * groups of 4 k */
+    void (*matmul_i8q)(float *out, int ldo, const uint8_t *u, int ldu, const int8_t *wp, const float *sc,
+                       const int32_t *cs, const float *xs, int d4, int T, int p0, int p1, int n);
+    /* one row of backend_t.screen_scan: a (V), the bounds fl(fl(s * n[r]) + fl(s2 * n2[r])),
      * st[3] and hi (ceil(V / SCAN_CHUNK)) */
-    void (*screen_scan)(const float *a, int V, const float *n, float s, float st[3], float *hi);
+    void (*screen_scan)(const float *a, int V, const float *n, float s, const float *n2, float s2, float st[3],
+                        float *hi);
 } simd_kernels_t;
 
 /* libm versions, shared by the flavours without a vector exp */
@@ -86,7 +93,12 @@ float exp_sub_sum_generic(float *x, int n, float m);
 void silu_mul_generic(float *a, const float *g, int n);
 /* screen_scan in plain C: the scalar flavour, and every flavour's rows past
  * its last whole chunk (from row r0 = c0 * SCAN_CHUNK, chunk c0 on) */
-void screen_scan_tail(const float *a, int r0, int V, const float *n, float s, float st[3], float *hi);
+void screen_scan_tail(const float *a, int r0, int V, const float *n, float s, const float *n2, float s2, float st[3],
+                      float *hi);
+
+/* matmul_i8q with VNNI (vpdpbusd: bytes of u up to 255), where the CPU has it */
+void matmul_i8q_avx512_vnni(float *out, int ldo, const uint8_t *u, int ldu, const int8_t *wp, const float *sc,
+                            const int32_t *cs, const float *xs, int d4, int T, int p0, int p1, int n);
 
 extern const simd_kernels_t simd_scalar;
 extern const simd_kernels_t simd_avx2;
