@@ -502,6 +502,14 @@ int main(void) {
                 test_i8_matmul(be, 16 * 9 + 5, 37, T), test_i8_matmul(be, 3, 8, T), test_i8_matmul(be, 200, 288, T),
                 test_i8q_matmul(be, 16 * 9 + 5, 37, T), test_i8q_matmul(be, 3, 8, T), test_i8q_matmul(be, 200, 288, T);
             test_i8q_matmul(be, 70, 64, 12); /* two 6-token groups; d a multiple of 4 */
+            if (be->i8q_half == 128) { /* the same CPU without VNNI: vpmaddubsw, x below 64 */
+                setenv("BILD_NO_VNNI", "1", 1);
+                backend_t *nv = backend_cpu_new_isa(nt, isas[i]);
+                unsetenv("BILD_NO_VNNI");
+                EXPECT(nv != NULL && nv->i8q_half == 64);
+                for (int T = 1; nv && T <= 9; T += 4) test_i8q_matmul(nv, 16 * 9 + 5, 37, T), test_i8q_matmul(nv, 200, 288, T);
+                backend_destroy(&nv);
+            }
             /* whole chunks and a short last one; a NaN or an infinity in a vector body or in the tail */
             test_screen_scan(be, 1, 32000, 0), test_screen_scan(be, 4, 517, 0), test_screen_scan(be, 3, 7, 0);
             test_screen_scan(be, 2, 1000, 1), test_screen_scan(be, 2, 1000, 4), test_screen_scan(be, 1, 640, 300);
